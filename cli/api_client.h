@@ -1,0 +1,17 @@
+// ApiClient: one request/response exchange with a VMM's JSON API on a unix socket.
+// Blocking, with a deadline; each call opens its own connection. Thread-safe.
+#pragma once
+
+#include <string>
+
+#include <nlohmann/json.hpp>
+
+#include "ferry/base/status.h"
+
+namespace ferry::cli {
+
+// Sends `request` to the VMM at `socket_path` and returns its response. A response with
+// "ok": false becomes an error carrying the VMM's message.
+Result<nlohmann::json> CallApi(const std::string& socket_path, const nlohmann::json& request, int timeout_ms = 30000);
+
+}  // namespace ferry::cli

@@ -1,0 +1,128 @@
+// The JSON API's operations on a running VM: status, pause, resume, snapshot, verify, stop.
+#include <chrono>
+#include <thread>
+
+#include "ferry/base/clock.h"
+#include "ferry/hypervisor/snapshot.h"
+#include "vmm_host.h"
+
+namespace ferry::cli {
+
+using nlohmann::json;
+using hypervisor::RunState;
+
+namespace {
+
+json Error(const std::string& message) { return {{"ok", false}, {"error", message}}; }
+json Error(const Status& st) { return Error(st.message()); }
+
+json ReportJson(const hypervisor::GuestReport& r) {
+  json fields = json::object();
+  for (const auto& [k, v] : r.fields) fields[k] = v;
+  return {{"seq", r.seq}, {"text", r.text}, {"fields", fields}};
+}
+
+json Status(hypervisor::Vm& vm) {
+  const auto& c = vm.config();
+  return {{"ok", true},
+          {"state", hypervisor::RunStateName(vm.state())},
+          {"vcpus", c.vcpus},
+          {"mem_bytes", c.mem_bytes},
+          {"guest", c.guest_path},
+          {"guest_args", c.guest_args},
+          {"pid", getpid()},
+          {"uptime_ms", (MonotonicNs() - vm.boot_host_ns()) / 1000000},
+          {"guest_time_ns", vm.GuestNs()},
+          {"console_last_line", vm.LastConsoleLine()},
+          {"report", ReportJson(vm.LastReport())}};
+}
+
+json Snapshot(hypervisor::Vm& vm, const json& req) {
+  if (!req.contains("file") || !req["file"].is_string()) return Error("snapshot needs a \"file\"");
+  std::string file = req["file"];
+  bool stop_after = req.value("stop", false);
+  hypervisor::SnapshotOptions options;
+  options.fsync = req.value("fsync", true);
+  bool was_paused = vm.state() == RunState::kPaused;
+  uint64_t t0 = MonotonicNs();
+  auto pause = vm.Pause();
+  if (!pause.ok()) return Error(pause.status());
+  auto state = vm.SaveState();
+  Result<hypervisor::SnapshotStats> stats = state.ok()
+      ? hypervisor::WriteSnapshot(file, *state, vm.memory(), options)
+      : Result<hypervisor::SnapshotStats>(state.status());
+  if (stats.ok() && stop_after) {
+    vm.Stop();
+  } else if (!was_paused) {
+    // Failed or not: the VM keeps running where it was.
+    (void)vm.Resume();
+  }
+  uint64_t paused_ns = MonotonicNs() - t0;
+  if (!stats.ok()) return Error(stats.status());
+  double secs = stats->elapsed_ns / 1e9;
+  return {{"ok", true},
+          {"file", file},
+          {"file_bytes", stats->file_bytes},
+          {"ram_bytes", stats->ram_bytes},
+          {"data_chunks", stats->data_chunks},
+          {"zero_chunks", stats->zero_chunks},
+          {"write_ms", stats->elapsed_ns / 1e6},
+          {"pause_latency_us", pause->latency_ns / 1e3},
+          {"downtime_ms", paused_ns / 1e6},
+          {"gib_per_s", secs > 0 ? stats->ram_bytes / secs / (1u << 30) : 0.0},
+          {"stopped", stop_after}};
+}
+
+// Raises a verify event and waits for the guest's report for it.
+json Verify(hypervisor::Vm& vm, const json& req) {
+  int timeout_ms = req.value("timeout_ms", 30000);
+  if (vm.state() != RunState::kRunning) return Error("verify needs a running VM");
+  if (!vm.LastReport().fields.count("verify_seq")) {
+    return Error("the guest does not report verification (is it memcheck?)");
+  }
+  // The guest reports verify_seq = the newest request every vCPU has finished a full pass for.
+  const uint64_t target = vm.RequestVerify();
+  uint64_t deadline = MonotonicNs() + uint64_t(timeout_ms) * 1000000;
+  while (MonotonicNs() < deadline) {
+    auto r = vm.LastReport();
+    auto seq = r.fields.find("verify_seq");
+    auto verify_pages = r.fields.find("verify_pages");
+    if (seq != r.fields.end() && verify_pages != r.fields.end() && std::stoull(seq->second) >= target) {
+      bool passed = r.fields["verdict"] == "ok" && r.fields["verify_errors"] == "0";
+      return {{"ok", true}, {"passed", passed}, {"report", ReportJson(r)}};
+    }
+    if (vm.state() == RunState::kCrashed || vm.state() == RunState::kShutdown) return Error("the guest ended during verification");
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  }
+  return Error("the guest did not report its verification within " + std::to_string(timeout_ms) + " ms");
+}
+
+}  // namespace
+
+json HandleApiRequest(hypervisor::Vm& vm, const json& req) {
+  std::string op = req.value("op", "");
+  if (op == "status") return Status(vm);
+  if (op == "pause") {
+    auto r = vm.Pause();
+    if (!r.ok()) return Error(r.status());
+    return {{"ok", true}, {"latency_us", r->latency_ns / 1e3}};
+  }
+  if (op == "resume") {
+    uint64_t t0 = MonotonicNs();
+    if (auto st = vm.Resume(); !st.ok()) return Error(st);
+    return {{"ok", true}, {"latency_us", (MonotonicNs() - t0) / 1e3}};
+  }
+  if (op == "snapshot") return Snapshot(vm, req);
+  if (op == "verify") return Verify(vm, req);
+  if (op == "stop") {
+    if (req.value("force", false)) {
+      vm.Stop();
+    } else {
+      vm.RequestGuestStop();
+    }
+    return {{"ok", true}};
+  }
+  return Error("unknown op \"" + op + "\" (expected status, pause, resume, snapshot, verify or stop)");
+}
+
+}  // namespace ferry::cli

@@ -1,0 +1,110 @@
+// ferry status / pause / resume / snapshot / verify / stop: clients of a running VMM's API.
+#include <cstdio>
+#include <memory>
+
+#include "api_client.h"
+#include "commands.h"
+#include "vmm_host.h"
+
+namespace ferry::cli {
+namespace {
+
+using nlohmann::json;
+
+struct ControlFlags {
+  std::string api;
+  bool json_out = false;
+  std::string file;
+  bool stop = false;
+  bool no_fsync = false;
+  bool force = false;
+  int timeout_ms = 30000;
+};
+
+int Call(const ControlFlags& f, const json& request, const std::function<void(const json&)>& human) {
+  auto r = CallApi(f.api, request, f.timeout_ms + 5000);
+  if (!r.ok()) {
+    if (f.json_out) {
+      std::printf("%s\n", json{{"ok", false}, {"error", r.status().message()}}.dump().c_str());
+    }
+    std::fprintf(stderr, "ferry: %s\n", r.status().message().c_str());
+    return kExitError;
+  }
+  if (f.json_out) {
+    std::printf("%s\n", r->dump().c_str());
+  } else {
+    human(*r);
+  }
+  return kExitOk;
+}
+
+void PrintStatus(const json& r) {
+  std::printf("state:    %s\n", r["state"].get<std::string>().c_str());
+  std::printf("guest:    %s %s\n", r["guest"].get<std::string>().c_str(), r["guest_args"].get<std::string>().c_str());
+  std::printf("vcpus:    %u\nmemory:   %llu MiB\nuptime:   %llu ms\n", r["vcpus"].get<unsigned>(),
+              static_cast<unsigned long long>(r["mem_bytes"].get<uint64_t>() >> 20),
+              static_cast<unsigned long long>(r["uptime_ms"].get<uint64_t>()));
+  std::printf("console:  %s\n", r["console_last_line"].get<std::string>().c_str());
+  std::printf("report:   %s\n", r["report"]["text"].get<std::string>().c_str());
+}
+
+CLI::App* AddClient(CLI::App& app, const char* name, const char* help, std::shared_ptr<ControlFlags> f, bool with_json) {
+  CLI::App* cmd = app.add_subcommand(name, help);
+  cmd->add_option("--api", f->api, "The VMM's API socket")->required();
+  if (with_json) cmd->add_flag("--json", f->json_out, "Print the result as JSON");
+  return cmd;
+}
+
+}  // namespace
+
+void AddControlCommands(CLI::App& app, CommandFn* selected) {
+  auto f = std::make_shared<ControlFlags>();
+
+  AddClient(app, "status", "Show a VM's state and its guest's latest report", f, true)->callback([=] {
+    *selected = [f] { return Call(*f, {{"op", "status"}}, PrintStatus); };
+  });
+  AddClient(app, "pause", "Pause every vCPU of a VM", f, true)->callback([=] {
+    *selected = [f] {
+      return Call(*f, {{"op", "pause"}}, [](const json& r) { std::printf("paused in %.1f us\n", r["latency_us"].get<double>()); });
+    };
+  });
+  AddClient(app, "resume", "Resume a paused VM", f, true)->callback([=] {
+    *selected = [f] { return Call(*f, {{"op", "resume"}}, [](const json&) { std::printf("resumed\n"); }); };
+  });
+
+  CLI::App* snap = AddClient(app, "snapshot", "Write a VM's complete state to a file (pauses it meanwhile)", f, true);
+  snap->add_option("--file", f->file, "Snapshot file to write")->required();
+  snap->add_flag("--stop", f->stop, "Stop the VM once the snapshot is safely written");
+  snap->add_flag("--no-fsync", f->no_fsync, "Skip fsync (faster, not durable across a host crash)");
+  snap->callback([=] {
+    *selected = [f] {
+      json req = {{"op", "snapshot"}, {"file", f->file}, {"stop", f->stop}, {"fsync", !f->no_fsync}};
+      return Call(*f, req, [](const json& r) {
+        std::printf("snapshot %s: %llu MiB RAM, %llu bytes written in %.1f ms (%.2f GiB/s), VM paused %.1f ms\n",
+                    r["file"].get<std::string>().c_str(),
+                    static_cast<unsigned long long>(r["ram_bytes"].get<uint64_t>() >> 20),
+                    static_cast<unsigned long long>(r["file_bytes"].get<uint64_t>()), r["write_ms"].get<double>(),
+                    r["gib_per_s"].get<double>(), r["downtime_ms"].get<double>());
+      });
+    };
+  });
+
+  CLI::App* verify = AddClient(app, "verify", "Ask a memcheck guest to verify all its pages now; exit 1 if any is bad", f, true);
+  verify->add_option("--timeout-ms", f->timeout_ms, "How long to wait for the guest's verdict")->capture_default_str();
+  verify->callback([=] {
+    *selected = [f] {
+      int code = Call(*f, {{"op", "verify"}, {"timeout_ms", f->timeout_ms}}, [](const json& r) {
+        std::printf("verify %s: %s\n", r["passed"].get<bool>() ? "passed" : "FAILED", r["report"]["text"].get<std::string>().c_str());
+      });
+      return code;
+    };
+  });
+
+  CLI::App* stop = AddClient(app, "stop", "Ask the guest to shut down (or --force: stop the VM at once)", f, false);
+  stop->add_flag("--force", f->force, "Stop the vCPUs now instead of asking the guest");
+  stop->callback([=] {
+    *selected = [f] { return Call(*f, {{"op", "stop"}, {"force", f->force}}, [](const json&) {}); };
+  });
+}
+
+}  // namespace ferry::cli

@@ -1,0 +1,95 @@
+// ferry run / ferry restore: the VMM process that runs one guest in the foreground.
+#include <cstdio>
+#include <iostream>
+#include <memory>
+
+#include "commands.h"
+#include "ferry/base/clock.h"
+#include "ferry/base/units.h"
+#include "ferry/hypervisor/snapshot.h"
+#include "ferry/hypervisor/vm.h"
+#include "vmm_host.h"
+
+namespace ferry::cli {
+namespace {
+
+struct RunFlags {
+  std::string guest;
+  std::string mem = "256M";
+  uint32_t vcpus = 1;
+  std::string api;
+  std::vector<std::string> guest_args;
+};
+
+struct RestoreFlags {
+  std::string file;
+  std::string api;
+  bool no_verify = false;
+};
+
+// The guest console goes to stdout, one line at a time, flushed so pipes see it at once.
+hypervisor::ConsoleSink StdoutSink() {
+  return [](std::string_view line) {
+    std::fwrite(line.data(), 1, line.size(), stdout);
+    std::fputc('\n', stdout);
+    std::fflush(stdout);
+  };
+}
+
+int Fail(const Status& st) {
+  std::fprintf(stderr, "ferry: %s\n", st.message().c_str());
+  return kExitError;
+}
+
+int DoRun(const RunFlags& f) {
+  auto mem = ParseSize(f.mem);
+  if (!mem.ok()) return Fail(mem.status().Annotate("--mem"));
+  if (*mem % (2u << 20) != 0) return Fail(InvalidArgument("--mem must be a multiple of 2M"));
+  hypervisor::VmConfig config;
+  config.mem_bytes = *mem;
+  config.vcpus = f.vcpus;
+  config.guest_path = f.guest;
+  for (const auto& a : f.guest_args) {
+    if (a.find('=') == std::string::npos || a.find(' ') != std::string::npos) {
+      return Fail(InvalidArgument("guest argument '" + a + "' must be a key=value word"));
+    }
+    config.guest_args += (config.guest_args.empty() ? "" : " ") + a;
+  }
+  auto vm = hypervisor::Vm::Boot(config, StdoutSink());
+  if (!vm.ok()) return Fail(vm.status());
+  return RunVmm(std::move(vm).value(), VmmOptions{f.api, false});
+}
+
+int DoRestore(const RestoreFlags& f) {
+  auto loaded = hypervisor::ReadSnapshot(f.file);
+  if (!loaded.ok()) return Fail(loaded.status());
+  auto& s = loaded->stats;
+  std::fprintf(stderr, "ferry: restored %s: %llu MiB RAM (%llu data chunks) in %.1f ms\n", f.file.c_str(),
+               static_cast<unsigned long long>(s.ram_bytes >> 20), static_cast<unsigned long long>(s.data_chunks),
+               s.elapsed_ns / 1e6);
+  auto vm = hypervisor::Vm::FromState(loaded->state, std::move(loaded->memory), StdoutSink());
+  if (!vm.ok()) return Fail(vm.status().Annotate("restore"));
+  return RunVmm(std::move(vm).value(), VmmOptions{f.api, !f.no_verify});
+}
+
+}  // namespace
+
+void AddVmmCommands(CLI::App& app, CommandFn* selected) {
+  auto run_flags = std::make_shared<RunFlags>();
+  CLI::App* run = app.add_subcommand("run", "Boot a guest ELF and run it in the foreground until it exits");
+  run->add_option("GUEST", run_flags->guest, "Guest image (e.g. build/guests/memcheck.elf)")->required()->check(CLI::ExistingFile);
+  run->add_option("--mem", run_flags->mem, "Guest RAM (e.g. 256M, 1G; multiple of 2M)")->capture_default_str();
+  run->add_option("--vcpus", run_flags->vcpus, "Number of vCPUs")->check(CLI::Range(1, 64))->capture_default_str();
+  run->add_option("--api", run_flags->api, "Serve the JSON control API on this unix socket");
+  run->add_option("guest_args", run_flags->guest_args, "key=value words for the guest, after --");
+  run->callback([selected, run_flags] { *selected = [run_flags] { return DoRun(*run_flags); }; });
+
+  auto restore_flags = std::make_shared<RestoreFlags>();
+  CLI::App* restore = app.add_subcommand("restore", "Start a VM from a snapshot file and run it in the foreground");
+  restore->add_option("--file", restore_flags->file, "Snapshot file")->required();
+  restore->add_option("--api", restore_flags->api, "Serve the JSON control API on this unix socket");
+  restore->add_flag("--no-verify", restore_flags->no_verify, "Do not ask the guest to verify itself after restore");
+  restore->callback([selected, restore_flags] { *selected = [restore_flags] { return DoRestore(*restore_flags); }; });
+}
+
+}  // namespace ferry::cli

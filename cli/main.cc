@@ -1,0 +1,25 @@
+// ferry: one binary, subcommands (DESIGN.md "CLI and API").
+#include <cstdio>
+
+#include "commands.h"
+#include "ferry/base/log.h"
+#include "vmm_host.h"
+
+int main(int argc, char** argv) {
+  CLI::App app{"Ferry: live migration and high availability for virtual machines", "ferry"};
+  app.require_subcommand(1);
+  app.set_help_all_flag("--help-all", "Show help for every subcommand");
+  bool verbose = false;
+  app.add_flag("-v,--verbose", verbose, "Log diagnostics to stderr");
+  ferry::cli::CommandFn selected;
+  ferry::cli::AddVmmCommands(app, &selected);
+  ferry::cli::AddControlCommands(app, &selected);
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    int code = app.exit(e);
+    return code == 0 ? 0 : ferry::cli::kExitUsage;
+  }
+  if (verbose) ferry::SetLogLevel(ferry::LogLevel::kInfo);
+  return selected ? selected() : ferry::cli::kExitUsage;
+}

@@ -1,0 +1,80 @@
+#include "vmm_host.h"
+
+#include <pthread.h>
+#include <signal.h>
+
+#include <cstdio>
+#include <thread>
+
+#include "ferry/base/clock.h"
+#include "ferry/base/log.h"
+
+namespace ferry::cli {
+
+using hypervisor::RunState;
+
+namespace {
+
+// Blocks SIGINT/SIGTERM in every thread and waits for them on one, stopping the VM.
+class SignalWatcher {
+ public:
+  explicit SignalWatcher(hypervisor::Vm* vm) {
+    sigemptyset(&set_);
+    sigaddset(&set_, SIGINT);
+    sigaddset(&set_, SIGTERM);
+    sigaddset(&set_, SIGHUP);
+    pthread_sigmask(SIG_BLOCK, &set_, nullptr);
+    thread_ = std::thread([this, vm] {
+      int sig = 0;
+      sigwait(&set_, &sig);
+      if (done_) return;
+      FERRY_LOG_WARN("signal %d: stopping the VM", sig);
+      vm->Stop();
+    });
+  }
+  ~SignalWatcher() {
+    done_ = true;
+    pthread_kill(thread_.native_handle(), SIGTERM);
+    thread_.join();
+  }
+
+ private:
+  sigset_t set_;
+  std::atomic<bool> done_{false};
+  std::thread thread_;
+};
+
+}  // namespace
+
+int RunVmm(std::unique_ptr<hypervisor::Vm> vm, const VmmOptions& options) {
+  SignalWatcher signals(vm.get());  // before any thread starts, so all inherit the mask
+  std::unique_ptr<ApiServer> api;
+  if (!options.api_path.empty()) {
+    auto server = ApiServer::Start(options.api_path, [&vm](const nlohmann::json& r) { return HandleApiRequest(*vm, r); });
+    if (!server.ok()) {
+      std::fprintf(stderr, "ferry: %s\n", server.status().message().c_str());
+      return kExitError;
+    }
+    api = std::move(server).value();
+  }
+  if (options.verify_on_start) vm->RequestVerify();
+  if (Status st = vm->Start(); !st.ok()) {
+    std::fprintf(stderr, "ferry: cannot start the VM: %s\n", st.message().c_str());
+    return kExitError;
+  }
+  hypervisor::VmExit exit = vm->WaitForExit();
+  if (api) api->Stop();
+  switch (exit.state) {
+    case RunState::kShutdown:
+      std::fprintf(stderr, "ferry: guest shut down (code %d)\n", exit.exit_code);
+      return exit.exit_code < 0 || exit.exit_code > 125 ? kExitError : exit.exit_code;
+    case RunState::kCrashed:
+      std::fprintf(stderr, "ferry: guest crashed: %s\n", exit.reason.c_str());
+      return kExitGuestCrash;
+    default:
+      std::fprintf(stderr, "ferry: VM stopped\n");
+      return kExitOk;
+  }
+}
+
+}  // namespace ferry::cli

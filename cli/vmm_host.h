@@ -1,0 +1,34 @@
+// VmmHost: the VMM process around one Vm — serves its JSON API, forwards the guest console
+// to stdout, turns SIGINT/SIGTERM into a clean stop, and reports how the guest ended.
+// Used by `ferry run` and `ferry restore`. Owns the Vm and the ApiServer; Run() blocks.
+#pragma once
+
+#include <memory>
+#include <string>
+
+#include <nlohmann/json.hpp>
+
+#include "api_server.h"
+#include "ferry/hypervisor/vm.h"
+
+namespace ferry::cli {
+
+struct VmmOptions {
+  std::string api_path;       // empty: no API
+  bool verify_on_start = false;  // deliver a verify event before the first instruction
+};
+
+// Process exit codes shared by the VMM subcommands.
+inline constexpr int kExitOk = 0;
+inline constexpr int kExitError = 1;       // a Ferry error (bad flag, bad file, KVM failure)
+inline constexpr int kExitUsage = 2;       // command-line syntax
+inline constexpr int kExitGuestCrash = 3;  // triple fault, panic, bad hypercall
+
+// Runs `vm` until it exits; returns the process exit code (the guest's own code if it shut
+// down cleanly, kExitGuestCrash if it crashed).
+int RunVmm(std::unique_ptr<hypervisor::Vm> vm, const VmmOptions& options);
+
+// The API's request dispatch for a VM (exposed for tests).
+nlohmann::json HandleApiRequest(hypervisor::Vm& vm, const nlohmann::json& request);
+
+}  // namespace ferry::cli

@@ -1,0 +1,84 @@
+/* dirtier: dirties guest memory at a configured rate, for benchmarks.
+ *
+ * Arguments: rate_mbps=N (total across vCPUs; 0 = idle, max = as fast as possible),
+ * wss_mib=N (working set, default: all free memory), pattern=uniform|hotcold (hotcold sends
+ * 90% of writes to the first 10% of the working set), seconds=N (0 = run until stopped).
+ * Each write fills a whole page with fresh pseudo-random words (not trivially compressible).
+ * Every vCPU dirties its share; vCPU 0 reports rate, pages and the longest pause it saw. */
+#include "ferry_guest.h"
+
+#define PAGE 4096u
+
+struct vcpu_stats {
+  volatile uint64_t pages;
+  volatile uint64_t max_pause_ns;
+  uint64_t pad[6];
+};
+static struct vcpu_stats stats[FERRY_MAX_VCPUS];
+
+static void dirty_page(uint8_t* base, uint64_t page, uint64_t* rng) {
+  uint64_t* w = (uint64_t*)(base + page * PAGE);
+  uint64_t s = fg_xorshift(rng) | 1;
+  for (uint32_t k = 0; k < PAGE / 8; ++k) w[k] = fg_xorshift(&s);
+}
+
+int guest_main(uint32_t vcpu, uint32_t nvcpus) {
+  const struct ferry_boot_info* b = fg_boot();
+  char rate_text[24] = "100", pattern[16] = "uniform";
+  fg_arg_str("rate_mbps", rate_text, sizeof rate_text);
+  fg_arg_str("pattern", pattern, sizeof pattern);
+  int unlimited = strncmp(rate_text, "max", 3) == 0;
+  uint64_t rate_mbps = fg_arg_u64("rate_mbps", 100);
+  int hotcold = strncmp(pattern, "hotcold", 7) == 0;
+  uint64_t wss = fg_arg_u64("wss_mib", 0) << 20;
+  uint64_t free_bytes = b->free_end - b->free_start;
+  if (!wss || wss > free_bytes) wss = free_bytes;
+  uint64_t wss_pages = wss / PAGE, hot_pages = wss_pages / 10 ? wss_pages / 10 : 1;
+  uint64_t seconds = fg_arg_u64("seconds", 0);
+  uint8_t* base = (uint8_t*)b->free_start;
+  /* Pages per second for this vCPU, in pages per 2^20 ns to keep integer math exact enough. */
+  uint64_t pps = rate_mbps * 256 / nvcpus;
+  if (vcpu == 0) {
+    fg_printf("dirtier: rate=%s MB/s wss=%lu MiB pattern=%s vcpus=%u\n", unlimited ? "max" : rate_text,
+              wss >> 20, hotcold ? "hotcold" : "uniform", nvcpus);
+  }
+  struct vcpu_stats* st = &stats[vcpu];
+  uint64_t rng = fg_mix64(vcpu * 7919 + 1) | 1;
+  uint64_t start = fg_now_ns(), last = start, last_report = start, report_pages = 0;
+  uint64_t stop_seen = fg_stop_seq();
+  while (fg_stop_seq() == stop_seen) {
+    uint64_t now = fg_now_ns();
+    if (now - last > st->max_pause_ns) st->max_pause_ns = now - last;
+    last = now;
+    if (seconds && now - start >= seconds * 1000000000ull) break;
+    uint64_t due = unlimited ? st->pages + 64 : (now - start) / 1000 * pps / 1000000;
+    if (st->pages >= due) {
+      fg_wait(200000); /* 200 us */
+      last = fg_now_ns(); /* a requested sleep is not a pause */
+      continue;
+    }
+    uint64_t todo = due - st->pages;
+    if (todo > 256) todo = 256;
+    for (uint64_t k = 0; k < todo; ++k) {
+      uint64_t r = fg_xorshift(&rng);
+      uint64_t page = (hotcold && (r & 0xff) < 230) ? (r >> 8) % hot_pages : (r >> 8) % wss_pages;
+      dirty_page(base, page, &rng);
+    }
+    st->pages += todo;
+    if (vcpu == 0 && now - last_report >= 1000000000ull) {
+      uint64_t total = 0, max_pause = 0;
+      for (uint32_t v = 0; v < nvcpus; ++v) {
+        total += stats[v].pages;
+        if (stats[v].max_pause_ns > max_pause) max_pause = stats[v].max_pause_ns;
+      }
+      uint64_t mbps = (total - report_pages) * PAGE / ((now - last_report) / 1000);  /* bytes/us = MB/s */
+      fg_report("workload=dirtier rate_mbps=%s achieved_mbps=%lu pages=%lu wss_mib=%lu pattern=%s max_pause_us=%lu vcpus=%u",
+                unlimited ? "max" : rate_text, mbps, total, wss >> 20, hotcold ? "hotcold" : "uniform",
+                max_pause / 1000, nvcpus);
+      report_pages = total;
+      last_report = now;
+    }
+  }
+  if (vcpu == 0) fg_printf("dirtier: stopped after %lu pages, max pause %lu us\n", st->pages, st->max_pause_ns / 1000);
+  return 0;
+}

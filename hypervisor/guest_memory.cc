@@ -1,0 +1,65 @@
+#include "ferry/hypervisor/guest_memory.h"
+
+#include <sys/mman.h>
+#include <unistd.h>
+
+#include <cstring>
+#include <utility>
+
+namespace ferry::hypervisor {
+
+Result<GuestMemory> GuestMemory::Create(uint64_t bytes) {
+  if (bytes == 0 || bytes % (2u << 20) != 0) {
+    return InvalidArgument("guest memory must be a non-zero multiple of 2 MiB");
+  }
+  UniqueFd fd(memfd_create("ferry-guest-ram", MFD_CLOEXEC));
+  if (!fd.valid()) return ErrnoError("memfd_create");
+  if (ftruncate(fd.get(), static_cast<off_t>(bytes)) != 0) return ErrnoError("ftruncate guest memory");
+  // MAP_NORESERVE: guest RAM is populated on first touch, so a 4 GiB guest starts instantly.
+  void* p = mmap(nullptr, bytes, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_NORESERVE, fd.get(), 0);
+  if (p == MAP_FAILED) return ErrnoError("mmap guest memory");
+  return GuestMemory(std::move(fd), static_cast<uint8_t*>(p), bytes);
+}
+
+GuestMemory::~GuestMemory() {
+  // SAFETY: base_/size_ are exactly the mapping made in Create(); vCPUs are gone by now
+  // because Vm destroys them before its memory.
+  if (base_) munmap(base_, size_);
+}
+
+GuestMemory::GuestMemory(GuestMemory&& other) noexcept
+    : fd_(std::move(other.fd_)),
+      base_(std::exchange(other.base_, nullptr)),
+      size_(std::exchange(other.size_, 0)) {}
+
+GuestMemory& GuestMemory::operator=(GuestMemory&& other) noexcept {
+  if (this != &other) {
+    if (base_) munmap(base_, size_);
+    fd_ = std::move(other.fd_);
+    base_ = std::exchange(other.base_, nullptr);
+    size_ = std::exchange(other.size_, 0);
+  }
+  return *this;
+}
+
+Result<std::span<uint8_t>> GuestMemory::Slice(uint64_t gpa, uint64_t len) const {
+  if (!Contains(gpa, len)) {
+    return InvalidArgument("guest address range [" + std::to_string(gpa) + ", +" + std::to_string(len) +
+                           ") is outside guest memory");
+  }
+  return std::span<uint8_t>(base_ + gpa, len);
+}
+
+Status GuestMemory::Read(uint64_t gpa, void* out, uint64_t len) const {
+  FERRY_ASSIGN_OR_RETURN(auto s, Slice(gpa, len));
+  std::memcpy(out, s.data(), len);
+  return Status::Ok();
+}
+
+Status GuestMemory::Write(uint64_t gpa, const void* data, uint64_t len) {
+  FERRY_ASSIGN_OR_RETURN(auto s, Slice(gpa, len));
+  std::memcpy(s.data(), data, len);
+  return Status::Ok();
+}
+
+}  // namespace ferry::hypervisor

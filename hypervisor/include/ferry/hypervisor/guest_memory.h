@@ -1,0 +1,51 @@
+// GuestMemory: the guest's RAM, one memfd mapped shared into the VMM (so it can later be
+// handed to another process, snapshotted or served by userfaultfd).
+//
+// Owns the memfd and the mapping. Guest-physical address 0 maps to host(). Range checks are
+// the caller's duty only for trusted internal paths; every address that comes from the guest
+// or a peer goes through Check() / Slice(). The mapping itself is shared with the vCPUs, so
+// concurrent access follows the guest's own rules; VMM-side writes go through Write() so a
+// later dirty-tracking layer sees every one of them.
+#pragma once
+
+#include <cstdint>
+#include <span>
+#include <string>
+
+#include "ferry/base/status.h"
+#include "ferry/base/unique_fd.h"
+
+namespace ferry::hypervisor {
+
+inline constexpr uint64_t kPageSize = 4096;
+
+class GuestMemory {
+ public:
+  static Result<GuestMemory> Create(uint64_t bytes);
+  ~GuestMemory();
+  GuestMemory(GuestMemory&& other) noexcept;
+  GuestMemory& operator=(GuestMemory&& other) noexcept;
+  GuestMemory(const GuestMemory&) = delete;
+  GuestMemory& operator=(const GuestMemory&) = delete;
+
+  uint64_t size() const { return size_; }
+  uint8_t* host() const { return base_; }
+  int fd() const { return fd_.get(); }
+
+  // Ok when [gpa, gpa+len) lies inside guest RAM (overflow-safe).
+  bool Contains(uint64_t gpa, uint64_t len) const {
+    return gpa <= size_ && len <= size_ - gpa;
+  }
+  // A checked view of guest memory; error if out of range.
+  Result<std::span<uint8_t>> Slice(uint64_t gpa, uint64_t len) const;
+  Status Read(uint64_t gpa, void* out, uint64_t len) const;
+  Status Write(uint64_t gpa, const void* data, uint64_t len);
+
+ private:
+  GuestMemory(UniqueFd fd, uint8_t* base, uint64_t size) : fd_(std::move(fd)), base_(base), size_(size) {}
+  UniqueFd fd_;
+  uint8_t* base_ = nullptr;
+  uint64_t size_ = 0;
+};
+
+}  // namespace ferry::hypervisor

@@ -1,0 +1,111 @@
+// Vm: one running paravirtual guest — its memory, vCPU threads, devices and clock.
+//
+// Lifecycle: Boot() (from an ELF) or FromState() (from a snapshot or migration) creates a
+// stopped VM; Start() launches the vCPU threads; Pause()/Resume() stop and restart all
+// vCPUs at an instruction boundary (pending I/O completed first); SaveState() is legal only
+// while paused; WaitForExit() blocks until the guest shuts down, crashes or is stopped.
+// All public methods are thread-safe (the API server, vCPU threads and the CLI call in).
+#pragma once
+
+#include <atomic>
+#include <condition_variable>
+#include <cstdint>
+#include <functional>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "ferry/base/status.h"
+#include "ferry/hypervisor/device_state.h"
+#include "ferry/hypervisor/guest_memory.h"
+#include "ferry/hypervisor/vcpu_state.h"
+
+namespace ferry::hypervisor {
+
+class Console;
+class PvClock;
+class Vcpu;
+class VmCore;
+
+struct VmConfig {
+  uint64_t mem_bytes = 256ull << 20;
+  uint32_t vcpus = 1;
+  std::string guest_path;  // informational once booted
+  std::string guest_args;  // "key=value" words for the guest
+};
+
+// Everything but RAM that a snapshot or migration carries.
+struct VmState {
+  VmConfig config;
+  std::vector<VcpuState> vcpus;
+  ConsoleState console;
+  ClockState clock;
+};
+
+enum class RunState { kCreated, kRunning, kPaused, kShutdown, kCrashed, kStopped };
+const char* RunStateName(RunState s);
+
+struct VmExit {
+  RunState state = RunState::kStopped;
+  int exit_code = 0;        // from the guest's shutdown hypercall
+  std::string reason;       // crash or panic description
+};
+
+// The last status line a guest reported (FERRY_HC_REPORT), parsed into key=value fields.
+struct GuestReport {
+  uint64_t seq = 0;         // 0: nothing reported yet
+  uint64_t host_time_ns = 0;
+  std::string text;
+  std::map<std::string, std::string> fields;
+};
+
+struct PauseStats {
+  uint64_t latency_ns = 0;  // request to all vCPUs parked
+};
+
+using ConsoleSink = std::function<void(std::string_view line)>;
+
+class Vm {
+ public:
+  static Result<std::unique_ptr<Vm>> Boot(const VmConfig& config, ConsoleSink sink);
+  static Result<std::unique_ptr<Vm>> FromState(const VmState& state, GuestMemory memory, ConsoleSink sink);
+  ~Vm();
+  Vm(const Vm&) = delete;
+  Vm& operator=(const Vm&) = delete;
+
+  Status Start();
+  Result<PauseStats> Pause();
+  Status Resume();
+  Result<VmState> SaveState();  // requires kPaused
+  // Stops the vCPUs for good (the VM exits with kStopped).
+  void Stop();
+  // Asks the guest to verify itself / to shut down cleanly (events in the shared page).
+  // Returns the new verify sequence number the guest will see.
+  uint64_t RequestVerify();
+  void RequestGuestStop();
+  VmExit WaitForExit();
+  // Like WaitForExit but gives up after timeout_ms; returns false on timeout.
+  bool WaitForExitFor(uint64_t timeout_ms, VmExit* exit);
+
+  RunState state() const;
+  GuestReport LastReport() const;
+  std::string LastConsoleLine() const;
+  uint64_t GuestNs() const;
+  const VmConfig& config() const { return config_; }
+  GuestMemory& memory() { return memory_; }
+  uint64_t boot_host_ns() const { return created_ns_; }
+
+ private:
+  friend class VmCore;
+  Vm(VmConfig config, GuestMemory memory, ConsoleSink sink);
+
+  VmConfig config_;
+  GuestMemory memory_;
+  uint64_t created_ns_ = 0;
+  std::unique_ptr<VmCore> core_;  // KVM handles, vCPUs, devices, run-state machine
+};
+
+}  // namespace ferry::hypervisor

@@ -1,0 +1,73 @@
+#include "ferry/hypervisor/vm.h"
+
+#include "boot_layout.h"
+#include "ferry/base/clock.h"
+#include "ferry/hypervisor/elf_loader.h"
+#include "ferry/hypervisor/guest_abi.h"
+#include "vm_core.h"
+
+namespace ferry::hypervisor {
+
+Vm::Vm(VmConfig config, GuestMemory memory, ConsoleSink sink)
+    : config_(std::move(config)), memory_(std::move(memory)), created_ns_(MonotonicNs()),
+      core_(std::make_unique<VmCore>(this, std::move(sink))) {}
+
+Vm::~Vm() { core_.reset(); }  // vCPU threads stop before memory goes
+
+Result<std::unique_ptr<Vm>> Vm::Boot(const VmConfig& config, ConsoleSink sink) {
+  if (config.vcpus == 0 || config.vcpus > FERRY_MAX_VCPUS) {
+    return InvalidArgument("--vcpus must be between 1 and " + std::to_string(FERRY_MAX_VCPUS));
+  }
+  if (config.mem_bytes < MinimumMemory(config.vcpus)) {
+    return InvalidArgument("--mem must be at least " + std::to_string(MinimumMemory(config.vcpus) >> 20) + "M");
+  }
+  FERRY_ASSIGN_OR_RETURN(auto memory, GuestMemory::Create(config.mem_bytes));
+  FERRY_ASSIGN_OR_RETURN(auto image, LoadElfFile(config.guest_path, memory));
+  BootParams params{config.mem_bytes, config.vcpus, config.guest_args, image.entry, image.image_end};
+  FERRY_RETURN_IF_ERROR(WriteBootStructures(params, memory));
+
+  std::unique_ptr<Vm> vm(new Vm(config, std::move(memory), std::move(sink)));
+  FERRY_RETURN_IF_ERROR(vm->core_->Init());
+  kvm_sregs sregs{};
+  FERRY_RETURN_IF_ERROR(sys::Ioctl(vm->core_->vcpu(0).fd(), KVM_GET_SREGS, &sregs, "KVM_GET_SREGS"));
+  InitialSregs(&sregs);
+  for (uint32_t i = 0; i < config.vcpus; ++i) {
+    kvm_regs regs;
+    InitialRegs(params, i, &regs);
+    FERRY_RETURN_IF_ERROR(vm->core_->vcpu(i).SetRegisters(regs, sregs));
+  }
+  FERRY_RETURN_IF_ERROR(vm->core_->clock().Publish(vm->memory_, vm->core_->vcpu(0).fd(), 0));
+  return vm;
+}
+
+Result<std::unique_ptr<Vm>> Vm::FromState(const VmState& state, GuestMemory memory, ConsoleSink sink) {
+  if (state.config.mem_bytes != memory.size()) return InvalidArgument("saved memory size does not match the VM config");
+  if (state.vcpus.size() != state.config.vcpus || state.vcpus.empty() || state.config.vcpus > FERRY_MAX_VCPUS) {
+    return InvalidArgument("saved vCPU count does not match the VM config");
+  }
+  std::unique_ptr<Vm> vm(new Vm(state.config, std::move(memory), std::move(sink)));
+  FERRY_RETURN_IF_ERROR(vm->core_->Init());
+  for (const VcpuState& vs : state.vcpus) {
+    if (vs.index >= state.config.vcpus) return InvalidArgument("saved vCPU index out of range");
+    FERRY_RETURN_IF_ERROR(vm->core_->vcpu(vs.index).RestoreState(vs).Annotate("vCPU " + std::to_string(vs.index)));
+  }
+  vm->core_->console().Restore(state.console);
+  FERRY_RETURN_IF_ERROR(vm->core_->clock().Publish(vm->memory_, vm->core_->vcpu(0).fd(), PvClock::ResumeNs(state.clock)));
+  return vm;
+}
+
+Status Vm::Start() { return core_->Start(); }
+Result<PauseStats> Vm::Pause() { return core_->Pause(); }
+Status Vm::Resume() { return core_->Resume(); }
+Result<VmState> Vm::SaveState() { return core_->SaveState(); }
+void Vm::Stop() { core_->Stop(); }
+uint64_t Vm::RequestVerify() { return core_->BumpEvent(true); }
+void Vm::RequestGuestStop() { core_->BumpEvent(false); }
+VmExit Vm::WaitForExit() { return core_->WaitForExit(); }
+bool Vm::WaitForExitFor(uint64_t timeout_ms, VmExit* exit) { return core_->WaitForExitFor(timeout_ms, exit); }
+RunState Vm::state() const { return core_->state(); }
+GuestReport Vm::LastReport() const { return core_->LastReport(); }
+std::string Vm::LastConsoleLine() const { return core_->console().LastLine(); }
+uint64_t Vm::GuestNs() const { return core_->clock().GuestNs(); }
+
+}  // namespace ferry::hypervisor
