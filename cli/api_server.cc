@@ -45,10 +45,10 @@ ApiServer::~ApiServer() { Stop(); }
 void ApiServer::Stop() {
   if (stopping_.exchange(true)) return;
   boost::system::error_code ec;
-  acceptor_.cancel(ec);
-  acceptor_.close(ec);
-  ::shutdown(acceptor_.native_handle(), SHUT_RDWR);
+  // Closing a socket does not wake a thread blocked in accept(2); shutting it down does.
+  if (acceptor_.is_open()) ::shutdown(acceptor_.native_handle(), SHUT_RDWR);
   if (accept_thread_.joinable()) accept_thread_.join();
+  acceptor_.close(ec);
   std::vector<std::thread> threads;
   {
     std::lock_guard lock(mu_);

@@ -45,6 +45,7 @@ Status DecodeDevices(std::span<const uint8_t> p, VmState* s) {
   Decoder d(p);
   FERRY_RETURN_IF_ERROR(DecodeConsoleState(d, &s->console));
   FERRY_RETURN_IF_ERROR(DecodeClockState(d, &s->clock));
+  if (!d.GetString(&s->guest_report, 4096)) return Corrupt("devices section: bad guest report");
   if (d.remaining() != 0) return Corrupt("devices section has trailing bytes");
   return Status::Ok();
 }
@@ -110,10 +111,11 @@ std::vector<uint8_t> EncodeConfig(const VmConfig& c) {
   return e.Take();
 }
 
-std::vector<uint8_t> EncodeDevices(const ConsoleState& console, const ClockState& clock) {
+std::vector<uint8_t> EncodeDevices(const VmState& state) {
   Encoder e;
-  EncodeConsoleState(console, e);
-  EncodeClockState(clock, e);
+  EncodeConsoleState(state.console, e);
+  EncodeClockState(state.clock, e);
+  e.PutString(state.guest_report);
   return e.Take();
 }
 
@@ -160,6 +162,7 @@ Status Parse(std::span<const uint8_t> file, VmState* state, const RamSink& ram, 
     if (sh.length > file.size() - pos) return Corrupt("snapshot is truncated (" + Name(sh.type) + " section)");
     auto payload = file.subspan(pos, sh.length);
     pos += sh.length;
+    if (sh.flags != 0) return Corrupt(Name(sh.type) + " section has unknown flags");
     if (Checksum64(payload) != sh.checksum) return Corrupt(Name(sh.type) + " section checksum mismatch");
     if (have_end) return Corrupt("snapshot has sections after its end marker");
     switch (sh.type) {

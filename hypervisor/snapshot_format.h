@@ -25,7 +25,7 @@ enum SectionType : uint32_t { kConfig = 1, kVcpu = 2, kDevices = 3, kRam = 4, kE
 std::vector<uint8_t> EncodeFileHeader(uint32_t section_count);
 std::vector<uint8_t> EncodeSectionHeader(uint32_t type, uint64_t length, uint64_t checksum);
 std::vector<uint8_t> EncodeConfig(const VmConfig& config);
-std::vector<uint8_t> EncodeDevices(const ConsoleState& console, const ClockState& clock);
+std::vector<uint8_t> EncodeDevices(const VmState& state);
 // The fixed prefix of the RAM section; chunk records (u64 index + kChunkBytes) follow.
 std::vector<uint8_t> EncodeRamPrefix(uint64_t mem_bytes, uint64_t data_chunks);
 

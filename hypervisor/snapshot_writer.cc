@@ -30,6 +30,7 @@ class FileSink {
  public:
   explicit FileSink(int fd) : fd_(fd) {}
   Status Append(const void* data, size_t len) {
+    if (len == 0) return Status::Ok();  // a zero-length iovec would stall Flush's progress
     iov_.push_back({const_cast<void*>(data), len});
     pending_ += len;
     if (iov_.size() >= 64 || pending_ >= (8u << 20)) return Flush();
@@ -49,15 +50,13 @@ class FileSink {
         return ErrnoError("write snapshot");
       }
       written_ += n;
-      while (n > 0 && i < iov_.size()) {
-        if (static_cast<size_t>(n) >= iov_[i].iov_len) {
-          n -= iov_[i].iov_len;
-          ++i;
-        } else {
-          iov_[i].iov_base = static_cast<uint8_t*>(iov_[i].iov_base) + n;
-          iov_[i].iov_len -= n;
-          n = 0;
-        }
+      while (i < iov_.size() && static_cast<size_t>(n) >= iov_[i].iov_len) {
+        n -= iov_[i].iov_len;
+        ++i;
+      }
+      if (i < iov_.size()) {
+        iov_[i].iov_base = static_cast<uint8_t*>(iov_[i].iov_base) + n;
+        iov_[i].iov_len -= n;
       }
     }
     iov_.clear();
@@ -90,7 +89,7 @@ Status WriteAll(int fd, const VmState& state, const GuestMemory& memory, Snapsho
     EncodeVcpuState(v, e);
     FERRY_RETURN_IF_ERROR(AppendSection(sink, snapshot::kVcpu, e.Take()));
   }
-  FERRY_RETURN_IF_ERROR(AppendSection(sink, snapshot::kDevices, snapshot::EncodeDevices(state.console, state.clock)));
+  FERRY_RETURN_IF_ERROR(AppendSection(sink, snapshot::kDevices, snapshot::EncodeDevices(state)));
 
   // RAM: find the non-zero chunks first (cheap: a non-zero word ends the scan early), so the
   // section length and chunk count are known before streaming.

@@ -52,6 +52,7 @@ Result<std::unique_ptr<Vm>> Vm::FromState(const VmState& state, GuestMemory memo
     FERRY_RETURN_IF_ERROR(vm->core_->vcpu(vs.index).RestoreState(vs).Annotate("vCPU " + std::to_string(vs.index)));
   }
   vm->core_->console().Restore(state.console);
+  if (!state.guest_report.empty()) vm->core_->StoreReport(state.guest_report);
   FERRY_RETURN_IF_ERROR(vm->core_->clock().Publish(vm->memory_, vm->core_->vcpu(0).fd(), PvClock::ResumeNs(state.clock)));
   return vm;
 }

@@ -136,6 +136,7 @@ Result<VmState> VmCore::SaveState() {
   }
   s.console = console_.Save();
   s.clock = clock_.Save();
+  s.guest_report = LastReport().text;
   return s;
 }
 

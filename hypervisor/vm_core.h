@@ -40,6 +40,8 @@ class VmCore : public VcpuHost {
   bool WaitForExitFor(uint64_t timeout_ms, VmExit* exit);
   RunState state() const;
   GuestReport LastReport() const;
+  // Records a guest status report (from the hypercall, or from a saved state on restore).
+  void StoreReport(std::string text);
 
   // VcpuHost
   Action OnHypercall(uint32_t index, uint32_t nr) override;
@@ -52,7 +54,7 @@ class VmCore : public VcpuHost {
   void UpdateParkPendingLocked();
   void KickAll();
   uint64_t WaitForEvent(uint32_t index, uint64_t timeout_ns, uint64_t seen_events);
-  void StoreReport(std::string text);
+
   void JoinAll();
 
   Vm* const vm_;

@@ -48,13 +48,15 @@ int guest_main(uint32_t vcpu, uint32_t nvcpus) {
   uint64_t stop_seen = fg_stop_seq();
   while (fg_stop_seq() == stop_seen) {
     uint64_t now = fg_now_ns();
-    if (now - last > st->max_pause_ns) st->max_pause_ns = now - last;
+    if (now > last && now - last > st->max_pause_ns) st->max_pause_ns = now - last;
     last = now;
     if (seconds && now - start >= seconds * 1000000000ull) break;
     uint64_t due = unlimited ? st->pages + 64 : (now - start) / 1000 * pps / 1000000;
     if (st->pages >= due) {
-      fg_wait(200000); /* 200 us */
-      last = fg_now_ns(); /* a requested sleep is not a pause */
+      /* A requested sleep is not a pause, but oversleeping is: from here on, count from the
+       * moment the guest asked to be woken. */
+      fg_wait(200000);
+      last = now + 200000;
       continue;
     }
     uint64_t todo = due - st->pages;

@@ -84,8 +84,9 @@ static void report(uint32_t nvcpus, int full) {
               verrors == 0 ? "ok" : "FAILED", vpages, verrors, verified, max_pause / 1000);
   }
   fg_report("workload=memcheck verdict=%s errors=%lu pages=%lu writes=%lu sweeps=%lu verify_seq=%lu "
-            "verify_pages=%lu verify_errors=%lu max_pause_us=%lu vcpus=%u",
-            verdict, errors, npages, writes, sweeps, verified, vpages, verrors, max_pause / 1000, nvcpus);
+            "verify_pages=%lu verify_errors=%lu max_pause_us=%lu vcpus=%u data_gpa=%lu record_gpa=%lu",
+            verdict, errors, npages, writes, sweeps, verified, vpages, verrors, max_pause / 1000, nvcpus,
+            (uint64_t)pages, (uint64_t)record);
 }
 
 static void setup(void) {

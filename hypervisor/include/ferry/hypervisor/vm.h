@@ -43,6 +43,7 @@ struct VmState {
   std::vector<VcpuState> vcpus;
   ConsoleState console;
   ClockState clock;
+  std::string guest_report;  // the guest's last status report, so status survives a restore
 };
 
 enum class RunState { kCreated, kRunning, kPaused, kShutdown, kCrashed, kStopped };
