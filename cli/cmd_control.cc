@@ -21,12 +21,13 @@ struct ControlFlags {
   int timeout_ms = 30000;
 };
 
-int Call(const ControlFlags& f, const json& request, const std::function<void(const json&)>& human) {
+// Performs the request and prints its result: JSON with --json, else through `human`.
+// Returns the exit code; the response is left in *response for callers that judge it.
+int Call(const ControlFlags& f, const json& request, const std::function<void(const json&)>& human,
+         json* response = nullptr) {
   auto r = CallApi(f.api, request, f.timeout_ms + 5000);
   if (!r.ok()) {
-    if (f.json_out) {
-      std::printf("%s\n", json{{"ok", false}, {"error", r.status().message()}}.dump().c_str());
-    }
+    if (f.json_out) std::printf("%s\n", json{{"ok", false}, {"error", r.status().message()}}.dump().c_str());
     std::fprintf(stderr, "ferry: %s\n", r.status().message().c_str());
     return kExitError;
   }
@@ -35,6 +36,7 @@ int Call(const ControlFlags& f, const json& request, const std::function<void(co
   } else {
     human(*r);
   }
+  if (response) *response = *r;
   return kExitOk;
 }
 
@@ -65,11 +67,15 @@ void AddControlCommands(CLI::App& app, CommandFn* selected) {
   });
   AddClient(app, "pause", "Pause every vCPU of a VM", f, true)->callback([=] {
     *selected = [f] {
-      return Call(*f, {{"op", "pause"}}, [](const json& r) { std::printf("paused in %.1f us\n", r["latency_us"].get<double>()); });
+      return Call(*f, {{"op", "pause"}}, [](const json& r) {
+        std::printf("paused in %.1f us\n", r["latency_us"].get<double>());
+      });
     };
   });
   AddClient(app, "resume", "Resume a paused VM", f, true)->callback([=] {
-    *selected = [f] { return Call(*f, {{"op", "resume"}}, [](const json&) { std::printf("resumed\n"); }); };
+    *selected = [f] { return Call(*f, {{"op", "resume"}}, [](const json&) {
+      std::printf("resumed\n");
+    }); };
   });
 
   CLI::App* snap = AddClient(app, "snapshot", "Write a VM's complete state to a file (pauses it meanwhile)", f, true);
@@ -93,10 +99,12 @@ void AddControlCommands(CLI::App& app, CommandFn* selected) {
   verify->add_option("--timeout-ms", f->timeout_ms, "How long to wait for the guest's verdict")->capture_default_str();
   verify->callback([=] {
     *selected = [f] {
+      json response;
       int code = Call(*f, {{"op", "verify"}, {"timeout_ms", f->timeout_ms}}, [](const json& r) {
-        std::printf("verify %s: %s\n", r["passed"].get<bool>() ? "passed" : "FAILED", r["report"]["text"].get<std::string>().c_str());
-      });
-      return code;
+        std::printf("verify %s: %s\n", r["passed"].get<bool>() ? "passed" : "FAILED",
+                    r["report"]["text"].get<std::string>().c_str());
+      }, &response);
+      return code == kExitOk && !response.value("passed", false) ? kExitError : code;
     };
   });
 

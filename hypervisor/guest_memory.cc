@@ -3,6 +3,7 @@
 #include <sys/mman.h>
 #include <unistd.h>
 
+#include <cerrno>
 #include <cstring>
 #include <utility>
 
@@ -53,6 +54,37 @@ Result<std::span<uint8_t>> GuestMemory::Slice(uint64_t gpa, uint64_t len) const 
 Status GuestMemory::Read(uint64_t gpa, void* out, uint64_t len) const {
   FERRY_ASSIGN_OR_RETURN(auto s, Slice(gpa, len));
   std::memcpy(out, s.data(), len);
+  return Status::Ok();
+}
+
+Status GuestMemory::WriteThroughFd(uint64_t gpa, const void* data, uint64_t len) {
+  if (!Contains(gpa, len)) return InvalidArgument("write beyond guest memory");
+  const auto* p = static_cast<const uint8_t*>(data);
+  while (len > 0) {
+    ssize_t n = ::pwrite(fd_.get(), p, len, static_cast<off_t>(gpa));
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) return ErrnoError("write guest memory");
+    p += n;
+    gpa += n;
+    len -= n;
+  }
+  return Status::Ok();
+}
+
+Status GuestMemory::ForEachPopulatedRange(const std::function<void(uint64_t, uint64_t)>& fn) const {
+  off_t pos = 0;
+  const off_t end = static_cast<off_t>(size_);
+  while (pos < end) {
+    off_t data = ::lseek(fd_.get(), pos, SEEK_DATA);
+    if (data < 0) {
+      if (errno == ENXIO) break;  // no data after pos
+      return ErrnoError("lseek(SEEK_DATA) on guest memory");
+    }
+    off_t hole = ::lseek(fd_.get(), data, SEEK_HOLE);
+    if (hole < 0) return ErrnoError("lseek(SEEK_HOLE) on guest memory");
+    fn(static_cast<uint64_t>(data), static_cast<uint64_t>(hole - data));
+    pos = hole;
+  }
   return Status::Ok();
 }
 

@@ -4,6 +4,7 @@
 
 #include "ferry/base/checksum.h"
 #include "ferry/base/coding.h"
+#include "ferry/base/parallel.h"
 #include "ferry/hypervisor/guest_abi.h"
 
 namespace ferry::hypervisor::snapshot {
@@ -50,7 +51,8 @@ Status DecodeDevices(std::span<const uint8_t> p, VmState* s) {
   return Status::Ok();
 }
 
-Status DecodeRam(std::span<const uint8_t> p, uint64_t mem_bytes, const RamSink& ram, ParseStats* stats) {
+Status DecodeRam(std::span<const uint8_t> p, uint64_t mem_bytes, uint64_t section_sum, const RamSink& ram,
+                 ParseStats* stats) {
   Decoder d(p);
   uint32_t page_size = 0, chunk_bytes = 0;
   uint64_t section_mem = 0, chunks = 0;
@@ -61,21 +63,35 @@ Status DecodeRam(std::span<const uint8_t> p, uint64_t mem_bytes, const RamSink& 
   if (!d.ok()) return Corrupt("ram section header is truncated");
   if (page_size != 4096 || chunk_bytes != kChunkBytes) return Corrupt("ram section has an unsupported chunk size");
   if (section_mem != mem_bytes) return Corrupt("ram section size does not match the config");
-  uint64_t max_chunks = mem_bytes / kChunkBytes;
+  const uint64_t max_chunks = mem_bytes / kChunkBytes;
   if (chunks > max_chunks) return Corrupt("ram section lists more chunks than memory holds");
-  if (d.remaining() != chunks * (8 + uint64_t{kChunkBytes})) return Corrupt("ram section length does not match its chunk count");
-  FERRY_RETURN_IF_ERROR(ram.allocate(mem_bytes));
+  if (d.remaining() != chunks * kRecordSize) return Corrupt("ram section length does not match its chunk count");
+  // The section checksum covers the prefix and every record header: verify it, and the
+  // order and range of the chunk indices, before touching any memory.
+  Checksummer sum;
+  sum.Update(p.data(), kRamPrefixSize);
+  const uint8_t* records = p.data() + kRamPrefixSize;
   uint64_t next_min = 0;
   for (uint64_t i = 0; i < chunks; ++i) {
-    uint64_t index = 0;
-    std::span<const uint8_t> bytes;
-    d.GetU64(&index);
-    d.GetBytes(kChunkBytes, &bytes);
-    if (!d.ok()) return Corrupt("ram section is truncated");
+    const uint8_t* hdr = records + i * kRecordSize;
+    sum.Update(hdr, kRecordHeaderSize);
+    uint64_t index = LoadLe64(hdr);
     if (index < next_min || index >= max_chunks) return Corrupt("ram chunk index out of order or range");
     next_min = index + 1;
-    FERRY_RETURN_IF_ERROR(ram.chunk(index * kChunkBytes, bytes));
   }
+  if (sum.Digest() != section_sum) return Corrupt("ram section checksum mismatch");
+  FERRY_RETURN_IF_ERROR(ram.allocate(mem_bytes));
+  FERRY_RETURN_IF_ERROR(ParallelFor(chunks, BulkWorkers(), [&](uint64_t begin, uint64_t end, unsigned) -> Status {
+    for (uint64_t i = begin; i < end; ++i) {
+      const uint8_t* hdr = records + i * kRecordSize;
+      std::span<const uint8_t> data(hdr + kRecordHeaderSize, kChunkBytes);
+      if (Checksum64(data) != LoadLe64(hdr + 8)) {
+        return Corrupt("ram chunk " + std::to_string(LoadLe64(hdr)) + " checksum mismatch");
+      }
+      FERRY_RETURN_IF_ERROR(ram.chunk(LoadLe64(hdr) * kChunkBytes, data));
+    }
+    return Status::Ok();
+  }));
   stats->data_chunks = chunks;
   return Status::Ok();
 }
@@ -163,7 +179,10 @@ Status Parse(std::span<const uint8_t> file, VmState* state, const RamSink& ram, 
     auto payload = file.subspan(pos, sh.length);
     pos += sh.length;
     if (sh.flags != 0) return Corrupt(Name(sh.type) + " section has unknown flags");
-    if (Checksum64(payload) != sh.checksum) return Corrupt(Name(sh.type) + " section checksum mismatch");
+    // RAM verifies its own two-level checksum (DecodeRam); every other section is hashed whole.
+    if (sh.type != kRam && Checksum64(payload) != sh.checksum) {
+      return Corrupt(Name(sh.type) + " section checksum mismatch");
+    }
     if (have_end) return Corrupt("snapshot has sections after its end marker");
     switch (sh.type) {
       case kConfig:
@@ -189,7 +208,7 @@ Status Parse(std::span<const uint8_t> file, VmState* state, const RamSink& ram, 
         break;
       case kRam:
         if (!have_config || have_ram) return Corrupt("ram section out of place");
-        FERRY_RETURN_IF_ERROR(DecodeRam(payload, state->config.mem_bytes, ram, stats));
+        FERRY_RETURN_IF_ERROR(DecodeRam(payload, state->config.mem_bytes, sh.checksum, ram, stats));
         have_ram = true;
         break;
       case kEnd:

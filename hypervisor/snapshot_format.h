@@ -26,11 +26,18 @@ std::vector<uint8_t> EncodeFileHeader(uint32_t section_count);
 std::vector<uint8_t> EncodeSectionHeader(uint32_t type, uint64_t length, uint64_t checksum);
 std::vector<uint8_t> EncodeConfig(const VmConfig& config);
 std::vector<uint8_t> EncodeDevices(const VmState& state);
-// The fixed prefix of the RAM section; chunk records (u64 index + kChunkBytes) follow.
+// The fixed prefix of the RAM section; chunk records follow, each a kRecordHeaderSize header
+// (chunk index u64, XXH3-64 of the chunk u64) and kChunkBytes of data. The RAM section's
+// checksum covers the prefix and the record headers; each chunk's data is covered by its own
+// checksum, so both ends can hash and copy chunks in parallel.
+inline constexpr size_t kRamPrefixSize = 24;
+inline constexpr size_t kRecordHeaderSize = 16;
+inline constexpr uint64_t kRecordSize = kRecordHeaderSize + kChunkBytes;
 std::vector<uint8_t> EncodeRamPrefix(uint64_t mem_bytes, uint64_t data_chunks);
 
 // Receives RAM once the config is known: `allocate(mem_bytes)` is called once, before any
-// `chunk(offset, bytes)`; offsets are validated to lie inside mem_bytes.
+// `chunk(offset, bytes)`; offsets are validated to lie inside mem_bytes, and each chunk's
+// checksum is verified before it is delivered. `chunk` is called from several threads.
 struct RamSink {
   std::function<Status(uint64_t mem_bytes)> allocate;
   std::function<Status(uint64_t offset, std::span<const uint8_t> bytes)> chunk;

@@ -58,7 +58,7 @@ Result<LoadedSnapshot> ReadSnapshot(const std::string& path) {
         return Status::Ok();
       },
       [&](uint64_t offset, std::span<const uint8_t> bytes) -> Status {
-        return memory->Write(offset, bytes.data(), bytes.size());
+        return memory->WriteThroughFd(offset, bytes.data(), bytes.size());
       }};
   VmState state;
   snapshot::ParseStats parse_stats;

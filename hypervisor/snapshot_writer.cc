@@ -9,6 +9,7 @@
 #include "ferry/base/checksum.h"
 #include "ferry/base/clock.h"
 #include "ferry/base/coding.h"
+#include "ferry/base/parallel.h"
 #include "ferry/hypervisor/snapshot.h"
 #include "snapshot_format.h"
 
@@ -74,6 +75,27 @@ class FileSink {
   uint64_t written_ = 0;
 };
 
+// pwritev until every byte of `iov` is written at `offset`.
+Status PwritevAll(int fd, std::vector<iovec> iov, uint64_t offset) {
+  size_t i = 0;
+  while (i < iov.size()) {
+    ssize_t n = ::pwritev(fd, iov.data() + i, static_cast<int>(std::min<size_t>(iov.size() - i, IOV_MAX)),
+                          static_cast<off_t>(offset));
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) return ErrnoError("write snapshot");
+    offset += n;
+    while (i < iov.size() && static_cast<size_t>(n) >= iov[i].iov_len) {
+      n -= iov[i].iov_len;
+      ++i;
+    }
+    if (i < iov.size()) {
+      iov[i].iov_base = static_cast<uint8_t*>(iov[i].iov_base) + n;
+      iov[i].iov_len -= n;
+    }
+  }
+  return Status::Ok();
+}
+
 Status AppendSection(FileSink& sink, uint32_t type, std::vector<uint8_t> payload) {
   FERRY_RETURN_IF_ERROR(sink.AppendCopy(snapshot::EncodeSectionHeader(type, payload.size(), Checksum64(payload))));
   return sink.AppendCopy(std::move(payload));
@@ -91,39 +113,63 @@ Status WriteAll(int fd, const VmState& state, const GuestMemory& memory, Snapsho
   }
   FERRY_RETURN_IF_ERROR(AppendSection(sink, snapshot::kDevices, snapshot::EncodeDevices(state)));
 
-  // RAM: find the non-zero chunks first (cheap: a non-zero word ends the scan early), so the
-  // section length and chunk count are known before streaming.
-  const uint64_t total_chunks = memory.size() / kChunkBytes;
+  FERRY_RETURN_IF_ERROR(sink.Flush());
+  const uint64_t ram_header_off = sink.written();
+
+  // RAM: only chunks in populated ranges of the memfd can hold data; of those, all-zero
+  // chunks are skipped too (cheap: the first non-zero word ends the scan).
+  std::vector<uint64_t> candidates;
+  FERRY_RETURN_IF_ERROR(memory.ForEachPopulatedRange([&](uint64_t off, uint64_t len) {
+    uint64_t first = off / kChunkBytes, last = (off + len + kChunkBytes - 1) / kChunkBytes;
+    if (!candidates.empty() && candidates.back() >= first) first = candidates.back() + 1;
+    for (uint64_t c = first; c < last && c < memory.size() / kChunkBytes; ++c) candidates.push_back(c);
+  }));
   std::vector<uint64_t> data_chunks;
-  data_chunks.reserve(total_chunks);
-  for (uint64_t c = 0; c < total_chunks; ++c) {
+  data_chunks.reserve(candidates.size());
+  for (uint64_t c : candidates) {
     if (!IsZero(memory.host() + c * kChunkBytes, kChunkBytes)) data_chunks.push_back(c);
   }
-  std::vector<uint8_t> prefix = snapshot::EncodeRamPrefix(memory.size(), data_chunks.size());
-  std::vector<uint8_t> indices(data_chunks.size() * 8);
+  const uint64_t n = data_chunks.size();
+  const std::vector<uint8_t> prefix = snapshot::EncodeRamPrefix(memory.size(), n);
+  const uint64_t records_off = ram_header_off + snapshot::kSectionHeaderSize + prefix.size();
+  const uint64_t ram_len = prefix.size() + n * snapshot::kRecordSize;
+
+  // Records are fixed-size, so each worker hashes its chunks and writes them at known offsets.
+  std::vector<uint8_t> headers(n * snapshot::kRecordHeaderSize);
+  FERRY_RETURN_IF_ERROR(ParallelFor(n, BulkWorkers(), [&](uint64_t begin, uint64_t end, unsigned) -> Status {
+    constexpr uint64_t kBatch = 32;
+    for (uint64_t b = begin; b < end; b += kBatch) {
+      uint64_t e = std::min(end, b + kBatch);
+      std::vector<iovec> iov;
+      for (uint64_t i = b; i < e; ++i) {
+        const uint8_t* data = memory.host() + data_chunks[i] * kChunkBytes;
+        uint8_t* hdr = &headers[i * snapshot::kRecordHeaderSize];
+        StoreLe64(hdr, data_chunks[i]);
+        StoreLe64(hdr + 8, Checksum64(data, kChunkBytes));
+        iov.push_back({hdr, snapshot::kRecordHeaderSize});
+        iov.push_back({const_cast<uint8_t*>(data), kChunkBytes});
+      }
+      FERRY_RETURN_IF_ERROR(PwritevAll(fd, iov, records_off + b * snapshot::kRecordSize));
+    }
+    return Status::Ok();
+  }));
   Checksummer sum;
   sum.Update(prefix.data(), prefix.size());
-  for (size_t i = 0; i < data_chunks.size(); ++i) {
-    StoreLe64(&indices[i * 8], data_chunks[i]);
-    sum.Update(&indices[i * 8], 8);
-    sum.Update(memory.host() + data_chunks[i] * kChunkBytes, kChunkBytes);
-  }
-  uint64_t ram_len = prefix.size() + data_chunks.size() * (8 + uint64_t{kChunkBytes});
-  FERRY_RETURN_IF_ERROR(sink.AppendCopy(snapshot::EncodeSectionHeader(snapshot::kRam, ram_len, sum.Digest())));
-  FERRY_RETURN_IF_ERROR(sink.AppendCopy(std::move(prefix)));
-  for (size_t i = 0; i < data_chunks.size(); ++i) {
-    FERRY_RETURN_IF_ERROR(sink.Append(&indices[i * 8], 8));
-    FERRY_RETURN_IF_ERROR(sink.Append(memory.host() + data_chunks[i] * kChunkBytes, kChunkBytes));
-  }
-  FERRY_RETURN_IF_ERROR(AppendSection(sink, snapshot::kEnd, {}));
-  FERRY_RETURN_IF_ERROR(sink.Flush());
-  stats->file_bytes = sink.written();
+  sum.Update(headers.data(), headers.size());
+  std::vector<uint8_t> ram_head = snapshot::EncodeSectionHeader(snapshot::kRam, ram_len, sum.Digest());
+  ram_head.insert(ram_head.end(), prefix.begin(), prefix.end());
+  std::vector<iovec> head_iov = {{ram_head.data(), ram_head.size()}};
+  FERRY_RETURN_IF_ERROR(PwritevAll(fd, head_iov, ram_header_off));
+  std::vector<uint8_t> end_section = snapshot::EncodeSectionHeader(snapshot::kEnd, 0, Checksum64(nullptr, 0));
+  std::vector<iovec> end_iov = {{end_section.data(), end_section.size()}};
+  const uint64_t end_off = records_off + n * snapshot::kRecordSize;
+  FERRY_RETURN_IF_ERROR(PwritevAll(fd, end_iov, end_off));
+  stats->file_bytes = end_off + end_section.size();
   stats->ram_bytes = memory.size();
-  stats->data_chunks = data_chunks.size();
-  stats->zero_chunks = total_chunks - data_chunks.size();
+  stats->data_chunks = n;
+  stats->zero_chunks = memory.size() / kChunkBytes - n;
   return Status::Ok();
 }
-
 }  // namespace
 
 Result<SnapshotStats> WriteSnapshot(const std::string& path, const VmState& state, const GuestMemory& memory,
