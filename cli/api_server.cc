@@ -52,8 +52,10 @@ void ApiServer::Stop() {
   std::vector<std::thread> threads;
   {
     std::lock_guard lock(mu_);
+    // Only the read side: a connection waiting for its next request wakes and ends, while a
+    // reply still being computed (e.g. the snapshot that stopped this VM) is still delivered.
     for (auto& w : sockets_) {
-      if (auto s = w.lock()) s->shutdown(Local::socket::shutdown_both, ec);
+      if (auto s = w.lock()) s->shutdown(Local::socket::shutdown_receive, ec);
     }
     threads.swap(connection_threads_);
   }
