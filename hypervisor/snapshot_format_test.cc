@@ -3,6 +3,7 @@
 #include <gtest/gtest.h>
 #include <unistd.h>
 
+#include <cstdlib>
 #include <cstring>
 #include <fstream>
 #include <iterator>
@@ -66,6 +67,10 @@ class SnapshotFormatTest : public ::testing::Test {
 };
 
 TEST_F(SnapshotFormatTest, RoundTripsStateAndMemory) {
+  if (const char* seeds = std::getenv("FERRY_FUZZ_SEED_DIR")) {  // scripts/fuzz: keep a valid seed
+    std::ofstream(std::string(seeds) + "/valid.snap", std::ios::binary)
+        .write(reinterpret_cast<const char*>(image_.data()), static_cast<std::streamsize>(image_.size()));
+  }
   auto loaded = ReadSnapshot(path_);
   ASSERT_TRUE(loaded.ok()) << loaded.status().message();
   EXPECT_EQ(loaded->state.config.mem_bytes, kMem);
