@@ -31,7 +31,8 @@ GuestMemory::~GuestMemory() {
 GuestMemory::GuestMemory(GuestMemory&& other) noexcept
     : fd_(std::move(other.fd_)),
       base_(std::exchange(other.base_, nullptr)),
-      size_(std::exchange(other.size_, 0)) {}
+      size_(std::exchange(other.size_, 0)),
+      device_dirty_(std::move(other.device_dirty_)) {}
 
 GuestMemory& GuestMemory::operator=(GuestMemory&& other) noexcept {
   if (this != &other) {
@@ -39,6 +40,7 @@ GuestMemory& GuestMemory::operator=(GuestMemory&& other) noexcept {
     fd_ = std::move(other.fd_);
     base_ = std::exchange(other.base_, nullptr);
     size_ = std::exchange(other.size_, 0);
+    device_dirty_ = std::move(other.device_dirty_);
   }
   return *this;
 }
@@ -57,8 +59,14 @@ Status GuestMemory::Read(uint64_t gpa, void* out, uint64_t len) const {
   return Status::Ok();
 }
 
+void GuestMemory::MarkDirty(uint64_t gpa, uint64_t len) {
+  if (len == 0 || !Contains(gpa, len)) return;
+  for (uint64_t page = gpa / kPageSize; page <= (gpa + len - 1) / kPageSize; ++page) device_dirty_.SetAtomic(page);
+}
+
 Status GuestMemory::WriteThroughFd(uint64_t gpa, const void* data, uint64_t len) {
   if (!Contains(gpa, len)) return InvalidArgument("write beyond guest memory");
+  MarkDirty(gpa, len);
   const auto* p = static_cast<const uint8_t*>(data);
   while (len > 0) {
     ssize_t n = ::pwrite(fd_.get(), p, len, static_cast<off_t>(gpa));
@@ -91,6 +99,7 @@ Status GuestMemory::ForEachPopulatedRange(const std::function<void(uint64_t, uin
 Status GuestMemory::Write(uint64_t gpa, const void* data, uint64_t len) {
   FERRY_ASSIGN_OR_RETURN(auto s, Slice(gpa, len));
   std::memcpy(s.data(), data, len);
+  MarkDirty(gpa, len);
   return Status::Ok();
 }
 

@@ -46,6 +46,7 @@ Status PvClock::Publish(GuestMemory& memory, int vcpu_fd, uint64_t guest_ns) {
   page->ns_base = ns_base_;
   page->tsc_mul = tsc_mul_;
   version.fetch_add(1);
+  memory.MarkDirty(FERRY_GPA_SHARED, sizeof(ferry_shared_page));
   return Status::Ok();
 }
 

@@ -98,6 +98,7 @@ void Vcpu::RunLoop() {
       if (errno == EINTR || errno == EAGAIN) {
         run->immediate_exit = 0;
         needs_completion = false;
+        host_->Throttle(index_);
         continue;
       }
       host_->OnCrash(index_, std::string("KVM_RUN failed: ") + std::strerror(errno));
@@ -123,6 +124,10 @@ bool Vcpu::DispatchExit() {
       if (run->io.direction == KVM_EXIT_IO_IN) std::memset(data, 0xff, size_t{run->io.size} * run->io.count);
       return true;
     }
+    case KVM_EXIT_DIRTY_RING_FULL:
+      if (host_->OnDirtyRingFull(index_)) return true;
+      host_->OnCrash(index_, "dirty ring full and could not be reaped");
+      return false;
     case KVM_EXIT_MMIO:
       host_->OnCrash(index_, "guest touched unbacked address " + Hex(run->mmio.phys_addr) + DescribeRip());
       return false;

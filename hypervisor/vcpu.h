@@ -33,6 +33,10 @@ class VcpuHost {
   virtual bool ParkPending() const = 0;
   // Blocks while paused. Returns false when the VM is stopping (the thread then exits).
   virtual bool Park(uint32_t index) = 0;
+  // After a kick: holds the vCPU off the CPU for its throttle share, if it has one.
+  virtual void Throttle(uint32_t index) = 0;
+  // KVM_EXIT_DIRTY_RING_FULL: make room so the vCPU can run again. False is fatal.
+  virtual bool OnDirtyRingFull(uint32_t index) = 0;
 };
 
 class Vcpu {

@@ -70,5 +70,8 @@ RunState Vm::state() const { return core_->state(); }
 GuestReport Vm::LastReport() const { return core_->LastReport(); }
 std::string Vm::LastConsoleLine() const { return core_->console().LastLine(); }
 uint64_t Vm::GuestNs() const { return core_->clock().GuestNs(); }
+KvmDirtyLog& Vm::dirty_log() { return core_->dirty_log(); }
+Status Vm::SetThrottle(int index, uint32_t percent) { return core_->SetThrottle(index, percent); }
+uint32_t Vm::throttle(uint32_t index) const { return core_->throttle(index); }
 
 }  // namespace ferry::hypervisor

@@ -11,6 +11,7 @@ namespace ferry::hypervisor {
 namespace {
 
 constexpr auto kPauseTimeout = std::chrono::seconds(5);
+constexpr auto kThrottlePeriod = std::chrono::milliseconds(10);
 
 // MSRs a CPL3 long-mode guest can observe or depend on; filtered by what KVM supports.
 constexpr uint32_t kWantedMsrs[] = {
@@ -39,6 +40,7 @@ VmCore::VmCore(Vm* vm, ConsoleSink sink) : vm_(vm), console_(std::move(sink)) {}
 VmCore::~VmCore() {
   Stop();
   JoinAll();
+  if (throttle_thread_.joinable()) throttle_thread_.join();
 }
 
 Status VmCore::Init() {
@@ -50,6 +52,8 @@ Status VmCore::Init() {
   region.memory_size = mem.size();
   region.userspace_addr = reinterpret_cast<uint64_t>(mem.host());
   FERRY_RETURN_IF_ERROR(sys::Ioctl(kvm_.vm.get(), KVM_SET_USER_MEMORY_REGION, &region, "KVM_SET_USER_MEMORY_REGION"));
+  const uint32_t ring_entries = vm_->config().dirty_ring_entries;
+  if (ring_entries) FERRY_RETURN_IF_ERROR(KvmDirtyLog::EnableRingCapability(kvm_.vm.get(), ring_entries));
   FERRY_ASSIGN_OR_RETURN(auto supported, sys::MsrIndexList(kvm_.kvm.get()));
   std::vector<uint32_t> msrs;
   for (uint32_t m : kWantedMsrs) {
@@ -59,6 +63,11 @@ Status VmCore::Init() {
     FERRY_ASSIGN_OR_RETURN(auto vcpu, Vcpu::Create(kvm_.vm.get(), i, kvm_.run_size, msrs, this));
     vcpus_.push_back(std::move(vcpu));
   }
+  std::vector<int> vcpu_fds;
+  for (auto& v : vcpus_) vcpu_fds.push_back(v->fd());
+  KvmDirtyLog::Slot slot{kvm_.vm.get(), 0, mem.size(), reinterpret_cast<uint64_t>(mem.host())};
+  FERRY_ASSIGN_OR_RETURN(dirty_log_, KvmDirtyLog::Create(slot, vcpu_fds, ring_entries));
+  throttle_pct_ = std::make_unique<std::atomic<uint32_t>[]>(vcpus_.size());
   return Status::Ok();
 }
 
@@ -172,6 +181,7 @@ uint64_t VmCore::BumpEvent(bool verify) {
   auto* page = reinterpret_cast<ferry_shared_page*>(vm_->memory().host() + FERRY_GPA_SHARED);
   std::lock_guard lock(mu_);
   uint64_t value = std::atomic_ref<uint64_t>(verify ? page->verify_seq : page->stop_seq).fetch_add(1) + 1;
+  vm_->memory().MarkDirty(FERRY_GPA_SHARED, sizeof(ferry_shared_page));
   cv_.notify_all();
   return value;
 }
@@ -220,6 +230,48 @@ RunState VmCore::state() const {
 GuestReport VmCore::LastReport() const {
   std::lock_guard lock(mu_);
   return report_;
+}
+
+Status VmCore::SetThrottle(int index, uint32_t percent) {
+  if (percent > 99) return InvalidArgument("throttle must be 0..99 percent");
+  if (index >= static_cast<int>(vcpus_.size())) return InvalidArgument("no vCPU " + std::to_string(index));
+  for (size_t i = 0; i < vcpus_.size(); ++i) {
+    if (index < 0 || static_cast<size_t>(index) == i) throttle_pct_[i] = percent;
+  }
+  std::lock_guard lock(mu_);
+  if (percent > 0 && !throttle_thread_.joinable() && !stopping_) {
+    throttle_thread_ = std::thread([this] { ThrottleLoop(); });
+  }
+  return Status::Ok();
+}
+
+uint32_t VmCore::throttle(uint32_t index) const { return index < vcpus_.size() ? throttle_pct_[index].load() : 0; }
+
+// Every period, kicks each throttled vCPU out of KVM_RUN; the vCPU thread then sleeps its
+// share of the period in Throttle(). Exits when the VM stops.
+void VmCore::ThrottleLoop() {
+  std::unique_lock lock(mu_);
+  while (!stopping_) {
+    cv_.wait_for(lock, kThrottlePeriod, [&] { return stopping_; });
+    if (stopping_ || pause_requested_) continue;
+    for (size_t i = 0; i < vcpus_.size(); ++i) {
+      if (throttle_pct_[i].load(std::memory_order_relaxed)) vcpus_[i]->Kick();
+    }
+  }
+}
+
+void VmCore::Throttle(uint32_t index) {
+  uint32_t pct = throttle_pct_[index].load(std::memory_order_relaxed);
+  if (pct == 0) return;
+  auto hold = std::chrono::duration_cast<std::chrono::nanoseconds>(kThrottlePeriod) * pct / 100;
+  std::unique_lock lock(mu_);
+  cv_.wait_for(lock, hold, [&] { return pause_requested_ || stopping_; });
+}
+
+bool VmCore::OnDirtyRingFull(uint32_t index) {
+  Status st = dirty_log_->OnRingFull(index);
+  if (!st.ok()) FERRY_LOG_ERROR("vCPU %u: %s", index, st.message().c_str());
+  return st.ok();
 }
 
 }  // namespace ferry::hypervisor

@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "console.h"
+#include "ferry/hypervisor/kvm_dirty_log.h"
 #include "ferry/hypervisor/vm.h"
 #include "kvm_sys.h"
 #include "pvclock.h"
@@ -27,6 +28,9 @@ class VmCore : public VcpuHost {
   // Creates the KVM VM, registers memory, creates vCPUs.
   Status Init();
   Vcpu& vcpu(size_t i) { return *vcpus_[i]; }
+  KvmDirtyLog& dirty_log() { return *dirty_log_; }
+  Status SetThrottle(int index, uint32_t percent);
+  uint32_t throttle(uint32_t index) const;
   PvClock& clock() { return clock_; }
   Console& console() { return console_; }
 
@@ -48,6 +52,8 @@ class VmCore : public VcpuHost {
   void OnCrash(uint32_t index, const std::string& reason) override;
   bool ParkPending() const override { return park_pending_.load(std::memory_order_acquire); }
   bool Park(uint32_t index) override;
+  void Throttle(uint32_t index) override;
+  bool OnDirtyRingFull(uint32_t index) override;
 
  private:
   void FinishLocked(RunState state, int exit_code, const std::string& reason);
@@ -56,10 +62,15 @@ class VmCore : public VcpuHost {
   uint64_t WaitForEvent(uint32_t index, uint64_t timeout_ns, uint64_t seen_events);
 
   void JoinAll();
+  void ThrottleLoop();
 
   Vm* const vm_;
   sys::KvmHandles kvm_;
   std::vector<std::unique_ptr<Vcpu>> vcpus_;
+  std::unique_ptr<KvmDirtyLog> dirty_log_;
+  // Per-vCPU throttle percentages, written by SetThrottle, read by the vCPU threads.
+  std::unique_ptr<std::atomic<uint32_t>[]> throttle_pct_;
+  std::thread throttle_thread_;          // kicks throttled vCPUs every period; started on demand
   Console console_;
   PvClock clock_;
 

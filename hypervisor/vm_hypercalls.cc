@@ -71,6 +71,7 @@ VcpuHost::Action VmCore::OnHypercall(uint32_t index, uint32_t nr) {
       return Action::kStop;
   }
   block->ret = ret;
+  mem.MarkDirty(block_gpa, sizeof(ferry_hcall_block));
   return Action::kContinue;
 }
 

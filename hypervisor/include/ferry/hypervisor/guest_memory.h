@@ -13,6 +13,7 @@
 #include <span>
 #include <string>
 
+#include "ferry/base/bitmap.h"
 #include "ferry/base/status.h"
 #include "ferry/base/unique_fd.h"
 
@@ -40,6 +41,13 @@ class GuestMemory {
   // A checked view of guest memory; error if out of range.
   Result<std::span<uint8_t>> Slice(uint64_t gpa, uint64_t len) const;
   Status Read(uint64_t gpa, void* out, uint64_t len) const;
+  // Every VMM-side write into guest RAM is recorded here, because KVM's dirty log sees only
+  // the guest's own writes. Write() and WriteThroughFd() mark for you; code that writes
+  // through host() directly (hypercall results, the shared page) must call MarkDirty.
+  // Thread-safe.
+  void MarkDirty(uint64_t gpa, uint64_t len);
+  // Moves the device-written pages into `out` (OR) and clears them here. Thread-safe.
+  void TakeDeviceDirty(Bitmap* out) { device_dirty_.TakeAtomic(out); }
   Status Write(uint64_t gpa, const void* data, uint64_t len);
   // Writes through the memfd (a kernel copy): fills fresh memory without taking a page fault
   // per 4 KiB page in our mapping, which is expensive under nested virtualization.
@@ -49,10 +57,12 @@ class GuestMemory {
   Status ForEachPopulatedRange(const std::function<void(uint64_t, uint64_t)>& fn) const;
 
  private:
-  GuestMemory(UniqueFd fd, uint8_t* base, uint64_t size) : fd_(std::move(fd)), base_(base), size_(size) {}
+  GuestMemory(UniqueFd fd, uint8_t* base, uint64_t size)
+      : fd_(std::move(fd)), base_(base), size_(size), device_dirty_(size / kPageSize) {}
   UniqueFd fd_;
   uint8_t* base_ = nullptr;
   uint64_t size_ = 0;
+  Bitmap device_dirty_;  // one bit per page; SetAtomic/TakeAtomic only
 };
 
 }  // namespace ferry::hypervisor

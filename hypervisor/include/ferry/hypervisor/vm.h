@@ -26,6 +26,7 @@
 namespace ferry::hypervisor {
 
 class Console;
+class KvmDirtyLog;
 class PvClock;
 class Vcpu;
 class VmCore;
@@ -35,6 +36,9 @@ struct VmConfig {
   uint32_t vcpus = 1;
   std::string guest_path;  // informational once booted
   std::string guest_args;  // "key=value" words for the guest
+  // Dirty tracking mode, fixed at creation: 0 = KVM's dirty bitmap, else per-vCPU dirty
+  // rings of this many entries (a power of two). Not part of a snapshot.
+  uint32_t dirty_ring_entries = 0;
 };
 
 // Everything but RAM that a snapshot or migration carries.
@@ -95,6 +99,12 @@ class Vm {
   GuestReport LastReport() const;
   std::string LastConsoleLine() const;
   uint64_t GuestNs() const;
+  // KVM's dirty-page logs for guest RAM (the mechanism dirtylog/ builds on).
+  KvmDirtyLog& dirty_log();
+  // Throttles vCPU `index` (or every vCPU, for index < 0): it is held off the CPU for
+  // `percent` (0..99) of every 10 ms period. Migration uses this to force convergence.
+  Status SetThrottle(int index, uint32_t percent);
+  uint32_t throttle(uint32_t index) const;
   const VmConfig& config() const { return config_; }
   GuestMemory& memory() { return memory_; }
   uint64_t boot_host_ns() const { return created_ns_; }
