@@ -3,6 +3,7 @@
 #include <thread>
 
 #include "ferry/base/clock.h"
+#include "ferry/dirtylog/dirty_rate.h"
 #include "ferry/hypervisor/snapshot.h"
 #include "vmm_host.h"
 
@@ -97,6 +98,35 @@ json Verify(hypervisor::Vm& vm, const json& req) {
   return Error("the guest did not report its verification within " + std::to_string(timeout_ms) + " ms");
 }
 
+json DirtyRate(hypervisor::Vm& vm, const json& req) {
+  double seconds = req.value("seconds", 1.0), interval = req.value("interval_ms", 100.0) / 1000.0;
+  if (vm.state() != RunState::kRunning) return Error("dirty-rate needs a running VM");
+  auto r = dirtylog::MeasureDirtyRate(vm, seconds, interval);
+  if (!r.ok()) return Error(r.status());
+  json throttle = json::array();
+  for (uint32_t i = 0; i < vm.config().vcpus; ++i) throttle.push_back(vm.throttle(i));
+  return {{"ok", true},
+          {"source", r->source},
+          {"seconds", r->seconds},
+          {"interval_ms", interval * 1000},
+          {"harvests", r->harvests},
+          {"pages", r->pages},
+          {"pages_per_s", r->pages_per_s},
+          {"mb_per_s", r->mb_per_s},
+          {"per_vcpu_pages_per_s", r->per_vcpu_pages_per_s},
+          {"harvest_ms_median", r->harvest_ms_median},
+          {"throttle_percent", throttle}};
+}
+
+json Throttle(hypervisor::Vm& vm, const json& req) {
+  int percent = req.value("percent", -1), vcpu = req.value("vcpu", -1);
+  if (percent < 0 || percent > 99) return Error("throttle needs \"percent\" in 0..99");
+  if (auto st = vm.SetThrottle(vcpu, static_cast<uint32_t>(percent)); !st.ok()) return Error(st);
+  json all = json::array();
+  for (uint32_t i = 0; i < vm.config().vcpus; ++i) all.push_back(vm.throttle(i));
+  return {{"ok", true}, {"throttle_percent", all}};
+}
+
 }  // namespace
 
 json HandleApiRequest(hypervisor::Vm& vm, const json& req) {
@@ -114,6 +144,8 @@ json HandleApiRequest(hypervisor::Vm& vm, const json& req) {
   }
   if (op == "snapshot") return Snapshot(vm, req);
   if (op == "verify") return Verify(vm, req);
+  if (op == "dirty_rate") return DirtyRate(vm, req);
+  if (op == "throttle") return Throttle(vm, req);
   if (op == "stop") {
     if (req.value("force", false)) {
       vm.Stop();
@@ -122,7 +154,7 @@ json HandleApiRequest(hypervisor::Vm& vm, const json& req) {
     }
     return {{"ok", true}};
   }
-  return Error("unknown op \"" + op + "\" (expected status, pause, resume, snapshot, verify or stop)");
+  return Error("unknown op \"" + op + "\" (expected status, pause, resume, snapshot, verify, dirty_rate, throttle or stop)");
 }
 
 }  // namespace ferry::cli

@@ -19,6 +19,10 @@ struct ControlFlags {
   bool no_fsync = false;
   bool force = false;
   int timeout_ms = 30000;
+  double seconds = 1.0;
+  double interval_ms = 100;
+  int percent = -1;
+  int vcpu = -1;
 };
 
 // Performs the request and prints its result: JSON with --json, else through `human`.
@@ -105,6 +109,37 @@ void AddControlCommands(CLI::App& app, CommandFn* selected) {
                     r["report"]["text"].get<std::string>().c_str());
       }, &response);
       return code == kExitOk && !response.value("passed", false) ? kExitError : code;
+    };
+  });
+
+  CLI::App* rate = AddClient(app, "dirty-rate", "Measure how fast the guest dirties memory (pages/s, MB/s, per vCPU with --dirty-ring)", f, true);
+  rate->add_option("--seconds", f->seconds, "Measurement window")->check(CLI::Range(0.01, 600.0))->capture_default_str();
+  rate->add_option("--interval-ms", f->interval_ms, "Harvest interval (a migration round's length)")
+      ->check(CLI::Range(1.0, 60000.0))->capture_default_str();
+  rate->callback([=] {
+    *selected = [f] {
+      f->timeout_ms = static_cast<int>(f->seconds * 1000) + 30000;
+      json req = {{"op", "dirty_rate"}, {"seconds", f->seconds}, {"interval_ms", f->interval_ms}};
+      return Call(*f, req, [](const json& r) {
+        std::printf("dirty rate (%s, %.1f s, %u harvests): %.0f pages/s = %.1f MB/s; harvest %.3f ms median\n",
+                    r["source"].get<std::string>().c_str(), r["seconds"].get<double>(), r["harvests"].get<unsigned>(),
+                    r["pages_per_s"].get<double>(), r["mb_per_s"].get<double>(), r["harvest_ms_median"].get<double>());
+        const auto& per = r["per_vcpu_pages_per_s"];
+        for (size_t i = 0; i < per.size(); ++i) {
+          std::printf("  vCPU %zu: %.0f pages/s = %.1f MB/s\n", i, per[i].get<double>(), per[i].get<double>() * 4096 / 1e6);
+        }
+      });
+    };
+  });
+
+  CLI::App* throttle = AddClient(app, "throttle", "Hold vCPUs off the CPU for a share of every 10 ms (0 = off)", f, true);
+  throttle->add_option("--percent", f->percent, "Share of each period a vCPU is held off, 0..99")->required()->check(CLI::Range(0, 99));
+  throttle->add_option("--vcpu", f->vcpu, "Only this vCPU (default: all)");
+  throttle->callback([=] {
+    *selected = [f] {
+      return Call(*f, {{"op", "throttle"}, {"percent", f->percent}, {"vcpu", f->vcpu}}, [](const json& r) {
+        std::printf("throttle: %s\n", r["throttle_percent"].dump().c_str());
+      });
     };
   });
 

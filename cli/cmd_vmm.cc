@@ -17,6 +17,7 @@ struct RunFlags {
   std::string guest;
   std::string mem = "256M";
   uint32_t vcpus = 1;
+  uint32_t dirty_ring = 0;
   std::string api;
   std::vector<std::string> guest_args;
 };
@@ -48,6 +49,7 @@ int DoRun(const RunFlags& f) {
   hypervisor::VmConfig config;
   config.mem_bytes = *mem;
   config.vcpus = f.vcpus;
+  config.dirty_ring_entries = f.dirty_ring;
   config.guest_path = f.guest;
   for (const auto& a : f.guest_args) {
     if (a.find('=') == std::string::npos || a.find(' ') != std::string::npos) {
@@ -81,6 +83,9 @@ void AddVmmCommands(CLI::App& app, CommandFn* selected) {
   run->add_option("--mem", run_flags->mem, "Guest RAM (e.g. 256M, 1G; multiple of 2M)")->capture_default_str();
   run->add_option("--vcpus", run_flags->vcpus, "Number of vCPUs")->check(CLI::Range(1, 64))->capture_default_str();
   run->add_option("--api", run_flags->api, "Serve the JSON control API on this unix socket");
+  run->add_option("--dirty-ring", run_flags->dirty_ring,
+                  "Track dirty pages with per-vCPU KVM dirty rings of N entries (power of two >= 256) "
+                  "instead of the dirty bitmap");
   run->add_option("guest_args", run_flags->guest_args, "key=value words for the guest, after --");
   run->callback([selected, run_flags] { *selected = [run_flags] { return DoRun(*run_flags); }; });
 

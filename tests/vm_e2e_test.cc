@@ -131,6 +131,38 @@ TEST(VmE2eTest, ApiSocketInUseIsRefused) {
   EXPECT_NE(first.Stdout().find("stop requested"), std::string::npos);
 }
 
+TEST(VmE2eTest, DirtyRateAndThrottleFromTheCli) {
+  REQUIRE_KVM();
+  TempDir dir;
+  std::string sock = dir.File("api.sock");
+  Process vmm({FerryBin(), "run", GuestPath("dirtier"), "--mem", "128M", "--vcpus", "2", "--dirty-ring", "4096", "--api",
+               sock, "--", "rate_mbps=40", "wss_mib=64"},
+              dir.File("vmm"));
+  ASSERT_TRUE(WaitForReport(sock, "pages", 20000).ok()) << vmm.Stderr();
+  auto rate = RunFerry({"dirty-rate", "--api", sock, "--seconds", "1", "--json"}, dir.File("rate"));
+  ASSERT_EQ(rate.code, 0) << rate.err;
+  auto j = nlohmann::json::parse(rate.out);
+  EXPECT_EQ(j["source"], "ring");
+  EXPECT_GT(j["mb_per_s"].get<double>(), 5.0);
+  EXPECT_EQ(j["per_vcpu_pages_per_s"].size(), 2u);
+  auto human = RunFerry({"dirty-rate", "--api", sock, "--seconds", "0.5"}, dir.File("human"));
+  EXPECT_EQ(human.code, 0);
+  EXPECT_NE(human.out.find("vCPU 1:"), std::string::npos) << human.out;
+  auto throttle = RunFerry({"throttle", "--api", sock, "--percent", "50", "--vcpu", "1", "--json"}, dir.File("t"));
+  ASSERT_EQ(throttle.code, 0) << throttle.err;
+  EXPECT_EQ(nlohmann::json::parse(throttle.out)["throttle_percent"], nlohmann::json::parse("[0,50]"));
+  auto bad = RunFerry({"throttle", "--api", sock, "--percent", "100"}, dir.File("bad"));
+  EXPECT_EQ(bad.code, 2);
+  auto no_vcpu = RunFerry({"throttle", "--api", sock, "--percent", "10", "--vcpu", "5"}, dir.File("novcpu"));
+  EXPECT_EQ(no_vcpu.code, 1);
+  EXPECT_NE(no_vcpu.err.find("no vCPU 5"), std::string::npos) << no_vcpu.err;
+  auto bad_ring = RunFerry({"run", GuestPath("hello"), "--mem", "16M", "--dirty-ring", "1000"}, dir.File("badring"));
+  EXPECT_EQ(bad_ring.code, 1);
+  EXPECT_NE(bad_ring.err.find("power of two"), std::string::npos) << bad_ring.err;
+  ASSERT_TRUE(Api(sock, {{"op", "stop"}}).ok());
+  EXPECT_EQ(vmm.Wait(10000), 0) << vmm.Stderr();
+}
+
 TEST(VmE2eTest, StaleSocketFromADeadVmmIsReplaced) {
   REQUIRE_KVM();
   TempDir dir;

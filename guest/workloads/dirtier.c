@@ -8,6 +8,9 @@
  * record=1 keeps the guest's own record of what it wrote: a u32 write counter per working-set
  * page, ahead of the data pages (report fields record_gpa, data_gpa, wss_pages), which the
  * dirty-tracking tests compare with what the host harvested.
+ * burst_pct=N switches to bursts for harvest benchmarks: idle until the VMM raises an event
+ * (`ferry verify`), then the vCPUs write exactly N% of the working-set pages once, evenly
+ * spread, and vCPU 0 reports burst_seq=<event> when all are done.
  * Every vCPU dirties its share; vCPU 0 reports rate, pages and the longest pause it saw. */
 #include "ferry_guest.h"
 
@@ -19,6 +22,8 @@ struct vcpu_stats {
   uint64_t pad[6];
 };
 static struct vcpu_stats stats[FERRY_MAX_VCPUS];
+
+static volatile uint64_t burst_done[FERRY_MAX_VCPUS];
 
 static void dirty_page(uint8_t* base, uint64_t page, uint64_t* rng) {
   uint64_t* w = (uint64_t*)(base + page * PAGE);
@@ -52,6 +57,31 @@ int guest_main(uint32_t vcpu, uint32_t nvcpus) {
               wss >> 20, sequential ? "sequential" : hotcold ? "hotcold" : "uniform", nvcpus);
   }
   struct vcpu_stats* st = &stats[vcpu];
+  const uint64_t burst_pct = fg_arg_u64("burst_pct", 1000);
+  if (burst_pct <= 100) {
+    uint64_t seq = 0, rng2 = vcpu + 1, stop = fg_stop_seq();
+    if (vcpu == 0) fg_report("workload=dirtier burst_pct=%lu burst_seq=0 wss_pages=%lu", burst_pct, wss_pages);
+    while (fg_stop_seq() == stop) {
+      uint64_t want = fg_verify_seq();
+      if (want == seq) {
+        fg_wait(100000000);
+        continue;
+      }
+      /* Page p is in the burst when floor(p*pct/100) steps: exactly pct% of pages, spread out. */
+      for (uint64_t p = vcpu; p < wss_pages; p += nvcpus) {
+        if ((p + 1) * burst_pct / 100 != p * burst_pct / 100) dirty_page(base, p, &rng2);
+      }
+      seq = want;
+      __atomic_store_n(&burst_done[vcpu], seq, __ATOMIC_RELEASE);
+      if (vcpu == 0) {
+        for (uint32_t v = 1; v < nvcpus; ++v) {
+          while (__atomic_load_n(&burst_done[v], __ATOMIC_ACQUIRE) < seq) __builtin_ia32_pause();
+        }
+        fg_report("workload=dirtier burst_pct=%lu burst_seq=%lu wss_pages=%lu", burst_pct, seq, wss_pages);
+      }
+    }
+    return 0;
+  }
   uint64_t rng = fg_mix64(vcpu * 7919 + 1) | 1;
   uint64_t cursor = vcpu; /* sequential: this vCPU's next page */
   uint64_t start = fg_now_ns(), last = start, last_report = start, report_pages = 0, reports = 0;
