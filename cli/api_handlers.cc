@@ -15,7 +15,7 @@ using hypervisor::RunState;
 namespace {
 
 json Error(const std::string& message) { return {{"ok", false}, {"error", message}}; }
-json Error(const Status& st) { return Error(st.message()); }
+json Error(const ferry::Status& st) { return Error(st.message()); }
 
 json ReportJson(const hypervisor::GuestReport& r) {
   json fields = json::object();
@@ -23,7 +23,7 @@ json ReportJson(const hypervisor::GuestReport& r) {
   return {{"seq", r.seq}, {"text", r.text}, {"fields", fields}};
 }
 
-json Status(hypervisor::Vm& vm) {
+json StatusJson(hypervisor::Vm& vm) {
   const auto& c = vm.config();
   return {{"ok", true},
           {"state", hypervisor::RunStateName(vm.state())},
@@ -131,7 +131,7 @@ json Throttle(hypervisor::Vm& vm, const json& req) {
 
 json HandleApiRequest(hypervisor::Vm& vm, const json& req) {
   std::string op = req.value("op", "");
-  if (op == "status") return Status(vm);
+  if (op == "status") return StatusJson(vm);
   if (op == "pause") {
     auto r = vm.Pause();
     if (!r.ok()) return Error(r.status());

@@ -26,55 +26,6 @@ bool IsZero(const uint8_t* p, size_t n) {
   return true;
 }
 
-// Buffered writer over an fd with vectored writes for large guest-memory chunks.
-class FileSink {
- public:
-  explicit FileSink(int fd) : fd_(fd) {}
-  Status Append(const void* data, size_t len) {
-    if (len == 0) return Status::Ok();  // a zero-length iovec would stall Flush's progress
-    iov_.push_back({const_cast<void*>(data), len});
-    pending_ += len;
-    if (iov_.size() >= 64 || pending_ >= (8u << 20)) return Flush();
-    return Status::Ok();
-  }
-  // Copies small buffers so callers may reuse theirs.
-  Status AppendCopy(std::vector<uint8_t> bytes) {
-    owned_.push_back(std::move(bytes));
-    return Append(owned_.back().data(), owned_.back().size());
-  }
-  Status Flush() {
-    size_t i = 0;
-    while (i < iov_.size()) {
-      ssize_t n = ::writev(fd_, iov_.data() + i, static_cast<int>(std::min<size_t>(iov_.size() - i, IOV_MAX)));
-      if (n < 0) {
-        if (errno == EINTR) continue;
-        return ErrnoError("write snapshot");
-      }
-      written_ += n;
-      while (i < iov_.size() && static_cast<size_t>(n) >= iov_[i].iov_len) {
-        n -= iov_[i].iov_len;
-        ++i;
-      }
-      if (i < iov_.size()) {
-        iov_[i].iov_base = static_cast<uint8_t*>(iov_[i].iov_base) + n;
-        iov_[i].iov_len -= n;
-      }
-    }
-    iov_.clear();
-    owned_.clear();
-    pending_ = 0;
-    return Status::Ok();
-  }
-  uint64_t written() const { return written_; }
-
- private:
-  int fd_;
-  std::vector<iovec> iov_;
-  std::vector<std::vector<uint8_t>> owned_;
-  size_t pending_ = 0;
-  uint64_t written_ = 0;
-};
-
 // pwritev until every byte of `iov` is written at `offset`.
 Status PwritevAll(int fd, std::vector<iovec> iov, uint64_t offset) {
   size_t i = 0;
@@ -96,25 +47,26 @@ Status PwritevAll(int fd, std::vector<iovec> iov, uint64_t offset) {
   return Status::Ok();
 }
 
-Status AppendSection(FileSink& sink, uint32_t type, std::vector<uint8_t> payload) {
-  FERRY_RETURN_IF_ERROR(sink.AppendCopy(snapshot::EncodeSectionHeader(type, payload.size(), Checksum64(payload))));
-  return sink.AppendCopy(std::move(payload));
+void AppendSection(Encoder& out, uint32_t type, const std::vector<uint8_t>& payload) {
+  out.PutBytes(snapshot::EncodeSectionHeader(type, payload.size(), Checksum64(payload)));
+  out.PutBytes(payload);
 }
 
 Status WriteAll(int fd, const VmState& state, const GuestMemory& memory, SnapshotStats* stats) {
-  FileSink sink(fd);
+  // Everything before RAM is a few KiB: encode it whole, write it once.
+  Encoder meta;
   const uint32_t sections = 1 + static_cast<uint32_t>(state.vcpus.size()) + 1 + 1 + 1;
-  FERRY_RETURN_IF_ERROR(sink.AppendCopy(snapshot::EncodeFileHeader(sections)));
-  FERRY_RETURN_IF_ERROR(AppendSection(sink, snapshot::kConfig, snapshot::EncodeConfig(state.config)));
+  meta.PutBytes(snapshot::EncodeFileHeader(sections));
+  AppendSection(meta, snapshot::kConfig, snapshot::EncodeConfig(state.config));
   for (const VcpuState& v : state.vcpus) {
     Encoder e;
     EncodeVcpuState(v, e);
-    FERRY_RETURN_IF_ERROR(AppendSection(sink, snapshot::kVcpu, e.Take()));
+    AppendSection(meta, snapshot::kVcpu, e.bytes());
   }
-  FERRY_RETURN_IF_ERROR(AppendSection(sink, snapshot::kDevices, snapshot::EncodeDevices(state)));
-
-  FERRY_RETURN_IF_ERROR(sink.Flush());
-  const uint64_t ram_header_off = sink.written();
+  AppendSection(meta, snapshot::kDevices, snapshot::EncodeDevices(state));
+  std::vector<iovec> meta_iov = {{const_cast<uint8_t*>(meta.bytes().data()), meta.size()}};
+  FERRY_RETURN_IF_ERROR(PwritevAll(fd, meta_iov, 0));
+  const uint64_t ram_header_off = meta.size();
 
   // RAM: only chunks in populated ranges of the memfd can hold data; of those, all-zero
   // chunks are skipped too (cheap: the first non-zero word ends the scan).

@@ -39,6 +39,27 @@ std::string SnapshotRunningMemcheck(const TempDir& dir, const std::string& name,
   return file;
 }
 
+// Runs the hello guest idling, snapshots it and stops it. Returns the file and the guest's
+// time just before the snapshot.
+struct HelloSnapshot {
+  std::string file;
+  uint64_t guest_time_ns = 0;
+};
+HelloSnapshot SnapshotIdleHello(const TempDir& dir, const std::string& name) {
+  HelloSnapshot out{dir.File(name + ".snap")};
+  std::string sock = dir.File(name + ".sock");
+  Process vmm({FerryBin(), "run", GuestPath("hello"), "--mem", "16M", "--api", sock, "--", "mode=spin"},
+              dir.File(name + "-vmm"));
+  EXPECT_TRUE(WaitForReport(sock, "guest", 20000).ok()) << vmm.Stderr();
+  std::this_thread::sleep_for(std::chrono::milliseconds(300));
+  auto status = Api(sock, {{"op", "status"}});
+  EXPECT_TRUE(status.ok());
+  if (status.ok()) out.guest_time_ns = (*status)["guest_time_ns"];
+  EXPECT_TRUE(Api(sock, {{"op", "snapshot"}, {"file", out.file}, {"stop", true}, {"fsync", false}}).ok());
+  EXPECT_EQ(vmm.Wait(10000), 0) << vmm.Stderr();
+  return out;
+}
+
 // An in-process VM restored from (possibly modified) snapshot contents, verified once.
 struct Verdict {
   bool reported = false;
@@ -96,21 +117,14 @@ TEST(SnapshotE2eTest, RestoredInANewProcessPassesFullVerification) {
 TEST(SnapshotE2eTest, GuestTimeNeverGoesBackwardAcrossRestore) {
   REQUIRE_KVM();
   TempDir dir;
-  std::string sock = dir.File("a.sock");
-  std::string file = dir.File("a.snap");
-  Process vmm({FerryBin(), "run", GuestPath("hello"), "--mem", "16M", "--api", sock, "--", "mode=spin"}, dir.File("a"));
-  ASSERT_TRUE(WaitForReport(sock, "guest", 20000).ok());
-  std::this_thread::sleep_for(std::chrono::milliseconds(300));
-  auto before = Api(sock, {{"op", "status"}});
-  ASSERT_TRUE(before.ok());
-  ASSERT_TRUE(Api(sock, {{"op", "snapshot"}, {"file", file}, {"stop", true}, {"fsync", false}}).ok());
-  vmm.Wait(10000);
+  HelloSnapshot snap = SnapshotIdleHello(dir, "a");
+  const std::string& file = snap.file;
   std::string sock2 = dir.File("b.sock");
   Process restored({FerryBin(), "restore", "--file", file, "--api", sock2}, dir.File("b"));
   ASSERT_TRUE(WaitForReport(sock2, "guest", 20000).ok()) << restored.Stderr();
   auto after = Api(sock2, {{"op", "status"}});
   ASSERT_TRUE(after.ok());
-  uint64_t t0 = (*before)["guest_time_ns"], t1 = (*after)["guest_time_ns"];
+  uint64_t t0 = snap.guest_time_ns, t1 = (*after)["guest_time_ns"];
   EXPECT_GT(t1, t0) << "guest time went backward across restore";
   EXPECT_LT(t1 - t0, 30'000'000'000ull) << "guest time jumped far beyond the real elapsed time";
   ASSERT_TRUE(Api(sock2, {{"op", "stop"}}).ok());
@@ -187,12 +201,7 @@ TEST(SnapshotE2eTest, MemcheckCatchesAStalePage) {
 TEST(SnapshotE2eTest, DamagedSnapshotsAreRefusedAndNothingRuns) {
   REQUIRE_KVM();
   TempDir dir;
-  std::string sock = dir.File("a.sock");
-  std::string good = dir.File("good.snap");
-  Process vmm({FerryBin(), "run", GuestPath("hello"), "--mem", "16M", "--api", sock, "--", "mode=spin"}, dir.File("a"));
-  ASSERT_TRUE(WaitForReport(sock, "guest", 20000).ok());
-  ASSERT_TRUE(Api(sock, {{"op", "snapshot"}, {"file", good}, {"stop", true}, {"fsync", false}}).ok());
-  EXPECT_EQ(vmm.Wait(10000), 0);
+  std::string good = SnapshotIdleHello(dir, "good").file;
   std::ifstream in(good, std::ios::binary);
   std::vector<char> bytes(std::istreambuf_iterator<char>(in), {});
   ASSERT_GT(bytes.size(), 4096u);

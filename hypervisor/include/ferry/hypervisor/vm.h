@@ -7,13 +7,10 @@
 // All public methods are thread-safe (the API server, vCPU threads and the CLI call in).
 #pragma once
 
-#include <atomic>
-#include <condition_variable>
 #include <cstdint>
 #include <functional>
 #include <map>
 #include <memory>
-#include <mutex>
 #include <string>
 #include <string_view>
 #include <vector>
