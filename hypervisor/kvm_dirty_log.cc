@@ -61,16 +61,6 @@ KvmDirtyLog::~KvmDirtyLog() {
   }
 }
 
-Status KvmDirtyLog::SetSlotFlags(uint32_t flags) {
-  kvm_userspace_memory_region region{};
-  region.slot = 0;
-  region.flags = flags;
-  region.guest_phys_addr = slot_.guest_phys_addr;
-  region.memory_size = slot_.size;
-  region.userspace_addr = slot_.host_addr;
-  return sys::Ioctl(slot_.vm_fd, KVM_SET_USER_MEMORY_REGION, &region, "KVM_SET_USER_MEMORY_REGION (dirty logging)");
-}
-
 Status KvmDirtyLog::Enable(bool* initially_set) {
   if (enabled_) return InvalidArgument("dirty logging is already on");
   if (mode() == Mode::kBitmap && !manual_protect_) {
@@ -83,7 +73,7 @@ Status KvmDirtyLog::Enable(bool* initially_set) {
     manual_protect_ = true;
     initially_set_ = want & KVM_DIRTY_LOG_INITIALLY_SET;
   }
-  FERRY_RETURN_IF_ERROR(SetSlotFlags(KVM_MEM_LOG_DIRTY_PAGES));
+  FERRY_RETURN_IF_ERROR(sys::SetMemorySlot(slot_.vm_fd, slot_.guest_phys_addr, slot_.size, slot_.host_addr, KVM_MEM_LOG_DIRTY_PAGES));
   enabled_ = true;
   if (initially_set) *initially_set = mode() == Mode::kBitmap && initially_set_;
   return Status::Ok();
@@ -91,7 +81,7 @@ Status KvmDirtyLog::Enable(bool* initially_set) {
 
 Status KvmDirtyLog::Disable() {
   if (!enabled_) return Status::Ok();
-  FERRY_RETURN_IF_ERROR(SetSlotFlags(0));
+  FERRY_RETURN_IF_ERROR(sys::SetMemorySlot(slot_.vm_fd, slot_.guest_phys_addr, slot_.size, slot_.host_addr, 0));
   enabled_ = false;
   return Status::Ok();
 }

@@ -54,6 +54,17 @@ Result<KvmHandles> OpenKvm() {
   return h;
 }
 
+Status SetMemorySlot(int vm_fd, uint64_t guest_phys_addr, uint64_t size, uint64_t host_addr, uint32_t flags) {
+  kvm_userspace_memory_region region{};
+  region.slot = 0;
+  region.flags = flags;
+  region.guest_phys_addr = guest_phys_addr;
+  region.memory_size = size;
+  region.userspace_addr = host_addr;
+  return Ioctl(vm_fd, KVM_SET_USER_MEMORY_REGION, &region,
+               flags ? "KVM_SET_USER_MEMORY_REGION (dirty logging on)" : "KVM_SET_USER_MEMORY_REGION");
+}
+
 Result<VcpuHandles> CreateVcpu(int vm_fd, int index, size_t run_size) {
   VcpuHandles h;
   FERRY_ASSIGN_OR_RETURN(int fd, IoctlValue(vm_fd, KVM_CREATE_VCPU, index, "KVM_CREATE_VCPU"));

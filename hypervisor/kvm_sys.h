@@ -29,6 +29,9 @@ struct KvmHandles {
 // Opens /dev/kvm, checks the API version and the capabilities Ferry needs, creates a VM.
 Result<KvmHandles> OpenKvm();
 
+// (Re)registers guest RAM as memory slot 0 with `flags` (0, or KVM_MEM_LOG_DIRTY_PAGES).
+Status SetMemorySlot(int vm_fd, uint64_t guest_phys_addr, uint64_t size, uint64_t host_addr, uint32_t flags);
+
 // Creates vCPU `index` and maps its kvm_run page. The mapping is released by UnmapRun.
 struct VcpuHandles {
   UniqueFd fd;

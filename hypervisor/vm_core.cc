@@ -46,12 +46,8 @@ VmCore::~VmCore() {
 Status VmCore::Init() {
   FERRY_ASSIGN_OR_RETURN(kvm_, sys::OpenKvm());
   GuestMemory& mem = vm_->memory();
-  kvm_userspace_memory_region region{};
-  region.slot = 0;
-  region.guest_phys_addr = 0;
-  region.memory_size = mem.size();
-  region.userspace_addr = reinterpret_cast<uint64_t>(mem.host());
-  FERRY_RETURN_IF_ERROR(sys::Ioctl(kvm_.vm.get(), KVM_SET_USER_MEMORY_REGION, &region, "KVM_SET_USER_MEMORY_REGION"));
+  const KvmDirtyLog::Slot slot{kvm_.vm.get(), 0, mem.size(), reinterpret_cast<uint64_t>(mem.host())};
+  FERRY_RETURN_IF_ERROR(sys::SetMemorySlot(slot.vm_fd, slot.guest_phys_addr, slot.size, slot.host_addr, 0));
   const uint32_t ring_entries = vm_->config().dirty_ring_entries;
   if (ring_entries) FERRY_RETURN_IF_ERROR(KvmDirtyLog::EnableRingCapability(kvm_.vm.get(), ring_entries));
   FERRY_ASSIGN_OR_RETURN(auto supported, sys::MsrIndexList(kvm_.kvm.get()));
@@ -65,7 +61,6 @@ Status VmCore::Init() {
   }
   std::vector<int> vcpu_fds;
   for (auto& v : vcpus_) vcpu_fds.push_back(v->fd());
-  KvmDirtyLog::Slot slot{kvm_.vm.get(), 0, mem.size(), reinterpret_cast<uint64_t>(mem.host())};
   FERRY_ASSIGN_OR_RETURN(dirty_log_, KvmDirtyLog::Create(slot, vcpu_fds, ring_entries));
   throttle_pct_ = std::make_unique<std::atomic<uint32_t>[]>(vcpus_.size());
   return Status::Ok();

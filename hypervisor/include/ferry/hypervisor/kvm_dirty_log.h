@@ -79,7 +79,6 @@ class KvmDirtyLog {
     std::atomic<uint64_t> total{0};
   };
   KvmDirtyLog(const Slot& slot, uint32_t ring_entries) : slot_(slot), ring_entries_(ring_entries) {}
-  Status SetSlotFlags(uint32_t flags);
   uint64_t ReapLocked(Ring& ring, Bitmap* out);
 
   const Slot slot_;
