@@ -19,40 +19,21 @@
 #include "ferry/dirtylog/tracker.h"
 #include "ferry/hypervisor/kvm_dirty_log.h"
 #include "ferry/hypervisor/vm.h"
+#include "scenario_util.h"
 
 namespace {
 
 using ferry::MonotonicNs;
+using ferry::bench::Median;
+using ferry::bench::WaitForField;
 using nlohmann::json;
 namespace hv = ferry::hypervisor;
 namespace dl = ferry::dirtylog;
 
 std::string g_build = "build";
 
-double Median(std::vector<double> v) {
-  std::sort(v.begin(), v.end());
-  return v.empty() ? 0 : v[v.size() / 2];
-}
 
-std::unique_ptr<hv::Vm> Boot(uint64_t mem, uint32_t vcpus, uint32_t ring, const std::string& args) {
-  hv::VmConfig c{mem, vcpus, g_build + "/guests/dirtier.elf", args, ring};
-  auto vm = hv::Vm::Boot(c, [](std::string_view) {});
-  if (!vm.ok() || !(*vm)->Start().ok()) {
-    std::fprintf(stderr, "boot: %s\n", vm.ok() ? "start failed" : vm.status().message().c_str());
-    std::exit(1);
-  }
-  return std::move(vm).value();
-}
 
-bool WaitFor(hv::Vm& vm, const std::string& field, const std::string& value, int timeout_ms = 30000) {
-  for (int i = 0; i < timeout_ms; ++i) {
-    auto f = vm.LastReport().fields;
-    auto it = f.find(field);
-    if (it != f.end() && (value.empty() || it->second == value)) return true;
-    std::this_thread::sleep_for(std::chrono::milliseconds(1));
-  }
-  return false;
-}
 
 void Stop(std::unique_ptr<hv::Vm>& vm) {
   vm->Stop();
@@ -63,21 +44,21 @@ void BenchHarvest(int runs) {
   const uint64_t mem = 1ull << 30;
   for (uint32_t ring : {0u, 65536u}) {
     for (int pct : {0, 1, 100}) {
-      auto vm = Boot(mem, 2, ring, "burst_pct=" + std::to_string(pct));
-      if (!WaitFor(*vm, "burst_seq", "0")) std::exit(1);
+      auto vm = ferry::bench::BootGuest(g_build, "dirtier", mem, 2, "burst_pct=" + std::to_string(pct), ring);
+      if (!WaitForField(*vm, "burst_seq", "0")) std::exit(1);
       auto tracker = dl::DirtyTracker::Start(*vm);
       if (!tracker.ok()) std::exit(1);
       (void)(*tracker)->Harvest();  // all of RAM; arms tracking
       // Warm-up burst: the first write to each page also pays for populating it.
       uint64_t seq = vm->RequestVerify();
-      WaitFor(*vm, "burst_seq", std::to_string(seq));
+      WaitForField(*vm, "burst_seq", std::to_string(seq));
       (void)(*tracker)->Harvest();
       std::vector<double> ms, fetch_ms, clear_ms;
       std::vector<double> pages;
       for (int r = 0; r < runs; ++r) {
         if (pct > 0) {
           seq = vm->RequestVerify();
-          if (!WaitFor(*vm, "burst_seq", std::to_string(seq))) std::exit(1);
+          if (!WaitForField(*vm, "burst_seq", std::to_string(seq))) std::exit(1);
         }
         auto set = (*tracker)->Harvest();
         if (!set.ok()) std::exit(1);
@@ -109,7 +90,7 @@ void BenchHarvest(int runs) {
 // Guest-reported dirtier throughput over `seconds`, optionally while a tracker harvests.
 double DirtierMbps(hv::Vm& vm, dl::DirtyTracker* tracker, double seconds) {
   auto pages_now = [&] { return std::stod(vm.LastReport().fields.at("pages")); };
-  WaitFor(vm, "pages", "");
+  WaitForField(vm, "pages", "");
   uint64_t seq0 = vm.LastReport().seq;
   while (vm.LastReport().seq == seq0) {  // align to a fresh report
     if (tracker) (void)tracker->Harvest();
@@ -136,7 +117,7 @@ void BenchTax(int runs) {
   for (const char* mode : {"off", "bitmap", "ring"}) {
     std::vector<double> mbps;
     for (int r = 0; r < runs; ++r) {
-      auto vm = Boot(1ull << 30, 2, std::string(mode) == "ring" ? 65536 : 0, args);
+      auto vm = ferry::bench::BootGuest(g_build, "dirtier", 1ull << 30, 2, args, std::string(mode) == "ring" ? 65536 : 0);
       std::unique_ptr<dl::DirtyTracker> tracker;
       if (std::string(mode) != "off") {
         auto t = dl::DirtyTracker::Start(*vm);
@@ -155,8 +136,8 @@ void BenchTax(int runs) {
 }
 
 void BenchThrottle(int runs) {
-  auto vm = Boot(1ull << 30, 2, 0, "rate_mbps=max wss_mib=768");
-  WaitFor(*vm, "pages", "");
+  auto vm = ferry::bench::BootGuest(g_build, "dirtier", 1ull << 30, 2, "rate_mbps=max wss_mib=768", 0);
+  WaitForField(*vm, "pages", "");
   for (uint32_t pct : {0u, 50u, 90u}) {
     if (!vm->SetThrottle(-1, pct).ok()) std::exit(1);
     std::this_thread::sleep_for(std::chrono::milliseconds(300));

@@ -24,23 +24,20 @@
 #include "ferry/base/clock.h"
 #include "ferry/hypervisor/snapshot.h"
 #include "ferry/hypervisor/vm.h"
+#include "scenario_util.h"
 
 extern char** environ;
 
 namespace {
 
 using ferry::MonotonicNs;
+using ferry::bench::BootGuest;
+using ferry::bench::Median;
+using ferry::bench::Percentile;
+using ferry::bench::WaitForField;
 using nlohmann::json;
 namespace hv = ferry::hypervisor;
 
-double Median(std::vector<double> v) {
-  std::sort(v.begin(), v.end());
-  return v.empty() ? 0 : v[v.size() / 2];
-}
-double Percentile(std::vector<double> v, double p) {
-  std::sort(v.begin(), v.end());
-  return v.empty() ? 0 : v[std::min(v.size() - 1, static_cast<size_t>(p * v.size()))];
-}
 
 // Spawn to first stdout line of `ferry run hello.elf`, in ms.
 double BootOnce(const std::string& build, const std::string& mem) {
@@ -73,23 +70,7 @@ double BootOnce(const std::string& build, const std::string& mem) {
   return ms;
 }
 
-std::unique_ptr<hv::Vm> BootGuest(const std::string& build, const std::string& guest, uint64_t mem, uint32_t vcpus,
-                                  const std::string& args) {
-  hv::VmConfig c{mem, vcpus, build + "/guests/" + guest + ".elf", args};
-  auto vm = hv::Vm::Boot(c, [](std::string_view) {});
-  if (!vm.ok()) {
-    std::fprintf(stderr, "boot %s: %s\n", guest.c_str(), vm.status().message().c_str());
-    std::exit(1);
-  }
-  if (!(*vm)->Start().ok()) std::exit(1);
-  return std::move(vm).value();
-}
 
-void WaitForField(hv::Vm& vm, const std::string& field) {
-  for (int i = 0; i < 3000 && !vm.LastReport().fields.count(field); ++i) {
-    std::this_thread::sleep_for(std::chrono::milliseconds(10));
-  }
-}
 
 void BenchBoot(const std::string& build, int runs) {
   std::vector<double> ms;
