@@ -40,6 +40,7 @@ int guest_main(uint32_t vcpu, uint32_t nvcpus) {
   uint64_t rate_mbps = fg_arg_u64("rate_mbps", 100);
   int hotcold = strncmp(pattern, "hotcold", 7) == 0;
   int sequential = strncmp(pattern, "sequential", 10) == 0;
+  const char* pattern_name = sequential ? "sequential" : hotcold ? "hotcold" : "uniform";
   uint64_t wss = fg_arg_u64("wss_mib", 0) << 20;
   const int record = fg_arg_u64("record", 0) != 0;
   uint64_t free_bytes = b->free_end - b->free_start;
@@ -54,7 +55,7 @@ int guest_main(uint32_t vcpu, uint32_t nvcpus) {
   uint64_t pps = rate_mbps * 256 / nvcpus;
   if (vcpu == 0) {
     fg_printf("dirtier: rate=%s MB/s wss=%lu MiB pattern=%s vcpus=%u\n", unlimited ? "max" : rate_text,
-              wss >> 20, sequential ? "sequential" : hotcold ? "hotcold" : "uniform", nvcpus);
+              wss >> 20, pattern_name, nvcpus);
   }
   struct vcpu_stats* st = &stats[vcpu];
   const uint64_t burst_pct = fg_arg_u64("burst_pct", 1000);
@@ -100,7 +101,7 @@ int guest_main(uint32_t vcpu, uint32_t nvcpus) {
       uint64_t mbps = (total - report_pages) * PAGE / ((now - last_report) / 1000 + 1); /* bytes/us = MB/s */
       fg_report("workload=dirtier rate_mbps=%s achieved_mbps=%lu pages=%lu wss_mib=%lu pattern=%s max_pause_us=%lu "
                 "vcpus=%u wss_pages=%lu data_gpa=%lu record_gpa=%lu",
-                unlimited ? "max" : rate_text, mbps, total, wss >> 20, sequential ? "sequential" : hotcold ? "hotcold" : "uniform",
+                unlimited ? "max" : rate_text, mbps, total, wss >> 20, pattern_name,
                 max_pause / 1000, nvcpus, wss_pages, (uint64_t)base, record ? (uint64_t)counts : 0);
       report_pages = total;
       last_report = now;
