@@ -20,7 +20,8 @@ Status EnableCap(int vm_fd, uint32_t cap, uint64_t arg0, const char* what) {
 }  // namespace
 
 Status KvmDirtyLog::EnableRingCapability(int vm_fd, uint32_t entries) {
-  if (entries < 64 || (entries & (entries - 1)) != 0) return InvalidArgument("dirty ring entries must be a power of two >= 64");
+  // KVM's smallest ring is one page of 16-byte entries.
+  if (entries < 256 || (entries & (entries - 1)) != 0) return InvalidArgument("dirty ring entries must be a power of two >= 256");
   uint64_t bytes = uint64_t{entries} * sizeof(kvm_dirty_gfn);
   // Prefer the acquire/release flavour (needed on weakly ordered hosts, harmless on x86).
   for (auto [cap, name] : {std::pair{KVM_CAP_DIRTY_LOG_RING_ACQ_REL, "KVM_CAP_DIRTY_LOG_RING_ACQ_REL"},
