@@ -5,6 +5,7 @@
 namespace ferry {
 
 uint64_t Checksum64(const void* data, size_t len) { return XXH3_64bits(data, len); }
+uint64_t Checksum64Seeded(const void* data, size_t len, uint64_t seed) { return XXH3_64bits_withSeed(data, len, seed); }
 
 struct Checksummer::State {
   XXH3_state_t* s = XXH3_createState();

@@ -15,7 +15,8 @@ namespace ferry::cli {
 
 // Plain sockets with poll() deadlines: a client needs no event loop, and a hung VMM must not
 // hang the CLI.
-Result<nlohmann::json> CallApi(const std::string& socket_path, const nlohmann::json& request, int timeout_ms) {
+Result<nlohmann::json> CallApi(const std::string& socket_path, const nlohmann::json& request, int timeout_ms,
+                               const ProgressLineFn& on_progress) {
   sockaddr_un addr{};
   if (socket_path.size() >= sizeof addr.sun_path) return InvalidArgument("--api path is too long");
   addr.sun_family = AF_UNIX;
@@ -36,7 +37,19 @@ Result<nlohmann::json> CallApi(const std::string& socket_path, const nlohmann::j
   std::string in;
   uint64_t deadline = MonotonicNs() + uint64_t(timeout_ms) * 1000000;
   char buf[4096];
-  while (in.find('\n') == std::string::npos) {
+  nlohmann::json response;
+  for (;;) {
+    size_t nl = in.find('\n');
+    if (nl != std::string::npos) {
+      response = nlohmann::json::parse(in.substr(0, nl), nullptr, false);
+      in.erase(0, nl + 1);
+      if (response.is_object() && response.contains("progress")) {
+        if (on_progress) on_progress(response);
+        deadline = MonotonicNs() + uint64_t(timeout_ms) * 1000000;
+        continue;
+      }
+      break;
+    }
     uint64_t now = MonotonicNs();
     if (now >= deadline) return Timeout("the VMM at " + socket_path + " did not answer within " + std::to_string(timeout_ms) + " ms");
     pollfd p{fd.get(), POLLIN, 0};
@@ -50,10 +63,10 @@ Result<nlohmann::json> CallApi(const std::string& socket_path, const nlohmann::j
     in.append(buf, n);
     if (in.size() > (8u << 20)) return Corrupt("oversized API response");
   }
-  auto response = nlohmann::json::parse(in.substr(0, in.find('\n')), nullptr, false);
   if (response.is_discarded() || !response.is_object()) return Corrupt("the VMM sent a malformed response");
   if (!response.value("ok", false)) {
-    return Status(ErrorCode::kAborted, response.value("error", std::string("request failed")));
+    ErrorCode code = response.value("indeterminate", false) ? ErrorCode::kIndeterminate : ErrorCode::kAborted;
+    return Status(code, response.value("error", std::string("request failed")));
   }
   return response;
 }

@@ -129,7 +129,7 @@ json Throttle(hypervisor::Vm& vm, const json& req) {
 
 }  // namespace
 
-json HandleApiRequest(hypervisor::Vm& vm, const json& req) {
+json HandleApiRequest(hypervisor::Vm& vm, const json& req, const ApiEmit& emit) {
   std::string op = req.value("op", "");
   if (op == "status") return StatusJson(vm);
   if (op == "pause") {
@@ -143,6 +143,7 @@ json HandleApiRequest(hypervisor::Vm& vm, const json& req) {
     return {{"ok", true}, {"latency_us", (MonotonicNs() - t0) / 1e3}};
   }
   if (op == "snapshot") return Snapshot(vm, req);
+  if (op == "migrate") return HandleMigrate(vm, req, emit);
   if (op == "verify") return Verify(vm, req);
   if (op == "dirty_rate") return DirtyRate(vm, req);
   if (op == "throttle") return Throttle(vm, req);
@@ -154,7 +155,7 @@ json HandleApiRequest(hypervisor::Vm& vm, const json& req) {
     }
     return {{"ok", true}};
   }
-  return Error("unknown op \"" + op + "\" (expected status, pause, resume, snapshot, verify, dirty_rate, throttle or stop)");
+  return Error("unknown op \"" + op + "\" (expected status, pause, resume, snapshot, migrate, verify, dirty_rate, throttle or stop)");
 }
 
 }  // namespace ferry::cli

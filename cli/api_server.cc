@@ -85,12 +85,20 @@ void ApiServer::Serve(std::shared_ptr<Local::socket> socket) {
     buf.consume(n);
     nlohmann::json request = nlohmann::json::parse(line, nullptr, /*allow_exceptions=*/false);
     nlohmann::json response;
+    std::mutex write_mu;
+    auto emit = [&](const nlohmann::json& line) {
+      std::string text = line.dump() + "\n";
+      std::lock_guard lock(write_mu);
+      boost::system::error_code ignored;  // a client that went away just misses progress
+      asio::write(*socket, asio::buffer(text), ignored);
+    };
     if (request.is_discarded() || !request.is_object()) {
       response = {{"ok", false}, {"error", "request is not a JSON object"}};
     } else {
-      response = handler_(request);
+      response = handler_(request, emit);
     }
     std::string out = response.dump() + "\n";
+    std::lock_guard lock(write_mu);
     asio::write(*socket, asio::buffer(out), ec);
     if (ec) return;
   }

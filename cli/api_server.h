@@ -23,7 +23,10 @@
 
 namespace ferry::cli {
 
-using ApiHandler = std::function<nlohmann::json(const nlohmann::json& request)>;
+// A long request (migrate) may send interim lines through `emit` before its final response;
+// `emit` is thread-safe.
+using ApiEmit = std::function<void(const nlohmann::json& line)>;
+using ApiHandler = std::function<nlohmann::json(const nlohmann::json& request, const ApiEmit& emit)>;
 
 class ApiServer {
  public:

@@ -14,5 +14,7 @@ using CommandFn = std::function<int()>;
 void AddVmmCommands(CLI::App& app, CommandFn* selected);
 // Adds status, pause, resume, snapshot, verify and stop (clients of a VMM's API).
 void AddControlCommands(CLI::App& app, CommandFn* selected);
+// Adds incoming and migrate.
+void AddMigrateCommands(CLI::App& app, CommandFn* selected);
 
 }  // namespace ferry::cli

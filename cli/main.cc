@@ -14,6 +14,7 @@ int main(int argc, char** argv) {
   ferry::cli::CommandFn selected;
   ferry::cli::AddVmmCommands(app, &selected);
   ferry::cli::AddControlCommands(app, &selected);
+  ferry::cli::AddMigrateCommands(app, &selected);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {

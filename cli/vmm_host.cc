@@ -50,7 +50,7 @@ int RunVmm(std::unique_ptr<hypervisor::Vm> vm, const VmmOptions& options) {
   SignalWatcher signals(vm.get());  // before any thread starts, so all inherit the mask
   std::unique_ptr<ApiServer> api;
   if (!options.api_path.empty()) {
-    auto server = ApiServer::Start(options.api_path, [&vm](const nlohmann::json& r) { return HandleApiRequest(*vm, r); });
+    auto server = ApiServer::Start(options.api_path, [&vm](const nlohmann::json& r, const ApiEmit& emit) { return HandleApiRequest(*vm, r, emit); });
     if (!server.ok()) {
       std::fprintf(stderr, "ferry: %s\n", server.status().message().c_str());
       return kExitError;
@@ -58,7 +58,7 @@ int RunVmm(std::unique_ptr<hypervisor::Vm> vm, const VmmOptions& options) {
     api = std::move(server).value();
   }
   if (options.verify_on_start) vm->RequestVerify();
-  if (Status st = vm->Start(); !st.ok()) {
+  if (Status st = options.already_started ? Status::Ok() : vm->Start(); !st.ok()) {
     std::fprintf(stderr, "ferry: cannot start the VM: %s\n", st.message().c_str());
     return kExitError;
   }

@@ -16,6 +16,7 @@ namespace ferry::cli {
 struct VmmOptions {
   std::string api_path;       // empty: no API
   bool verify_on_start = false;  // deliver a verify event before the first instruction
+  bool already_started = false;  // the vCPUs run already (an incoming migration started them)
 };
 
 // Process exit codes shared by the VMM subcommands.
@@ -23,12 +24,16 @@ inline constexpr int kExitOk = 0;
 inline constexpr int kExitError = 1;       // a Ferry error (bad flag, bad file, KVM failure)
 inline constexpr int kExitUsage = 2;       // command-line syntax
 inline constexpr int kExitGuestCrash = 3;  // triple fault, panic, bad hypercall
+inline constexpr int kExitIndeterminate = 4;  // a migration's commit went unanswered: the VM stays paused
 
 // Runs `vm` until it exits; returns the process exit code (the guest's own code if it shut
 // down cleanly, kExitGuestCrash if it crashed).
 int RunVmm(std::unique_ptr<hypervisor::Vm> vm, const VmmOptions& options);
 
 // The API's request dispatch for a VM (exposed for tests).
-nlohmann::json HandleApiRequest(hypervisor::Vm& vm, const nlohmann::json& request);
+nlohmann::json HandleApiRequest(hypervisor::Vm& vm, const nlohmann::json& request, const ApiEmit& emit);
+// The "migrate" operation (api_migrate.cc): streams progress lines through `emit`, stops the
+// VM once the destination runs it.
+nlohmann::json HandleMigrate(hypervisor::Vm& vm, const nlohmann::json& request, const ApiEmit& emit);
 
 }  // namespace ferry::cli

@@ -1,5 +1,11 @@
 #include "ferry/hypervisor/guest_memory.h"
 
+#include <limits.h>
+#include <sys/uio.h>
+
+#include <algorithm>
+#include <vector>
+
 #include <sys/mman.h>
 #include <unistd.h>
 
@@ -75,6 +81,36 @@ Status GuestMemory::WriteThroughFd(uint64_t gpa, const void* data, uint64_t len)
     p += n;
     gpa += n;
     len -= n;
+  }
+  return Status::Ok();
+}
+
+Status GuestMemory::WriteVThroughFd(uint64_t gpa, std::span<const std::span<const uint8_t>> parts) {
+  std::vector<iovec> iov;
+  iov.reserve(parts.size());
+  uint64_t len = 0;
+  for (auto p : parts) {
+    iov.push_back({const_cast<uint8_t*>(p.data()), p.size()});
+    len += p.size();
+  }
+  if (!Contains(gpa, len)) return InvalidArgument("write beyond guest memory");
+  MarkDirty(gpa, len);
+  size_t first = 0;
+  while (len > 0) {
+    int count = static_cast<int>(std::min<size_t>(iov.size() - first, IOV_MAX));
+    ssize_t n = ::pwritev(fd_.get(), iov.data() + first, count, static_cast<off_t>(gpa));
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) return ErrnoError("write guest memory");
+    gpa += n;
+    len -= n;
+    // Skip the iovecs written in full and trim a partly written one.
+    while (n > 0 && first < iov.size()) {
+      size_t take = std::min<size_t>(n, iov[first].iov_len);
+      iov[first].iov_base = static_cast<uint8_t*>(iov[first].iov_base) + take;
+      iov[first].iov_len -= take;
+      n -= take;
+      if (iov[first].iov_len == 0) ++first;
+    }
   }
   return Status::Ok();
 }

@@ -28,29 +28,6 @@ std::string Name(uint32_t type) {
   return "type " + std::to_string(type);
 }
 
-Status DecodeConfig(std::span<const uint8_t> p, VmConfig* c) {
-  Decoder d(p);
-  d.GetU64(&c->mem_bytes);
-  d.GetU32(&c->vcpus);
-  d.GetString(&c->guest_path, 4096);
-  d.GetString(&c->guest_args, FERRY_MAX_ARGS);
-  if (!d.ok() || d.remaining() != 0) return Corrupt("config section is malformed");
-  if (c->mem_bytes == 0 || c->mem_bytes > kMaxMemBytes || c->mem_bytes % (2u << 20) != 0) {
-    return Corrupt("config section has an invalid memory size");
-  }
-  if (c->vcpus == 0 || c->vcpus > FERRY_MAX_VCPUS) return Corrupt("config section has an invalid vCPU count");
-  return Status::Ok();
-}
-
-Status DecodeDevices(std::span<const uint8_t> p, VmState* s) {
-  Decoder d(p);
-  FERRY_RETURN_IF_ERROR(DecodeConsoleState(d, &s->console));
-  FERRY_RETURN_IF_ERROR(DecodeClockState(d, &s->clock));
-  if (!d.GetString(&s->guest_report, 4096)) return Corrupt("devices section: bad guest report");
-  if (d.remaining() != 0) return Corrupt("devices section has trailing bytes");
-  return Status::Ok();
-}
-
 Status DecodeRam(std::span<const uint8_t> p, uint64_t mem_bytes, uint64_t section_sum, const RamSink& ram,
                  ParseStats* stats) {
   Decoder d(p);
@@ -97,6 +74,29 @@ Status DecodeRam(std::span<const uint8_t> p, uint64_t mem_bytes, uint64_t sectio
 }
 
 }  // namespace
+
+Status DecodeConfig(std::span<const uint8_t> p, VmConfig* c) {
+  Decoder d(p);
+  d.GetU64(&c->mem_bytes);
+  d.GetU32(&c->vcpus);
+  d.GetString(&c->guest_path, 4096);
+  d.GetString(&c->guest_args, FERRY_MAX_ARGS);
+  if (!d.ok() || d.remaining() != 0) return Corrupt("config section is malformed");
+  if (c->mem_bytes == 0 || c->mem_bytes > kMaxMemBytes || c->mem_bytes % (2u << 20) != 0) {
+    return Corrupt("config section has an invalid memory size");
+  }
+  if (c->vcpus == 0 || c->vcpus > FERRY_MAX_VCPUS) return Corrupt("config section has an invalid vCPU count");
+  return Status::Ok();
+}
+
+Status DecodeDevices(std::span<const uint8_t> p, VmState* s) {
+  Decoder d(p);
+  FERRY_RETURN_IF_ERROR(DecodeConsoleState(d, &s->console));
+  FERRY_RETURN_IF_ERROR(DecodeClockState(d, &s->clock));
+  if (!d.GetString(&s->guest_report, 4096)) return Corrupt("devices section: bad guest report");
+  if (d.remaining() != 0) return Corrupt("devices section has trailing bytes");
+  return Status::Ok();
+}
 
 std::vector<uint8_t> EncodeFileHeader(uint32_t section_count) {
   Encoder e;

@@ -26,6 +26,9 @@ std::vector<uint8_t> EncodeFileHeader(uint32_t section_count);
 std::vector<uint8_t> EncodeSectionHeader(uint32_t type, uint64_t length, uint64_t checksum);
 std::vector<uint8_t> EncodeConfig(const VmConfig& config);
 std::vector<uint8_t> EncodeDevices(const VmState& state);
+// Decoders of the config and devices payloads (shared with the migration stream).
+Status DecodeConfig(std::span<const uint8_t> p, VmConfig* c);
+Status DecodeDevices(std::span<const uint8_t> p, VmState* s);
 // The fixed prefix of the RAM section; chunk records follow, each a kRecordHeaderSize header
 // (chunk index u64, XXH3-64 of the chunk u64) and kChunkBytes of data. The RAM section's
 // checksum covers the prefix and the record headers; each chunk's data is covered by its own

@@ -11,6 +11,8 @@ namespace ferry {
 
 uint64_t Checksum64(const void* data, size_t len);
 inline uint64_t Checksum64(std::span<const uint8_t> s) { return Checksum64(s.data(), s.size()); }
+// XXH3-64 with a seed: binds a payload to the header that carries it (wire frames).
+uint64_t Checksum64Seeded(const void* data, size_t len, uint64_t seed);
 
 class Checksummer {
  public:

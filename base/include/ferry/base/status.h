@@ -23,6 +23,7 @@ enum class ErrorCode {
   kTimeout,
   kBusy,             // e.g. a socket already in use
   kAborted,
+  kIndeterminate,    // an outcome is unknown (a commit whose answer was lost)
   kInternal,
 };
 

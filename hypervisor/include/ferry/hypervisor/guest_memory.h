@@ -52,6 +52,9 @@ class GuestMemory {
   // Writes through the memfd (a kernel copy): fills fresh memory without taking a page fault
   // per 4 KiB page in our mapping, which is expensive under nested virtualization.
   Status WriteThroughFd(uint64_t gpa, const void* data, uint64_t len);
+  // Gathers `parts` (each a whole number of pages, together contiguous from `gpa`) into one
+  // pwritev: how a migration receiver lands a run of pages taken from several buffers.
+  Status WriteVThroughFd(uint64_t gpa, std::span<const std::span<const uint8_t>> parts);
   // Calls fn(offset, length) for each populated range of the memfd (SEEK_DATA/SEEK_HOLE);
   // memory outside them was never written and reads as zero.
   Status ForEachPopulatedRange(const std::function<void(uint64_t, uint64_t)>& fn) const;

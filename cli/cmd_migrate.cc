@@ -1,0 +1,191 @@
+// ferry incoming / ferry migrate: the two ends of a live migration.
+#include <pthread.h>
+#include <signal.h>
+#include <unistd.h>
+
+#include <cstdio>
+#include <memory>
+#include <thread>
+
+#include "api_client.h"
+#include "commands.h"
+#include "ferry/base/units.h"
+#include "ferry/migrate/incoming.h"
+#include "vmm_host.h"
+
+namespace ferry::cli {
+namespace {
+
+using nlohmann::json;
+
+struct IncomingFlags {
+  std::string listen;
+  std::string key;
+  std::string api;
+  double accept_timeout_s = 0;
+};
+
+struct MigrateFlags {
+  std::string api;
+  std::string to;
+  std::string key;
+  uint32_t streams = 2;
+  std::string compress = "zstd";
+  double downtime_ms = 50;
+  std::string bandwidth;
+  double deadline_s = 120;
+  std::string xbzrle_cache = "64M";
+  std::string transport = "tcp";
+  bool no_auto_converge = false;
+  bool verify = false;
+  bool json_out = false;
+};
+
+int Fail(const std::string& message, int code = kExitError) {
+  std::fprintf(stderr, "ferry: %s\n", message.c_str());
+  return code;
+}
+
+// The guest console goes to stdout, one flushed line at a time.
+void ConsoleLine(std::string_view line) {
+  std::fwrite(line.data(), 1, line.size(), stdout);
+  std::fputc('\n', stdout);
+  std::fflush(stdout);
+}
+
+int DoIncoming(const IncomingFlags& f) {
+  migrate::IncomingOptions o;
+  o.listen = f.listen;
+  o.accept_timeout_ms = static_cast<uint64_t>(f.accept_timeout_s * 1000);
+  o.console = ConsoleLine;
+  if (!f.key.empty()) {
+    auto key = migrate::LoadKey(f.key);
+    if (!key.ok()) return Fail(key.status().message());
+    o.key = std::move(key).value();
+  }
+  // SIGINT/SIGTERM while waiting: stop listening and exit, nothing was started.
+  sigset_t set;
+  sigemptyset(&set);
+  sigaddset(&set, SIGINT);
+  sigaddset(&set, SIGTERM);
+  pthread_sigmask(SIG_BLOCK, &set, nullptr);
+  auto incoming = migrate::Incoming::Listen(o);
+  if (!incoming.ok()) return Fail(incoming.status().message());
+  std::atomic<bool> received{false};
+  std::thread watcher([&] {
+    int sig = 0;
+    sigwait(&set, &sig);
+    if (!received) (*incoming)->Cancel();
+  });
+  std::fprintf(stderr, "ferry incoming: listening on %s%s\n", (*incoming)->address().c_str(),
+               o.key ? "" : " (no --key: loopback sources only)");
+  auto r = (*incoming)->Receive();
+  received = true;
+  pthread_kill(watcher.native_handle(), SIGTERM);  // ends the watcher; RunVmm installs its own
+  watcher.join();
+  if (!r.ok()) return Fail("incoming migration failed: " + r.status().message());
+  const auto& s = r->stats;
+  std::fprintf(stderr,
+               "ferry incoming: VM received from %s: %llu pages, %.1f MB in %.0f ms; built in %.1f ms, running %.2f ms "
+               "after commit%s\n",
+               s.source.c_str(), static_cast<unsigned long long>(s.pages), s.wire_bytes / 1e6, s.receive_ms, s.build_ms,
+               s.resume_ms, s.verified ? (s.verify_passed ? "; verification passed" : "; VERIFICATION FAILED") : "");
+  return RunVmm(std::move(r->vm), VmmOptions{f.api, false, true});
+}
+
+std::string Hex(const std::vector<uint8_t>& bytes) {
+  std::string out;
+  char b[3];
+  for (uint8_t v : bytes) {
+    std::snprintf(b, sizeof b, "%02x", v);
+    out += b;
+  }
+  return out;
+}
+
+int DoMigrate(const MigrateFlags& f) {
+  json req = {{"op", "migrate"}, {"to", f.to}, {"streams", f.streams}, {"compress", f.compress},
+              {"downtime_ms", f.downtime_ms}, {"deadline_ms", static_cast<uint64_t>(f.deadline_s * 1000)},
+              {"transport", f.transport}, {"auto_converge", !f.no_auto_converge}, {"verify", f.verify}};
+  if (auto ep = migrate::ParseEndpoint(f.to); !ep.ok()) return Fail("--to: " + ep.status().message(), kExitUsage);
+  if (f.compress != "zstd" && f.compress != "none") return Fail("--compress must be zstd or none", kExitUsage);
+  if (!f.bandwidth.empty()) {
+    std::string b = f.bandwidth;
+    if (b.size() > 2 && b.substr(b.size() - 2) == "/s") b.resize(b.size() - 2);
+    auto bw = ParseSize(b);
+    if (!bw.ok() || *bw == 0) return Fail("--bandwidth: expected bytes per second, e.g. 100M", kExitUsage);
+    req["bandwidth"] = *bw;
+  }
+  auto cache = ParseSize(f.xbzrle_cache);
+  if (!cache.ok()) return Fail("--xbzrle-cache: " + cache.status().message(), kExitUsage);
+  req["xbzrle_cache"] = *cache;
+  if (!f.key.empty()) {
+    auto key = migrate::LoadKey(f.key);
+    if (!key.ok()) return Fail(key.status().message());
+    req["key"] = Hex(key->bytes);  // the API socket is owner-only
+  }
+  const bool tty = isatty(STDERR_FILENO);
+  auto progress = [tty](const json& p) {
+    if (!tty) return;
+    std::fprintf(stderr, "\r\033[K%-16s sent %8.1f MB  left %8llu pages  %7.1f MB/s  dirty %7.1f MB/s  "
+                 "predicted downtime %6.1f ms  throttle %2u%%",
+                 p.value("progress", "").c_str(), p.value("sent_bytes", 0.0) / 1e6,
+                 static_cast<unsigned long long>(p.value("remaining_pages", uint64_t{0})), p.value("rate_mb_s", 0.0),
+                 p.value("dirty_mb_s", 0.0), p.value("predicted_downtime_ms", 0.0), p.value("throttle", 0u));
+  };
+  // The call's timeout bounds silence between progress lines, not the whole migration.
+  auto r = CallApi(f.api, req, 60000, progress);
+  if (tty) std::fprintf(stderr, "\n");
+  if (!r.ok()) {
+    bool unknown = r.status().code() == ErrorCode::kIndeterminate;
+    if (f.json_out) {
+      std::printf("%s\n", json{{"ok", false}, {"converged", false}, {"indeterminate", unknown},
+                               {"error", r.status().message()}}.dump().c_str());
+    }
+    return Fail(r.status().message(), unknown ? kExitIndeterminate : kExitError);
+  }
+  if (f.json_out) {
+    std::printf("%s\n", r->dump().c_str());
+  } else {
+    const json& s = *r;
+    std::printf("migrated to %s: downtime %.1f ms (guest saw %.1f ms), total %.0f ms, %u rounds, %.1f MB on the wire, "
+                "throttle max %u%%%s\n",
+                s["destination"].get<std::string>().c_str(), s["downtime_ms"].get<double>(),
+                s["guest_pause_ms"].get<double>(), s["total_ms"].get<double>(), s["rounds"].get<unsigned>(),
+                s["bytes"].get<uint64_t>() / 1e6, s["throttle_max"].get<unsigned>(),
+                !s["verified"].get<bool>() ? "" : s["verify_passed"].get<bool>() ? ", verification passed" : ", VERIFICATION FAILED");
+  }
+  if ((*r)["verified"].get<bool>() && !(*r)["verify_passed"].get<bool>()) return kExitError;
+  return kExitOk;
+}
+
+}  // namespace
+
+void AddMigrateCommands(CLI::App& app, CommandFn* selected) {
+  auto in = std::make_shared<IncomingFlags>();
+  CLI::App* incoming = app.add_subcommand("incoming", "Wait for a live migration, then run the migrated VM here");
+  incoming->add_option("--listen", in->listen, "HOST:PORT to listen on (port 0: any; the bound address is printed)")->required();
+  incoming->add_option("--key", in->key, "Shared key file (owner-only); without it only loopback sources are accepted");
+  incoming->add_option("--api", in->api, "Serve the migrated VM's JSON API on this unix socket");
+  incoming->add_option("--accept-timeout-s", in->accept_timeout_s, "Give up if no source connects in time (0: wait)");
+  incoming->callback([selected, in] { *selected = [in] { return DoIncoming(*in); }; });
+
+  auto m = std::make_shared<MigrateFlags>();
+  CLI::App* mig = app.add_subcommand("migrate", "Live-migrate a running VM to a `ferry incoming` destination");
+  mig->add_option("--api", m->api, "The source VMM's API socket")->required();
+  mig->add_option("--to", m->to, "HOST:PORT of the destination")->required();
+  mig->add_option("--key", m->key, "Shared key file (owner-only), the same as the destination's");
+  mig->add_option("--streams", m->streams, "Parallel TCP streams")->check(CLI::Range(1, 16))->capture_default_str();
+  mig->add_option("--compress", m->compress, "zstd (where it pays) or none")->capture_default_str();
+  mig->add_option("--downtime-ms", m->downtime_ms, "Target downtime of the final stop-and-copy")->capture_default_str();
+  mig->add_option("--bandwidth", m->bandwidth, "Cap on bytes per second over all streams (e.g. 100M)");
+  mig->add_option("--deadline-s", m->deadline_s, "Give up (the VM runs on here) if not converged by then")->capture_default_str();
+  mig->add_option("--xbzrle-cache", m->xbzrle_cache, "Cache of sent pages for delta encoding")->capture_default_str();
+  mig->add_option("--transport", m->transport, "tcp or rdma")->capture_default_str();
+  mig->add_flag("--no-auto-converge", m->no_auto_converge, "Never throttle the vCPUs");
+  mig->add_flag("--verify", m->verify, "Have the guest verify itself on the destination (memcheck)");
+  mig->add_flag("--json", m->json_out, "Print the final statistics as JSON");
+  mig->callback([selected, m] { *selected = [m] { return DoMigrate(*m); }; });
+}
+
+}  // namespace ferry::cli

@@ -1,0 +1,57 @@
+#include "ferry/migrate/channel.h"
+
+namespace ferry::migrate {
+
+Channel::Channel(std::unique_ptr<Connection> connection, std::string name)
+    : connection_(std::move(connection)), name_(std::move(name)) {}
+
+Status Channel::Send(MsgType type, std::span<const uint8_t> payload) {
+  auto header = EncodeHeader(type, send_seq_, payload);
+  if (limiter_) limiter_->Acquire(kHeaderSize + payload.size());
+  FERRY_RETURN_IF_ERROR(connection_->Write(header, payload, timeout_ms_).Annotate(name_));
+  ++send_seq_;
+  bytes_sent_.fetch_add(kHeaderSize + payload.size(), std::memory_order_relaxed);
+  return Status::Ok();
+}
+
+Status Channel::Receive(Frame* frame) {
+  std::array<uint8_t, kHeaderSize> header;
+  FERRY_RETURN_IF_ERROR(connection_->Read(header, timeout_ms_).Annotate(name_));
+  auto h = DecodeHeader(header);
+  if (!h.ok()) return h.status().Annotate(name_);
+  if (h->seq != recv_seq_) {
+    return Corrupt(name_ + ": frame " + std::to_string(h->seq) + " arrived where " + std::to_string(recv_seq_) +
+                   " was due (lost or replayed data)");
+  }
+  frame->type = h->type;
+  frame->payload.resize(h->length);
+  FERRY_RETURN_IF_ERROR(connection_->Read(frame->payload, timeout_ms_).Annotate(name_));
+  FERRY_RETURN_IF_ERROR(VerifyPayload(header, *h, frame->payload).Annotate(name_));
+  ++recv_seq_;
+  bytes_received_.fetch_add(kHeaderSize + h->length, std::memory_order_relaxed);
+  return Status::Ok();
+}
+
+Status Channel::Expect(MsgType type, Frame* frame) {
+  FERRY_RETURN_IF_ERROR(Receive(frame));
+  if (frame->type == static_cast<uint16_t>(MsgType::kError) || frame->type == static_cast<uint16_t>(MsgType::kAbort)) {
+    auto reason = DecodeReason(frame->payload);
+    return Status(ErrorCode::kAborted, "the peer (" + connection_->PeerAddress() + ") gave up: " +
+                                           (reason.ok() ? *reason : reason.status().message()));
+  }
+  if (frame->type != static_cast<uint16_t>(type)) {
+    return Corrupt(name_ + ": expected a " + MsgTypeName(static_cast<uint16_t>(type)) + " message, got " +
+                   MsgTypeName(frame->type));
+  }
+  return Status::Ok();
+}
+
+void Channel::Fail(const std::string& reason) {
+  uint64_t saved = timeout_ms_;
+  timeout_ms_ = 1000;  // the peer may have stopped reading; do not wait long to say goodbye
+  (void)Send(MsgType::kError, EncodeReason(reason));
+  timeout_ms_ = saved;
+  Close();
+}
+
+}  // namespace ferry::migrate

@@ -1,0 +1,53 @@
+#include "ferry/migrate/convergence.h"
+
+#include <algorithm>
+#include <cstdio>
+
+#include "ferry/migrate/protocol.h"
+
+namespace ferry::migrate {
+
+Verdict ConvergenceController::Next(const RoundSample& s) {
+  total_bytes_ += s.wire_bytes;
+  total_ns_ += s.send_ns;
+  total_pages_ += s.pages_sent;
+  Verdict v;
+  // Bandwidth over every round so far: round 0 dominates and is the best-filled pipe.
+  v.bandwidth_bytes_s = total_ns_ ? total_bytes_ * 1e9 / total_ns_ : 0;
+  // Wire bytes per dirty page: from this round if it sent enough to judge, else overall.
+  double per_page = s.pages_sent >= 256 ? double(s.wire_bytes) / s.pages_sent
+                    : total_pages_      ? double(total_bytes_) / total_pages_
+                                        : kPageBytes;
+  per_page = std::max(per_page, 64.0);  // a record header at least
+  v.dirty_bytes_s = s.dirty_window_ns ? s.dirty_pages * per_page * 1e9 / s.dirty_window_ns : 0;
+  double send_ms = v.bandwidth_bytes_s > 0 ? s.dirty_pages * per_page / v.bandwidth_bytes_s * 1e3 : 1e9;
+  v.predicted_downtime_ms = send_ms + s.fixed_ms;
+
+  char why[160];
+  if (v.predicted_downtime_ms <= options_.downtime_ms || s.dirty_pages == 0) {
+    std::snprintf(why, sizeof why, "%llu dirty pages fit the %.0f ms target (predicted %.1f ms)",
+                  static_cast<unsigned long long>(s.dirty_pages), options_.downtime_ms, v.predicted_downtime_ms);
+    v.decision = Decision::kStopAndCopy;
+  } else if (s.elapsed_ns / 1000000 >= options_.deadline_ms) {
+    std::snprintf(why, sizeof why, "deadline of %llu ms reached with %llu pages still dirty (predicted downtime %.0f ms)",
+                  static_cast<unsigned long long>(options_.deadline_ms), static_cast<unsigned long long>(s.dirty_pages),
+                  v.predicted_downtime_ms);
+    v.decision = Decision::kAbort;
+  } else {
+    // Auto-converge: the guest re-dirties more than half of what the link drains, two rounds
+    // in a row (QEMU's rule): hold its vCPUs off the CPU a little more each round.
+    outrun_rounds_ = v.dirty_bytes_s > 0.5 * v.bandwidth_bytes_s ? outrun_rounds_ + 1 : 0;
+    if (options_.auto_converge && s.round >= 1 && outrun_rounds_ >= 2) {
+      throttle_ = throttle_ == 0 ? options_.throttle_initial
+                                 : std::min(options_.throttle_max, throttle_ + options_.throttle_step);
+      max_throttle_ = std::max(max_throttle_, throttle_);
+    }
+    std::snprintf(why, sizeof why, "predicted downtime %.1f ms > %.0f ms target", v.predicted_downtime_ms,
+                  options_.downtime_ms);
+  }
+  v.throttle = throttle_;
+  v.reason = why;
+  return v;
+}
+
+}  // namespace ferry::migrate

@@ -1,0 +1,61 @@
+// The destination side of a live migration: listens, authenticates the source, receives RAM
+// on N parallel streams and the final state, builds the Vm, and starts it only when the source
+// commits (PROTOCOL.md, "receiver state machine").
+//
+// Incoming owns the listener. Receive() blocks until a migration completed (the VM runs) or
+// failed (nothing runs here; everything received is discarded). A peer that fails
+// authentication is refused and the listener waits for the next one. One thread calls it.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <string>
+
+#include "ferry/base/status.h"
+#include "ferry/hypervisor/vm.h"
+#include "ferry/migrate/auth.h"
+#include "ferry/migrate/transport.h"
+
+namespace ferry::migrate {
+
+struct IncomingOptions {
+  std::string listen;              // HOST:PORT
+  std::optional<Key> key;          // none: loopback peers only
+  uint64_t accept_timeout_ms = 0;  // 0: wait for a source forever
+  uint64_t io_timeout_ms = 20000;
+  hypervisor::ConsoleSink console;
+};
+
+struct IncomingStats {
+  std::string source;
+  uint64_t wire_bytes = 0;
+  uint64_t pages = 0;          // page records applied
+  double receive_ms = 0;       // Begin to Prepared
+  double build_ms = 0;         // VM built from the received state
+  double resume_ms = 0;        // Commit to running
+  bool verified = false;
+  bool verify_passed = false;
+  uint32_t refused_peers = 0;  // failed authentication before this migration
+};
+
+struct Received {
+  std::unique_ptr<hypervisor::Vm> vm;  // running
+  IncomingStats stats;
+};
+
+class Incoming {
+ public:
+  static Result<std::unique_ptr<Incoming>> Listen(const IncomingOptions& options);
+  ~Incoming();
+  std::string address() const;  // what was bound, e.g. "127.0.0.1:4410"
+  Result<Received> Receive();
+  void Cancel();  // any thread: wakes Receive, which fails
+
+ private:
+  Incoming(const IncomingOptions& options, std::unique_ptr<Listener> listener);
+  IncomingOptions options_;
+  std::unique_ptr<Listener> listener_;
+};
+
+}  // namespace ferry::migrate

@@ -1,0 +1,93 @@
+// Live migration of a running Vm (pre-copy): the source side and its statistics.
+//
+// Migrate() connects to a `ferry incoming` destination, authenticates, streams RAM in rounds
+// over N parallel streams while the guest runs, lets the ConvergenceController decide when to
+// stop, copies the last dirty pages and all vCPU and device state while paused, and hands
+// over with a two-phase commit: the destination first reports that it holds the complete state
+// (Prepared), then the source commits and never runs the guest again.
+//
+// Outcomes:
+//   ok                      the destination runs the VM; the source VM is paused for good and
+//                           the caller stops it.
+//   error (not Indeterminate) the migration failed before commit; the source VM runs on, with
+//                           its throttle removed.
+//   ErrorCode::kIndeterminate the commit was sent but its answer was lost: the destination may
+//                           be running the VM. The source stays paused (never two copies);
+//                           the operator decides (`ferry status` on the destination).
+// Blocks the calling thread; `progress` is called from it and from a reporter thread.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "ferry/base/status.h"
+#include "ferry/hypervisor/vm.h"
+#include "ferry/migrate/auth.h"
+#include "ferry/migrate/convergence.h"
+#include "ferry/migrate/page_codec.h"
+
+namespace ferry::migrate {
+
+struct MigrateOptions {
+  std::string to;                   // HOST:PORT of `ferry incoming`
+  std::optional<Key> key;
+  std::string transport = "tcp";    // tcp | rdma
+  uint32_t streams = 2;
+  bool compress = true;             // zstd where it pays
+  uint64_t xbzrle_cache_bytes = 64ull << 20;
+  uint64_t bandwidth = 0;           // bytes/s over all streams; 0 = unlimited
+  uint64_t io_timeout_ms = 20000;   // a peer silent this long is dead
+  bool verify = false;              // have the destination's guest verify itself after resume
+  ConvergenceOptions convergence;
+};
+
+struct RoundStats {
+  uint32_t round = 0;
+  uint64_t pages = 0;       // processed (sent or found unchanged)
+  uint64_t wire_bytes = 0;
+  double ms = 0;
+  uint64_t dirty_pages = 0; // found dirty at the round's end
+  double dirty_mb_s = 0;
+  double bandwidth_mb_s = 0;
+  double predicted_downtime_ms = 0;
+  uint32_t throttle = 0;
+};
+
+struct MigrationStats {
+  double downtime_ms = 0;        // source pause to destination resume (source clock, incl. one trip back)
+  double pause_ms = 0;           // requesting the pause to all vCPUs parked
+  double stop_copy_ms = 0;       // final pages + state sent and the destination prepared
+  double dest_resume_ms = 0;     // the destination's commit-to-running
+  double guest_clock_gap_ms = 0; // the guest clock's view: last instruction here to first there
+  double total_ms = 0;
+  uint32_t rounds = 0;           // pre-copy rounds, the stop-and-copy round not included
+  uint64_t wire_bytes = 0;
+  uint64_t ram_bytes = 0;
+  uint64_t pages_zero = 0, pages_unchanged = 0, pages_xbzrle = 0, pages_zstd = 0, pages_raw = 0;
+  uint64_t final_pages = 0;      // sent while paused
+  uint32_t max_throttle = 0;
+  bool converged = false;
+  bool verified = false;         // verification ran
+  bool verify_passed = false;
+  std::string verify_report;
+  std::string destination;
+  std::vector<RoundStats> per_round;
+};
+
+struct Progress {
+  std::string phase;          // "connect", "round N", "stop-and-copy", "commit"
+  uint64_t sent_bytes = 0;    // on the wire so far
+  uint64_t remaining_pages = 0;
+  double rate_mb_s = 0;       // wire rate
+  double dirty_mb_s = 0;
+  double predicted_downtime_ms = 0;
+  uint32_t throttle = 0;
+};
+using ProgressFn = std::function<void(const Progress&)>;
+
+Result<MigrationStats> Migrate(hypervisor::Vm& vm, const MigrateOptions& options, const ProgressFn& progress);
+
+}  // namespace ferry::migrate

@@ -1,0 +1,176 @@
+#include "ferry/migrate/page_codec.h"
+
+#include <zstd.h>
+
+#include <cstring>
+
+#include "ferry/base/coding.h"
+
+namespace ferry::migrate {
+namespace {
+
+constexpr uint32_t kZstdWindow = 64;       // attempts per judgement
+constexpr uint32_t kZstdSkipPages = 1024;  // pages sent raw before probing again
+// A delta or a compressed page must save at least 1/8 of a page to be worth its CPU.
+constexpr size_t kPayCap = kPageBytes - kPageBytes / 8;
+
+size_t PutUleb(uint8_t* out, size_t pos, size_t cap, uint32_t v) {
+  do {
+    if (pos >= cap) return 0;
+    uint8_t b = v & 0x7f;
+    v >>= 7;
+    out[pos++] = b | (v ? 0x80 : 0);
+  } while (v);
+  return pos;
+}
+
+bool GetUleb(std::span<const uint8_t> in, size_t* pos, uint32_t* v) {
+  *v = 0;
+  for (int shift = 0; shift < 21; shift += 7) {  // values never exceed a page
+    if (*pos >= in.size()) return false;
+    uint8_t b = in[(*pos)++];
+    *v |= uint32_t(b & 0x7f) << shift;
+    if (!(b & 0x80)) return true;
+  }
+  return false;
+}
+
+}  // namespace
+
+bool IsZeroPage(const uint8_t* page) {
+  uint64_t acc = 0;
+  for (uint32_t i = 0; i < kPageBytes; i += 64) {
+    uint64_t w[8];
+    std::memcpy(w, page + i, 64);
+    acc |= w[0] | w[1] | w[2] | w[3] | w[4] | w[5] | w[6] | w[7];
+    if (acc) return false;
+  }
+  return true;
+}
+
+size_t XbzrleEncode(const uint8_t* old_page, const uint8_t* new_page, uint8_t* out, size_t cap) {
+  size_t pos = 0, i = 0;
+  while (i < kPageBytes) {
+    size_t same = i;
+    // Skip equal words, then equal bytes.
+    while (same + 8 <= kPageBytes && LoadLe64(old_page + same) == LoadLe64(new_page + same)) same += 8;
+    while (same < kPageBytes && old_page[same] == new_page[same]) ++same;
+    if (same == kPageBytes) break;  // the rest is unchanged: nothing more to say
+    size_t diff = same;
+    // A literal run ends at the first 8 equal bytes (shorter equal gaps cost more as runs).
+    while (diff < kPageBytes) {
+      if (diff + 8 <= kPageBytes && LoadLe64(old_page + diff) == LoadLe64(new_page + diff)) break;
+      ++diff;
+    }
+    pos = PutUleb(out, pos, cap, static_cast<uint32_t>(same - i));
+    if (!pos) return 0;
+    pos = PutUleb(out, pos, cap, static_cast<uint32_t>(diff - same));
+    if (!pos || cap - pos < diff - same) return 0;
+    std::memcpy(out + pos, new_page + same, diff - same);
+    pos += diff - same;
+    i = diff;
+  }
+  return pos == 0 ? PutUleb(out, 0, cap, 0) : pos;  // an unchanged page still needs a record
+}
+
+Status XbzrleDecode(std::span<const uint8_t> delta, uint8_t* page) {
+  size_t pos = 0, at = 0;
+  while (pos < delta.size()) {
+    uint32_t skip = 0, lit = 0;
+    if (!GetUleb(delta, &pos, &skip)) return Corrupt("xbzrle: truncated run length");
+    if (pos == delta.size() && skip == 0 && at == 0) return Status::Ok();  // "unchanged" record
+    if (!GetUleb(delta, &pos, &lit)) return Corrupt("xbzrle: truncated literal length");
+    if (skip > kPageBytes - at || lit > kPageBytes - at - skip) return Corrupt("xbzrle: run past the end of the page");
+    if (lit > delta.size() - pos) return Corrupt("xbzrle: truncated literal");
+    at += skip;
+    std::memcpy(page + at, delta.data() + pos, lit);
+    at += lit;
+    pos += lit;
+  }
+  return Status::Ok();
+}
+
+PageEncoder::PageEncoder(const EncoderOptions& options) : options_(options), scratch_(kPageBytes) {
+  if (options_.compress) cctx_ = ZSTD_createCCtx();
+  if (options_.xbzrle_cache_pages) {
+    cache_tags_.assign(options_.xbzrle_cache_pages, 0);
+    cache_data_.resize(options_.xbzrle_cache_pages * kPageBytes);
+  }
+}
+
+PageEncoder::~PageEncoder() { ZSTD_freeCCtx(cctx_); }
+
+void PageEncoder::Encode(uint64_t index, const uint8_t* page, bool resend, BatchBuilder* batch) {
+  if (IsZeroPage(page)) {
+    batch->Reserve(index, PageEncoding::kZero, 0);
+    batch->Commit(0);
+    ++counts_.zero;
+    return;
+  }
+  bool done = resend && TryXbzrle(index, page, batch);
+  if (!done) done = TryZstd(index, page, batch);
+  if (!done) {
+    std::memcpy(batch->Reserve(index, PageEncoding::kRaw, kPageBytes), page, kPageBytes);
+    batch->Commit(kPageBytes);
+    ++counts_.raw;
+    counts_.encoded_bytes += kPageBytes;
+  }
+  // Only pages that come back are worth a cache slot: the bulk of round 0 would just evict.
+  if (resend) Remember(index, page);
+}
+
+bool PageEncoder::TryXbzrle(uint64_t index, const uint8_t* page, BatchBuilder* batch) {
+  if (cache_tags_.empty()) return false;
+  size_t slot = index % cache_tags_.size();
+  if (cache_tags_[slot] != index + 1) return false;
+  ++counts_.xbzrle_tries;
+  size_t len = XbzrleEncode(&cache_data_[slot * kPageBytes], page, scratch_.data(), kPayCap);
+  if (len == 0) return false;
+  std::memcpy(batch->Reserve(index, PageEncoding::kXbzrle, static_cast<uint32_t>(len)), scratch_.data(), len);
+  batch->Commit(static_cast<uint32_t>(len));
+  ++counts_.xbzrle;
+  counts_.encoded_bytes += len;
+  return true;
+}
+
+bool PageEncoder::TryZstd(uint64_t index, const uint8_t* page, BatchBuilder* batch) {
+  if (!cctx_) return false;
+  if (zstd_skip_) {
+    --zstd_skip_;
+    return false;
+  }
+  ++counts_.zstd_tries;
+  uint8_t* out = batch->Reserve(index, PageEncoding::kZstd, kPayCap);
+  size_t len = ZSTD_compressCCtx(cctx_, out, kPayCap, page, kPageBytes, options_.zstd_level);
+  bool paid = !ZSTD_isError(len) && len < kPayCap;
+  if (++zstd_window_tries_ == kZstdWindow) {
+    if (zstd_window_wins_ + paid < kZstdWindow / 8) zstd_skip_ = kZstdSkipPages;
+    zstd_window_tries_ = zstd_window_wins_ = 0;
+  } else if (paid) {
+    ++zstd_window_wins_;
+  }
+  if (!paid) return false;  // the next Reserve overwrites the abandoned record
+  batch->Commit(static_cast<uint32_t>(len));
+  ++counts_.zstd;
+  counts_.encoded_bytes += len;
+  return true;
+}
+
+void PageEncoder::Remember(uint64_t index, const uint8_t* page) {
+  if (cache_tags_.empty()) return;
+  size_t slot = index % cache_tags_.size();
+  cache_tags_[slot] = index + 1;
+  std::memcpy(&cache_data_[slot * kPageBytes], page, kPageBytes);
+}
+
+PageDecoder::PageDecoder() : dctx_(ZSTD_createDCtx()) {}
+PageDecoder::~PageDecoder() { ZSTD_freeDCtx(dctx_); }
+
+Status PageDecoder::Zstd(std::span<const uint8_t> data, uint8_t* page) {
+  size_t n = ZSTD_decompressDCtx(dctx_, page, kPageBytes, data.data(), data.size());
+  if (ZSTD_isError(n)) return Corrupt(std::string("zstd page: ") + ZSTD_getErrorName(n));
+  if (n != kPageBytes) return Corrupt("zstd page decompressed to " + std::to_string(n) + " bytes");
+  return Status::Ok();
+}
+
+}  // namespace ferry::migrate

@@ -1,0 +1,275 @@
+// Incoming::Receive(): the destination's state machine (PROTOCOL.md): authenticate, Begin,
+// data streams, wait for State, build the VM, Prepared, wait for Commit, start, Started.
+// Anything before Commit that fails discards everything: the source still runs the guest.
+#include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <cstdio>
+#include <mutex>
+#include <thread>
+
+#include "ferry/base/clock.h"
+#include "ferry/base/log.h"
+#include "ferry/hypervisor/vm_state_codec.h"
+#include "ferry/migrate/incoming.h"
+#include "page_sink.h"
+
+namespace ferry::migrate {
+namespace {
+
+using hypervisor::Vm;
+double Ms(uint64_t ns) { return ns / 1e6; }
+
+// Waits for the guest's answer to a verify event (memcheck reports verify_seq when every
+// vCPU finished a full pass for it).
+VerifyResult AwaitVerification(Vm& vm, uint64_t target, uint64_t timeout_ms) {
+  uint64_t deadline = MonotonicNs() + timeout_ms * 1000000;
+  while (MonotonicNs() < deadline) {
+    auto r = vm.LastReport();
+    auto seq = r.fields.find("verify_seq");
+    if (seq == r.fields.end()) {
+      if (r.seq != 0) return {false, "the guest does not report verification (is it memcheck?)"};
+    } else if (std::stoull(seq->second) >= target) {
+      return {r.fields["verdict"] == "ok" && r.fields["verify_errors"] == "0", r.text};
+    }
+    if (vm.state() != hypervisor::RunState::kRunning) return {false, "the guest stopped during verification"};
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  }
+  return {false, "the guest did not report its verification in time"};
+}
+
+class DestMigration {
+ public:
+  DestMigration(const IncomingOptions& o, Listener& listener) : o_(o), listener_(listener) {}
+  Result<Received> Run();
+  void Cancel();
+
+ private:
+  Result<std::unique_ptr<Channel>> AcceptAuthenticated(Role role, uint64_t timeout_ms, Hello* hello);
+  Status AcceptDataStreams();
+  Status ReceiveStream(uint32_t index);
+  void FailAll(const Status& why);
+  Status ReceiveState(StateMsg* msg);
+
+  const IncomingOptions& o_;
+  Listener& listener_;
+  Session session_ = NewSession();
+  std::unique_ptr<Channel> control_;
+  std::vector<std::unique_ptr<Channel>> data_;
+  Begin begin_;
+  std::unique_ptr<hypervisor::GuestMemory> memory_;
+  std::atomic<uint64_t> pages_{0};
+  std::vector<uint64_t> stream_pages_;
+  std::mutex mu_;
+  Status first_error_;  // guarded by mu_: the first data stream failure (the cause)
+  IncomingStats stats_;
+};
+
+Result<std::unique_ptr<Channel>> DestMigration::AcceptAuthenticated(Role role, uint64_t timeout_ms, Hello* hello) {
+  uint64_t deadline = timeout_ms ? MonotonicNs() + timeout_ms * 1000000 : 0;
+  for (;;) {
+    uint64_t left = 0;
+    if (deadline) {
+      uint64_t now = MonotonicNs();
+      if (now >= deadline) return Timeout("no authenticated source connected in time");
+      left = std::max<uint64_t>(1, (deadline - now) / 1000000);
+    }
+    FERRY_ASSIGN_OR_RETURN(auto conn, listener_.Accept(left));
+    std::string peer = conn->PeerAddress();
+    auto ch = std::make_unique<Channel>(std::move(conn), role == Role::kControl ? "control stream" : "data stream");
+    ch->set_timeout_ms(o_.io_timeout_ms);
+    auto h = AuthenticateSource(*ch, o_.key, session_);
+    if (!h.ok()) {
+      ++stats_.refused_peers;
+      std::fprintf(stderr, "ferry incoming: %s\n", h.status().message().c_str());
+      continue;  // a stranger does not end the wait for the real source
+    }
+    if (h->role != role || (role == Role::kData && h->session != session_)) {
+      ch->Fail("unexpected connection (wrong role or session)");
+      ++stats_.refused_peers;
+      std::fprintf(stderr, "ferry incoming: refused %s: unexpected connection (wrong role or session)\n", peer.c_str());
+      continue;
+    }
+    *hello = *h;
+    return ch;
+  }
+}
+
+Status DestMigration::AcceptDataStreams() {
+  data_.resize(begin_.streams);
+  for (uint32_t n = 0; n < begin_.streams; ++n) {
+    Hello h;
+    FERRY_ASSIGN_OR_RETURN(auto ch, AcceptAuthenticated(Role::kData, o_.io_timeout_ms, &h));
+    if (h.stream >= begin_.streams || data_[h.stream]) {
+      ch->Fail("invalid or duplicate stream index");
+      return Corrupt("the source opened stream " + std::to_string(h.stream) + " twice or out of range");
+    }
+    data_[h.stream] = std::move(ch);
+    data_[h.stream]->set_timeout_ms(o_.io_timeout_ms);
+  }
+  return Status::Ok();
+}
+
+void DestMigration::FailAll(const Status& why) {
+  {
+    std::lock_guard lock(mu_);
+    if (first_error_.ok()) first_error_ = why;
+  }
+  // Wake every other thread (and tell the source: its sends fail at once).
+  if (control_) control_->Close();
+  for (auto& ch : data_) {
+    if (ch) ch->Close();
+  }
+}
+
+Status DestMigration::ReceiveStream(uint32_t index) {
+  Channel& ch = *data_[index];
+  PageSink sink(*memory_, index, begin_.streams);
+  Frame f;
+  for (;;) {
+    FERRY_RETURN_IF_ERROR(ch.Receive(&f));
+    switch (static_cast<MsgType>(f.type)) {
+      case MsgType::kPages: {
+        auto n = sink.Apply(f.payload);
+        if (!n.ok()) return n.status().Annotate(ch.name() + " " + std::to_string(index));
+        stream_pages_[index] += *n;
+        pages_.fetch_add(*n, std::memory_order_relaxed);
+        break;
+      }
+      case MsgType::kStreamEnd: {
+        FERRY_ASSIGN_OR_RETURN(StreamEnd end, DecodeStreamEnd(f.payload));
+        if (end.pages != stream_pages_[index] || end.frames != ch.frames_received() - 1) {
+          return Corrupt("data stream " + std::to_string(index) + " ended with a count mismatch (pages " +
+                         std::to_string(end.pages) + " sent, " + std::to_string(stream_pages_[index]) + " received)");
+        }
+        return Status::Ok();
+      }
+      case MsgType::kError: {
+        auto reason = DecodeReason(f.payload);
+        return Status(ErrorCode::kAborted, "the source gave up: " + (reason.ok() ? *reason : std::string("?")));
+      }
+      default:
+        return Corrupt(std::string("unexpected ") + MsgTypeName(f.type) + " message on data stream " + std::to_string(index));
+    }
+  }
+}
+
+Status DestMigration::ReceiveState(StateMsg* msg) {
+  Frame f;
+  // The control stream is idle while pages flow; the data streams' own timeouts (and
+  // FailAll) bound the wait.
+  control_->set_timeout_ms(0);
+  Status st = control_->Expect(MsgType::kState, &f);
+  control_->set_timeout_ms(o_.io_timeout_ms);
+  if (!st.ok()) return st;
+  FERRY_ASSIGN_OR_RETURN(*msg, DecodeState(f.payload, begin_.streams));
+  return Status::Ok();
+}
+
+Result<Received> DestMigration::Run() {
+  Hello hello;
+  FERRY_ASSIGN_OR_RETURN(control_, AcceptAuthenticated(Role::kControl, o_.accept_timeout_ms, &hello));
+  stats_.source = control_->connection().PeerAddress();
+  uint64_t t0 = MonotonicNs();
+  Frame f;
+  FERRY_RETURN_IF_ERROR(control_->Expect(MsgType::kBegin, &f));
+  auto begin = DecodeBegin(f.payload);
+  if (!begin.ok()) {
+    control_->Fail(begin.status().message());
+    return begin.status();
+  }
+  begin_ = *begin;
+  auto memory = hypervisor::GuestMemory::Create(begin_.config.mem_bytes);
+  if (!memory.ok()) {
+    control_->Fail("the destination cannot allocate guest memory: " + memory.status().message());
+    return memory.status().Annotate("allocate guest memory");
+  }
+  memory_ = std::make_unique<hypervisor::GuestMemory>(std::move(memory).value());
+  FERRY_RETURN_IF_ERROR(control_->Send(MsgType::kReady));
+  if (Status st = AcceptDataStreams(); !st.ok()) {
+    control_->Fail(st.message());
+    return st;
+  }
+  stream_pages_.assign(begin_.streams, 0);
+  std::vector<Status> results(begin_.streams);
+  std::vector<std::thread> threads;
+  for (uint32_t i = 0; i < begin_.streams; ++i) {
+    threads.emplace_back([this, i, &results] {
+      results[i] = ReceiveStream(i);
+      if (!results[i].ok()) FailAll(results[i]);
+    });
+  }
+  StateMsg state_msg;
+  Status st = ReceiveState(&state_msg);
+  for (auto& t : threads) t.join();
+  {
+    std::lock_guard lock(mu_);
+    if (!first_error_.ok()) st = first_error_;  // the cause, not the wake-up
+  }
+  for (uint32_t i = 0; st.ok() && i < begin_.streams; ++i) {
+    if (state_msg.stream_frames[i] != data_[i]->frames_received()) st = Corrupt("stream frame counts do not match the state message");
+  }
+  hypervisor::VmState state;
+  if (st.ok()) st = hypervisor::DecodeVmState(state_msg.vm_state, &state);
+  if (st.ok() && (state.config.mem_bytes != begin_.config.mem_bytes || state.config.vcpus != begin_.config.vcpus)) {
+    st = Corrupt("the final state does not match the announced VM");
+  }
+  for (auto& ch : data_) stats_.wire_bytes += ch->bytes_received();
+  stats_.pages = pages_;
+  if (!st.ok()) {
+    control_->Fail("the destination gives up: " + st.message());
+    return st.Annotate("incoming migration from " + stats_.source);
+  }
+  uint64_t t1 = MonotonicNs();
+  auto vm = Vm::FromState(state, std::move(*memory_), o_.console);
+  stats_.build_ms = Ms(MonotonicNs() - t1);
+  if (!vm.ok()) {
+    control_->Fail("the destination cannot build the VM: " + vm.status().message());
+    return vm.status().Annotate("build the migrated VM");
+  }
+  stats_.receive_ms = Ms(MonotonicNs() - t0);
+  FERRY_RETURN_IF_ERROR(control_->Send(MsgType::kPrepared));
+  st = control_->Expect(MsgType::kCommit, &f);
+  if (!st.ok()) return st.Annotate("the source did not commit; nothing runs here");
+  // Committed: from here the guest runs here and only here.
+  uint64_t t2 = MonotonicNs();
+  uint64_t verify_target = begin_.verify ? (*vm)->RequestVerify() : 0;
+  if (Status s = (*vm)->Start(); !s.ok()) return s.Annotate("start the migrated VM");
+  Started started;
+  started.resume_ns = MonotonicNs() - t2;
+  started.guest_resume_ns = (*vm)->GuestNs();
+  stats_.resume_ms = Ms(started.resume_ns);
+  stats_.wire_bytes += control_->bytes_received();
+  (void)control_->Send(MsgType::kStarted, EncodeStarted(started));  // the guest runs either way
+  if (begin_.verify) {
+    VerifyResult vr = AwaitVerification(**vm, verify_target, 120000);
+    stats_.verified = true;
+    stats_.verify_passed = vr.passed;
+    (void)control_->Send(MsgType::kVerifyResult, EncodeVerifyResult(vr));
+  }
+  control_->Close();
+  return Received{std::move(vm).value(), stats_};
+}
+
+}  // namespace
+
+Incoming::Incoming(const IncomingOptions& options, std::unique_ptr<Listener> listener)
+    : options_(options), listener_(std::move(listener)) {}
+Incoming::~Incoming() = default;
+
+Result<std::unique_ptr<Incoming>> Incoming::Listen(const IncomingOptions& options) {
+  FERRY_ASSIGN_OR_RETURN(Endpoint at, ParseEndpoint(options.listen));
+  FERRY_ASSIGN_OR_RETURN(auto listener, ListenTcp(at));
+  return std::unique_ptr<Incoming>(new Incoming(options, std::move(listener)));
+}
+
+std::string Incoming::address() const { return listener_->LocalAddress(); }
+
+Result<Received> Incoming::Receive() {
+  DestMigration m(options_, *listener_);
+  return m.Run();
+}
+
+void Incoming::Cancel() { listener_->Close(); }
+
+}  // namespace ferry::migrate

@@ -1,0 +1,118 @@
+#include "stream_set.h"
+
+#include <cstring>
+#include <thread>
+
+#include "ferry/base/checksum.h"
+
+namespace ferry::migrate {
+
+StreamSet::StreamSet(const hypervisor::GuestMemory& memory, std::vector<std::unique_ptr<Channel>> channels,
+                     const EncoderOptions& options)
+    : memory_(memory), channels_(std::move(channels)), pages_sent_(channels_.size(), 0),
+      sent_hash_(memory.size() / kPageBytes, 0) {
+  EncoderOptions each = options;
+  each.xbzrle_cache_pages = options.xbzrle_cache_pages / channels_.size();
+  for (size_t i = 0; i < channels_.size(); ++i) encoders_.push_back(std::make_unique<PageEncoder>(each));
+}
+
+Status StreamSet::SendRound(const Bitmap& pages) {
+  std::vector<Status> results(channels_.size());
+  std::vector<std::thread> threads;
+  for (size_t i = 1; i < channels_.size(); ++i) {
+    threads.emplace_back([this, i, &pages, &results] { results[i] = SendStream(i, pages); });
+  }
+  results[0] = SendStream(0, pages);
+  for (auto& t : threads) t.join();
+  for (auto& st : results) {
+    if (!st.ok() && st.code() != ErrorCode::kAborted) return st;  // the cause, not the echo
+  }
+  for (auto& st : results) FERRY_RETURN_IF_ERROR(st);
+  return Status::Ok();
+}
+
+Status StreamSet::SendStream(size_t stream, const Bitmap& pages) {
+  Channel& ch = *channels_[stream];
+  PageEncoder& enc = *encoders_[stream];
+  BatchBuilder batch;
+  batch.Start();
+  alignas(64) uint8_t copy[kPageBytes];
+  const uint64_t n = channels_.size(), total = pages.size();
+  const uint8_t* host = memory_.host();
+  auto flush = [&]() -> Status {
+    if (batch.count() == 0) return Status::Ok();
+    if (failed_.load(std::memory_order_relaxed)) return Status(ErrorCode::kAborted, "another stream failed");
+    Status st = ch.Send(MsgType::kPages, batch.Finish());
+    pages_sent_[stream] += batch.count();
+    batch.Start();
+    return st;
+  };
+  for (uint64_t block = stream; block * kBlockPages < total; block += n) {
+    const uint64_t first = block * kBlockPages, last = std::min(total, first + kBlockPages);
+    for (uint64_t w = first / 64; w * 64 < last; ++w) {
+      uint64_t bits = pages.words()[w];
+      while (bits) {
+        uint64_t p = w * 64 + __builtin_ctzll(bits);
+        bits &= bits - 1;
+        // A stable copy: the guest may be writing the page right now (it is dirty again if
+        // so, and goes in a later round), and what we hash must be what we send.
+        std::memcpy(copy, host + p * kPageBytes, kPageBytes);
+        uint64_t h = Checksum64(copy, kPageBytes) | 1;  // never 0, which means "never sent"
+        if (sent_hash_[p] == h) {
+          unchanged_.fetch_add(1, std::memory_order_relaxed);
+          continue;
+        }
+        enc.Encode(p, copy, sent_hash_[p] != 0, &batch);
+        sent_hash_[p] = h;
+        if (batch.count() == kMaxPagesPerBatch) {
+          Status st = flush();
+          if (!st.ok()) {
+            failed_ = true;
+            return st;
+          }
+        }
+      }
+    }
+  }
+  Status st = flush();
+  if (!st.ok()) failed_ = true;
+  return st;
+}
+
+Result<std::vector<uint64_t>> StreamSet::Finish() {
+  std::vector<uint64_t> frames;
+  for (size_t i = 0; i < channels_.size(); ++i) {
+    Channel& ch = *channels_[i];
+    StreamEnd end{pages_sent_[i], ch.frames_sent()};
+    FERRY_RETURN_IF_ERROR(ch.Send(MsgType::kStreamEnd, EncodeStreamEnd(end)));
+    frames.push_back(ch.frames_sent());
+  }
+  return frames;
+}
+
+void StreamSet::CloseAll() {
+  for (auto& ch : channels_) ch->Close();
+}
+
+uint64_t StreamSet::wire_bytes() const {
+  uint64_t sum = 0;
+  for (auto& ch : channels_) sum += ch->bytes_sent();
+  return sum;
+}
+
+EncoderCounts StreamSet::counts() const {
+  EncoderCounts c;
+  for (auto& e : encoders_) {
+    const auto& x = e->counts();
+    c.zero += x.zero;
+    c.raw += x.raw;
+    c.zstd += x.zstd;
+    c.xbzrle += x.xbzrle;
+    c.zstd_tries += x.zstd_tries;
+    c.xbzrle_tries += x.xbzrle_tries;
+    c.encoded_bytes += x.encoded_bytes;
+  }
+  return c;
+}
+
+}  // namespace ferry::migrate

@@ -1,0 +1,50 @@
+// StreamSet: the source's data streams. Sends a set of guest pages over N channels in
+// parallel, one thread per stream, each with its own PageEncoder: stream i carries the 1 MiB
+// blocks b with b % N == i, so a page always travels on the same stream and a newer copy can
+// never overtake an older one. Remembers each page's last-sent XXH3 to skip unchanged pages.
+// Used by Migrate() from one thread; internally parallel.
+#pragma once
+
+#include <atomic>
+#include <memory>
+#include <vector>
+
+#include "ferry/base/bitmap.h"
+#include "ferry/hypervisor/guest_memory.h"
+#include "ferry/migrate/channel.h"
+#include "ferry/migrate/page_codec.h"
+
+namespace ferry::migrate {
+
+inline constexpr uint64_t kBlockPages = 256;
+
+class StreamSet {
+ public:
+  StreamSet(const hypervisor::GuestMemory& memory, std::vector<std::unique_ptr<Channel>> channels,
+            const EncoderOptions& options);
+  // Sends every page set in `pages`; the first error stops every stream.
+  Status SendRound(const Bitmap& pages);
+  // Ends every stream (kStreamEnd); returns the frames each carried, the end included.
+  Result<std::vector<uint64_t>> Finish();
+  void CloseAll();
+
+  uint64_t wire_bytes() const;
+  uint64_t pages_unchanged() const { return unchanged_.load(); }
+  EncoderCounts counts() const;
+  size_t size() const { return channels_.size(); }
+
+ private:
+  Status SendStream(size_t stream, const Bitmap& pages);
+
+  const hypervisor::GuestMemory& memory_;
+  std::vector<std::unique_ptr<Channel>> channels_;
+  std::vector<std::unique_ptr<PageEncoder>> encoders_;  // one per stream
+  std::vector<uint64_t> pages_sent_;                     // per stream, for kStreamEnd
+  // Last-sent XXH3 of each page (0: never sent). Each page belongs to one stream, so each
+  // element is touched by one thread only.
+  std::vector<uint64_t> sent_hash_;
+  std::atomic<uint64_t> unchanged_{0};
+  std::atomic<bool> failed_{false};
+};
+
+}  // namespace ferry::migrate
