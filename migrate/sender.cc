@@ -266,13 +266,14 @@ Status SourceMigration::Commit() {
 }
 
 Status SourceMigration::Fail(const Status& why) {
+  // Every stream says why before it closes, so the destination reports the cause rather
+  // than a bare end of stream.
+  if (streams_) streams_->FailAll(why.message());
   if (control_) {
-    uint64_t t = 1000;
-    control_->set_timeout_ms(t);
+    control_->set_timeout_ms(1000);
     (void)control_->Send(MsgType::kAbort, EncodeReason(why.message()));
     control_->Close();
   }
-  if (streams_) streams_->CloseAll();
   if (tracker_) (void)tracker_->Stop();
   (void)vm_.SetThrottle(-1, 0);
   if (paused_) {

@@ -90,6 +90,10 @@ Result<std::vector<uint64_t>> StreamSet::Finish() {
   return frames;
 }
 
+void StreamSet::FailAll(const std::string& reason) {
+  for (auto& ch : channels_) ch->Fail(reason);
+}
+
 void StreamSet::CloseAll() {
   for (auto& ch : channels_) ch->Close();
 }

@@ -27,6 +27,9 @@ class StreamSet {
   // Ends every stream (kStreamEnd); returns the frames each carried, the end included.
   Result<std::vector<uint64_t>> Finish();
   void CloseAll();
+  // Tells the destination why on every stream (in order, after any complete batch), then
+  // closes them.
+  void FailAll(const std::string& reason);
 
   uint64_t wire_bytes() const;
   uint64_t pages_unchanged() const { return unchanged_.load(); }

@@ -3,6 +3,8 @@
 // a timeout (a socket timeout option would leave Asio's synchronous calls polling forever).
 #include <utility>  // before Asio: Boost 1.74 uses std::exchange without including it
 
+#include <ifaddrs.h>
+#include <net/if.h>
 #include <netinet/tcp.h>
 #include <sys/socket.h>
 
@@ -21,6 +23,36 @@ Status IoError(const std::string& what, const boost::system::error_code& ec) {
   if (ec == asio::error::eof) return Status(ErrorCode::kIo, what + ": the peer closed the connection");
   if (ec == asio::error::operation_aborted) return Status(ErrorCode::kAborted, what + ": cancelled");
   return Status(ErrorCode::kIo, what + ": " + ec.message());
+}
+
+// A peer is "loopback" only if it is this host: a 127/8 (or ::1) address on this network
+// namespace's loopback interface, or one of its own addresses. 127.x addresses on a test network's veth belong
+// to other namespaces and do not count.
+bool IsLocalLoopback(const asio::ip::address& peer) {
+  asio::ip::address a = peer;
+  if (a.is_v6() && a.to_v6().is_v4_mapped()) a = asio::ip::make_address_v4(asio::ip::v4_mapped, a.to_v6());
+  if (!a.is_loopback()) return false;
+  if (a.is_v6()) return true;  // ::1 is only ever lo
+  ifaddrs* list = nullptr;
+  if (::getifaddrs(&list) != 0) return false;
+  const uint32_t peer_v4 = a.to_v4().to_uint();
+  bool ours = false, on_lo_subnet = false, on_other_subnet = false;
+  for (ifaddrs* i = list; i; i = i->ifa_next) {
+    if (!i->ifa_addr || i->ifa_addr->sa_family != AF_INET) continue;
+    uint32_t addr = ntohl(reinterpret_cast<sockaddr_in*>(i->ifa_addr)->sin_addr.s_addr);
+    uint32_t mask = i->ifa_netmask ? ntohl(reinterpret_cast<sockaddr_in*>(i->ifa_netmask)->sin_addr.s_addr) : ~0u;
+    ours |= peer_v4 == addr;
+    bool in_subnet = (peer_v4 & mask) == (addr & mask);
+    if (i->ifa_flags & IFF_LOOPBACK) {
+      on_lo_subnet |= in_subnet;
+    } else {
+      on_other_subnet |= in_subnet;
+    }
+  }
+  // 127.0.0.5 is this host (lo's 127/8); 127.31.0.1 next to our 127.31.0.2/24 on a veth is not.
+  bool local = ours || (on_lo_subnet && !on_other_subnet);
+  ::freeifaddrs(list);
+  return local;
 }
 
 // Runs `io` until `done` or the deadline; on the deadline cancels and drains the operation.
@@ -52,9 +84,7 @@ class TcpConnection final : public Connection {
     auto ep = socket_.remote_endpoint(ec);
     if (!ec) {
       peer_ = ep.address().to_string() + ":" + std::to_string(ep.port());
-      loopback_ = ep.address().is_loopback() ||
-                  (ep.address().is_v6() && ep.address().to_v6().is_v4_mapped() &&
-                   asio::ip::make_address_v4(asio::ip::v4_mapped, ep.address().to_v6()).is_loopback());
+      loopback_ = IsLocalLoopback(ep.address());
     }
   }
   ~TcpConnection() override { Close(); }

@@ -44,7 +44,7 @@ Process::Process(std::vector<std::string> argv, const std::string& log_prefix)
   std::vector<char*> args;
   for (auto& a : argv) args.push_back(a.data());
   args.push_back(nullptr);
-  if (posix_spawn(&pid_, args[0], &fa, nullptr, args.data(), environ) != 0) pid_ = -1;
+  if (posix_spawnp(&pid_, args[0], &fa, nullptr, args.data(), environ) != 0) pid_ = -1;
   posix_spawn_file_actions_destroy(&fa);
 }
 
@@ -91,6 +91,10 @@ std::string Process::Stderr() const { return ReadFile(err_path_); }
 CommandResult RunFerry(const std::vector<std::string>& args, const std::string& log_prefix, int timeout_ms) {
   std::vector<std::string> argv = {FerryBin()};
   argv.insert(argv.end(), args.begin(), args.end());
+  return RunCommand(argv, log_prefix, timeout_ms);
+}
+
+CommandResult RunCommand(const std::vector<std::string>& argv, const std::string& log_prefix, int timeout_ms) {
   Process p(argv, log_prefix);
   CommandResult r;
   r.code = p.Wait(timeout_ms);

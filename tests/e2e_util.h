@@ -59,6 +59,8 @@ struct CommandResult {
   std::string out, err;
 };
 CommandResult RunFerry(const std::vector<std::string>& args, const std::string& log_prefix, int timeout_ms = 60000);
+// Runs any command line (argv[0] searched in PATH) the same way.
+CommandResult RunCommand(const std::vector<std::string>& argv, const std::string& log_prefix, int timeout_ms = 60000);
 
 // Polls `pred` every 10 ms until true or timeout.
 bool WaitUntil(const std::function<bool()>& pred, int timeout_ms);

@@ -1,0 +1,41 @@
+// FaultProxy: a TCP relay on 127.0.0.1 between a migration source and its destination that
+// damages one connection in flight, for tests: flip one byte at a given offset of the
+// client-to-server bytes, or cut the connection there. Connections are counted in accept
+// order (0: the control stream, 1..N: data streams). One relay thread per direction; the
+// destructor closes everything and joins.
+#pragma once
+
+#include <atomic>
+#include <cstdint>
+#include <mutex>
+#include <string>
+#include <thread>
+#include <vector>
+
+namespace ferry::e2e {
+
+class FaultProxy {
+ public:
+  enum class Fault { kFlipByte, kCut };
+  FaultProxy(uint16_t target_port, int victim_connection, uint64_t offset, Fault fault);
+  ~FaultProxy();
+  uint16_t port() const { return port_; }
+  bool fired() const { return fired_; }
+
+ private:
+  void AcceptLoop();
+  void Relay(int from, int to, bool damage);
+
+  uint16_t target_port_, port_ = 0;
+  int victim_;
+  uint64_t offset_;
+  Fault fault_;
+  int listen_fd_ = -1;
+  std::atomic<bool> stopping_{false}, fired_{false};
+  std::thread accept_thread_;
+  std::mutex mu_;  // guards fds_ and threads_
+  std::vector<int> fds_;
+  std::vector<std::thread> threads_;
+};
+
+}  // namespace ferry::e2e

@@ -1,0 +1,76 @@
+#include "test_hosts.h"
+
+#include <fcntl.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cstdlib>
+
+namespace ferry::e2e {
+namespace {
+
+// Runs a command (no shell), bounded by `timeout 10`; returns its exit status.
+int Run(std::vector<std::string> argv) {
+  argv.insert(argv.begin(), {"timeout", "10"});
+  pid_t pid = fork();
+  if (pid == 0) {
+    std::vector<char*> args;
+    for (auto& a : argv) args.push_back(a.data());
+    args.push_back(nullptr);
+    int null = ::open("/dev/null", O_WRONLY);
+    if (null >= 0) ::dup2(null, 2);
+    execvp(args[0], args.data());
+    _exit(127);
+  }
+  int status = 0;
+  if (pid < 0 || waitpid(pid, &status, 0) < 0) return -1;
+  return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+}
+
+Status Check(std::vector<std::string> argv) {
+  std::string text;
+  for (auto& a : argv) text += a + " ";
+  if (int rc = Run(argv); rc != 0) return Internal("`" + text + "` failed (exit " + std::to_string(rc) + ")");
+  return Status::Ok();
+}
+
+}  // namespace
+
+Result<std::unique_ptr<TestHosts>> TestHosts::Create(int hosts) {
+  if (geteuid() != 0) return Unsupported("test hosts need root (network namespaces)");
+  if (Run({"ip", "-V"}) != 0) return Unsupported("test hosts need iproute2 (`ip`)");
+  std::unique_ptr<TestHosts> t(new TestHosts());
+  std::string tag = std::to_string(getpid() % 10000000);
+  t->bridge_ = "fbr" + tag;
+  FERRY_RETURN_IF_ERROR(Check({"ip", "link", "add", t->bridge_, "type", "bridge"}));
+  FERRY_RETURN_IF_ERROR(Check({"ip", "link", "set", t->bridge_, "up"}));
+  for (int i = 0; i < hosts; ++i) {
+    std::string ns = "fh" + tag + "-" + std::to_string(i), veth = "fv" + tag + "-" + std::to_string(i);
+    FERRY_RETURN_IF_ERROR(Check({"ip", "netns", "add", ns}));
+    t->netns_.push_back(ns);
+    FERRY_RETURN_IF_ERROR(Check({"ip", "link", "add", veth, "type", "veth", "peer", "name", "eth0", "netns", ns}));
+    t->veth_.push_back(veth);
+    FERRY_RETURN_IF_ERROR(Check({"ip", "link", "set", veth, "master", t->bridge_, "up"}));
+    FERRY_RETURN_IF_ERROR(Check({"ip", "netns", "exec", ns, "ip", "link", "set", "lo", "up"}));
+    FERRY_RETURN_IF_ERROR(Check({"ip", "netns", "exec", ns, "ip", "addr", "add", t->address(i) + "/24", "dev", "eth0"}));
+    FERRY_RETURN_IF_ERROR(Check({"ip", "netns", "exec", ns, "ip", "link", "set", "eth0", "up"}));
+    // 127.x packets off the loopback interface are martians unless route_localnet is set.
+    FERRY_RETURN_IF_ERROR(Check({"ip", "netns", "exec", ns, "sysctl", "-qw", "net.ipv4.conf.all.route_localnet=1",
+                                 "net.ipv4.conf.eth0.route_localnet=1"}));
+  }
+  return t;
+}
+
+TestHosts::~TestHosts() {
+  for (auto& ns : netns_) Run({"ip", "netns", "del", ns});  // takes its veth pair along
+  if (!bridge_.empty()) Run({"ip", "link", "del", bridge_});
+}
+
+std::vector<std::string> TestHosts::In(int i, std::vector<std::string> argv) const {
+  argv.insert(argv.begin(), {"ip", "netns", "exec", netns_[i]});
+  return argv;
+}
+
+Status TestHosts::SetLink(int i, bool up) { return Check({"ip", "link", "set", veth_[i], up ? "up" : "down"}); }
+
+}  // namespace ferry::e2e
