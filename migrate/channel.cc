@@ -6,7 +6,7 @@ Channel::Channel(std::unique_ptr<Connection> connection, std::string name)
     : connection_(std::move(connection)), name_(std::move(name)) {}
 
 Status Channel::Send(MsgType type, std::span<const uint8_t> payload) {
-  auto header = EncodeHeader(type, send_seq_, payload);
+  auto header = EncodeHeader(type, send_seq_.load(std::memory_order_relaxed), payload);
   if (limiter_) limiter_->Acquire(kHeaderSize + payload.size());
   FERRY_RETURN_IF_ERROR(connection_->Write(header, payload, timeout_ms_).Annotate(name_));
   ++send_seq_;
@@ -19,8 +19,9 @@ Status Channel::Receive(Frame* frame) {
   FERRY_RETURN_IF_ERROR(connection_->Read(header, timeout_ms_).Annotate(name_));
   auto h = DecodeHeader(header);
   if (!h.ok()) return h.status().Annotate(name_);
-  if (h->seq != recv_seq_) {
-    return Corrupt(name_ + ": frame " + std::to_string(h->seq) + " arrived where " + std::to_string(recv_seq_) +
+  const uint32_t due = recv_seq_.load(std::memory_order_relaxed);
+  if (h->seq != due) {
+    return Corrupt(name_ + ": frame " + std::to_string(h->seq) + " arrived where " + std::to_string(due) +
                    " was due (lost or replayed data)");
   }
   frame->type = h->type;

@@ -45,6 +45,8 @@ const char* MsgTypeName(uint16_t type) {
     case MsgType::kVerifyResult: return "verify-result";
     case MsgType::kAbort: return "abort";
     case MsgType::kError: return "error";
+    case MsgType::kSync: return "sync";
+    case MsgType::kSynced: return "synced";
     case MsgType::kPages: return "pages";
     case MsgType::kStreamEnd: return "stream-end";
   }
@@ -65,6 +67,8 @@ uint32_t MaxPayload(uint16_t type) {
     case MsgType::kError: return 4 + kMaxReason;
     case MsgType::kPages: return kMaxPayload;
     case MsgType::kStreamEnd: return 16;
+    case MsgType::kSync: return 4 + 8 * kMaxStreams;
+    case MsgType::kSynced:
     case MsgType::kReady:
     case MsgType::kPrepared:
     case MsgType::kCommit: return 0;
@@ -227,6 +231,23 @@ Result<StateMsg> DecodeState(std::span<const uint8_t> p, uint32_t streams) {
   if (!d.GetU32(&len) || !d.GetBytes(len, &vm) || d.remaining() != 0) return Malformed("state");
   m.vm_state.assign(vm.begin(), vm.end());
   return m;
+}
+
+std::vector<uint8_t> EncodeSync(const std::vector<uint64_t>& frames) {
+  Encoder e;
+  e.PutU32(static_cast<uint32_t>(frames.size()));
+  for (uint64_t f : frames) e.PutU64(f);
+  return e.Take();
+}
+
+Result<std::vector<uint64_t>> DecodeSync(std::span<const uint8_t> p, uint32_t streams) {
+  Decoder d(p);
+  uint32_t n = 0;
+  if (!d.GetU32(&n) || n != streams) return Corrupt("sync message names the wrong number of streams");
+  std::vector<uint64_t> frames(n);
+  for (auto& f : frames) d.GetU64(&f);
+  if (!d.ok() || d.remaining() != 0) return Malformed("sync");
+  return frames;
 }
 
 std::vector<uint8_t> EncodeStarted(const Started& m) {

@@ -38,6 +38,16 @@ VerifyResult AwaitVerification(Vm& vm, uint64_t target, uint64_t timeout_ms) {
   return {false, "the guest did not report its verification in time"};
 }
 
+// A control message other than state or sync while pages flow: the source's abort or error
+// (with its reason), or a protocol violation.
+std::string DescribeUnexpected(const Frame& f) {
+  if (f.type == static_cast<uint16_t>(MsgType::kAbort) || f.type == static_cast<uint16_t>(MsgType::kError)) {
+    auto reason = DecodeReason(f.payload);
+    return "the source gave up: " + (reason.ok() ? *reason : reason.status().message());
+  }
+  return std::string("unexpected ") + MsgTypeName(f.type) + " message on the control stream";
+}
+
 class DestMigration {
  public:
   DestMigration(const IncomingOptions& o, Listener& listener) : o_(o), listener_(listener) {}
@@ -50,6 +60,7 @@ class DestMigration {
   Status ReceiveStream(uint32_t index);
   void FailAll(const Status& why);
   Status ReceiveState(StateMsg* msg);
+  Status AwaitLanded(const std::vector<uint64_t>& want);
 
   const IncomingOptions& o_;
   Listener& listener_;
@@ -59,6 +70,7 @@ class DestMigration {
   Begin begin_;
   std::unique_ptr<hypervisor::GuestMemory> memory_;
   std::atomic<uint64_t> pages_{0};
+  std::unique_ptr<std::atomic<uint64_t>[]> landed_;  // per stream: frames received and applied
   std::vector<uint64_t> stream_pages_;
   std::mutex mu_;
   Status first_error_;  // guarded by mu_: the first data stream failure (the cause)
@@ -133,6 +145,8 @@ Status DestMigration::ReceiveStream(uint32_t index) {
         auto n = sink.Apply(f.payload);
         if (!n.ok()) return n.status().Annotate(ch.name() + " " + std::to_string(index));
         stream_pages_[index] += *n;
+        // In the sender's numbering (handshake frames included): frames up to here are in memory.
+        landed_[index].store(ch.frames_received(), std::memory_order_release);
         pages_.fetch_add(*n, std::memory_order_relaxed);
         break;
       }
@@ -154,14 +168,43 @@ Status DestMigration::ReceiveStream(uint32_t index) {
   }
 }
 
+Status DestMigration::AwaitLanded(const std::vector<uint64_t>& want) {
+  uint64_t deadline = MonotonicNs() + o_.io_timeout_ms * 1000000;
+  for (uint32_t i = 0; i < want.size(); ++i) {
+    while (landed_[i].load(std::memory_order_acquire) < want[i]) {
+      {
+        std::lock_guard lock(mu_);
+        if (!first_error_.ok()) return first_error_;
+      }
+      if (MonotonicNs() > deadline) return Timeout("data stream " + std::to_string(i) + " did not catch up");
+      std::this_thread::sleep_for(std::chrono::microseconds(100));
+    }
+  }
+  return Status::Ok();
+}
+
 Status DestMigration::ReceiveState(StateMsg* msg) {
   Frame f;
   // The control stream is idle while pages flow; the data streams' own timeouts (and
   // FailAll) bound the wait.
   control_->set_timeout_ms(0);
-  Status st = control_->Expect(MsgType::kState, &f);
+  for (;;) {
+    Status st = control_->Receive(&f);
+    if (st.ok() && f.type == static_cast<uint16_t>(MsgType::kSync)) {
+      FERRY_ASSIGN_OR_RETURN(auto want, DecodeSync(f.payload, begin_.streams));
+      FERRY_RETURN_IF_ERROR(AwaitLanded(want));
+      FERRY_RETURN_IF_ERROR(control_->Send(MsgType::kSynced));
+      continue;
+    }
+    if (st.ok() && f.type != static_cast<uint16_t>(MsgType::kState)) {
+      // Let Expect() turn an abort or error into the source's reason.
+      control_->set_timeout_ms(o_.io_timeout_ms);
+      return Status(ErrorCode::kAborted, DescribeUnexpected(f));
+    }
+    if (!st.ok()) return st;
+    break;
+  }
   control_->set_timeout_ms(o_.io_timeout_ms);
-  if (!st.ok()) return st;
   FERRY_ASSIGN_OR_RETURN(*msg, DecodeState(f.payload, begin_.streams));
   return Status::Ok();
 }
@@ -191,6 +234,7 @@ Result<Received> DestMigration::Run() {
     return st;
   }
   stream_pages_.assign(begin_.streams, 0);
+  landed_ = std::make_unique<std::atomic<uint64_t>[]>(begin_.streams);
   std::vector<Status> results(begin_.streams);
   std::vector<std::thread> threads;
   for (uint32_t i = 0; i < begin_.streams; ++i) {

@@ -98,6 +98,12 @@ void StreamSet::CloseAll() {
   for (auto& ch : channels_) ch->Close();
 }
 
+std::vector<uint64_t> StreamSet::frames_sent() const {
+  std::vector<uint64_t> out;
+  for (auto& ch : channels_) out.push_back(ch->frames_sent());
+  return out;
+}
+
 uint64_t StreamSet::wire_bytes() const {
   uint64_t sum = 0;
   for (auto& ch : channels_) sum += ch->bytes_sent();

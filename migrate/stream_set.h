@@ -32,6 +32,7 @@ class StreamSet {
   void FailAll(const std::string& reason);
 
   uint64_t wire_bytes() const;
+  std::vector<uint64_t> frames_sent() const;
   uint64_t pages_unchanged() const { return unchanged_.load(); }
   EncoderCounts counts() const;
   size_t size() const { return channels_.size(); }

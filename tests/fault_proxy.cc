@@ -79,8 +79,10 @@ void FaultProxy::Relay(int from, int to, bool damage) {
     pos += n;
     if (::send(to, buf, n, MSG_NOSIGNAL) != n) break;
   }
-  ::shutdown(to, SHUT_WR);
-  ::shutdown(from, SHUT_RD);
+  // Either side gone ends both, as a real peer's close (RST on further data) would; a
+  // half-closed relay would leave the other end writing into a void until its timeout.
+  ::shutdown(to, SHUT_RDWR);
+  ::shutdown(from, SHUT_RDWR);
 }
 
 }  // namespace ferry::e2e

@@ -44,16 +44,18 @@ class Channel {
   Connection& connection() { return *connection_; }
   uint64_t bytes_sent() const { return bytes_sent_.load(std::memory_order_relaxed); }
   uint64_t bytes_received() const { return bytes_received_.load(std::memory_order_relaxed); }
-  uint32_t frames_sent() const { return send_seq_; }
-  uint32_t frames_received() const { return recv_seq_; }
+  uint32_t frames_sent() const { return send_seq_.load(std::memory_order_acquire); }
+  uint32_t frames_received() const { return recv_seq_.load(std::memory_order_acquire); }
 
  private:
   std::unique_ptr<Connection> connection_;
   std::string name_;
   RateLimiter* limiter_ = nullptr;
   uint64_t timeout_ms_ = 30000;
-  uint32_t send_seq_ = 0;  // sending thread only
-  uint32_t recv_seq_ = 0;  // receiving thread only
+  // Written by the sending / receiving thread only; read by others for progress. A frame
+  // counts as received once its payload is checked (the caller then applies it).
+  std::atomic<uint32_t> send_seq_{0};
+  std::atomic<uint32_t> recv_seq_{0};
   std::atomic<uint64_t> bytes_sent_{0};
   std::atomic<uint64_t> bytes_received_{0};
 };

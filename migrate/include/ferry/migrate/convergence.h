@@ -1,6 +1,7 @@
 // ConvergenceController: after every pre-copy round it decides to go on, to stop and copy, or
 // to give up, from what it measured (bandwidth and dirty rate), and sets the vCPU throttle
-// (auto-converge) when the guest dirties memory faster than the link drains it.
+// (auto-converge) when the guest dirties memory faster than the link drains it. Once the
+// target is met it still runs further (short) rounds while each halves the dirty set.
 //
 // The predicted downtime is honest: remaining dirty pages at the measured wire bytes per page
 // and the measured bandwidth, plus the measured fixed costs of a stop (pause, final harvest,
@@ -56,6 +57,11 @@ class ConvergenceController {
   uint64_t total_bytes_ = 0, total_ns_ = 0, total_pages_ = 0;
   uint32_t throttle_ = 0, max_throttle_ = 0;
   uint32_t outrun_rounds_ = 0;  // consecutive rounds in which dirtying outran the link
+  uint32_t refine_rounds_ = 0;  // rounds run after the target was already met
+
+  // A dirty set this small costs microseconds to send: no reason to refine further.
+  static constexpr uint64_t kSettledPages = 32;
+  static constexpr uint32_t kMaxRefineRounds = 8;
 };
 
 }  // namespace ferry::migrate

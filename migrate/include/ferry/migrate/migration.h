@@ -59,7 +59,12 @@ struct RoundStats {
 struct MigrationStats {
   double downtime_ms = 0;        // source pause to destination resume (source clock, incl. one trip back)
   double pause_ms = 0;           // requesting the pause to all vCPUs parked
+  double drain_ms = 0;           // before the stop: waiting for the destination to land what is in flight
   double stop_copy_ms = 0;       // final pages + state sent and the destination prepared
+  double final_harvest_ms = 0;   // its parts: the last harvest (while paused),
+  double final_send_ms = 0;      //   sending the last dirty pages,
+  double state_ms = 0;           //   saving and sending vCPU and device state,
+  double prepare_wait_ms = 0;    //   the destination checking it all and building the VM
   double dest_resume_ms = 0;     // the destination's commit-to-running
   double guest_clock_gap_ms = 0; // the guest clock's view: last instruction here to first there
   double total_ms = 0;

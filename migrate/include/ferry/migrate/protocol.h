@@ -45,6 +45,8 @@ enum class MsgType : uint16_t {
   kVerifyResult = 11, // dst -> src (control): the guest's self-verification after resume
   kAbort = 12,        // src -> dst (control): the migration is cancelled; discard
   kError = 13,        // either way, any connection: why the sender gives up
+  kSync = 14,         // src -> dst (control): frames sent per stream so far; answer when landed
+  kSynced = 15,       // dst -> src (control): every frame named by the sync is in guest memory
   kPages = 20,        // src -> dst (data): a batch of page records
   kStreamEnd = 21,    // src -> dst (data): the last frame on this stream
 };
@@ -103,6 +105,10 @@ struct StateMsg {
 };
 std::vector<uint8_t> EncodeState(const StateMsg& m);
 Result<StateMsg> DecodeState(std::span<const uint8_t> p, uint32_t streams);
+
+// kSync: u32 N, N x u64 frames sent on each data stream.
+std::vector<uint8_t> EncodeSync(const std::vector<uint64_t>& frames);
+Result<std::vector<uint64_t>> DecodeSync(std::span<const uint8_t> p, uint32_t streams);
 
 struct Started {
   uint64_t resume_ns = 0;     // destination: Commit received to vCPUs running
