@@ -93,8 +93,9 @@ class Qmp:
 
 class Link:
     """Two network namespaces joined by a veth pair with 127.31.0.1/.2, each end shaped by a
-    tbf qdisc at `rate` (e.g. "2gbit"): a real bandwidth limit for the migration stream.
-    (netem is not available on these kernels; tbf is.)"""
+    tbf qdisc at `rate` (e.g. "2gbit"; "unlimited": no qdisc, ~18 Gbit/s here): a real
+    bandwidth limit for the migration stream, and a byte counter that sees what really went on
+    the wire. (netem is not available on these kernels; tbf is.)"""
 
     count = 0
 
@@ -118,8 +119,9 @@ class Link:
                 _sh(*self.exec(ns), "ip", "link", "set", "lo", "up")
                 _sh(*self.exec(ns), "ip", "addr", "add", addr + "/24", "dev", dev)
                 _sh(*self.exec(ns), "ip", "link", "set", dev, "up")
-                _sh(*self.exec(ns), "tc", "qdisc", "add", "dev", dev, "root", "tbf", "rate", rate,
-                    "burst", "1mb", "latency", "50ms")
+                if rate != "unlimited":
+                    _sh(*self.exec(ns), "tc", "qdisc", "add", "dev", dev, "root", "tbf", "rate", rate,
+                        "burst", "1mb", "latency", "50ms")
         except BaseException:
             self.close()
             raise
@@ -137,6 +139,8 @@ class Link:
         for ns in self.created:  # deleting a namespace deletes its veth end, and so the pair
             subprocess.run(["ip", "netns", "del", ns], check=False)
         self.created = []
+        # A pair not yet moved into a namespace (setup failed halfway) lives in ours.
+        subprocess.run(["ip", "link", "del", self.dev[0]], check=False, stderr=subprocess.DEVNULL)
 
 
 def _sh(*argv):
@@ -198,15 +202,14 @@ def run_qemu_migration(qemu_image, mem_mib, dirty_mbps, config, tsc_khz, workdir
     """Migrate one QEMU guest dirtying `dirty_mbps` between two local QEMUs.
 
     config: "default" (QEMU's defaults untouched) or "tuned" (TUNED_CAPS/TUNED_PARAMS).
-    link: None for plain 127.0.0.1 loopback, or a tbf rate ("1gbit") for a shaped veth link
-    between two namespaces. Returns the figures as a dict; raises if the guest never boots."""
+    link: None for plain 127.0.0.1 loopback, or a tbf rate ("1gbit", or "unlimited") for a
+    veth link between two namespaces. Returns the figures as a dict; raises if the guest never boots."""
     assert config in ("default", "tuned")
     tmp = tempfile.mkdtemp(prefix="qmp-peer-", dir=workdir)
-    net = Link(link) if link else None
-    procs, qmps = [], []
+    net, procs, qmps = None, [], []
     try:
+        net = Link(link) if link else None
         host, port = (net.addr[1], 4444) if net else ("127.0.0.1", _free_port())
-        sides = []
         for i, name in enumerate(("src", "dst")):
             argv = qemu_argv(os.path.abspath(qemu_image), mem_mib, dirty_mbps, tsc_khz,
                              f"{tmp}/{name}.qmp", f"{tmp}/{name}.log")
@@ -218,7 +221,6 @@ def run_qemu_migration(qemu_image, mem_mib, dirty_mbps, config, tsc_khz, workdir
             procs.append(subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=err, stderr=err))
             err.close()
             qmps.append(Qmp(f"{tmp}/{name}.qmp", procs[-1]))
-            sides.append(name)
         src, dst = qmps
         if config == "tuned":
             for q, side in ((src, "src"), (dst, "dst")):
@@ -239,7 +241,15 @@ def run_qemu_migration(qemu_image, mem_mib, dirty_mbps, config, tsc_khz, workdir
         while True:
             info = src.execute("query-migrate")
             status = info.get("status")
-            if status in ("completed", "failed", "cancelled"):
+            if status in ("failed", "cancelled"):
+                break
+            if status == "completed":
+                # QEMU flips the status before it stores total-time and downtime: re-read.
+                for _ in range(40):
+                    if info.get("total-time"):
+                        break
+                    time.sleep(0.05)
+                    info = src.execute("query-migrate")
                 break
             if time.monotonic() - t0 > deadline_s:
                 src.execute("migrate_cancel")
@@ -256,8 +266,8 @@ def run_qemu_migration(qemu_image, mem_mib, dirty_mbps, config, tsc_khz, workdir
             "system": "qemu", "config": config, "dirty_mbps": dirty_mbps, "mem_mib": mem_mib,
             "downtime_ms": info.get("downtime") if converged else None,
             "total_ms": info.get("total-time") if converged else round(waited_ms),
-            # ram.transferred already includes multifd-bytes in QEMU 7.2 (checked against the
-            # veth counter: wire_bytes below).
+            # ram.transferred already includes multifd-bytes, but QEMU 7.2 counts multifd pages
+            # before compression; wire_bytes (links only) is what the sender put on the wire.
             "bytes": ram.get("transferred"),
             # The guest spins when idle (no hlt at CPL3), so the vCPU thread is always busy;
             # cpu_s_migration leaves it out and is the figure to compare with Ferry's.
