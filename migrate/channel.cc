@@ -48,10 +48,10 @@ Status Channel::Expect(MsgType type, Frame* frame) {
 }
 
 void Channel::Fail(const std::string& reason) {
-  uint64_t saved = timeout_ms_;
-  timeout_ms_ = 1000;  // the peer may have stopped reading; do not wait long to say goodbye
+  // The peer may have stopped reading: do not wait long to say goodbye. The channel is done
+  // after this, so the shorter timeout stays.
+  timeout_ms_.store(1000);
   (void)Send(MsgType::kError, EncodeReason(reason));
-  timeout_ms_ = saved;
   Close();
 }
 

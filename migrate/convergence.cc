@@ -1,6 +1,7 @@
 #include "ferry/migrate/convergence.h"
 
 #include <algorithm>
+#include <cmath>
 #include <cstdio>
 
 #include "ferry/migrate/protocol.h"
@@ -29,22 +30,31 @@ Verdict ConvergenceController::Next(const RoundSample& s) {
   // halves the dirty set, another round (short by then) buys a shorter stop. Once the set
   // stops shrinking it is the guest's steady state, and waiting longer buys nothing.
   const bool shrinking = s.dirty_pages > kSettledPages && s.dirty_pages * 2 < s.pages_sent;
-  if (fits && (!shrinking || ++refine_rounds_ > kMaxRefineRounds)) {
+  const bool late = s.elapsed_ns / 1000000 >= options_.deadline_ms;
+  if (fits && (!shrinking || late || ++refine_rounds_ > kMaxRefineRounds)) {
     std::snprintf(why, sizeof why, "%llu dirty pages fit the %.0f ms target (predicted %.1f ms)",
                   static_cast<unsigned long long>(s.dirty_pages), options_.downtime_ms, v.predicted_downtime_ms);
     v.decision = Decision::kStopAndCopy;
-  } else if (s.elapsed_ns / 1000000 >= options_.deadline_ms) {
+  } else if (fits) {
+    std::snprintf(why, sizeof why, "target met (predicted %.1f ms); refining while the dirty set still halves",
+                  v.predicted_downtime_ms);
+  } else if (late) {
     std::snprintf(why, sizeof why, "deadline of %llu ms reached with %llu pages still dirty (predicted downtime %.0f ms)",
                   static_cast<unsigned long long>(options_.deadline_ms), static_cast<unsigned long long>(s.dirty_pages),
                   v.predicted_downtime_ms);
     v.decision = Decision::kAbort;
   } else {
-    // Auto-converge: the guest re-dirties more than half of what the link drains, two rounds
-    // in a row (QEMU's rule): hold its vCPUs off the CPU a little more each round.
-    outrun_rounds_ = v.dirty_bytes_s > 0.5 * v.bandwidth_bytes_s ? outrun_rounds_ + 1 : 0;
-    if (options_.auto_converge && s.round >= 1 && outrun_rounds_ >= 2) {
-      throttle_ = throttle_ == 0 ? options_.throttle_initial
-                                 : std::min(options_.throttle_max, throttle_ + options_.throttle_step);
+    // Auto-converge: the guest re-dirties more than half of what the link drains. QEMU adds
+    // a fixed step per round (20%, +10%), so a guest at twice the link rate needs many long
+    // rounds. Ferry goes at once to the share the measured rates call for: running at
+    // (1 - t), the guest must dirty at most half the bandwidth. At least one step more each
+    // round, since a guest may catch up on its own backlog when throttled.
+    if (options_.auto_converge && v.bandwidth_bytes_s > 0 && v.dirty_bytes_s > 0.5 * v.bandwidth_bytes_s) {
+      double running = 1.0 - throttle_ / 100.0;
+      double want = 1.0 - running * (0.5 * v.bandwidth_bytes_s / v.dirty_bytes_s);
+      uint32_t needed = static_cast<uint32_t>(std::ceil(want * 100));
+      uint32_t stepped = throttle_ == 0 ? options_.throttle_initial : throttle_ + options_.throttle_step;
+      throttle_ = std::min(options_.throttle_max, std::max(needed, stepped));
       max_throttle_ = std::max(max_throttle_, throttle_);
     }
     std::snprintf(why, sizeof why, "predicted downtime %.1f ms > %.0f ms target", v.predicted_downtime_ms,

@@ -105,6 +105,9 @@ void PageEncoder::Encode(uint64_t index, const uint8_t* page, bool resend, Batch
     batch->Reserve(index, PageEncoding::kZero, 0);
     batch->Commit(0);
     ++counts_.zero;
+    // The receiver holds zeros now: a later delta must be taken against them, not against an
+    // older copy in the cache (found by the sender-vs-receiver fuzzer).
+    if (resend) Remember(index, page);
     return;
   }
   bool done = resend && TryXbzrle(index, page, batch);

@@ -348,6 +348,7 @@ Status DecodePageBatch(std::span<const uint8_t> payload, uint64_t mem_pages,
   uint32_t count = 0;
   if (!d.GetU32(&count)) return Corrupt("page batch: truncated count");
   if (count == 0 || count > kMaxPagesPerBatch) return Corrupt("page batch: invalid count " + std::to_string(count));
+  uint64_t next = 0;  // pages ascend within a batch: none twice, so no record reads another's
   for (uint32_t i = 0; i < count; ++i) {
     PageRecord r;
     uint8_t enc = 0;
@@ -356,6 +357,8 @@ Status DecodePageBatch(std::span<const uint8_t> payload, uint64_t mem_pages,
     d.GetU8(&enc);
     if (!d.GetU32(&len)) return Corrupt("page batch: truncated record header");
     if (r.page >= mem_pages) return Corrupt("page batch: page " + std::to_string(r.page) + " lies outside guest RAM");
+    if (r.page < next) return Corrupt("page batch: pages out of order");
+    next = r.page + 1;
     switch (static_cast<PageEncoding>(enc)) {
       case PageEncoding::kZero:
         if (len != 0) return Corrupt("page batch: a zero page carries data");

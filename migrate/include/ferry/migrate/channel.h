@@ -29,7 +29,7 @@ class Channel {
 
   // `limiter` (shared by a migration's streams, may be null) paces payload bytes.
   void set_limiter(RateLimiter* limiter) { limiter_ = limiter; }
-  void set_timeout_ms(uint64_t ms) { timeout_ms_ = ms; }
+  void set_timeout_ms(uint64_t ms) { timeout_ms_.store(ms); }
 
   Status Send(MsgType type, std::span<const uint8_t> payload = {});
   // Receives the next frame whatever its type.
@@ -51,7 +51,7 @@ class Channel {
   std::unique_ptr<Connection> connection_;
   std::string name_;
   RateLimiter* limiter_ = nullptr;
-  uint64_t timeout_ms_ = 30000;
+  std::atomic<uint64_t> timeout_ms_{30000};  // Fail() may shorten it while a receive runs
   // Written by the sending / receiving thread only; read by others for progress. A frame
   // counts as received once its payload is checked (the caller then applies it).
   std::atomic<uint32_t> send_seq_{0};

@@ -56,7 +56,6 @@ class ConvergenceController {
   ConvergenceOptions options_;
   uint64_t total_bytes_ = 0, total_ns_ = 0, total_pages_ = 0;
   uint32_t throttle_ = 0, max_throttle_ = 0;
-  uint32_t outrun_rounds_ = 0;  // consecutive rounds in which dirtying outran the link
   uint32_t refine_rounds_ = 0;  // rounds run after the target was already met
 
   // A dirty set this small costs microseconds to send: no reason to refine further.

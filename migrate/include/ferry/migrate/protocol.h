@@ -166,8 +166,8 @@ class BatchBuilder {
   uint32_t count_ = 0;
 };
 
-// Validates every record (index below mem_pages, known encoding, length allowed for it, no
-// bytes left over) and hands each to `fn` in order.
+// Validates every record (index below mem_pages and above the previous record's, known
+// encoding, length allowed for it, no bytes left over) and hands each to `fn` in order.
 Status DecodePageBatch(std::span<const uint8_t> payload, uint64_t mem_pages,
                        const std::function<Status(const PageRecord&)>& fn);
 
