@@ -287,6 +287,11 @@ def run_qemu_migration(qemu_image, mem_mib, dirty_mbps, config, tsc_khz, workdir
             while reports() == seen and time.monotonic() < end:
                 time.sleep(0.1)
             result["guest_runs_on_dst"] = reports() > seen
+            # The destination's console starts at resume: its first report's window holds the
+            # migration's pause as the guest's own clock saw it (same measure as Ferry's dirtier).
+            with open(f"{tmp}/dst.log") as f:
+                gap = re.search(r"max_gap_us=(\d+)", f.read())
+            result["guest_pause_ms"] = int(gap.group(1)) / 1000 if gap else None
         return result
     finally:
         for q in qmps:
