@@ -13,6 +13,8 @@
 #include <random>
 #include <string>
 
+#include "fuzz_seed.h"
+
 namespace ferry::migrate {
 namespace {
 
@@ -28,16 +30,6 @@ Page TextPage(const std::string& text = "the quick brown fox jumps over the lazy
   Page p(kPageBytes);
   for (size_t i = 0; i < p.size(); ++i) p[i] = static_cast<uint8_t>(text[i % text.size()]);
   return p;
-}
-
-// scripts/fuzz: keeps a real batch as a seed for migrate_decode_fuzz (type, aux, payload).
-void MaybeWriteSeed(const std::string& name, MsgType type, uint8_t aux, std::span<const uint8_t> payload) {
-  const char* dir = std::getenv("FERRY_FUZZ_SEED_DIR");
-  if (!dir) return;
-  std::ofstream out(std::string(dir) + "/migrate-" + name, std::ios::binary);
-  const char prefix[2] = {static_cast<char>(type), static_cast<char>(aux)};
-  out.write(prefix, 2);
-  out.write(reinterpret_cast<const char*>(payload.data()), static_cast<std::streamsize>(payload.size()));
 }
 
 TEST(IsZeroPageTest, OnlyAnAllZeroPageIsZero) {

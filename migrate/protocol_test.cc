@@ -13,6 +13,8 @@
 #include "ferry/base/coding.h"
 #include "ferry/hypervisor/vm_state_codec.h"
 
+#include "fuzz_seed.h"
+
 namespace ferry::migrate {
 namespace {
 
@@ -21,17 +23,6 @@ std::vector<uint8_t> RandomBytes(size_t n, uint32_t seed) {
   std::vector<uint8_t> out(n);
   for (auto& b : out) b = static_cast<uint8_t>(rng());
   return out;
-}
-
-// scripts/fuzz: keeps each valid message as a seed in migrate_decode_fuzz's input format
-// (type byte, aux byte, payload).
-void MaybeWriteSeed(const std::string& name, MsgType type, uint8_t aux, std::span<const uint8_t> payload) {
-  const char* dir = std::getenv("FERRY_FUZZ_SEED_DIR");
-  if (!dir) return;
-  std::ofstream out(std::string(dir) + "/migrate-" + name, std::ios::binary);
-  const char prefix[2] = {static_cast<char>(type), static_cast<char>(aux)};
-  out.write(prefix, 2);
-  out.write(reinterpret_cast<const char*>(payload.data()), static_cast<std::streamsize>(payload.size()));
 }
 
 // Every strict prefix and the message plus one byte must be refused by `decode` (which

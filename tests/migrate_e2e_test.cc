@@ -237,15 +237,23 @@ TEST(MigrateE2E, TruncatedStreamIsRefusedAndSourceRunsOn) {
   DamagedStream(FaultProxy::Fault::kCut, "truncated");
 }
 
+// Migrates the dirtier (150 MB/s) over a link capped at `bandwidth`, uncompressed so the cap
+// really binds.
+CommandResult MigrateOverSlowLink(const TempDir& dir, const std::string& to, const std::string& bandwidth,
+                                  const std::string& deadline_s, std::vector<std::string> extra) {
+  std::vector<std::string> args = {"migrate", "--api", dir.File("src.sock"), "--to", to, "--bandwidth", bandwidth,
+                                   "--deadline-s", deadline_s, "--compress", "none", "--json"};
+  args.insert(args.end(), extra.begin(), extra.end());
+  return RunFerry(args, dir.File("mig"), 90000);
+}
+
 TEST(MigrateE2E, DirtierFasterThanTheLinkConvergesByThrottling) {
   REQUIRE_KVM();
   TempDir dir;
   auto src = StartGuest(dir, "src", "dirtier", "128M", {"rate_mbps=150", "wss_mib=64"});
   ASSERT_TRUE(WaitForReport(dir.File("src.sock"), "achieved_mbps", 20000).ok());
   auto dst = StartIncoming(dir, "dst", "127.0.0.1:0");
-  auto r = RunFerry({"migrate", "--api", dir.File("src.sock"), "--to", dst.address, "--bandwidth", "60M", "--deadline-s",
-                     "60", "--compress", "none", "--json"},
-                    dir.File("mig"), 90000);
+  auto r = MigrateOverSlowLink(dir, dst.address, "60M", "60", {});
   ASSERT_EQ(r.code, 0) << r.err;
   json s = LastJsonLine(r.out);
   EXPECT_TRUE(s["converged"].get<bool>());
@@ -262,9 +270,7 @@ TEST(MigrateE2E, WithoutAutoConvergeItGivesUpAtTheDeadlineAndTheSourceRunsOn) {
   auto src = StartGuest(dir, "src", "dirtier", "128M", {"rate_mbps=150", "wss_mib=64"});
   ASSERT_TRUE(WaitForReport(dir.File("src.sock"), "achieved_mbps", 20000).ok());
   auto dst = StartIncoming(dir, "dst", "127.0.0.1:0");
-  auto r = RunFerry({"migrate", "--api", dir.File("src.sock"), "--to", dst.address, "--bandwidth", "30M", "--deadline-s",
-                     "4", "--compress", "none", "--no-auto-converge", "--json"},
-                    dir.File("mig"), 60000);
+  auto r = MigrateOverSlowLink(dir, dst.address, "30M", "4", {"--no-auto-converge"});
   EXPECT_EQ(r.code, 1);
   EXPECT_NE(r.err.find("did not converge"), std::string::npos) << r.err;
   ExpectRunning(dir.File("src.sock"));

@@ -107,9 +107,12 @@ def run_ferry_migration(mem_mib, dirty_mbps, workdir, link):
         def sample():
             while not done.is_set():
                 try:
-                    last["src"] = _cpu(src.pid)
+                    now = _cpu(src.pid)
                 except (FileNotFoundError, ProcessLookupError):
                     return
+                if now[1] < last["src"][1]:
+                    return  # exiting: the vCPU threads are gone, keep the last full reading
+                last["src"] = now
                 time.sleep(0.02)
 
         sampler = threading.Thread(target=sample)
