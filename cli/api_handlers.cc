@@ -81,21 +81,9 @@ json Verify(hypervisor::Vm& vm, const json& req) {
   if (!vm.LastReport().fields.count("verify_seq")) {
     return Error("the guest does not report verification (is it memcheck?)");
   }
-  // The guest reports verify_seq = the newest request every vCPU has finished a full pass for.
-  const uint64_t target = vm.RequestVerify();
-  uint64_t deadline = MonotonicNs() + uint64_t(timeout_ms) * 1000000;
-  while (MonotonicNs() < deadline) {
-    auto r = vm.LastReport();
-    auto seq = r.fields.find("verify_seq");
-    auto verify_pages = r.fields.find("verify_pages");
-    if (seq != r.fields.end() && verify_pages != r.fields.end() && std::stoull(seq->second) >= target) {
-      bool passed = r.fields["verdict"] == "ok" && r.fields["verify_errors"] == "0";
-      return {{"ok", true}, {"passed", passed}, {"report", ReportJson(r)}};
-    }
-    if (vm.state() == RunState::kCrashed || vm.state() == RunState::kShutdown) return Error("the guest ended during verification");
-    std::this_thread::sleep_for(std::chrono::milliseconds(5));
-  }
-  return Error("the guest did not report its verification within " + std::to_string(timeout_ms) + " ms");
+  auto v = hypervisor::AwaitVerification(vm, vm.RequestVerify(), static_cast<uint64_t>(timeout_ms));
+  if (!v.ok()) return Error(v.status());
+  return {{"ok", true}, {"passed", v->passed}, {"report", ReportJson(v->report)}};
 }
 
 json DirtyRate(hypervisor::Vm& vm, const json& req) {

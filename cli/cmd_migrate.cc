@@ -1,11 +1,8 @@
 // ferry incoming / ferry migrate: the two ends of a live migration.
-#include <pthread.h>
-#include <signal.h>
 #include <unistd.h>
 
 #include <cstdio>
 #include <memory>
-#include <thread>
 
 #include "api_client.h"
 #include "commands.h"
@@ -46,43 +43,25 @@ int Fail(const std::string& message, int code = kExitError) {
   return code;
 }
 
-// The guest console goes to stdout, one flushed line at a time.
-void ConsoleLine(std::string_view line) {
-  std::fwrite(line.data(), 1, line.size(), stdout);
-  std::fputc('\n', stdout);
-  std::fflush(stdout);
-}
-
 int DoIncoming(const IncomingFlags& f) {
   migrate::IncomingOptions o;
   o.listen = f.listen;
   o.accept_timeout_ms = static_cast<uint64_t>(f.accept_timeout_s * 1000);
-  o.console = ConsoleLine;
+  o.console = StdoutConsole();
   if (!f.key.empty()) {
     auto key = migrate::LoadKey(f.key);
     if (!key.ok()) return Fail(key.status().message());
     o.key = std::move(key).value();
   }
-  // SIGINT/SIGTERM while waiting: stop listening and exit, nothing was started.
-  sigset_t set;
-  sigemptyset(&set);
-  sigaddset(&set, SIGINT);
-  sigaddset(&set, SIGTERM);
-  pthread_sigmask(SIG_BLOCK, &set, nullptr);
   auto incoming = migrate::Incoming::Listen(o);
   if (!incoming.ok()) return Fail(incoming.status().message());
-  std::atomic<bool> received{false};
-  std::thread watcher([&] {
-    int sig = 0;
-    sigwait(&set, &sig);
-    if (!received) (*incoming)->Cancel();
-  });
   std::fprintf(stderr, "ferry incoming: listening on %s%s\n", (*incoming)->address().c_str(),
                o.key ? "" : " (no --key: loopback sources only)");
-  auto r = (*incoming)->Receive();
-  received = true;
-  pthread_kill(watcher.native_handle(), SIGTERM);  // ends the watcher; RunVmm installs its own
-  watcher.join();
+  auto r = [&incoming] {
+    // A signal while waiting stops listening: nothing was started. RunVmm installs its own.
+    SignalWatcher signals([&incoming] { (*incoming)->Cancel(); });
+    return (*incoming)->Receive();
+  }();
   if (!r.ok()) return Fail("incoming migration failed: " + r.status().message());
   const auto& s = r->stats;
   std::fprintf(stderr,

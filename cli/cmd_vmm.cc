@@ -28,15 +28,6 @@ struct RestoreFlags {
   bool no_verify = false;
 };
 
-// The guest console goes to stdout, one line at a time, flushed so pipes see it at once.
-hypervisor::ConsoleSink StdoutSink() {
-  return [](std::string_view line) {
-    std::fwrite(line.data(), 1, line.size(), stdout);
-    std::fputc('\n', stdout);
-    std::fflush(stdout);
-  };
-}
-
 int Fail(const Status& st) {
   std::fprintf(stderr, "ferry: %s\n", st.message().c_str());
   return kExitError;
@@ -57,7 +48,7 @@ int DoRun(const RunFlags& f) {
     }
     config.guest_args += (config.guest_args.empty() ? "" : " ") + a;
   }
-  auto vm = hypervisor::Vm::Boot(config, StdoutSink());
+  auto vm = hypervisor::Vm::Boot(config, StdoutConsole());
   if (!vm.ok()) return Fail(vm.status());
   return RunVmm(std::move(vm).value(), VmmOptions{f.api, false});
 }
@@ -69,7 +60,7 @@ int DoRestore(const RestoreFlags& f) {
   std::fprintf(stderr, "ferry: restored %s: %llu MiB RAM (%llu data chunks) in %.1f ms\n", f.file.c_str(),
                static_cast<unsigned long long>(s.ram_bytes >> 20), static_cast<unsigned long long>(s.data_chunks),
                s.elapsed_ns / 1e6);
-  auto vm = hypervisor::Vm::FromState(loaded->state, std::move(loaded->memory), StdoutSink());
+  auto vm = hypervisor::Vm::FromState(loaded->state, std::move(loaded->memory), StdoutConsole());
   if (!vm.ok()) return Fail(vm.status().Annotate("restore"));
   return RunVmm(std::move(vm).value(), VmmOptions{f.api, !f.no_verify});
 }

@@ -13,41 +13,41 @@ namespace ferry::cli {
 
 using hypervisor::RunState;
 
-namespace {
+hypervisor::ConsoleSink StdoutConsole() {
+  return [](std::string_view line) {
+    std::fwrite(line.data(), 1, line.size(), stdout);
+    std::fputc('\n', stdout);
+    std::fflush(stdout);
+  };
+}
 
-// Blocks SIGINT/SIGTERM in every thread and waits for them on one, stopping the VM.
-class SignalWatcher {
- public:
-  explicit SignalWatcher(hypervisor::Vm* vm) {
-    sigemptyset(&set_);
-    sigaddset(&set_, SIGINT);
-    sigaddset(&set_, SIGTERM);
-    sigaddset(&set_, SIGHUP);
-    pthread_sigmask(SIG_BLOCK, &set_, nullptr);
-    thread_ = std::thread([this, vm] {
-      int sig = 0;
-      sigwait(&set_, &sig);
-      if (done_) return;
-      FERRY_LOG_WARN("signal %d: stopping the VM", sig);
-      vm->Stop();
-    });
-  }
-  ~SignalWatcher() {
-    done_ = true;
-    pthread_kill(thread_.native_handle(), SIGTERM);
-    thread_.join();
-  }
+SignalWatcher::SignalWatcher(std::function<void()> on_signal) {
+  sigemptyset(&set_);
+  sigaddset(&set_, SIGINT);
+  sigaddset(&set_, SIGTERM);
+  sigaddset(&set_, SIGHUP);
+  pthread_sigmask(SIG_BLOCK, &set_, nullptr);
+  thread_ = std::thread([this, on_signal = std::move(on_signal)] {
+    int sig = 0;
+    sigwait(&set_, &sig);
+    if (done_) return;
+    FERRY_LOG_WARN("signal %d", sig);
+    on_signal();
+  });
+}
 
- private:
-  sigset_t set_;
-  std::atomic<bool> done_{false};
-  std::thread thread_;
-};
-
-}  // namespace
+SignalWatcher::~SignalWatcher() {
+  done_ = true;
+  pthread_kill(thread_.native_handle(), SIGTERM);
+  thread_.join();
+}
 
 int RunVmm(std::unique_ptr<hypervisor::Vm> vm, const VmmOptions& options) {
-  SignalWatcher signals(vm.get());  // before any thread starts, so all inherit the mask
+  // Before any thread starts, so all inherit the mask.
+  SignalWatcher signals([&vm] {
+    FERRY_LOG_WARN("stopping the VM");
+    vm->Stop();
+  });
   std::unique_ptr<ApiServer> api;
   if (!options.api_path.empty()) {
     auto server = ApiServer::Start(options.api_path, [&vm](const nlohmann::json& r, const ApiEmit& emit) { return HandleApiRequest(*vm, r, emit); });

@@ -3,8 +3,13 @@
 // Used by `ferry run` and `ferry restore`. Owns the Vm and the ApiServer; Run() blocks.
 #pragma once
 
+#include <signal.h>
+
+#include <atomic>
+#include <functional>
 #include <memory>
 #include <string>
+#include <thread>
 
 #include <nlohmann/json.hpp>
 
@@ -25,6 +30,24 @@ inline constexpr int kExitError = 1;       // a Ferry error (bad flag, bad file,
 inline constexpr int kExitUsage = 2;       // command-line syntax
 inline constexpr int kExitGuestCrash = 3;  // triple fault, panic, bad hypercall
 inline constexpr int kExitIndeterminate = 4;  // a migration's commit went unanswered: the VM stays paused
+
+// The guest console on stdout, one line at a time, flushed so pipes see it at once.
+hypervisor::ConsoleSink StdoutConsole();
+
+// Blocks SIGINT/SIGTERM/SIGHUP in every thread started after it and, on one of them, calls
+// `on_signal` once from its own thread. Construct it before any other thread starts.
+class SignalWatcher {
+ public:
+  explicit SignalWatcher(std::function<void()> on_signal);
+  ~SignalWatcher();
+  SignalWatcher(const SignalWatcher&) = delete;
+  SignalWatcher& operator=(const SignalWatcher&) = delete;
+
+ private:
+  sigset_t set_;
+  std::atomic<bool> done_{false};
+  std::thread thread_;
+};
 
 // Runs `vm` until it exits; returns the process exit code (the guest's own code if it shut
 // down cleanly, kExitGuestCrash if it crashed).

@@ -1,5 +1,8 @@
 #include "ferry/hypervisor/vm.h"
 
+#include <chrono>
+#include <thread>
+
 #include "boot_layout.h"
 #include "ferry/base/clock.h"
 #include "ferry/hypervisor/elf_loader.h"
@@ -69,6 +72,26 @@ bool Vm::WaitForExitFor(uint64_t timeout_ms, VmExit* exit) { return core_->WaitF
 RunState Vm::state() const { return core_->state(); }
 GuestReport Vm::LastReport() const { return core_->LastReport(); }
 std::string Vm::LastConsoleLine() const { return core_->console().LastLine(); }
+Result<Verification> AwaitVerification(Vm& vm, uint64_t target, uint64_t timeout_ms) {
+  const uint64_t deadline = MonotonicNs() + timeout_ms * 1000000;
+  while (MonotonicNs() < deadline) {
+    GuestReport r = vm.LastReport();
+    auto seq = r.fields.find("verify_seq");
+    if (seq == r.fields.end()) {
+      if (r.seq != 0) return Unsupported("the guest does not report verification (is it memcheck?)");
+    } else if (r.fields.count("verify_pages") && std::stoull(seq->second) >= target) {
+      bool passed = r.fields["verdict"] == "ok" && r.fields["verify_errors"] == "0";
+      return Verification{passed, std::move(r)};
+    }
+    RunState s = vm.state();
+    if (s == RunState::kCrashed || s == RunState::kShutdown || s == RunState::kStopped) {
+      return Status(ErrorCode::kAborted, "the guest ended during verification");
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  }
+  return Timeout("the guest did not report its verification within " + std::to_string(timeout_ms) + " ms");
+}
+
 uint64_t Vm::GuestNs() const { return core_->clock().GuestNs(); }
 KvmDirtyLog& Vm::dirty_log() { return core_->dirty_log(); }
 Status Vm::SetThrottle(int index, uint32_t percent) { return core_->SetThrottle(index, percent); }

@@ -20,24 +20,6 @@ namespace {
 using hypervisor::Vm;
 double Ms(uint64_t ns) { return ns / 1e6; }
 
-// Waits for the guest's answer to a verify event (memcheck reports verify_seq when every
-// vCPU finished a full pass for it).
-VerifyResult AwaitVerification(Vm& vm, uint64_t target, uint64_t timeout_ms) {
-  uint64_t deadline = MonotonicNs() + timeout_ms * 1000000;
-  while (MonotonicNs() < deadline) {
-    auto r = vm.LastReport();
-    auto seq = r.fields.find("verify_seq");
-    if (seq == r.fields.end()) {
-      if (r.seq != 0) return {false, "the guest does not report verification (is it memcheck?)"};
-    } else if (std::stoull(seq->second) >= target) {
-      return {r.fields["verdict"] == "ok" && r.fields["verify_errors"] == "0", r.text};
-    }
-    if (vm.state() != hypervisor::RunState::kRunning) return {false, "the guest stopped during verification"};
-    std::this_thread::sleep_for(std::chrono::milliseconds(5));
-  }
-  return {false, "the guest did not report its verification in time"};
-}
-
 // A control message other than state or sync while pages flow: the source's abort or error
 // (with its reason), or a protocol violation.
 std::string DescribeUnexpected(const Frame& f) {
@@ -286,7 +268,8 @@ Result<Received> DestMigration::Run() {
   stats_.wire_bytes += control_->bytes_received();
   (void)control_->Send(MsgType::kStarted, EncodeStarted(started));  // the guest runs either way
   if (begin_.verify) {
-    VerifyResult vr = AwaitVerification(**vm, verify_target, 120000);
+    auto v = hypervisor::AwaitVerification(**vm, verify_target, 120000);
+    VerifyResult vr = v.ok() ? VerifyResult{v->passed, v->report.text} : VerifyResult{false, v.status().message()};
     stats_.verified = true;
     stats_.verify_passed = vr.passed;
     (void)control_->Send(MsgType::kVerifyResult, EncodeVerifyResult(vr));

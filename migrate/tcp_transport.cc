@@ -55,8 +55,10 @@ bool IsLocalLoopback(const asio::ip::address& peer) {
   return local;
 }
 
-// Runs `io` until `done` or the deadline; on the deadline cancels and drains the operation.
-bool RunUntil(asio::io_context& io, const bool& done, uint64_t timeout_ms, tcp::socket* socket) {
+// Runs `io` until `done` or the deadline (0: none); on the deadline cancels the operation
+// pending on `object` (a socket or an acceptor) and drains it.
+template <typename Cancellable>
+bool RunUntil(asio::io_context& io, const bool& done, uint64_t timeout_ms, Cancellable& object) {
   io.restart();
   if (timeout_ms == 0) {
     while (!done && io.run_one() > 0) {}
@@ -66,7 +68,7 @@ bool RunUntil(asio::io_context& io, const bool& done, uint64_t timeout_ms, tcp::
   }
   if (done) return true;
   boost::system::error_code ignored;
-  if (socket) socket->cancel(ignored);
+  object.cancel(ignored);
   io.restart();
   io.run();
   return false;
@@ -95,7 +97,7 @@ class TcpConnection final : public Connection {
     bool done = false;
     boost::system::error_code ec;
     asio::async_write(socket_, bufs, [&](const boost::system::error_code& e, size_t) { ec = e; done = true; });
-    if (!RunUntil(*io_, done, timeout_ms, &socket_)) {
+    if (!RunUntil(*io_, done, timeout_ms, socket_)) {
       return Timeout("send to " + peer_ + ": the peer accepted no data for " + std::to_string(timeout_ms) + " ms");
     }
     if (ec) return IoError("send to " + peer_, ec);
@@ -112,7 +114,7 @@ class TcpConnection final : public Connection {
       got = n;
       done = true;
     });
-    if (!RunUntil(*io_, done, timeout_ms, &socket_)) {
+    if (!RunUntil(*io_, done, timeout_ms, socket_)) {
       return Timeout("receive from " + peer_ + ": nothing arrived for " + std::to_string(timeout_ms) + " ms");
     }
     if (ec == asio::error::eof && got > 0) {
@@ -153,18 +155,7 @@ class TcpListener final : public Listener {
     bool done = false;
     boost::system::error_code ec;
     acceptor_.async_accept(socket, [&](const boost::system::error_code& e) { ec = e; done = true; });
-    io_->restart();
-    if (timeout_ms == 0) {
-      while (!done && io_->run_one() > 0) {}
-    } else {
-      auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(timeout_ms);
-      while (!done && io_->run_one_until(deadline) > 0) {}
-    }
-    if (!done) {
-      boost::system::error_code ignored;
-      acceptor_.cancel(ignored);
-      io_->restart();
-      io_->run();
+    if (!RunUntil(*io_, done, timeout_ms, acceptor_)) {
       if (!ec || ec == asio::error::operation_aborted) {
         return closed_ ? Status(ErrorCode::kAborted, "listener closed")
                        : Timeout("no peer connected within " + std::to_string(timeout_ms) + " ms");
@@ -249,7 +240,7 @@ Result<std::unique_ptr<Connection>> ConnectTcp(const Endpoint& to, uint64_t time
   bool done = false;
   socket.async_connect(ep, [&](const boost::system::error_code& e) { ec = e; done = true; });
   std::string where = to.host + ":" + std::to_string(to.port);
-  if (!RunUntil(*io, done, timeout_ms, &socket)) return Timeout("connect to " + where + ": no answer");
+  if (!RunUntil(*io, done, timeout_ms, socket)) return Timeout("connect to " + where + ": no answer");
   if (ec == asio::error::connection_refused) {
     return Status(ErrorCode::kIo, "connect to " + where + ": connection refused (is `ferry incoming` listening?)");
   }

@@ -48,7 +48,7 @@ def _cpu(pid):
     return _ticks(f"/proc/{pid}/stat"), vcpu
 
 
-def _api(sock, op):
+def _status(sock):
     out = subprocess.run([FERRY, "status", "--api", sock, "--json"], capture_output=True, text=True, timeout=10)
     return json.loads(out.stdout) if out.returncode == 0 else None
 
@@ -56,11 +56,11 @@ def _api(sock, op):
 def _guest_window_pause(sock):
     """The dirtier's longest pause in its first report window on the destination, which holds
     the migration's pause as the guest's own loop saw it (QEMU's guest reports the same)."""
-    first = _api(sock, "status")
+    first = _status(sock)
     seen = first["report"]["text"] if first else ""
     end = time.monotonic() + 5
     while time.monotonic() < end:
-        st = _api(sock, "status")
+        st = _status(sock)
         if st and st["report"]["text"] != seen and "window_max_pause_us" in st["report"]["fields"]:
             return int(st["report"]["fields"]["window_max_pause_us"]) / 1000
         time.sleep(0.05)
@@ -89,7 +89,7 @@ def run_ferry_migration(mem_mib, dirty_mbps, workdir, link):
         procs.append(dst)
         end = time.monotonic() + 30
         while time.monotonic() < end:
-            st = _api(f"{tmp}/src.sock", "status")
+            st = _status(f"{tmp}/src.sock")
             with open(f"{tmp}/dst.err") as f:
                 listening = re.search(r"listening on (\S+)", f.read())
             if st and "achieved_mbps" in st["report"]["fields"] and listening:

@@ -116,4 +116,14 @@ class Vm {
   std::unique_ptr<VmCore> core_;  // KVM handles, vCPUs, devices, run-state machine
 };
 
+// The guest's answer to verify request `target` (from RequestVerify): memcheck reports
+// verify_seq once every vCPU has finished a full pass for it; passed means verdict=ok and no
+// verify errors. An error if the guest does not report verification, ends, or does not
+// answer within timeout_ms. Polls the guest's report; any thread.
+struct Verification {
+  bool passed = false;
+  GuestReport report;
+};
+Result<Verification> AwaitVerification(Vm& vm, uint64_t target, uint64_t timeout_ms);
+
 }  // namespace ferry::hypervisor

@@ -50,7 +50,7 @@ class Incoming {
   ~Incoming();
   std::string address() const;  // what was bound, e.g. "127.0.0.1:4410"
   Result<Received> Receive();
-  void Cancel();  // any thread: wakes Receive, which fails
+  void Cancel();  // any thread: stops listening; a Receive waiting for a peer fails
 
  private:
   Incoming(const IncomingOptions& options, std::unique_ptr<Listener> listener);
