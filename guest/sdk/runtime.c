@@ -15,13 +15,16 @@ uint32_t fg_vcpu_id(void) {
   return (uint32_t)((kBoot->mem_bytes - rsp) / FERRY_STACK_BYTES);
 }
 
-static uint64_t hypercall(uint32_t nr, uint64_t a0, uint64_t a1) {
+uint64_t fg_hypercall(uint32_t nr, uint64_t a0, uint64_t a1, uint64_t a2) {
   struct ferry_hcall_block* b = &kBlocks[fg_vcpu_id()];
   b->args[0] = a0;
   b->args[1] = a1;
+  b->args[2] = a2;
   __asm__ volatile("outl %%eax, %%dx" : : "a"(nr), "d"((uint16_t)FERRY_PORT_HYPERCALL) : "memory");
   return b->ret;
 }
+
+static uint64_t hypercall(uint32_t nr, uint64_t a0, uint64_t a1) { return fg_hypercall(nr, a0, a1, 0); }
 
 void fg_console_write(const char* s, size_t len) { hypercall(FERRY_HC_CONSOLE_WRITE, (uint64_t)s, len); }
 
@@ -72,9 +75,17 @@ uint64_t fg_now_ns(void) {
 uint64_t fg_verify_seq(void) { return kShared->verify_seq; }
 uint64_t fg_stop_seq(void) { return kShared->stop_seq; }
 
-void fg_wait(uint64_t timeout_ns) {
-  hypercall(FERRY_HC_WAIT, timeout_ns, kShared->verify_seq + kShared->stop_seq);
+uint64_t fg_event_count(void) {
+  uint64_t n = kShared->verify_seq + kShared->stop_seq + kShared->irq_seq;
+  __atomic_thread_fence(__ATOMIC_ACQUIRE);
+  return n;
 }
+
+void fg_wait_events(uint64_t seen, uint64_t timeout_ns) { hypercall(FERRY_HC_WAIT, timeout_ns, seen); }
+
+void fg_wait(uint64_t timeout_ns) { fg_wait_events(fg_event_count(), timeout_ns); }
+
+const volatile struct ferry_shared_page* fg_shared(void) { return kShared; }
 
 static const char* find_arg(const char* key) {
   size_t klen = strlen(key);

@@ -33,6 +33,15 @@ void fg_panic(const char* fmt, ...) __attribute__((noreturn, format(printf, 1, 2
 uint64_t fg_now_ns(void);
 /* Blocks up to timeout_ns or until the VMM raises an event; may return early. */
 void fg_wait(uint64_t timeout_ns);
+/* Sleeps until the event sum differs from `seen` (from fg_event_count(), read before the
+ * caller looked at its rings, so no completion is missed) or timeout_ns passes. */
+uint64_t fg_event_count(void);
+void fg_wait_events(uint64_t seen, uint64_t timeout_ns);
+/* The VMM's shared page: clock, event counters, device presence (guest_abi.h). */
+const volatile struct ferry_shared_page* fg_shared(void);
+/* A raw hypercall (guest_abi.h); returns the block's ret. */
+uint64_t fg_hypercall(uint32_t nr, uint64_t a0, uint64_t a1, uint64_t a2);
+
 /* Event counters in the shared page, bumped by the VMM. */
 uint64_t fg_verify_seq(void);
 uint64_t fg_stop_seq(void);
