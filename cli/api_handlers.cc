@@ -23,6 +23,25 @@ json ReportJson(const hypervisor::GuestReport& r) {
   return {{"seq", r.seq}, {"text", r.text}, {"fields", fields}};
 }
 
+json DevicesJson(const hypervisor::DeviceReport& d) {
+  json out = json::object();
+  if (d.has_disk) {
+    const auto& b = d.block;
+    out["disk"] = {{"path", d.disk_path}, {"sectors", d.disk_sectors}, {"reads", b.reads}, {"writes", b.writes},
+                   {"flushes", b.flushes}, {"bytes_read", b.bytes_read}, {"bytes_written", b.bytes_written},
+                   {"bad_requests", b.bad_requests}, {"io_errors", b.io_errors}};
+  }
+  if (d.has_nic) {
+    const auto& n = d.net;
+    out["nic"] = {{"tap", d.tap}, {"mac", hypervisor::FormatMac(d.mac)},
+                  {"guest_ip", d.guest_ip ? json(hypervisor::FormatIpv4(d.guest_ip)) : json(nullptr)},
+                  {"rx_frames", n.rx_frames}, {"rx_bytes", n.rx_bytes}, {"rx_bad_buffers", n.rx_bad_buffers},
+                  {"tx_frames", n.tx_frames}, {"tx_bytes", n.tx_bytes}, {"tx_dropped", n.tx_dropped},
+                  {"tx_bad", n.tx_bad}, {"tx_spoofed", n.tx_spoofed}, {"announcements", n.announcements}};
+  }
+  return out;
+}
+
 json StatusJson(hypervisor::Vm& vm) {
   const auto& c = vm.config();
   return {{"ok", true},
@@ -35,7 +54,8 @@ json StatusJson(hypervisor::Vm& vm) {
           {"uptime_ms", (MonotonicNs() - vm.boot_host_ns()) / 1000000},
           {"guest_time_ns", vm.GuestNs()},
           {"console_last_line", vm.LastConsoleLine()},
-          {"report", ReportJson(vm.LastReport())}};
+          {"report", ReportJson(vm.LastReport())},
+          {"devices", DevicesJson(vm.Devices())}};
 }
 
 json Snapshot(hypervisor::Vm& vm, const json& req) {

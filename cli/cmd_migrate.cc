@@ -6,6 +6,7 @@
 
 #include "api_client.h"
 #include "commands.h"
+#include "device_flags.h"
 #include "ferry/base/units.h"
 #include "ferry/migrate/incoming.h"
 #include "vmm_host.h"
@@ -19,6 +20,7 @@ struct IncomingFlags {
   std::string listen;
   std::string key;
   std::string api;
+  DeviceFlags devices;
   double accept_timeout_s = 0;
 };
 
@@ -48,6 +50,9 @@ int DoIncoming(const IncomingFlags& f) {
   o.listen = f.listen;
   o.accept_timeout_ms = static_cast<uint64_t>(f.accept_timeout_s * 1000);
   o.console = StdoutConsole();
+  auto overrides = f.devices.Overrides();
+  if (!overrides.ok()) return Fail(overrides.status().message());
+  o.devices = *overrides;
   if (!f.key.empty()) {
     auto key = migrate::LoadKey(f.key);
     if (!key.ok()) return Fail(key.status().message());
@@ -146,6 +151,7 @@ void AddMigrateCommands(CLI::App& app, CommandFn* selected) {
   incoming->add_option("--listen", in->listen, "HOST:PORT to listen on (port 0: any; the bound address is printed)")->required();
   incoming->add_option("--key", in->key, "Shared key file (owner-only); without it only loopback sources are accepted");
   incoming->add_option("--api", in->api, "Serve the migrated VM's JSON API on this unix socket");
+  AddDeviceFlags(incoming, &in->devices);
   incoming->add_option("--accept-timeout-s", in->accept_timeout_s, "Give up if no source connects in time (0: wait)");
   incoming->callback([selected, in] { *selected = [in] { return DoIncoming(*in); }; });
 

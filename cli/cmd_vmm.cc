@@ -4,6 +4,7 @@
 #include <memory>
 
 #include "commands.h"
+#include "device_flags.h"
 #include "ferry/base/clock.h"
 #include "ferry/base/units.h"
 #include "ferry/hypervisor/snapshot.h"
@@ -19,12 +20,14 @@ struct RunFlags {
   uint32_t vcpus = 1;
   uint32_t dirty_ring = 0;
   std::string api;
+  DeviceFlags devices;
   std::vector<std::string> guest_args;
 };
 
 struct RestoreFlags {
   std::string file;
   std::string api;
+  DeviceFlags devices;
   bool no_verify = false;
 };
 
@@ -42,6 +45,10 @@ int DoRun(const RunFlags& f) {
   config.vcpus = f.vcpus;
   config.dirty_ring_entries = f.dirty_ring;
   config.guest_path = f.guest;
+  config.devices.disk_path = f.devices.disk;
+  if (!f.devices.net.empty()) {
+    if (Status st = ParseNetSpec(f.devices.net, true, &config.devices); !st.ok()) return Fail(st);
+  }
   for (const auto& a : f.guest_args) {
     if (a.find('=') == std::string::npos || a.find(' ') != std::string::npos) {
       return Fail(InvalidArgument("guest argument '" + a + "' must be a key=value word"));
@@ -60,6 +67,9 @@ int DoRestore(const RestoreFlags& f) {
   std::fprintf(stderr, "ferry: restored %s: %llu MiB RAM (%llu data chunks) in %.1f ms\n", f.file.c_str(),
                static_cast<unsigned long long>(s.ram_bytes >> 20), static_cast<unsigned long long>(s.data_chunks),
                s.elapsed_ns / 1e6);
+  auto overrides = f.devices.Overrides();
+  if (!overrides.ok()) return Fail(overrides.status());
+  overrides->ApplyTo(&loaded->state.config.devices);
   auto vm = hypervisor::Vm::FromState(loaded->state, std::move(loaded->memory), StdoutConsole());
   if (!vm.ok()) return Fail(vm.status().Annotate("restore"));
   return RunVmm(std::move(vm).value(), VmmOptions{f.api, !f.no_verify});
@@ -77,6 +87,7 @@ void AddVmmCommands(CLI::App& app, CommandFn* selected) {
   run->add_option("--dirty-ring", run_flags->dirty_ring,
                   "Track dirty pages with per-vCPU KVM dirty rings of N entries (power of two >= 256) "
                   "instead of the dirty bitmap");
+  AddDeviceFlags(run, &run_flags->devices);
   run->add_option("guest_args", run_flags->guest_args, "key=value words for the guest, after --");
   run->callback([selected, run_flags] { *selected = [run_flags] { return DoRun(*run_flags); }; });
 
@@ -84,6 +95,7 @@ void AddVmmCommands(CLI::App& app, CommandFn* selected) {
   CLI::App* restore = app.add_subcommand("restore", "Start a VM from a snapshot file and run it in the foreground");
   restore->add_option("--file", restore_flags->file, "Snapshot file")->required();
   restore->add_option("--api", restore_flags->api, "Serve the JSON control API on this unix socket");
+  AddDeviceFlags(restore, &restore_flags->devices);
   restore->add_flag("--no-verify", restore_flags->no_verify, "Do not ask the guest to verify itself after restore");
   restore->callback([selected, restore_flags] { *selected = [restore_flags] { return DoRestore(*restore_flags); }; });
 }

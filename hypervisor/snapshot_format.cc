@@ -81,7 +81,13 @@ Status DecodeConfig(std::span<const uint8_t> p, VmConfig* c) {
   d.GetU32(&c->vcpus);
   d.GetString(&c->guest_path, 4096);
   d.GetString(&c->guest_args, FERRY_MAX_ARGS);
+  d.GetString(&c->devices.disk_path, 4096);
+  d.GetString(&c->devices.tap, 15);  // IFNAMSIZ - 1
+  d.GetString(&c->devices.bridge, 15);
+  std::span<const uint8_t> mac;
+  d.GetBytes(6, &mac);
   if (!d.ok() || d.remaining() != 0) return Corrupt("config section is malformed");
+  std::copy(mac.begin(), mac.end(), c->devices.mac.begin());
   if (c->mem_bytes == 0 || c->mem_bytes > kMaxMemBytes || c->mem_bytes % (2u << 20) != 0) {
     return Corrupt("config section has an invalid memory size");
   }
@@ -93,6 +99,8 @@ Status DecodeDevices(std::span<const uint8_t> p, VmState* s) {
   Decoder d(p);
   FERRY_RETURN_IF_ERROR(DecodeConsoleState(d, &s->console));
   FERRY_RETURN_IF_ERROR(DecodeClockState(d, &s->clock));
+  FERRY_RETURN_IF_ERROR(DecodeBlockState(d, &s->block));
+  FERRY_RETURN_IF_ERROR(DecodeNetState(d, &s->net));
   if (!d.GetString(&s->guest_report, 4096)) return Corrupt("devices section: bad guest report");
   if (d.remaining() != 0) return Corrupt("devices section has trailing bytes");
   return Status::Ok();
@@ -124,6 +132,10 @@ std::vector<uint8_t> EncodeConfig(const VmConfig& c) {
   e.PutU32(c.vcpus);
   e.PutString(c.guest_path);
   e.PutString(c.guest_args);
+  e.PutString(c.devices.disk_path);
+  e.PutString(c.devices.tap);
+  e.PutString(c.devices.bridge);
+  e.PutBytes(c.devices.mac);
   return e.Take();
 }
 
@@ -131,6 +143,8 @@ std::vector<uint8_t> EncodeDevices(const VmState& state) {
   Encoder e;
   EncodeConsoleState(state.console, e);
   EncodeClockState(state.clock, e);
+  EncodeBlockState(state.block, e);
+  EncodeNetState(state.net, e);
   e.PutString(state.guest_report);
   return e.Take();
 }

@@ -14,7 +14,8 @@
 namespace ferry::hypervisor::snapshot {
 
 inline constexpr uint8_t kMagic[8] = {'F', 'E', 'R', 'R', 'Y', 'S', 'N', 'P'};
-inline constexpr uint32_t kVersion = 1;
+// Version 2 added the device configuration (config) and the block and net states (devices).
+inline constexpr uint32_t kVersion = 2;
 inline constexpr size_t kFileHeaderSize = 32;
 inline constexpr size_t kSectionHeaderSize = 24;
 inline constexpr uint32_t kChunkBytes = 64 * 1024;

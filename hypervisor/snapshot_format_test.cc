@@ -28,7 +28,14 @@ class SnapshotFormatTest : public ::testing::Test {
     for (uint64_t off = 0; off < kMem; off += 3 * snapshot::kChunkBytes) {
       for (uint64_t i = 0; i < 512; ++i) memory_->host()[off + i * 8] = static_cast<uint8_t>(rng());
     }
-    state_.config = VmConfig{kMem, 2, "guest.elf", "a=1 b=2"};
+    state_.config.mem_bytes = kMem;
+    state_.config.vcpus = 2;
+    state_.config.guest_path = "guest.elf";
+    state_.config.guest_args = "a=1 b=2";
+    state_.config.devices = DeviceConfig{"/srv/disk.img", "ftap", "gbr", {0x02, 0xfe, 1, 2, 3, 4}};
+    state_.block = BlockState{true, 8192, QueueState{0x400040, 64, 1000, false}};
+    state_.net = NetState{true, {0x02, 0xfe, 1, 2, 3, 4}, 0x7f1f0064, QueueState{0x401000, 64, 7, false},
+                          QueueState{0x402000, 32, 9, true}};
     for (uint32_t i = 0; i < 2; ++i) {
       VcpuState v;
       v.index = i;
@@ -79,6 +86,17 @@ TEST_F(SnapshotFormatTest, RoundTripsStateAndMemory) {
   EXPECT_EQ(loaded->state.vcpus[1].regs.rip, 0x400001u);
   EXPECT_EQ(loaded->state.console.partial_line, "partial");
   EXPECT_EQ(loaded->state.clock.guest_ns, 123456789u);
+  const auto& d = loaded->state.config.devices;
+  EXPECT_EQ(d.disk_path, "/srv/disk.img");
+  EXPECT_EQ(d.tap, "ftap");
+  EXPECT_EQ(d.bridge, "gbr");
+  EXPECT_EQ(d.mac[5], 4);
+  EXPECT_TRUE(loaded->state.block.present);
+  EXPECT_EQ(loaded->state.block.sectors, 8192u);
+  EXPECT_EQ(loaded->state.block.queue.next, 1000u);
+  EXPECT_EQ(loaded->state.net.guest_ip, 0x7f1f0064u);
+  EXPECT_EQ(loaded->state.net.rx.ring_gpa, 0x401000u);
+  EXPECT_TRUE(loaded->state.net.tx.broken);
   EXPECT_EQ(std::memcmp(loaded->memory.host(), memory_->host(), kMem), 0);
   EXPECT_GT(loaded->stats.zero_chunks, 0u) << "zero chunks are skipped in the file";
 }

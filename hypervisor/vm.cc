@@ -29,7 +29,11 @@ Result<std::unique_ptr<Vm>> Vm::Boot(const VmConfig& config, ConsoleSink sink) {
   BootParams params{config.mem_bytes, config.vcpus, config.guest_args, image.entry, image.image_end};
   FERRY_RETURN_IF_ERROR(WriteBootStructures(params, memory));
 
-  std::unique_ptr<Vm> vm(new Vm(config, std::move(memory), std::move(sink)));
+  VmConfig effective = config;
+  if (!effective.devices.tap.empty() && effective.devices.mac == std::array<uint8_t, 6>{}) {
+    effective.devices.mac = GenerateMac();  // chosen once; snapshots and migrations keep it
+  }
+  std::unique_ptr<Vm> vm(new Vm(effective, std::move(memory), std::move(sink)));
   FERRY_RETURN_IF_ERROR(vm->core_->Init());
   kvm_sregs sregs{};
   FERRY_RETURN_IF_ERROR(sys::Ioctl(vm->core_->vcpu(0).fd(), KVM_GET_SREGS, &sregs, "KVM_GET_SREGS"));
@@ -54,6 +58,7 @@ Result<std::unique_ptr<Vm>> Vm::FromState(const VmState& state, GuestMemory memo
     if (vs.index >= state.config.vcpus) return InvalidArgument("saved vCPU index out of range");
     FERRY_RETURN_IF_ERROR(vm->core_->vcpu(vs.index).RestoreState(vs).Annotate("vCPU " + std::to_string(vs.index)));
   }
+  FERRY_RETURN_IF_ERROR(vm->core_->RestoreDevices(state));
   vm->core_->console().Restore(state.console);
   if (!state.guest_report.empty()) vm->core_->StoreReport(state.guest_report);
   FERRY_RETURN_IF_ERROR(vm->core_->clock().Publish(vm->memory_, vm->core_->vcpu(0).fd(), PvClock::ResumeNs(state.clock)));
@@ -71,6 +76,7 @@ VmExit Vm::WaitForExit() { return core_->WaitForExit(); }
 bool Vm::WaitForExitFor(uint64_t timeout_ms, VmExit* exit) { return core_->WaitForExitFor(timeout_ms, exit); }
 RunState Vm::state() const { return core_->state(); }
 GuestReport Vm::LastReport() const { return core_->LastReport(); }
+DeviceReport Vm::Devices() const { return core_->Devices(); }
 std::string Vm::LastConsoleLine() const { return core_->console().LastLine(); }
 Result<Verification> AwaitVerification(Vm& vm, uint64_t target, uint64_t timeout_ms) {
   const uint64_t deadline = MonotonicNs() + timeout_ms * 1000000;

@@ -41,6 +41,7 @@ VmCore::~VmCore() {
   Stop();
   JoinAll();
   if (throttle_thread_.joinable()) throttle_thread_.join();
+  net_.reset();  // joins the receive thread, which raises events through this object
 }
 
 Status VmCore::Init() {
@@ -63,7 +64,7 @@ Status VmCore::Init() {
   for (auto& v : vcpus_) vcpu_fds.push_back(v->fd());
   FERRY_ASSIGN_OR_RETURN(dirty_log_, KvmDirtyLog::Create(slot, vcpu_fds, ring_entries));
   throttle_pct_ = std::make_unique<std::atomic<uint32_t>[]>(vcpus_.size());
-  return Status::Ok();
+  return OpenDevices();
 }
 
 Status VmCore::Start() {
@@ -72,6 +73,10 @@ Status VmCore::Start() {
   state_ = RunState::kRunning;
   threads_alive_ = static_cast<uint32_t>(vcpus_.size());
   for (auto& v : vcpus_) v->StartThread();
+  if (net_) {
+    net_->Start();
+    if (announce_on_start_) net_->Announce();  // the guest moved here: tell the switches
+  }
   return Status::Ok();
 }
 
@@ -102,6 +107,8 @@ Result<PauseStats> VmCore::Pause() {
     return Timeout("vCPUs did not pause within 5 s");
   }
   state_ = RunState::kPaused;
+  lock.unlock();
+  QuiesceDevices();
   return PauseStats{MonotonicNs() - t0};
 }
 
@@ -113,6 +120,7 @@ Status VmCore::Resume() {
   UpdateParkPendingLocked();
   state_ = RunState::kRunning;
   cv_.notify_all();
+  if (net_) net_->Release();
   return Status::Ok();
 }
 
@@ -140,6 +148,8 @@ Result<VmState> VmCore::SaveState() {
   }
   s.console = console_.Save();
   s.clock = clock_.Save();
+  if (block_) s.block = block_->Save();
+  if (net_) s.net = net_->Save();
   s.guest_report = LastReport().text;
   return s;
 }
@@ -181,10 +191,19 @@ uint64_t VmCore::BumpEvent(bool verify) {
   return value;
 }
 
+void VmCore::RaiseIrq() {
+  auto* page = reinterpret_cast<ferry_shared_page*>(vm_->memory().host() + FERRY_GPA_SHARED);
+  std::lock_guard lock(mu_);
+  std::atomic_ref<uint64_t>(page->irq_seq).fetch_add(1);
+  vm_->memory().MarkDirty(FERRY_GPA_SHARED, sizeof(ferry_shared_page));
+  cv_.notify_all();
+}
+
 uint64_t VmCore::WaitForEvent(uint32_t, uint64_t timeout_ns, uint64_t seen_events) {
   auto* page = reinterpret_cast<ferry_shared_page*>(vm_->memory().host() + FERRY_GPA_SHARED);
   auto current = [&] {
-    return std::atomic_ref<uint64_t>(page->verify_seq).load() + std::atomic_ref<uint64_t>(page->stop_seq).load();
+    return std::atomic_ref<uint64_t>(page->verify_seq).load() + std::atomic_ref<uint64_t>(page->stop_seq).load() +
+           std::atomic_ref<uint64_t>(page->irq_seq).load();
   };
   std::unique_lock lock(mu_);
   timeout_ns = std::min<uint64_t>(timeout_ns, 10'000'000'000ull);

@@ -11,10 +11,12 @@
 #include <mutex>
 #include <vector>
 
+#include "block_device.h"
 #include "console.h"
 #include "ferry/hypervisor/kvm_dirty_log.h"
 #include "ferry/hypervisor/vm.h"
 #include "kvm_sys.h"
+#include "net_device.h"
 #include "pvclock.h"
 #include "vcpu.h"
 
@@ -25,8 +27,11 @@ class VmCore : public VcpuHost {
   VmCore(Vm* vm, ConsoleSink sink);
   ~VmCore() override;
 
-  // Creates the KVM VM, registers memory, creates vCPUs.
+  // Creates the KVM VM, registers memory, creates vCPUs, opens the PV devices' backends.
   Status Init();
+  // Re-attaches the devices to their saved state (restore, migration); before Start().
+  Status RestoreDevices(const VmState& state);
+  DeviceReport Devices() const;
   Vcpu& vcpu(size_t i) { return *vcpus_[i]; }
   KvmDirtyLog& dirty_log() { return *dirty_log_; }
   Status SetThrottle(int index, uint32_t percent);
@@ -40,6 +45,7 @@ class VmCore : public VcpuHost {
   Result<VmState> SaveState();
   void Stop();
   uint64_t BumpEvent(bool verify);  // returns the bumped counter's new value
+  void RaiseIrq();                  // a device completed descriptors: wake waiting vCPUs
   VmExit WaitForExit();
   bool WaitForExitFor(uint64_t timeout_ms, VmExit* exit);
   RunState state() const;
@@ -62,6 +68,9 @@ class VmCore : public VcpuHost {
   uint64_t WaitForEvent(uint32_t index, uint64_t timeout_ns, uint64_t seen_events);
 
   void JoinAll();
+  Status OpenDevices();
+  uint64_t QueueHypercall(uint32_t nr, const uint64_t* args);
+  void QuiesceDevices();
   void ThrottleLoop();
 
   Vm* const vm_;
@@ -73,6 +82,9 @@ class VmCore : public VcpuHost {
   std::thread throttle_thread_;          // kicks throttled vCPUs every period; started on demand
   Console console_;
   PvClock clock_;
+  std::unique_ptr<BlockDevice> block_;  // null: no disk
+  std::unique_ptr<NetDevice> net_;      // null: no NIC
+  bool announce_on_start_ = false;      // restored with a known guest address
 
   mutable std::mutex mu_;
   std::condition_variable cv_;

@@ -19,7 +19,8 @@ VcpuHost::Action VmCore::OnHypercall(uint32_t index, uint32_t nr) {
   uint64_t block_gpa = FERRY_GPA_HCALL + uint64_t{index} * sizeof(ferry_hcall_block);
   auto* block = reinterpret_cast<ferry_hcall_block*>(mem.host() + block_gpa);
   // Copy the arguments once: the guest may change its block while we work.
-  const uint64_t a0 = block->args[0], a1 = block->args[1];
+  const uint64_t args[3] = {block->args[0], block->args[1], block->args[2]};
+  const uint64_t a0 = args[0], a1 = args[1];
   uint64_t ret = 0;
 
   // A guest buffer (address, length), bounded; an out-of-range buffer is a guest bug.
@@ -50,6 +51,10 @@ VcpuHost::Action VmCore::OnHypercall(uint32_t index, uint32_t nr) {
       StoreReport(std::move(text));
       break;
     }
+    case FERRY_HC_QUEUE_SETUP:
+    case FERRY_HC_QUEUE_NOTIFY:
+      ret = QueueHypercall(nr, args);
+      break;
     case FERRY_HC_WAIT:
       ret = WaitForEvent(index, a0, a1);
       break;

@@ -247,6 +247,7 @@ Result<Received> DestMigration::Run() {
     return st.Annotate("incoming migration from " + stats_.source);
   }
   uint64_t t1 = MonotonicNs();
+  o_.devices.ApplyTo(&state.config.devices);
   auto vm = Vm::FromState(state, std::move(*memory_), o_.console);
   stats_.build_ms = Ms(MonotonicNs() - t1);
   if (!vm.ok()) {

@@ -214,7 +214,7 @@ TEST(SnapshotE2eTest, DamagedSnapshotsAreRefusedAndNothingRuns) {
   std::vector<char> flipped = bytes;
   flipped[bytes.size() - 5000] ^= 0x01;  // inside RAM
   std::vector<char> wrong_version = bytes;
-  wrong_version[8] = 2;
+  wrong_version[8] = 9;
   uint64_t sum = Checksum64(wrong_version.data(), 24);
   for (int i = 0; i < 8; ++i) wrong_version[24 + i] = static_cast<char>(sum >> (8 * i));
   struct Case {
@@ -222,7 +222,7 @@ TEST(SnapshotE2eTest, DamagedSnapshotsAreRefusedAndNothingRuns) {
   } cases[] = {
       {write("truncated.snap", truncated), "truncated"},
       {write("flipped.snap", flipped), "checksum mismatch"},
-      {write("version.snap", wrong_version), "version 2 is not supported"},
+      {write("version.snap", wrong_version), "version 9 is not supported"},
       {write("empty.snap", {}), "too short"},
       {dir.File("missing.snap"), "No such file"},
   };

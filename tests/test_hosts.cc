@@ -36,7 +36,30 @@ Status Check(std::vector<std::string> argv) {
 
 }  // namespace
 
-Result<std::unique_ptr<TestHosts>> TestHosts::Create(int hosts) {
+Status TestHosts::AddNamespace(const std::string& ns, const std::string& veth, const std::string& address,
+                               bool guest_bridge) {
+  FERRY_RETURN_IF_ERROR(Check({"ip", "netns", "add", ns}));
+  FERRY_RETURN_IF_ERROR(Check({"ip", "link", "add", veth, "type", "veth", "peer", "name", "eth0", "netns", ns}));
+  FERRY_RETURN_IF_ERROR(Check({"ip", "link", "set", veth, "master", bridge_, "up"}));
+  auto in = [&](std::vector<std::string> argv) {
+    argv.insert(argv.begin(), {"ip", "netns", "exec", ns});
+    return Check(argv);
+  };
+  FERRY_RETURN_IF_ERROR(in({"ip", "link", "set", "lo", "up"}));
+  std::string dev = "eth0";
+  if (guest_bridge) {
+    dev = kGuestBridge;
+    FERRY_RETURN_IF_ERROR(in({"ip", "link", "add", dev, "type", "bridge"}));
+    FERRY_RETURN_IF_ERROR(in({"ip", "link", "set", "eth0", "master", dev}));
+    FERRY_RETURN_IF_ERROR(in({"ip", "link", "set", dev, "up"}));
+  }
+  FERRY_RETURN_IF_ERROR(in({"ip", "addr", "add", address + "/24", "dev", dev}));
+  FERRY_RETURN_IF_ERROR(in({"ip", "link", "set", "eth0", "up"}));
+  // 127.x packets off the loopback interface are martians unless route_localnet is set.
+  return in({"sysctl", "-qw", "net.ipv4.conf.all.route_localnet=1", "net.ipv4.conf." + dev + ".route_localnet=1"});
+}
+
+Result<std::unique_ptr<TestHosts>> TestHosts::Create(int hosts, Options options) {
   if (geteuid() != 0) return Unsupported("test hosts need root (network namespaces)");
   if (Run({"ip", "-V"}) != 0) return Unsupported("test hosts need iproute2 (`ip`)");
   std::unique_ptr<TestHosts> t(new TestHosts());
@@ -46,28 +69,30 @@ Result<std::unique_ptr<TestHosts>> TestHosts::Create(int hosts) {
   FERRY_RETURN_IF_ERROR(Check({"ip", "link", "set", t->bridge_, "up"}));
   for (int i = 0; i < hosts; ++i) {
     std::string ns = "fh" + tag + "-" + std::to_string(i), veth = "fv" + tag + "-" + std::to_string(i);
-    FERRY_RETURN_IF_ERROR(Check({"ip", "netns", "add", ns}));
     t->netns_.push_back(ns);
-    FERRY_RETURN_IF_ERROR(Check({"ip", "link", "add", veth, "type", "veth", "peer", "name", "eth0", "netns", ns}));
     t->veth_.push_back(veth);
-    FERRY_RETURN_IF_ERROR(Check({"ip", "link", "set", veth, "master", t->bridge_, "up"}));
-    FERRY_RETURN_IF_ERROR(Check({"ip", "netns", "exec", ns, "ip", "link", "set", "lo", "up"}));
-    FERRY_RETURN_IF_ERROR(Check({"ip", "netns", "exec", ns, "ip", "addr", "add", t->address(i) + "/24", "dev", "eth0"}));
-    FERRY_RETURN_IF_ERROR(Check({"ip", "netns", "exec", ns, "ip", "link", "set", "eth0", "up"}));
-    // 127.x packets off the loopback interface are martians unless route_localnet is set.
-    FERRY_RETURN_IF_ERROR(Check({"ip", "netns", "exec", ns, "sysctl", "-qw", "net.ipv4.conf.all.route_localnet=1",
-                                 "net.ipv4.conf.eth0.route_localnet=1"}));
+    FERRY_RETURN_IF_ERROR(t->AddNamespace(ns, veth, t->address(i), options.guest_network));
+  }
+  if (options.guest_network) {
+    t->client_ns_ = "fh" + tag + "-c";
+    FERRY_RETURN_IF_ERROR(t->AddNamespace(t->client_ns_, "fv" + tag + "-c", client_address(), false));
   }
   return t;
 }
 
 TestHosts::~TestHosts() {
   for (auto& ns : netns_) Run({"ip", "netns", "del", ns});  // takes its veth pair along
+  if (!client_ns_.empty()) Run({"ip", "netns", "del", client_ns_});
   if (!bridge_.empty()) Run({"ip", "link", "del", bridge_});
 }
 
 std::vector<std::string> TestHosts::In(int i, std::vector<std::string> argv) const {
   argv.insert(argv.begin(), {"ip", "netns", "exec", netns_[i]});
+  return argv;
+}
+
+std::vector<std::string> TestHosts::InClient(std::vector<std::string> argv) const {
+  argv.insert(argv.begin(), {"ip", "netns", "exec", client_ns_});
   return argv;
 }
 

@@ -36,6 +36,7 @@ struct VmConfig {
   // Dirty tracking mode, fixed at creation: 0 = KVM's dirty bitmap, else per-vCPU dirty
   // rings of this many entries (a power of two). Not part of a snapshot.
   uint32_t dirty_ring_entries = 0;
+  DeviceConfig devices;
 };
 
 // Everything but RAM that a snapshot or migration carries.
@@ -44,6 +45,8 @@ struct VmState {
   std::vector<VcpuState> vcpus;
   ConsoleState console;
   ClockState clock;
+  BlockState block;
+  NetState net;
   std::string guest_report;  // the guest's last status report, so status survives a restore
 };
 
@@ -67,6 +70,22 @@ struct GuestReport {
 struct PauseStats {
   uint64_t latency_ns = 0;  // request to all vCPUs parked
 };
+
+// The PV devices this VM has on this host, and their counters.
+struct DeviceReport {
+  bool has_disk = false;
+  std::string disk_path;
+  uint64_t disk_sectors = 0;
+  BlockStats block;
+  bool has_nic = false;
+  std::string tap;
+  std::array<uint8_t, 6> mac{};
+  uint32_t guest_ip = 0;  // as learned from the guest's frames; 0: not yet
+  NetStats net;
+};
+
+// A random locally administered unicast MAC (02:fe:xx:xx:xx:xx).
+std::array<uint8_t, 6> GenerateMac();
 
 using ConsoleSink = std::function<void(std::string_view line)>;
 
@@ -94,6 +113,7 @@ class Vm {
 
   RunState state() const;
   GuestReport LastReport() const;
+  DeviceReport Devices() const;
   std::string LastConsoleLine() const;
   uint64_t GuestNs() const;
   // KVM's dirty-page logs for guest RAM (the mechanism dirtylog/ builds on).

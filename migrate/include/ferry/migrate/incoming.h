@@ -25,6 +25,7 @@ struct IncomingOptions {
   uint64_t accept_timeout_ms = 0;  // 0: wait for a source forever
   uint64_t io_timeout_ms = 20000;
   hypervisor::ConsoleSink console;
+  hypervisor::DeviceOverrides devices;  // this host's disk and TAP, replacing the source's
 };
 
 struct IncomingStats {

@@ -20,7 +20,8 @@
 namespace ferry::migrate {
 
 inline constexpr uint32_t kMagic = 0x47494d46;  // "FMIG" on the wire
-inline constexpr uint16_t kVersion = 1;
+// Version 2: the VM config and state carry the PV devices (disk, NIC).
+inline constexpr uint16_t kVersion = 2;
 inline constexpr size_t kHeaderSize = 24;
 inline constexpr uint32_t kPageBytes = 4096;
 inline constexpr uint32_t kMaxPagesPerBatch = 256;

@@ -1,0 +1,56 @@
+// BlockDevice: the paravirtual disk. One request queue in guest memory (guest_abi.h), backed
+// by a raw image file on the host.
+//
+// Requests are served synchronously on the vCPU that rings the doorbell, in ring order, so a
+// pause (which waits for every vCPU to leave its hypercall) never strands a request half
+// done: each one is either completed before the pause or still posted in the ring, where the
+// device's saved position picks it up after a restore or migration (never lost, never run
+// twice). FLUSH makes everything completed before it durable (fdatasync); Quiesce() flushes
+// unflushed writes so a destination on shared storage reads what the source wrote.
+// Thread-safe: one lock serializes the queue.
+#pragma once
+
+#include <atomic>
+#include <cstdint>
+#include <memory>
+#include <mutex>
+#include <string>
+
+#include "device_queue.h"
+#include "ferry/base/status.h"
+#include "ferry/base/unique_fd.h"
+#include "ferry/hypervisor/device_state.h"
+#include "ferry/hypervisor/guest_memory.h"
+
+namespace ferry::hypervisor {
+
+class BlockDevice {
+ public:
+  // Opens the image read-write; its size must be a positive multiple of 512 bytes.
+  static Result<std::unique_ptr<BlockDevice>> Open(const std::string& path, GuestMemory& memory);
+
+  uint64_t sectors() const { return sectors_; }
+  uint32_t Setup(uint64_t ring_gpa, uint64_t entries);
+  // The doorbell: completes every posted request. Returns FERRY_E_*.
+  uint32_t Notify();
+  // Makes every completed write durable (called with the vCPUs paused).
+  Status Quiesce();
+  BlockState Save() const;
+  Status Restore(const BlockState& saved);
+  BlockStats stats() const;
+
+ private:
+  BlockDevice(UniqueFd fd, uint64_t sectors, GuestMemory& memory)
+      : fd_(std::move(fd)), sectors_(sectors), memory_(memory), queue_(memory) {}
+  uint16_t Serve(const ferry_desc& d);
+
+  const UniqueFd fd_;
+  const uint64_t sectors_;
+  GuestMemory& memory_;
+  mutable std::mutex mu_;
+  DeviceQueue queue_;         // guarded by mu_
+  bool unflushed_ = false;    // guarded by mu_: writes since the last fdatasync
+  BlockStats stats_;          // guarded by mu_
+};
+
+}  // namespace ferry::hypervisor

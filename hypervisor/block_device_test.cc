@@ -1,0 +1,158 @@
+// The block device model against a real image file and guest memory (no KVM): requests are
+// served in order, and everything a guest can put in a ring that is wrong is refused without
+// touching host memory outside guest RAM.
+#include "block_device.h"
+
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <cstdio>
+#include <cstring>
+#include <string>
+
+#include <gtest/gtest.h>
+
+namespace ferry::hypervisor {
+namespace {
+
+constexpr uint64_t kMem = 8ull << 20;
+constexpr uint64_t kRing = 0x400000;   // ring at the lowest address a device may use
+constexpr uint64_t kBuf = 0x500000;
+constexpr uint32_t kEntries = 8;
+constexpr uint64_t kDiskSectors = 64;
+
+class BlockDeviceTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    char tmpl[] = "/tmp/ferry-blk-XXXXXX";
+    int fd = mkstemp(tmpl);
+    ASSERT_GE(fd, 0);
+    path_ = tmpl;
+    ASSERT_EQ(ftruncate(fd, kDiskSectors * 512), 0);
+    close(fd);
+    auto mem = GuestMemory::Create(kMem);
+    ASSERT_TRUE(mem.ok()) << mem.status().message();
+    mem_ = std::make_unique<GuestMemory>(std::move(mem).value());
+    auto dev = BlockDevice::Open(path_, *mem_);
+    ASSERT_TRUE(dev.ok()) << dev.status().message();
+    dev_ = std::move(dev).value();
+    ASSERT_EQ(dev_->Setup(kRing, kEntries), static_cast<uint32_t>(FERRY_E_OK));
+  }
+  void TearDown() override { unlink(path_.c_str()); }
+
+  ferry_ring* ring() { return reinterpret_cast<ferry_ring*>(mem_->host() + kRing); }
+  ferry_desc* desc(uint32_t i) { return reinterpret_cast<ferry_desc*>(mem_->host() + kRing + 64) + i % kEntries; }
+  // Posts one descriptor and rings the doorbell; returns its status.
+  uint16_t Submit(uint16_t op, uint64_t sector, uint64_t addr, uint32_t len) {
+    uint32_t i = ring()->avail;
+    *desc(i) = ferry_desc{addr, len, op, 0xffff, sector, 42};
+    std::atomic_ref<uint32_t>(ring()->avail).store(i + 1, std::memory_order_release);
+    EXPECT_EQ(dev_->Notify(), static_cast<uint32_t>(FERRY_E_OK));
+    EXPECT_EQ(ring()->used, i + 1);
+    EXPECT_EQ(desc(i)->id, 42u);
+    return desc(i)->status;
+  }
+
+  std::string path_;
+  std::unique_ptr<GuestMemory> mem_;
+  std::unique_ptr<BlockDevice> dev_;
+};
+
+TEST_F(BlockDeviceTest, WriteFlushReadRoundTripMarksReadBuffersDirty) {
+  std::memset(mem_->host() + kBuf, 0xab, 1024);
+  EXPECT_EQ(Submit(FERRY_BLK_WRITE, 3, kBuf, 1024), FERRY_STATUS_OK);
+  EXPECT_EQ(Submit(FERRY_BLK_FLUSH, 0, 0, 0), FERRY_STATUS_OK);
+  Bitmap dirty(kMem / kPageSize);
+  mem_->TakeDeviceDirty(&dirty);  // forget the ring's own dirt
+  dirty = Bitmap(kMem / kPageSize);
+  EXPECT_EQ(Submit(FERRY_BLK_READ, 3, kBuf + 0x10000, 1024), FERRY_STATUS_OK);
+  EXPECT_EQ(std::memcmp(mem_->host() + kBuf, mem_->host() + kBuf + 0x10000, 1024), 0);
+  mem_->TakeDeviceDirty(&dirty);
+  EXPECT_TRUE(dirty.Test((kBuf + 0x10000) / kPageSize)) << "a device write into guest RAM must be a dirty page";
+  EXPECT_TRUE(dirty.Test(kRing / kPageSize));
+  // The bytes are in the image itself, at sector 3.
+  int fd = open(path_.c_str(), O_RDONLY);
+  uint8_t b[1024];
+  ASSERT_EQ(pread(fd, b, sizeof b, 3 * 512), 1024);
+  close(fd);
+  EXPECT_EQ(b[0], 0xab);
+  EXPECT_EQ(b[1023], 0xab);
+  auto st = dev_->stats();
+  EXPECT_EQ(st.writes, 1u);
+  EXPECT_EQ(st.reads, 1u);
+  EXPECT_EQ(st.flushes, 1u);
+}
+
+TEST_F(BlockDeviceTest, MalformedDescriptorsAreRefusedOneByOne) {
+  EXPECT_EQ(Submit(9, 0, kBuf, 512), FERRY_STATUS_BAD_REQUEST);                          // unknown op
+  EXPECT_EQ(Submit(FERRY_BLK_READ, 0, kBuf, 100), FERRY_STATUS_BAD_REQUEST);             // not whole sectors
+  EXPECT_EQ(Submit(FERRY_BLK_READ, 0, kBuf, 0), FERRY_STATUS_BAD_REQUEST);               // empty
+  EXPECT_EQ(Submit(FERRY_BLK_READ, 0, kBuf, 2u << 20), FERRY_STATUS_BAD_REQUEST);        // over 1 MiB
+  EXPECT_EQ(Submit(FERRY_BLK_READ, kDiskSectors, kBuf, 512), FERRY_STATUS_BAD_REQUEST);  // past the disk
+  EXPECT_EQ(Submit(FERRY_BLK_READ, ~0ull, kBuf, 512), FERRY_STATUS_BAD_REQUEST);         // sector overflow
+  EXPECT_EQ(Submit(FERRY_BLK_READ, 0, kMem - 512 + 4096, 512), FERRY_STATUS_BAD_REQUEST);  // outside RAM
+  EXPECT_EQ(Submit(FERRY_BLK_READ, 0, ~0ull - 100, 512), FERRY_STATUS_BAD_REQUEST);      // address wraps
+  EXPECT_EQ(Submit(FERRY_BLK_READ, 0, 0x3000, 512), FERRY_STATUS_BAD_REQUEST);           // the VMM's shared page
+  EXPECT_EQ(Submit(FERRY_BLK_FLUSH, 0, 0, 512), FERRY_STATUS_BAD_REQUEST);               // flush with a length
+  EXPECT_EQ(dev_->stats().bad_requests, 10u);
+  EXPECT_EQ(Submit(FERRY_BLK_READ, kDiskSectors - 1, kBuf, 512), FERRY_STATUS_OK);       // the last sector is fine
+}
+
+TEST_F(BlockDeviceTest, RingRunningAheadBreaksTheQueueUntilSetUpAgain) {
+  ring()->avail = ring()->used + kEntries + 1;
+  EXPECT_EQ(dev_->Notify(), static_cast<uint32_t>(FERRY_E_BROKEN));
+  EXPECT_EQ(dev_->Notify(), static_cast<uint32_t>(FERRY_E_BROKEN));
+  EXPECT_TRUE(dev_->Save().queue.broken);
+  ring()->avail = ring()->used;
+  ASSERT_EQ(dev_->Setup(kRing, kEntries), static_cast<uint32_t>(FERRY_E_OK));
+  EXPECT_EQ(Submit(FERRY_BLK_FLUSH, 0, 0, 0), FERRY_STATUS_OK);
+}
+
+TEST_F(BlockDeviceTest, BadRingPlacementIsRefused) {
+  EXPECT_EQ(dev_->Setup(0x3000, 8), static_cast<uint32_t>(FERRY_E_INVAL));       // system area
+  EXPECT_EQ(dev_->Setup(kRing + 8, 8), static_cast<uint32_t>(FERRY_E_INVAL));    // misaligned
+  EXPECT_EQ(dev_->Setup(kRing, 3), static_cast<uint32_t>(FERRY_E_INVAL));        // not a power of two
+  EXPECT_EQ(dev_->Setup(kRing, 512), static_cast<uint32_t>(FERRY_E_INVAL));      // too many entries
+  EXPECT_EQ(dev_->Setup(kMem - 64, 8), static_cast<uint32_t>(FERRY_E_INVAL));    // runs off the end
+  EXPECT_EQ(dev_->Setup(~0ull - 63, 8), static_cast<uint32_t>(FERRY_E_INVAL));   // wraps
+  EXPECT_EQ(dev_->Notify(), static_cast<uint32_t>(FERRY_E_INVAL));               // nothing set up now
+}
+
+TEST_F(BlockDeviceTest, SavedQueueResumesWherePostedRequestsWait) {
+  // A request posted but not yet served when the VM was saved is served after the restore,
+  // exactly once.
+  uint32_t i = ring()->avail;
+  std::memset(mem_->host() + kBuf, 0x5a, 512);
+  *desc(i) = ferry_desc{kBuf, 512, FERRY_BLK_WRITE, 0xffff, 7, 1};
+  ring()->avail = i + 1;
+  BlockState saved = dev_->Save();
+  EXPECT_EQ(saved.queue.next, i);
+  auto fresh = BlockDevice::Open(path_, *mem_);
+  ASSERT_TRUE(fresh.ok());
+  ASSERT_TRUE((*fresh)->Restore(saved).ok());
+  EXPECT_EQ((*fresh)->Notify(), static_cast<uint32_t>(FERRY_E_OK));
+  EXPECT_EQ(desc(i)->status, FERRY_STATUS_OK);
+  EXPECT_EQ((*fresh)->stats().writes, 1u);
+  EXPECT_EQ((*fresh)->Notify(), static_cast<uint32_t>(FERRY_E_OK));
+  EXPECT_EQ((*fresh)->stats().writes, 1u) << "served twice";
+  saved.sectors += 1;
+  EXPECT_FALSE((*fresh)->Restore(saved).ok()) << "a disk of another size must be refused";
+}
+
+TEST(BlockDeviceOpen, RefusesImagesThatAreNotWholeSectors) {
+  auto mem = GuestMemory::Create(kMem);
+  ASSERT_TRUE(mem.ok());
+  char tmpl[] = "/tmp/ferry-blk-XXXXXX";
+  int fd = mkstemp(tmpl);
+  ASSERT_EQ(ftruncate(fd, 1000), 0);
+  close(fd);
+  auto dev = BlockDevice::Open(tmpl, *mem);
+  unlink(tmpl);
+  ASSERT_FALSE(dev.ok());
+  EXPECT_NE(dev.status().message().find("multiple of 512"), std::string::npos) << dev.status().message();
+  EXPECT_FALSE(BlockDevice::Open("/nonexistent/ferry.img", *mem).ok());
+}
+
+}  // namespace
+}  // namespace ferry::hypervisor

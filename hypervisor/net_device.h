@@ -1,0 +1,76 @@
+// NetDevice: the paravirtual NIC. Receive and transmit queues in guest memory (guest_abi.h),
+// backed by a TAP device on the host.
+//
+// Transmit is served on the vCPU that rings the doorbell: each frame is copied out of guest
+// memory, checked (size, the guest's own source MAC), and written to the TAP. The guest's IPv4
+// address is learned from its frames so that the VMM can announce it after a restore or
+// migration (Announce: gratuitous ARP). Receive runs on the device's own thread: it reads a
+// frame from the TAP only when the guest has posted a buffer, copies it in (a dirty page),
+// completes the descriptor and raises the guest's event. Hold() stops all writes into guest
+// memory (pause, snapshot, migration); frames then wait in the TAP's queue.
+// Thread-safe: one lock guards the queues; the receive thread is owned and joined here.
+#pragma once
+
+#include <atomic>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <mutex>
+#include <span>
+#include <thread>
+
+#include "device_queue.h"
+#include "ethernet.h"
+#include "ferry/base/status.h"
+#include "ferry/base/unique_fd.h"
+#include "ferry/hypervisor/device_state.h"
+#include "ferry/hypervisor/guest_memory.h"
+
+namespace ferry::hypervisor {
+
+class NetDevice {
+ public:
+  // `raise_irq` is called (without the device's lock) after receive completions.
+  static Result<std::unique_ptr<NetDevice>> Open(const DeviceConfig& config, GuestMemory& memory,
+                                                 std::function<void()> raise_irq);
+  ~NetDevice();
+
+  const Mac& mac() const { return mac_; }
+  uint32_t Setup(uint32_t queue, uint64_t ring_gpa, uint64_t entries);
+  uint32_t Notify(uint32_t queue);  // FERRY_E_*
+  void Start();                     // starts receiving
+  void Hold();                      // returns once nothing more is written into guest memory
+  void Release();
+  void Announce();                  // gratuitous ARP now, 50 ms and 150 ms later (if the IP is known)
+  NetState Save() const;
+  Status Restore(const NetState& saved);
+  NetStats stats() const;
+  uint32_t guest_ip() const;
+
+ private:
+  NetDevice(UniqueFd tap, UniqueFd wake, const Mac& mac, GuestMemory& memory, std::function<void()> raise_irq);
+  void RxLoop();
+  // Moves frames from the TAP into posted buffers; returns how many were delivered.
+  uint32_t DeliverLocked();
+  void SendAnnouncementsLocked(uint64_t now_ns, int* timeout_ms);
+  void Transmit(std::span<const uint8_t> frame);
+  void Wake();
+
+  const UniqueFd tap_;
+  const UniqueFd wake_;  // eventfd: new receive buffers, release, announce, stop
+  const Mac mac_;
+  GuestMemory& memory_;
+  const std::function<void()> raise_irq_;
+  std::atomic<bool> stopping_{false};
+  std::thread rx_thread_;
+
+  mutable std::mutex mu_;
+  DeviceQueue rx_, tx_;            // guarded by mu_
+  bool held_ = false;              // guarded by mu_
+  uint32_t guest_ip_ = 0;          // guarded by mu_
+  int announce_left_ = 0;          // guarded by mu_
+  uint64_t next_announce_ns_ = 0;  // guarded by mu_
+  NetStats stats_;                 // guarded by mu_
+};
+
+}  // namespace ferry::hypervisor
