@@ -16,5 +16,7 @@ void AddVmmCommands(CLI::App& app, CommandFn* selected);
 void AddControlCommands(CLI::App& app, CommandFn* selected);
 // Adds incoming and migrate.
 void AddMigrateCommands(CLI::App& app, CommandFn* selected);
+// Adds kv-load (a load client for the kvstore guest).
+void AddKvCommands(CLI::App& app, CommandFn* selected);
 
 }  // namespace ferry::cli

@@ -18,7 +18,10 @@ int Run(std::vector<std::string> argv) {
     for (auto& a : argv) args.push_back(a.data());
     args.push_back(nullptr);
     int null = ::open("/dev/null", O_WRONLY);
-    if (null >= 0) ::dup2(null, 2);
+    if (null >= 0) {
+      ::dup2(null, 1);
+      ::dup2(null, 2);
+    }
     execvp(args[0], args.data());
     _exit(127);
   }

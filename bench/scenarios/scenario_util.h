@@ -25,7 +25,7 @@ inline double Median(std::vector<double> v) { return Percentile(std::move(v), 0.
 // Boots and starts build/guests/<guest>.elf; ring_entries > 0 selects KVM dirty rings.
 inline std::unique_ptr<hypervisor::Vm> BootGuest(const std::string& build, const std::string& guest, uint64_t mem,
                                                  uint32_t vcpus, const std::string& args, uint32_t ring_entries = 0) {
-  hypervisor::VmConfig c{mem, vcpus, build + "/guests/" + guest + ".elf", args, ring_entries};
+  hypervisor::VmConfig c{mem, vcpus, build + "/guests/" + guest + ".elf", args, ring_entries, {}};
   auto vm = hypervisor::Vm::Boot(c, [](std::string_view) {});
   if (!vm.ok()) {
     std::fprintf(stderr, "boot %s: %s\n", guest.c_str(), vm.status().message().c_str());
