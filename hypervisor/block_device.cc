@@ -58,7 +58,10 @@ uint16_t BlockDevice::Serve(const ferry_desc& d) {
   if (d.op == FERRY_BLK_FLUSH) {
     if (d.len != 0) return bad();
     ++stats_.flushes;
-    if (unflushed_ && ::fdatasync(fd_.get()) != 0) {
+    // Sticky: after a failed fdatasync the kernel may have dropped dirty pages, and a later
+    // successful one would not prove the earlier writes durable.
+    if (flush_failed_ || (unflushed_ && ::fdatasync(fd_.get()) != 0)) {
+      flush_failed_ = true;
       ++stats_.io_errors;
       return FERRY_STATUS_IOERR;
     }
@@ -97,8 +100,12 @@ uint16_t BlockDevice::Serve(const ferry_desc& d) {
 
 Status BlockDevice::Quiesce() {
   std::lock_guard lock(mu_);
+  if (flush_failed_) return Internal("the disk image failed an earlier flush");
   if (!unflushed_) return Status::Ok();
-  if (::fdatasync(fd_.get()) != 0) return ErrnoError("flush the disk image");
+  if (::fdatasync(fd_.get()) != 0) {
+    flush_failed_ = true;
+    return ErrnoError("flush the disk image");
+  }
   unflushed_ = false;
   return Status::Ok();
 }

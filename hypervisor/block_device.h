@@ -50,6 +50,7 @@ class BlockDevice {
   mutable std::mutex mu_;
   DeviceQueue queue_;         // guarded by mu_
   bool unflushed_ = false;    // guarded by mu_: writes since the last fdatasync
+  bool flush_failed_ = false; // guarded by mu_: an fdatasync failed; every later flush fails
   BlockStats stats_;          // guarded by mu_
 };
 

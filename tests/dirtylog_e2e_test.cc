@@ -36,7 +36,7 @@ constexpr const char* kUniform = "rate_mbps=300 wss_mib=24 pattern=uniform recor
 class DirtyCoverage : public ::testing::TestWithParam<Mode> {};
 
 std::unique_ptr<Vm> BootDirtier(uint32_t ring_entries, uint32_t vcpus, const std::string& args) {
-  hypervisor::VmConfig c{64ull << 20, vcpus, GuestPath("dirtier"), args, ring_entries};
+  hypervisor::VmConfig c{64ull << 20, vcpus, GuestPath("dirtier"), args, ring_entries, {}};
   auto vm = Vm::Boot(c, [](std::string_view) {});
   EXPECT_TRUE(vm.ok()) << vm.status().message();
   if (!vm.ok()) return nullptr;

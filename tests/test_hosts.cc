@@ -4,6 +4,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <cstdlib>
 
 namespace ferry::e2e {
@@ -66,7 +67,10 @@ Result<std::unique_ptr<TestHosts>> TestHosts::Create(int hosts, Options options)
   if (geteuid() != 0) return Unsupported("test hosts need root (network namespaces)");
   if (Run({"ip", "-V"}) != 0) return Unsupported("test hosts need iproute2 (`ip`)");
   std::unique_ptr<TestHosts> t(new TestHosts());
-  std::string tag = std::to_string(getpid() % 10000000);
+  // PID plus a per-process counter: a namespace's links vanish asynchronously after its
+  // deletion, so a second topology in the same process must not reuse the names.
+  static std::atomic<int> instance{0};
+  std::string tag = std::to_string(getpid() % 1000000) + static_cast<char>('a' + instance++ % 26);
   t->bridge_ = "fbr" + tag;
   FERRY_RETURN_IF_ERROR(Check({"ip", "link", "add", t->bridge_, "type", "bridge"}));
   FERRY_RETURN_IF_ERROR(Check({"ip", "link", "set", t->bridge_, "up"}));

@@ -93,6 +93,8 @@ json OneRun(const Options& o, int run) {
           {"downtime_ms", mig["downtime_ms"]},
           {"guest_pause_ms", mig.value("guest_pause_ms", json())},
           {"migration_total_ms", mig["total_ms"]},
+          {"pause_ms", mig.value("pause_ms", json())},
+          {"stop_copy_parts_ms", mig.value("stop_copy_parts_ms", json())},
           {"stale_reads", c["stale_reads"]},
           {"unanswered", c["unanswered"]},
           {"rate", o.rate},

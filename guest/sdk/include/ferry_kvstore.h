@@ -5,7 +5,10 @@
  * little-endian). The reply echoes op, req_id and key. PUT stores `value` under `key` and is
  * answered only after the record is durable on the PV disk (written and flushed); GET answers
  * with the value of the last PUT of `key` that was acknowledged (FKV_ST_NOT_FOUND: none).
- * Keys run from 0 to the guest's keys= argument minus one. */
+ * Keys run from 0 to the guest's keys= argument minus one. A request whose first 16 bytes
+ * (magic, op, req_id) arrived but which is otherwise wrong (size, magic, op, key out of range)
+ * is answered FKV_ST_BAD_REQUEST with what could be read echoed (key 0 if cut off); anything
+ * shorter is dropped unanswered. */
 #ifndef FERRY_KVSTORE_H_
 #define FERRY_KVSTORE_H_
 

@@ -92,12 +92,15 @@ struct ferry_shared_page {
   uint8_t net_mac[6];
   uint16_t net_present;
   uint32_t reserved1;
+  uint32_t reserved2;
 };
 
 /* ---- Devices: descriptor rings in guest memory --------------------------------------------
  *
  * A queue is a ring the guest allocates in its own RAM (at or above FERRY_GPA_IMAGE_MIN,
  * 64-byte aligned, header + entries descriptors) and registers with FERRY_HC_QUEUE_SETUP.
+ * The device starts at the ring's current `used`, so the guest sets avail = used (a fresh
+ * ring: both zero) before the call; setting a queue up again is how a broken one recovers.
  * The guest fills desc[avail % entries], then publishes it by incrementing `avail` (release
  * store); FERRY_HC_QUEUE_NOTIFY tells the device. The device completes descriptors strictly
  * in order: it writes `status` (and `len` for received frames) into the descriptor, then
