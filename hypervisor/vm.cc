@@ -47,21 +47,36 @@ Result<std::unique_ptr<Vm>> Vm::Boot(const VmConfig& config, ConsoleSink sink) {
   return vm;
 }
 
+Result<std::unique_ptr<Vm>> Vm::Prepare(const VmConfig& config, GuestMemory memory, ConsoleSink sink) {
+  if (config.mem_bytes != memory.size()) return InvalidArgument("saved memory size does not match the VM config");
+  if (config.vcpus == 0 || config.vcpus > FERRY_MAX_VCPUS) return InvalidArgument("invalid vCPU count in the VM config");
+  std::unique_ptr<Vm> vm(new Vm(config, std::move(memory), std::move(sink)));
+  FERRY_RETURN_IF_ERROR(vm->core_->Init());
+  return vm;
+}
+
+Status Vm::LoadState(const VmState& state) {
+  if (state.config.mem_bytes != config_.mem_bytes || state.config.vcpus != config_.vcpus) {
+    return InvalidArgument("the saved VM's memory size or vCPU count does not match the prepared VM");
+  }
+  if (state.vcpus.size() != config_.vcpus) return InvalidArgument("saved vCPU count does not match the VM config");
+  if (core_->state() != RunState::kCreated) return InvalidArgument("state can only be loaded before the VM starts");
+  for (const VcpuState& vs : state.vcpus) {
+    if (vs.index >= config_.vcpus) return InvalidArgument("saved vCPU index out of range");
+    FERRY_RETURN_IF_ERROR(core_->vcpu(vs.index).RestoreState(vs).Annotate("vCPU " + std::to_string(vs.index)));
+  }
+  FERRY_RETURN_IF_ERROR(core_->RestoreDevices(state));
+  core_->console().Restore(state.console);
+  if (!state.guest_report.empty()) core_->StoreReport(state.guest_report);
+  return core_->clock().Publish(memory_, core_->vcpu(0).fd(), PvClock::ResumeNs(state.clock));
+}
+
 Result<std::unique_ptr<Vm>> Vm::FromState(const VmState& state, GuestMemory memory, ConsoleSink sink) {
-  if (state.config.mem_bytes != memory.size()) return InvalidArgument("saved memory size does not match the VM config");
-  if (state.vcpus.size() != state.config.vcpus || state.vcpus.empty() || state.config.vcpus > FERRY_MAX_VCPUS) {
+  if (state.vcpus.size() != state.config.vcpus || state.vcpus.empty()) {
     return InvalidArgument("saved vCPU count does not match the VM config");
   }
-  std::unique_ptr<Vm> vm(new Vm(state.config, std::move(memory), std::move(sink)));
-  FERRY_RETURN_IF_ERROR(vm->core_->Init());
-  for (const VcpuState& vs : state.vcpus) {
-    if (vs.index >= state.config.vcpus) return InvalidArgument("saved vCPU index out of range");
-    FERRY_RETURN_IF_ERROR(vm->core_->vcpu(vs.index).RestoreState(vs).Annotate("vCPU " + std::to_string(vs.index)));
-  }
-  FERRY_RETURN_IF_ERROR(vm->core_->RestoreDevices(state));
-  vm->core_->console().Restore(state.console);
-  if (!state.guest_report.empty()) vm->core_->StoreReport(state.guest_report);
-  FERRY_RETURN_IF_ERROR(vm->core_->clock().Publish(vm->memory_, vm->core_->vcpu(0).fd(), PvClock::ResumeNs(state.clock)));
+  FERRY_ASSIGN_OR_RETURN(auto vm, Prepare(state.config, std::move(memory), std::move(sink)));
+  FERRY_RETURN_IF_ERROR(vm->LoadState(state));
   return vm;
 }
 

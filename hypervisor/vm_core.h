@@ -69,6 +69,7 @@ class VmCore : public VcpuHost {
 
   void JoinAll();
   Status OpenDevices();
+  void PublishDeviceInfo();
   uint64_t QueueHypercall(uint32_t nr, const uint64_t* args);
   void QuiesceDevices();
   void ThrottleLoop();

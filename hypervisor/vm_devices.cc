@@ -11,23 +11,29 @@ namespace ferry::hypervisor {
 
 Status VmCore::OpenDevices() {
   const DeviceConfig& dc = vm_->config().devices;
-  auto* page = reinterpret_cast<ferry_shared_page*>(vm_->memory().host() + FERRY_GPA_SHARED);
   if (!dc.disk_path.empty()) {
     FERRY_ASSIGN_OR_RETURN(block_, BlockDevice::Open(dc.disk_path, vm_->memory()));
   }
   if (!dc.tap.empty()) {
     FERRY_ASSIGN_OR_RETURN(net_, NetDevice::Open(dc, vm_->memory(), [this] { RaiseIrq(); }));
   }
-  // What the guest finds in its shared page; rewritten on every start, restore included, since
-  // the backends are this host's.
+  PublishDeviceInfo();
+  return Status::Ok();
+}
+
+// What the guest finds in its shared page; written at boot and again after a restore or
+// migration (the saved RAM brought the old host's page), since the backends are this host's.
+void VmCore::PublishDeviceInfo() {
+  const DeviceConfig& dc = vm_->config().devices;
+  auto* page = reinterpret_cast<ferry_shared_page*>(vm_->memory().host() + FERRY_GPA_SHARED);
   page->blk_sectors = block_ ? block_->sectors() : 0;
   page->net_present = net_ ? 1 : 0;
   for (int i = 0; i < 6; ++i) page->net_mac[i] = net_ ? dc.mac[i] : 0;
   vm_->memory().MarkDirty(FERRY_GPA_SHARED, sizeof(ferry_shared_page));
-  return Status::Ok();
 }
 
 Status VmCore::RestoreDevices(const VmState& state) {
+  PublishDeviceInfo();
   if (state.block.present && !block_) return InvalidArgument("the saved VM has a disk: give it one (--disk IMAGE)");
   if (state.net.present && !net_) return InvalidArgument("the saved VM has a NIC: give it one (--net TAP)");
   if (block_) FERRY_RETURN_IF_ERROR(block_->Restore(state.block).Annotate("disk"));

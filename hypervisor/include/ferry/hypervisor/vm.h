@@ -93,6 +93,11 @@ class Vm {
  public:
   static Result<std::unique_ptr<Vm>> Boot(const VmConfig& config, ConsoleSink sink);
   static Result<std::unique_ptr<Vm>> FromState(const VmState& state, GuestMemory memory, ConsoleSink sink);
+  // FromState in two steps, so a migration destination builds the VM (KVM VM, vCPUs, memory
+  // slot, device backends) while RAM is still arriving, and only loads the state in the
+  // downtime: Prepare() with the announced config, then LoadState() once, before Start().
+  static Result<std::unique_ptr<Vm>> Prepare(const VmConfig& config, GuestMemory memory, ConsoleSink sink);
+  Status LoadState(const VmState& state);
   ~Vm();
   Vm(const Vm&) = delete;
   Vm& operator=(const Vm&) = delete;
