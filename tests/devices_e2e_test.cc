@@ -158,5 +158,34 @@ TEST(DevicesE2E, KvstoreMigratesBetweenHostsWhileTheClientRuns) {
   EXPECT_EQ(dst->Wait(20000), 0) << dst->Stderr();
 }
 
+TEST(DevicesE2E, DestinationWithTheWrongDiskIsRefusedAndTheSourceServesOn) {
+  REQUIRE_KVM();
+  auto hosts = TestHosts::Create(2, {.guest_network = true});
+  if (!hosts.ok()) GTEST_SKIP() << hosts.status().message();
+  TempDir dir;
+  std::string disk = MakeDisk(dir, "kv.img", 4 << 20);
+  std::string other = MakeDisk(dir, "other.img", 8 << 20);
+  auto vm = StartKvstore(**hosts, 0, dir, "src", disk);
+  std::string key = dir.File("key");
+  std::ofstream(key) << "kvstore-migration-test-key\n";
+  ::chmod(key.c_str(), 0600);
+  auto dst = std::make_unique<Process>((*hosts)->In(1, {FerryBin(), "incoming", "--listen", (*hosts)->address(1) + ":4422",
+                                                        "--key", key, "--disk", other}),
+                                       dir.File("dst"));
+  ASSERT_TRUE(WaitUntil([&] { return dst->Stderr().find("listening on") != std::string::npos; }, 10000));
+  auto client = StartClient(**hosts, dir, "client", 4);
+  ASSERT_TRUE(WaitUntil([&] { return Serving(dir.File("src.sock")); }, 30000)) << vm->Stdout() << client->Stderr();
+  auto m = RunCommand((*hosts)->In(0, {FerryBin(), "migrate", "--api", dir.File("src.sock"), "--to",
+                                       (*hosts)->address(1) + ":4422", "--key", key}),
+                      dir.File("mig"), 60000);
+  EXPECT_EQ(m.code, 1) << m.out << m.err;
+  EXPECT_NE(m.err.find("sectors"), std::string::npos) << m.err;
+  EXPECT_EQ(dst->Wait(20000), 1) << dst->Stderr();
+  // The source resumed: the client's run completes with every acknowledged PUT in place.
+  ExpectNoLostPuts(*client);
+  EXPECT_TRUE(Api(dir.File("src.sock"), {{"op", "stop"}, {"force", true}}).ok());
+  EXPECT_EQ(vm->Wait(20000), 0) << vm->Stderr();
+}
+
 }  // namespace
 }  // namespace ferry::e2e
