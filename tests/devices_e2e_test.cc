@@ -3,7 +3,6 @@
 // NIC, survives a snapshot and restore, and a live migration between two namespace hosts,
 // with every acknowledged PUT present afterwards (checked by the client itself).
 #include <gtest/gtest.h>
-#include <sys/stat.h>
 #include <unistd.h>
 
 #include <fstream>
@@ -30,13 +29,6 @@ std::string MakeDisk(const TempDir& dir, const std::string& name, uint64_t bytes
 }
 
 std::string NetFlag() { return std::string(kTap) + ",bridge=" + TestHosts::kGuestBridge; }
-
-json LastJsonLine(const std::string& out) {
-  size_t end = out.find_last_not_of('\n');
-  if (end == std::string::npos) return json();
-  size_t start = out.rfind('\n', end);
-  return json::parse(out.substr(start == std::string::npos ? 0 : start + 1, end + 1), nullptr, false);
-}
 
 // kvstore on host `host` with the disk and a NIC on the host's guest bridge.
 std::unique_ptr<Process> StartKvstore(const TestHosts& hosts, int host, const TempDir& dir, const std::string& name,
@@ -133,11 +125,9 @@ TEST(DevicesE2E, KvstoreMigratesBetweenHostsWhileTheClientRuns) {
   auto client = StartClient(**hosts, dir, "client", 8);
   ASSERT_TRUE(WaitUntil([&] { return Serving(dir.File("src.sock")); }, 30000)) << vm->Stdout() << client->Stderr();
   // The destination takes the disk path, TAP and bridge from the migrated config: the same
-  // names exist on every test host.
-  // A keyless listener accepts its own host only: both ends get a key.
-  std::string key = dir.File("key");
-  std::ofstream(key) << "kvstore-migration-test-key\n";
-  ::chmod(key.c_str(), 0600);
+  // names exist on every test host. A keyless listener accepts its own host only: both ends
+  // get a key.
+  std::string key = WriteKey(dir, "key", "kvstore-migration-test-key");
   auto dst = std::make_unique<Process>((*hosts)->In(1, {FerryBin(), "incoming", "--listen", (*hosts)->address(1) + ":4421",
                                                     "--key", key, "--api", dir.File("dst.sock")}),
                                   dir.File("dst"));
@@ -166,9 +156,7 @@ TEST(DevicesE2E, DestinationWithTheWrongDiskIsRefusedAndTheSourceServesOn) {
   std::string disk = MakeDisk(dir, "kv.img", 4 << 20);
   std::string other = MakeDisk(dir, "other.img", 8 << 20);
   auto vm = StartKvstore(**hosts, 0, dir, "src", disk);
-  std::string key = dir.File("key");
-  std::ofstream(key) << "kvstore-migration-test-key\n";
-  ::chmod(key.c_str(), 0600);
+  std::string key = WriteKey(dir, "key", "kvstore-migration-test-key");
   auto dst = std::make_unique<Process>((*hosts)->In(1, {FerryBin(), "incoming", "--listen", (*hosts)->address(1) + ":4422",
                                                         "--key", key, "--disk", other}),
                                        dir.File("dst"));

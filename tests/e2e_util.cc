@@ -3,6 +3,7 @@
 #include <fcntl.h>
 #include <signal.h>
 #include <spawn.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -101,6 +102,21 @@ CommandResult RunCommand(const std::vector<std::string>& argv, const std::string
   r.out = p.Stdout();
   r.err = p.Stderr();
   return r;
+}
+
+nlohmann::json LastJsonLine(const std::string& out) {
+  size_t end = out.find_last_not_of('\n');
+  if (end == std::string::npos) return nlohmann::json::value_t::discarded;
+  size_t start = out.rfind('\n', end);
+  start = start == std::string::npos ? 0 : start + 1;
+  return nlohmann::json::parse(out.substr(start, end + 1 - start), nullptr, false);
+}
+
+std::string WriteKey(const TempDir& dir, const std::string& name, const std::string& text) {
+  std::string path = dir.File(name);
+  std::ofstream(path) << text << "\n";
+  ::chmod(path.c_str(), 0600);
+  return path;
 }
 
 bool WaitUntil(const std::function<bool()>& pred, int timeout_ms) {

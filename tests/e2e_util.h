@@ -62,6 +62,12 @@ CommandResult RunFerry(const std::vector<std::string>& args, const std::string& 
 // Runs any command line (argv[0] searched in PATH) the same way.
 CommandResult RunCommand(const std::vector<std::string>& argv, const std::string& log_prefix, int timeout_ms = 60000);
 
+// The last line of a command's output parsed as JSON (a discarded value if it is not JSON):
+// how tests read `--json` results.
+nlohmann::json LastJsonLine(const std::string& out);
+// A key file for `--key` with owner-only permissions; returns its path.
+std::string WriteKey(const TempDir& dir, const std::string& name, const std::string& text);
+
 // Polls `pred` every 10 ms until true or timeout.
 bool WaitUntil(const std::function<bool()>& pred, int timeout_ms);
 

@@ -5,7 +5,6 @@
 // and without auto-converge gives up at its deadline with the source running.
 #include <gtest/gtest.h>
 #include <signal.h>
-#include <sys/stat.h>
 
 #include <fstream>
 #include <optional>
@@ -74,20 +73,6 @@ void ExpectRunning(const std::string& sock) {
   auto s = Api(sock, {{"op", "status"}});
   ASSERT_TRUE(s.ok()) << s.status().message();
   EXPECT_EQ((*s)["state"], "running");
-}
-
-std::string WriteKey(const TempDir& dir, const std::string& name, const std::string& text) {
-  std::string path = dir.File(name);
-  std::ofstream(path) << text << "\n";
-  ::chmod(path.c_str(), 0600);
-  return path;
-}
-
-json LastJsonLine(const std::string& out) {
-  size_t end = out.find_last_not_of('\n');
-  size_t start = out.rfind('\n', end);
-  std::string line = out.substr(start == std::string::npos ? 0 : start + 1, end + 1);
-  return json::parse(line, nullptr, false);
 }
 
 TEST(MigrateE2E, MemcheckOnLoopbackPassesVerification) {

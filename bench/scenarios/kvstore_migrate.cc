@@ -5,7 +5,6 @@
 //   {"acked_puts":N,"lost_puts":N,"client_gap_ms":X,"downtime_ms":X,...}
 // and the medians on stderr. Needs root and /dev/kvm.
 //   kvstore_migrate_bench [--runs 3] [--rate 1000] [--seconds 8] [--mem 256M] [--keys 1024]
-#include <sys/stat.h>
 #include <unistd.h>
 
 #include <cstdio>
@@ -35,13 +34,6 @@ struct Options {
   int keys = 1024;
 };
 
-json LastJsonLine(const std::string& out) {
-  size_t end = out.find_last_not_of('\n');
-  if (end == std::string::npos) return json();
-  size_t start = out.rfind('\n', end);
-  return json::parse(out.substr(start == std::string::npos ? 0 : start + 1, end + 1), nullptr, false);
-}
-
 [[noreturn]] void Die(const std::string& what) {
   std::fprintf(stderr, "kvstore-migrate: %s\n", what.c_str());
   std::exit(1);
@@ -54,9 +46,7 @@ json OneRun(const Options& o, int run) {
   std::string disk = dir.File("kv.img");
   std::ofstream(disk).close();
   if (::truncate(disk.c_str(), 16 << 20) != 0) Die("cannot create the disk image");
-  std::string key = dir.File("key");
-  std::ofstream(key) << "kvstore-migrate-bench-key\n";
-  ::chmod(key.c_str(), 0600);
+  std::string key = e2e::WriteKey(dir, "key", "kvstore-migrate-bench-key");
   const std::string net = std::string("ftap0,bridge=") + TestHosts::kGuestBridge;
   const std::string server = TestHosts::guest_address(0) + ":7000";
 
@@ -80,9 +70,9 @@ json OneRun(const Options& o, int run) {
                                             (*hosts)->address(1) + ":4430", "--key", key, "--json"}),
                            dir.File("mig"), 120000);
   if (m.code != 0) Die("migration failed: " + m.err + dst.Stderr());
-  json mig = LastJsonLine(m.out);
+  json mig = e2e::LastJsonLine(m.out);
   if (client.Wait(o.seconds * 1000 + 60000) < 0) Die("the load client did not finish");
-  json c = LastJsonLine(client.Stdout());
+  json c = e2e::LastJsonLine(client.Stdout());
   if (!c.is_object()) Die("no result from the load client: " + client.Stdout() + client.Stderr());
   (void)e2e::Api(dir.File("dst.sock"), {{"op", "stop"}, {"force", true}});
   dst.Wait(20000);
