@@ -72,9 +72,6 @@ Status Vm::LoadState(const VmState& state) {
 }
 
 Result<std::unique_ptr<Vm>> Vm::FromState(const VmState& state, GuestMemory memory, ConsoleSink sink) {
-  if (state.vcpus.size() != state.config.vcpus || state.vcpus.empty()) {
-    return InvalidArgument("saved vCPU count does not match the VM config");
-  }
   FERRY_ASSIGN_OR_RETURN(auto vm, Prepare(state.config, std::move(memory), std::move(sink)));
   FERRY_RETURN_IF_ERROR(vm->LoadState(state));
   return vm;

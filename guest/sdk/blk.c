@@ -78,15 +78,8 @@ static void post(uint16_t kind, uint64_t sector, uint64_t addr, uint32_t len, ui
     fail_op(op, 1);
     return;
   }
-  struct ferry_desc* d = fg_queue_next(&blk_q);
-  d->addr = addr;
-  d->len = len;
-  d->op = kind;
-  d->status = FERRY_STATUS_OK;
-  d->sector = sector;
-  d->id = op;
   ops[op].pending++;
-  fg_queue_post(&blk_q);
+  fg_queue_post(&blk_q, addr, len, kind, sector, (uint64_t)op);
 }
 
 static int new_op(void) {

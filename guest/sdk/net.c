@@ -33,14 +33,7 @@ _Static_assert(RX_ENTRIES <= FERRY_RING_MAX_ENTRIES && (RX_ENTRIES & (RX_ENTRIES
 _Static_assert(TX_ENTRIES <= FERRY_RING_MAX_ENTRIES && (TX_ENTRIES & (TX_ENTRIES - 1)) == 0, "ring size");
 
 static void rx_post(uint32_t buffer) {
-  struct ferry_desc* d = fg_queue_next(&rxq);
-  d->addr = (uint64_t)rx_buf[buffer];
-  d->len = BUF_BYTES;
-  d->op = 0;
-  d->status = FERRY_STATUS_OK;
-  d->sector = 0;
-  d->id = buffer;
-  fg_queue_post(&rxq);
+  fg_queue_post(&rxq, (uint64_t)rx_buf[buffer], BUF_BYTES, 0, 0, buffer);
 }
 
 /* (Re)registers the receive ring with every buffer posted. Returns FERRY_E_*. */
@@ -83,14 +76,7 @@ static uint8_t* tx_reserve(void) {
 /* Posts the frame built in tx_reserve()'s buffer; the doorbell waits for fg_net_flush(). */
 static void tx_commit(uint32_t len) {
   uint32_t slot = fg_queue_slot(&txq, txq.avail);
-  struct ferry_desc* d = fg_queue_next(&txq);
-  d->addr = (uint64_t)tx_buf[slot];
-  d->len = len;
-  d->op = 0;
-  d->status = FERRY_STATUS_OK;
-  d->sector = 0;
-  d->id = slot;
-  fg_queue_post(&txq);
+  fg_queue_post(&txq, (uint64_t)tx_buf[slot], len, 0, 0, slot);
 }
 
 static void send_arp(uint16_t op, const uint8_t eth_dst[6], const uint8_t target_mac[6], uint32_t target_ip) {

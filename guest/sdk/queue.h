@@ -44,12 +44,17 @@ static inline uint32_t fg_queue_space(const struct fg_queue* q) { return q->entr
 
 static inline uint32_t fg_queue_slot(const struct fg_queue* q, uint32_t index) { return index & (q->entries - 1); }
 
-/* The descriptor the next post fills; only valid while fg_queue_space() > 0. */
-static inline struct ferry_desc* fg_queue_next(const struct fg_queue* q) { return &q->desc[fg_queue_slot(q, q->avail)]; }
-
-/* Hands the descriptor filled through fg_queue_next() to the device: the release store orders
- * the descriptor's fields before the new avail. */
-static inline void fg_queue_post(struct fg_queue* q) {
+/* Fills the next descriptor and hands it to the device (only while fg_queue_space() > 0):
+ * the release store orders the descriptor's fields before the new avail. */
+static inline void fg_queue_post(struct fg_queue* q, uint64_t addr, uint32_t len, uint16_t op, uint64_t sector,
+                                 uint64_t id) {
+  struct ferry_desc* d = &q->desc[fg_queue_slot(q, q->avail)];
+  d->addr = addr;
+  d->len = len;
+  d->op = op;
+  d->status = FERRY_STATUS_OK;
+  d->sector = sector;
+  d->id = id;
   q->avail++;
   __atomic_store_n(&q->ring->avail, q->avail, __ATOMIC_RELEASE);
 }

@@ -33,7 +33,7 @@ struct IncomingStats {
   uint64_t wire_bytes = 0;
   uint64_t pages = 0;          // page records applied
   double receive_ms = 0;       // Begin to Prepared
-  double build_ms = 0;         // VM built from the received state
+  double build_ms = 0;         // the received state loaded into the VM (built at Begin)
   double resume_ms = 0;        // Commit to running
   bool verified = false;
   bool verify_passed = false;
