@@ -106,9 +106,10 @@ Result<PauseStats> VmCore::Pause() {
     cv_.notify_all();
     return Timeout("vCPUs did not pause within 5 s");
   }
-  state_ = RunState::kPaused;
-  lock.unlock();
+  // Under mu_, so a Resume from another thread cannot slip in before the NIC is held and
+  // leave it held while the vCPUs run (no device path takes mu_ while holding its own lock).
   QuiesceDevices();
+  state_ = RunState::kPaused;
   return PauseStats{MonotonicNs() - t0};
 }
 
