@@ -87,6 +87,27 @@ uint16_t BlockDevice::Serve(const ferry_desc& d) {
     stats_.bytes_read += d.len;
     return FERRY_STATUS_OK;
   }
+  if (journaling_) {
+    // One copy serves both: the guest may rewrite its buffer meanwhile, and the journal must
+    // hold exactly what reached the image.
+    DiskWrite w{offset, std::vector<uint8_t>(buf, buf + d.len)};
+    bool ok = TransferAll([fd](uint8_t* b, uint64_t n, off_t o) { return ::pwrite(fd, b, n, o); }, w.data.data(),
+                          d.len, offset);
+    unflushed_ = true;
+    if (!ok) {
+      ++stats_.io_errors;
+      return FERRY_STATUS_IOERR;
+    }
+    if (journal_bytes_ + d.len > journal_cap_) {
+      journal_overflow_ = true;
+    } else {
+      journal_bytes_ += d.len;
+      journal_.push_back(std::move(w));
+    }
+    ++stats_.writes;
+    stats_.bytes_written += d.len;
+    return FERRY_STATUS_OK;
+  }
   bool ok = TransferAll([fd](uint8_t* b, uint64_t n, off_t o) { return ::pwrite(fd, b, n, o); }, buf, d.len, offset);
   unflushed_ = true;
   if (!ok) {
@@ -96,6 +117,35 @@ uint16_t BlockDevice::Serve(const ferry_desc& d) {
   ++stats_.writes;
   stats_.bytes_written += d.len;
   return FERRY_STATUS_OK;
+}
+
+void BlockDevice::StartJournal(uint64_t cap_bytes) {
+  std::lock_guard lock(mu_);
+  journaling_ = true;
+  journal_overflow_ = false;
+  journal_cap_ = cap_bytes;
+  journal_bytes_ = 0;
+  journal_.clear();
+}
+
+Result<std::vector<DiskWrite>> BlockDevice::TakeJournal() {
+  std::lock_guard lock(mu_);
+  if (!journaling_) return InvalidArgument("the disk journal is off");
+  if (journal_overflow_) {
+    return Status(ErrorCode::kBusy, "the disk journal overflowed (" + std::to_string(journal_cap_ >> 20) +
+                                        " MiB written in one checkpoint)");
+  }
+  std::vector<DiskWrite> out;
+  out.swap(journal_);
+  journal_bytes_ = 0;
+  return out;
+}
+
+void BlockDevice::StopJournal() {
+  std::lock_guard lock(mu_);
+  journaling_ = false;
+  journal_.clear();
+  journal_bytes_ = 0;
 }
 
 Status BlockDevice::Quiesce() {

@@ -15,6 +15,7 @@
 #include <memory>
 #include <mutex>
 #include <string>
+#include <vector>
 
 #include "device_queue.h"
 #include "ferry/base/status.h"
@@ -35,6 +36,12 @@ class BlockDevice {
   uint32_t Notify();
   // Makes every completed write durable (called with the vCPUs paused).
   Status Quiesce();
+  // Disk journal (replication): while on, every completed write is also recorded, to travel
+  // in the next checkpoint. Beyond `cap_bytes` the journal overflows and TakeJournal fails
+  // (the standby can no longer be brought up to date by journal alone).
+  void StartJournal(uint64_t cap_bytes);
+  Result<std::vector<DiskWrite>> TakeJournal();
+  void StopJournal();
   BlockState Save() const;
   Status Restore(const BlockState& saved);
   BlockStats stats() const;
@@ -52,6 +59,10 @@ class BlockDevice {
   bool unflushed_ = false;    // guarded by mu_: writes since the last fdatasync
   bool flush_failed_ = false; // guarded by mu_: an fdatasync failed; every later flush fails
   BlockStats stats_;          // guarded by mu_
+  bool journaling_ = false;            // guarded by mu_
+  bool journal_overflow_ = false;      // guarded by mu_
+  uint64_t journal_cap_ = 0, journal_bytes_ = 0;  // guarded by mu_
+  std::vector<DiskWrite> journal_;     // guarded by mu_
 };
 
 }  // namespace ferry::hypervisor

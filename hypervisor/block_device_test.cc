@@ -140,6 +140,28 @@ TEST_F(BlockDeviceTest, SavedQueueResumesWherePostedRequestsWait) {
   EXPECT_FALSE((*fresh)->Restore(saved).ok()) << "a disk of another size must be refused";
 }
 
+TEST_F(BlockDeviceTest, JournalRecordsExactlyTheCompletedWritesUntilItOverflows) {
+  EXPECT_FALSE(dev_->TakeJournal().ok()) << "no journal before StartJournal";
+  std::memset(mem_->host() + kBuf, 0x5a, 1024);
+  EXPECT_EQ(Submit(FERRY_BLK_WRITE, 1, kBuf, 512), FERRY_STATUS_OK);  // before the journal: not recorded
+  dev_->StartJournal(2048);
+  EXPECT_EQ(Submit(FERRY_BLK_WRITE, 5, kBuf, 1024), FERRY_STATUS_OK);
+  EXPECT_EQ(Submit(FERRY_BLK_READ, 5, kBuf + 0x10000, 512), FERRY_STATUS_OK);
+  EXPECT_EQ(Submit(FERRY_BLK_WRITE, 70, kBuf, 512), FERRY_STATUS_BAD_REQUEST);  // refused: not a write
+  auto j = dev_->TakeJournal();
+  ASSERT_TRUE(j.ok()) << j.status().message();
+  ASSERT_EQ(j->size(), 1u);
+  EXPECT_EQ((*j)[0].offset, 5u * 512);
+  ASSERT_EQ((*j)[0].data.size(), 1024u);
+  EXPECT_EQ((*j)[0].data[1023], 0x5a);
+  EXPECT_TRUE(dev_->TakeJournal()->empty()) << "taking the journal empties it";
+  EXPECT_EQ(Submit(FERRY_BLK_WRITE, 8, kBuf, 1024), FERRY_STATUS_OK);
+  EXPECT_EQ(Submit(FERRY_BLK_WRITE, 10, kBuf, 1024), FERRY_STATUS_OK);
+  EXPECT_EQ(Submit(FERRY_BLK_WRITE, 12, kBuf, 512), FERRY_STATUS_OK) << "the guest's write still succeeds";
+  EXPECT_EQ(dev_->TakeJournal().status().code(), ErrorCode::kBusy) << "2.5 KiB into a 2 KiB journal";
+  dev_->StopJournal();
+}
+
 TEST(BlockDeviceOpen, RefusesImagesThatAreNotWholeSectors) {
   auto mem = GuestMemory::Create(kMem);
   ASSERT_TRUE(mem.ok());

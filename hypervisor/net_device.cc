@@ -17,6 +17,8 @@ namespace {
 
 constexpr size_t kEthHeader = 14;
 constexpr uint32_t kMaxDeliverPerWake = 64;
+// Output held for unacknowledged checkpoints: a few epochs of a busy NIC.
+constexpr uint64_t kOutputBufferBytes = 64ull << 20;
 constexpr uint64_t kAnnounceGapsNs[] = {150'000'000, 50'000'000};  // indexed by announcements left - 1
 
 }  // namespace
@@ -77,7 +79,13 @@ uint32_t NetDevice::Notify(uint32_t queue) {
       continue;
     }
     if (auto ip = SenderIpv4(frame, mac_)) guest_ip_ = *ip;
-    Transmit(frame);
+    if (!output_) {
+      Transmit(frame);
+    } else if (output_->Add(frame)) {
+      ++stats_.tx_buffered;
+    } else {
+      ++stats_.tx_dropped;
+    }
     tx_.Complete(FERRY_STATUS_OK);
   }
   return tx_.broken() ? FERRY_E_BROKEN : FERRY_E_OK;
@@ -92,6 +100,29 @@ void NetDevice::Transmit(std::span<const uint8_t> frame) {
   } else {
     ++stats_.tx_dropped;
   }
+}
+
+void NetDevice::StartBuffering() {
+  std::lock_guard lock(mu_);
+  if (!output_) output_ = std::make_unique<OutputBuffer>(kOutputBufferBytes);
+}
+
+uint64_t NetDevice::SealOutput() {
+  std::lock_guard lock(mu_);
+  return output_ ? output_->Seal() : 0;
+}
+
+void NetDevice::ReleaseOutput(uint64_t epoch) {
+  std::lock_guard lock(mu_);  // held while writing: released frames keep their order
+  if (!output_) return;
+  for (const auto& frame : output_->TakeUpTo(epoch)) Transmit(frame);
+}
+
+void NetDevice::StopBuffering() {
+  std::lock_guard lock(mu_);
+  if (!output_) return;
+  for (const auto& frame : output_->TakeAll()) Transmit(frame);
+  output_.reset();
 }
 
 void NetDevice::Start() {
@@ -204,7 +235,9 @@ Status NetDevice::Restore(const NetState& saved) {
 
 NetStats NetDevice::stats() const {
   std::lock_guard lock(mu_);
-  return stats_;
+  NetStats s = stats_;
+  s.tx_held = output_ ? output_->held_frames() : 0;
+  return s;
 }
 
 uint32_t NetDevice::guest_ip() const {

@@ -21,6 +21,7 @@
 
 #include "device_queue.h"
 #include "ethernet.h"
+#include "output_buffer.h"
 #include "ferry/base/status.h"
 #include "ferry/base/unique_fd.h"
 #include "ferry/hypervisor/device_state.h"
@@ -42,6 +43,13 @@ class NetDevice {
   void Hold();                      // returns once nothing more is written into guest memory
   void Release();
   void Announce();                  // gratuitous ARP now, 50 ms and 150 ms later (if the IP is known)
+  // Output commit (replication): while buffering, transmitted frames are held in epochs
+  // instead of leaving; SealOutput() closes an epoch, ReleaseOutput(e) sends every frame of
+  // epochs <= e, StopBuffering() sends whatever is held and transmits directly again.
+  void StartBuffering();
+  uint64_t SealOutput();
+  void ReleaseOutput(uint64_t epoch);
+  void StopBuffering();
   NetState Save() const;
   Status Restore(const NetState& saved);
   NetStats stats() const;
@@ -71,6 +79,7 @@ class NetDevice {
   int announce_left_ = 0;          // guarded by mu_
   uint64_t next_announce_ns_ = 0;  // guarded by mu_
   NetStats stats_;                 // guarded by mu_
+  std::unique_ptr<OutputBuffer> output_;  // guarded by mu_; null: frames leave at once
 };
 
 }  // namespace ferry::hypervisor

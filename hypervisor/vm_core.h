@@ -32,6 +32,8 @@ class VmCore : public VcpuHost {
   // Re-attaches the devices to their saved state (restore, migration); before Start().
   Status RestoreDevices(const VmState& state);
   DeviceReport Devices() const;
+  NetDevice* net() { return net_.get(); }
+  BlockDevice* block() { return block_.get(); }
   Vcpu& vcpu(size_t i) { return *vcpus_[i]; }
   KvmDirtyLog& dirty_log() { return *dirty_log_; }
   Status SetThrottle(int index, uint32_t percent);

@@ -87,6 +87,33 @@ DeviceReport VmCore::Devices() const {
   return r;
 }
 
+void Vm::StartOutputBuffering() {
+  if (auto* n = core_->net()) n->StartBuffering();
+}
+
+uint64_t Vm::SealOutput() { return core_->net() ? core_->net()->SealOutput() : 0; }
+
+void Vm::ReleaseOutput(uint64_t epoch) {
+  if (auto* n = core_->net()) n->ReleaseOutput(epoch);
+}
+
+void Vm::StopOutputBuffering() {
+  if (auto* n = core_->net()) n->StopBuffering();
+}
+
+void Vm::StartDiskJournal(uint64_t cap_bytes) {
+  if (auto* b = core_->block()) b->StartJournal(cap_bytes);
+}
+
+Result<std::vector<DiskWrite>> Vm::TakeDiskJournal() {
+  if (auto* b = core_->block()) return b->TakeJournal();
+  return std::vector<DiskWrite>{};
+}
+
+void Vm::StopDiskJournal() {
+  if (auto* b = core_->block()) b->StopJournal();
+}
+
 std::array<uint8_t, 6> GenerateMac() {
   std::array<uint8_t, 6> mac{0x02, 0xfe, 0, 0, 0, 0};  // locally administered, unicast
   if (::getrandom(mac.data() + 2, 4, 0) != 4) {

@@ -7,6 +7,7 @@
 #include <cstdint>
 #include <optional>
 #include <string>
+#include <vector>
 
 #include "ferry/base/coding.h"
 #include "ferry/base/status.h"
@@ -81,6 +82,14 @@ struct NetStats {
   uint64_t rx_frames = 0, rx_bytes = 0, rx_bad_buffers = 0;
   uint64_t tx_frames = 0, tx_bytes = 0, tx_dropped = 0, tx_bad = 0, tx_spoofed = 0;
   uint64_t announcements = 0;
+  uint64_t tx_buffered = 0;  // frames that waited for a checkpoint (output commit)
+  uint64_t tx_held = 0;      // frames waiting right now
+};
+
+// A completed guest write, as the disk journal records it for a replication checkpoint.
+struct DiskWrite {
+  uint64_t offset = 0;  // bytes, a multiple of 512
+  std::vector<uint8_t> data;
 };
 
 void EncodeConsoleState(const ConsoleState& s, Encoder& e);

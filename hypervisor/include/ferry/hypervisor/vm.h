@@ -127,6 +127,19 @@ class Vm {
   // `percent` (0..99) of every 10 ms period. Migration uses this to force convergence.
   Status SetThrottle(int index, uint32_t percent);
   uint32_t throttle(uint32_t index) const;
+  // Replication's hooks (replication/). Output commit: while buffering, frames the guest
+  // transmits are held per epoch; SealOutput() closes the current epoch (call it while
+  // paused, at a checkpoint) and returns its number, ReleaseOutput(e) lets every frame of
+  // epochs <= e leave, StopOutputBuffering() releases all. No NIC: all are no-ops.
+  void StartOutputBuffering();
+  uint64_t SealOutput();
+  void ReleaseOutput(uint64_t epoch);
+  void StopOutputBuffering();
+  // Disk journal: while on, every completed guest write is recorded for the next checkpoint
+  // (TakeDiskJournal, while paused). No disk: an empty journal.
+  void StartDiskJournal(uint64_t cap_bytes);
+  Result<std::vector<DiskWrite>> TakeDiskJournal();
+  void StopDiskJournal();
   const VmConfig& config() const { return config_; }
   GuestMemory& memory() { return memory_; }
   uint64_t boot_host_ns() const { return created_ns_; }
