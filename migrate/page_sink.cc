@@ -1,8 +1,8 @@
-#include "page_sink.h"
+#include "ferry/migrate/page_sink.h"
 
 #include <cstring>
 
-#include "stream_set.h"
+#include "ferry/migrate/stream_set.h"
 
 namespace ferry::migrate {
 namespace {
@@ -12,8 +12,32 @@ alignas(64) const uint8_t kZeroPage[kPageBytes] = {};
 PageSink::PageSink(hypervisor::GuestMemory& memory, uint32_t stream, uint32_t streams)
     : memory_(memory), stream_(stream), streams_(streams), scratch_(size_t(kMaxPagesPerBatch) * kPageBytes) {}
 
+Status ApplyStaged(hypervisor::GuestMemory& memory, const StagedPages& staged) {
+  std::vector<std::span<const uint8_t>> run;
+  uint64_t first = 0;
+  for (size_t i = 0; i <= staged.index.size(); ++i) {
+    bool extends = i < staged.index.size() && !run.empty() && staged.index[i] == first + run.size();
+    if (!run.empty() && !extends) {
+      FERRY_RETURN_IF_ERROR(memory.WriteVThroughFd(first * kPageBytes, run));
+      run.clear();
+    }
+    if (i == staged.index.size()) break;
+    if (run.empty()) first = staged.index[i];
+    run.push_back({&staged.data[i * kPageBytes], kPageBytes});
+  }
+  return Status::Ok();
+}
+
 Status PageSink::Flush() {
   if (run_.empty()) return Status::Ok();
+  if (staged_) {
+    for (size_t i = 0; i < run_.size(); ++i) {
+      staged_->index.push_back(run_first_ + i);
+      staged_->data.insert(staged_->data.end(), run_[i].begin(), run_[i].end());
+    }
+    run_.clear();
+    return Status::Ok();
+  }
   Status st = memory_.WriteVThroughFd(run_first_ * kPageBytes, run_);
   run_.clear();
   return st;

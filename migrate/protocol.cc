@@ -5,6 +5,7 @@
 #include "ferry/base/checksum.h"
 #include "ferry/base/coding.h"
 #include "ferry/hypervisor/vm_state_codec.h"
+#include "ferry/migrate/checkpoint_protocol.h"
 
 namespace ferry::migrate {
 namespace {
@@ -49,6 +50,10 @@ const char* MsgTypeName(uint16_t type) {
     case MsgType::kSynced: return "synced";
     case MsgType::kPages: return "pages";
     case MsgType::kStreamEnd: return "stream-end";
+    case MsgType::kCheckpoint: return "checkpoint";
+    case MsgType::kCheckpointAck: return "checkpoint-ack";
+    case MsgType::kDiskWrites: return "disk-writes";
+    case MsgType::kEpochEnd: return "epoch-end";
   }
   return "unknown";
 }
@@ -67,6 +72,10 @@ uint32_t MaxPayload(uint16_t type) {
     case MsgType::kError: return 4 + kMaxReason;
     case MsgType::kPages: return kMaxPayload;
     case MsgType::kStreamEnd: return 16;
+    case MsgType::kCheckpoint: return 8 + 4 + 8 * kMaxStreams + 4 + 4 + kMaxState;
+    case MsgType::kCheckpointAck: return 8;
+    case MsgType::kDiskWrites: return kMaxDiskWritesPayload;
+    case MsgType::kEpochEnd: return 24;
     case MsgType::kSync: return 4 + 8 * kMaxStreams;
     case MsgType::kSynced:
     case MsgType::kReady:
@@ -187,7 +196,7 @@ std::vector<uint8_t> EncodeBegin(const Begin& m) {
   e.PutU32(m.streams);
   e.PutU32(kPageBytes);
   e.PutU64(m.generation);
-  e.PutU32(m.verify ? 1 : 0);  // flags
+  e.PutU32((m.verify ? 1u : 0u) | (m.replication ? 2u : 0u));  // flags
   return e.Take();
 }
 
@@ -204,8 +213,9 @@ Result<Begin> DecodeBegin(std::span<const uint8_t> p) {
   uint32_t flags = 0;
   d.GetU32(&flags);
   if (!d.ok() || d.remaining() != 0) return Malformed("begin");
-  if (flags > 1) return Unsupported("begin carries unknown flags");
+  if (flags > 3) return Unsupported("begin carries unknown flags");
   m.verify = flags & 1;
+  m.replication = flags & 2;
   if (m.streams == 0 || m.streams > kMaxStreams) return Corrupt("begin asks for " + std::to_string(m.streams) + " streams");
   if (page != kPageBytes) return Unsupported("peer uses " + std::to_string(page) + "-byte pages");
   return m;

@@ -107,7 +107,7 @@ TEST(FrameHeaderTest, BadMagicShortHeaderAndUnknownTypesAreRefused) {
   bad[0] ^= 1;
   EXPECT_EQ(DecodeHeader(bad).status().code(), ErrorCode::kCorrupt);
   EXPECT_FALSE(DecodeHeader(std::span<const uint8_t>(header.data(), kHeaderSize - 1)).ok());
-  for (uint16_t type : {0, 16, 19, 22, 0xffff}) {
+  for (uint16_t type : {0, 19, 23, 0xffff}) {
     auto h = header;
     h[6] = static_cast<uint8_t>(type);
     h[7] = static_cast<uint8_t>(type >> 8);
@@ -266,8 +266,13 @@ TEST(MessageTest, BeginRoundTripsAndRefusesBadFields) {
   EXPECT_EQ(r.status().code(), ErrorCode::kUnsupported);
   EXPECT_NE(r.status().message().find("8192-byte pages"), std::string::npos) << r.status().message();
   bad = p;
-  bad[tail + 16] = 2;  // an unknown flag
+  bad[tail + 16] = 4;  // an unknown flag
   EXPECT_EQ(DecodeBegin(bad).status().code(), ErrorCode::kUnsupported);
+  m = SampleBegin();
+  m.replication = true;
+  auto rep = DecodeBegin(EncodeBegin(m));
+  ASSERT_TRUE(rep.ok());
+  EXPECT_TRUE(rep->replication);
 }
 
 TEST(MessageTest, StateRoundTripsAndChecksTheStreamCount) {

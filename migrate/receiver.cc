@@ -11,8 +11,9 @@
 #include "ferry/base/clock.h"
 #include "ferry/base/log.h"
 #include "ferry/hypervisor/vm_state_codec.h"
+#include "ferry/migrate/accept.h"
 #include "ferry/migrate/incoming.h"
-#include "page_sink.h"
+#include "ferry/migrate/page_sink.h"
 
 namespace ferry::migrate {
 namespace {
@@ -60,33 +61,10 @@ class DestMigration {
 };
 
 Result<std::unique_ptr<Channel>> DestMigration::AcceptAuthenticated(Role role, uint64_t timeout_ms, Hello* hello) {
-  uint64_t deadline = timeout_ms ? MonotonicNs() + timeout_ms * 1000000 : 0;
-  for (;;) {
-    uint64_t left = 0;
-    if (deadline) {
-      uint64_t now = MonotonicNs();
-      if (now >= deadline) return Timeout("no authenticated source connected in time");
-      left = std::max<uint64_t>(1, (deadline - now) / 1000000);
-    }
-    FERRY_ASSIGN_OR_RETURN(auto conn, listener_.Accept(left));
-    std::string peer = conn->PeerAddress();
-    auto ch = std::make_unique<Channel>(std::move(conn), role == Role::kControl ? "control stream" : "data stream");
-    ch->set_timeout_ms(o_.io_timeout_ms);
-    auto h = AuthenticateSource(*ch, o_.key, session_);
-    if (!h.ok()) {
-      ++stats_.refused_peers;
-      std::fprintf(stderr, "ferry incoming: %s\n", h.status().message().c_str());
-      continue;  // a stranger does not end the wait for the real source
-    }
-    if (h->role != role || (role == Role::kData && h->session != session_)) {
-      ch->Fail("unexpected connection (wrong role or session)");
-      ++stats_.refused_peers;
-      std::fprintf(stderr, "ferry incoming: refused %s: unexpected connection (wrong role or session)\n", peer.c_str());
-      continue;
-    }
-    *hello = *h;
-    return ch;
-  }
+  FERRY_ASSIGN_OR_RETURN(AcceptedPeer p, AcceptPeer(listener_, o_.key, session_, role, timeout_ms, o_.io_timeout_ms,
+                                                    "ferry incoming", &stats_.refused_peers));
+  *hello = p.hello;
+  return std::move(p.channel);
 }
 
 Status DestMigration::AcceptDataStreams() {

@@ -10,8 +10,9 @@
 #include "ferry/base/log.h"
 #include "ferry/dirtylog/tracker.h"
 #include "ferry/hypervisor/vm_state_codec.h"
+#include "ferry/migrate/accept.h"
 #include "ferry/migrate/migration.h"
-#include "stream_set.h"
+#include "ferry/migrate/stream_set.h"
 
 namespace ferry::migrate {
 namespace {
@@ -58,17 +59,7 @@ class ProgressTicker {
 
 Result<std::unique_ptr<Channel>> Open(const Endpoint& to, const MigrateOptions& o, Role role, uint32_t stream,
                                       const Session& session, Session* assigned) {
-  std::unique_ptr<Connection> conn;
-  if (o.transport == "rdma") {
-    FERRY_ASSIGN_OR_RETURN(conn, ConnectRdma(to, o.io_timeout_ms));
-  } else {
-    FERRY_ASSIGN_OR_RETURN(conn, ConnectTcp(to, o.io_timeout_ms));
-  }
-  std::string name = role == Role::kControl ? "control stream" : "data stream " + std::to_string(stream);
-  auto ch = std::make_unique<Channel>(std::move(conn), name);
-  ch->set_timeout_ms(o.io_timeout_ms);
-  FERRY_ASSIGN_OR_RETURN(*assigned, AuthenticateToDestination(*ch, o.key, role, stream, session));
-  return ch;
+  return ConnectPeer(to, o.transport, o.key, o.io_timeout_ms, role, stream, session, assigned);
 }
 
 // Everything Migrate() holds; Fail() undoes what the source changed so the VM runs on.

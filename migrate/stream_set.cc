@@ -1,28 +1,31 @@
-#include "stream_set.h"
+#include "ferry/migrate/stream_set.h"
 
 #include <cstring>
 #include <thread>
 
 #include "ferry/base/checksum.h"
+#include "ferry/migrate/checkpoint_protocol.h"
 
 namespace ferry::migrate {
 
 StreamSet::StreamSet(const hypervisor::GuestMemory& memory, std::vector<std::unique_ptr<Channel>> channels,
                      const EncoderOptions& options)
     : memory_(memory), channels_(std::move(channels)), pages_sent_(channels_.size(), 0),
+      epoch_start_(channels_.size(), 0),
       sent_hash_(memory.size() / kPageBytes, 0) {
   EncoderOptions each = options;
   each.xbzrle_cache_pages = options.xbzrle_cache_pages / channels_.size();
   for (size_t i = 0; i < channels_.size(); ++i) encoders_.push_back(std::make_unique<PageEncoder>(each));
 }
 
-Status StreamSet::SendRound(const Bitmap& pages) {
+Status StreamSet::SendRound(const Bitmap& pages, const uint8_t* source) {
+  if (!source) source = memory_.host();
   std::vector<Status> results(channels_.size());
   std::vector<std::thread> threads;
   for (size_t i = 1; i < channels_.size(); ++i) {
-    threads.emplace_back([this, i, &pages, &results] { results[i] = SendStream(i, pages); });
+    threads.emplace_back([this, i, &pages, source, &results] { results[i] = SendStream(i, pages, source); });
   }
-  results[0] = SendStream(0, pages);
+  results[0] = SendStream(0, pages, source);
   for (auto& t : threads) t.join();
   for (auto& st : results) {
     if (!st.ok() && st.code() != ErrorCode::kAborted) return st;  // the cause, not the echo
@@ -31,14 +34,13 @@ Status StreamSet::SendRound(const Bitmap& pages) {
   return Status::Ok();
 }
 
-Status StreamSet::SendStream(size_t stream, const Bitmap& pages) {
+Status StreamSet::SendStream(size_t stream, const Bitmap& pages, const uint8_t* host) {
   Channel& ch = *channels_[stream];
   PageEncoder& enc = *encoders_[stream];
   BatchBuilder batch;
   batch.Start();
   alignas(64) uint8_t copy[kPageBytes];
   const uint64_t n = channels_.size(), total = pages.size();
-  const uint8_t* host = memory_.host();
   auto flush = [&]() -> Status {
     if (batch.count() == 0) return Status::Ok();
     if (failed_.load(std::memory_order_relaxed)) return Status(ErrorCode::kAborted, "another stream failed");
@@ -85,6 +87,18 @@ Result<std::vector<uint64_t>> StreamSet::Finish() {
     Channel& ch = *channels_[i];
     StreamEnd end{pages_sent_[i], ch.frames_sent()};
     FERRY_RETURN_IF_ERROR(ch.Send(MsgType::kStreamEnd, EncodeStreamEnd(end)));
+    frames.push_back(ch.frames_sent());
+  }
+  return frames;
+}
+
+Result<std::vector<uint64_t>> StreamSet::EndEpoch(uint64_t epoch) {
+  std::vector<uint64_t> frames;
+  for (size_t i = 0; i < channels_.size(); ++i) {
+    Channel& ch = *channels_[i];
+    EpochEnd end{epoch, pages_sent_[i] - epoch_start_[i], ch.frames_sent()};
+    FERRY_RETURN_IF_ERROR(ch.Send(MsgType::kEpochEnd, EncodeEpochEnd(end)));
+    epoch_start_[i] = pages_sent_[i];
     frames.push_back(ch.frames_sent());
   }
   return frames;

@@ -21,7 +21,8 @@ namespace ferry::migrate {
 
 inline constexpr uint32_t kMagic = 0x47494d46;  // "FMIG" on the wire
 // Version 2: the VM config and state carry the PV devices (disk, NIC).
-inline constexpr uint16_t kVersion = 2;
+// Version 3: replication (checkpoints, epoch ends, disk writes; begin's replication flag).
+inline constexpr uint16_t kVersion = 3;
 inline constexpr size_t kHeaderSize = 24;
 inline constexpr uint32_t kPageBytes = 4096;
 inline constexpr uint32_t kMaxPagesPerBatch = 256;
@@ -48,8 +49,12 @@ enum class MsgType : uint16_t {
   kError = 13,        // either way, any connection: why the sender gives up
   kSync = 14,         // src -> dst (control): frames sent per stream so far; answer when landed
   kSynced = 15,       // dst -> src (control): every frame named by the sync is in guest memory
+  kCheckpoint = 16,   // primary -> standby (control): an epoch's frame counts + vCPU and device state
+  kCheckpointAck = 17,  // standby -> primary (control): that checkpoint is applied whole
+  kDiskWrites = 18,   // primary -> standby (control): disk writes (initial copy or an epoch's journal)
   kPages = 20,        // src -> dst (data): a batch of page records
   kStreamEnd = 21,    // src -> dst (data): the last frame on this stream
+  kEpochEnd = 22,     // primary -> standby (data): the last frame of an epoch's pages on this stream
 };
 const char* MsgTypeName(uint16_t type);
 
@@ -96,6 +101,7 @@ struct Begin {
   uint32_t streams = 1;
   uint64_t generation = 0;  // fencing token (HA); 0 until the HA manager assigns one
   bool verify = false;      // the destination reports the guest's self-verification
+  bool replication = false; // a standby: checkpoints follow, no commit
 };
 std::vector<uint8_t> EncodeBegin(const Begin& m);
 Result<Begin> DecodeBegin(std::span<const uint8_t> p);

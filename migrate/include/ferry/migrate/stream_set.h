@@ -22,8 +22,13 @@ class StreamSet {
  public:
   StreamSet(const hypervisor::GuestMemory& memory, std::vector<std::unique_ptr<Channel>> channels,
             const EncoderOptions& options);
-  // Sends every page set in `pages`; the first error stops every stream.
-  Status SendRound(const Bitmap& pages);
+  // Sends every page set in `pages`; the first error stops every stream. Page p is read at
+  // `source + p * kPageBytes` (null: guest memory itself; replication passes its staging
+  // copy, laid out like guest memory).
+  Status SendRound(const Bitmap& pages, const uint8_t* source = nullptr);
+  // Replication: ends epoch `epoch` on every stream (kEpochEnd with the pages sent since the
+  // previous epoch end); returns the frames each stream carried so far, the end included.
+  Result<std::vector<uint64_t>> EndEpoch(uint64_t epoch);
   // Ends every stream (kStreamEnd); returns the frames each carried, the end included.
   Result<std::vector<uint64_t>> Finish();
   void CloseAll();
@@ -38,12 +43,13 @@ class StreamSet {
   size_t size() const { return channels_.size(); }
 
  private:
-  Status SendStream(size_t stream, const Bitmap& pages);
+  Status SendStream(size_t stream, const Bitmap& pages, const uint8_t* source);
 
   const hypervisor::GuestMemory& memory_;
   std::vector<std::unique_ptr<Channel>> channels_;
   std::vector<std::unique_ptr<PageEncoder>> encoders_;  // one per stream
   std::vector<uint64_t> pages_sent_;                     // per stream, for kStreamEnd
+  std::vector<uint64_t> epoch_start_;                    // per stream: pages_sent_ at the last epoch end
   // Last-sent XXH3 of each page (0: never sent). Each page belongs to one stream, so each
   // element is touched by one thread only.
   std::vector<uint64_t> sent_hash_;

@@ -12,9 +12,25 @@
 
 namespace ferry::migrate {
 
+// Decoded pages held back from guest memory until their checkpoint is complete (a
+// replication standby), in arrival order; each page at most once per checkpoint.
+struct StagedPages {
+  std::vector<uint64_t> index;
+  std::vector<uint8_t> data;  // index.size() pages
+  void Clear() {
+    index.clear();
+    data.clear();
+  }
+};
+// Writes staged pages into guest memory (runs of consecutive pages in one pwritev each).
+Status ApplyStaged(hypervisor::GuestMemory& memory, const StagedPages& staged);
+
 class PageSink {
  public:
   PageSink(hypervisor::GuestMemory& memory, uint32_t stream, uint32_t streams);
+  // Non-null: decoded pages go to `staged` instead of guest memory (XBZRLE deltas still
+  // apply to guest memory's copy, the last committed one).
+  void set_staging(StagedPages* staged) { staged_ = staged; }
   // Validates and applies a kPages payload; returns the pages applied.
   Result<uint64_t> Apply(std::span<const uint8_t> payload);
 
@@ -27,6 +43,7 @@ class PageSink {
   std::vector<uint8_t> scratch_;                  // decoded pages of the current batch
   std::vector<std::span<const uint8_t>> run_;     // the current run of consecutive pages
   uint64_t run_first_ = 0;
+  StagedPages* staged_ = nullptr;
 };
 
 }  // namespace ferry::migrate
