@@ -55,7 +55,8 @@ json StatusJson(hypervisor::Vm& vm) {
           {"guest_time_ns", vm.GuestNs()},
           {"console_last_line", vm.LastConsoleLine()},
           {"report", ReportJson(vm.LastReport())},
-          {"devices", DevicesJson(vm.Devices())}};
+          {"devices", DevicesJson(vm.Devices())},
+          {"replication", ReplicationJson()}};
 }
 
 json Snapshot(hypervisor::Vm& vm, const json& req) {
@@ -152,6 +153,8 @@ json HandleApiRequest(hypervisor::Vm& vm, const json& req, const ApiEmit& emit) 
   }
   if (op == "snapshot") return Snapshot(vm, req);
   if (op == "migrate") return HandleMigrate(vm, req, emit);
+  if (op == "replicate") return HandleReplicate(vm, req);
+  if (op == "replicate_stop") return HandleReplicateStop();
   if (op == "verify") return Verify(vm, req);
   if (op == "dirty_rate") return DirtyRate(vm, req);
   if (op == "throttle") return Throttle(vm, req);
@@ -163,7 +166,7 @@ json HandleApiRequest(hypervisor::Vm& vm, const json& req, const ApiEmit& emit) 
     }
     return {{"ok", true}};
   }
-  return Error("unknown op \"" + op + "\" (expected status, pause, resume, snapshot, migrate, verify, dirty_rate, throttle or stop)");
+  return Error("unknown op \"" + op + "\" (expected status, pause, resume, snapshot, migrate, replicate, replicate_stop, verify, dirty_rate, throttle or stop)");
 }
 
 }  // namespace ferry::cli

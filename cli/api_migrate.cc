@@ -4,6 +4,7 @@
 #include <cstdio>
 
 #include "ferry/migrate/migration.h"
+#include "key_hex.h"
 #include "vmm_host.h"
 
 namespace ferry::cli {
@@ -13,17 +14,6 @@ using nlohmann::json;
 namespace {
 
 std::atomic<bool> g_migrating{false};  // one migration per VMM at a time
-
-Result<migrate::Key> KeyFromHex(const std::string& hex) {
-  if (hex.size() % 2 != 0 || hex.size() > 8192) return InvalidArgument("malformed key");
-  migrate::Key key;
-  for (size_t i = 0; i < hex.size(); i += 2) {
-    unsigned v = 0;
-    if (std::sscanf(hex.c_str() + i, "%2x", &v) != 1) return InvalidArgument("malformed key");
-    key.bytes.push_back(static_cast<uint8_t>(v));
-  }
-  return key;
-}
 
 json StatsJson(const migrate::MigrationStats& s) {
   json rounds = json::array();
@@ -81,6 +71,7 @@ json HandleMigrate(hypervisor::Vm& vm, const json& req, const ApiEmit& emit) {
   o.convergence.deadline_ms = req.value("deadline_ms", o.convergence.deadline_ms);
   o.convergence.auto_converge = req.value("auto_converge", true);
 
+  if (Replicating()) return error("this VM is being replicated: stop replication first (ferry replicate --stop)");
   if (g_migrating.exchange(true)) return error("a migration of this VM is already running");
   auto progress = [&emit](const migrate::Progress& p) {
     emit({{"progress", p.phase}, {"sent_bytes", p.sent_bytes}, {"remaining_pages", p.remaining_pages},

@@ -44,8 +44,26 @@ int Call(const ControlFlags& f, const json& request, const std::function<void(co
   return kExitOk;
 }
 
+void PrintReplicationStatus(const json& rep) {
+  if (rep.value("role", "") == "standby") {
+    std::printf("standby:  %s, primary %s, checkpoint %llu (%.0f ms ago), %llu discarded%s%s\n",
+                rep.value("state", "").c_str(), rep.value("primary", "").c_str(),
+                static_cast<unsigned long long>(rep.value("committed_epoch", uint64_t{0})), rep.value("since_commit_ms", 0.0),
+                static_cast<unsigned long long>(rep.value("discarded", uint64_t{0})),
+                rep.value("error", "").empty() ? "" : "; ", rep.value("error", "").c_str());
+    return;
+  }
+  std::printf("replica:  %s to %s, %llu checkpoints, interval %.0f ms, pause p50 %.2f ms, lag p50 %.1f ms%s%s\n",
+              rep.value("state", "").c_str(), rep.value("standby", "").c_str(),
+              static_cast<unsigned long long>(rep.value("epochs", uint64_t{0})), rep.value("interval_ms", 0.0),
+              rep.value("pause_ms_p50", 0.0), rep.value("lag_ms_p50", 0.0), rep.value("error", "").empty() ? "" : "; ",
+              rep.value("error", "").c_str());
+}
+
 void PrintStatus(const json& r) {
   std::printf("state:    %s\n", r["state"].get<std::string>().c_str());
+  if (r.contains("replication") && r["replication"].is_object()) PrintReplicationStatus(r["replication"]);
+  if (!r.contains("guest")) return;  // a standby: no VM runs here yet
   std::printf("guest:    %s %s\n", r["guest"].get<std::string>().c_str(), r["guest_args"].get<std::string>().c_str());
   std::printf("vcpus:    %u\nmemory:   %llu MiB\nuptime:   %llu ms\n", r["vcpus"].get<unsigned>(),
               static_cast<unsigned long long>(r["mem_bytes"].get<uint64_t>() >> 20),

@@ -9,6 +9,7 @@
 #include "device_flags.h"
 #include "ferry/base/units.h"
 #include "ferry/migrate/incoming.h"
+#include "key_hex.h"
 #include "vmm_host.h"
 
 namespace ferry::cli {
@@ -77,16 +78,6 @@ int DoIncoming(const IncomingFlags& f) {
   return RunVmm(std::move(r->vm), VmmOptions{f.api, false, true});
 }
 
-std::string Hex(const std::vector<uint8_t>& bytes) {
-  std::string out;
-  char b[3];
-  for (uint8_t v : bytes) {
-    std::snprintf(b, sizeof b, "%02x", v);
-    out += b;
-  }
-  return out;
-}
-
 int DoMigrate(const MigrateFlags& f) {
   json req = {{"op", "migrate"}, {"to", f.to}, {"streams", f.streams}, {"compress", f.compress},
               {"downtime_ms", f.downtime_ms}, {"deadline_ms", static_cast<uint64_t>(f.deadline_s * 1000)},
@@ -106,7 +97,7 @@ int DoMigrate(const MigrateFlags& f) {
   if (!f.key.empty()) {
     auto key = migrate::LoadKey(f.key);
     if (!key.ok()) return Fail(key.status().message());
-    req["key"] = Hex(key->bytes);  // the API socket is owner-only
+    req["key"] = KeyToHex(key->bytes);  // the API socket is owner-only
   }
   const bool tty = isatty(STDERR_FILENO);
   auto progress = [tty](const json& p) {

@@ -16,6 +16,8 @@ void AddVmmCommands(CLI::App& app, CommandFn* selected);
 void AddControlCommands(CLI::App& app, CommandFn* selected);
 // Adds incoming and migrate.
 void AddMigrateCommands(CLI::App& app, CommandFn* selected);
+// Adds standby, replicate and promote.
+void AddReplicationCommands(CLI::App& app, CommandFn* selected);
 // Adds kv-load (a load client for the kvstore guest).
 void AddKvCommands(CLI::App& app, CommandFn* selected);
 

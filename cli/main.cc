@@ -15,6 +15,7 @@ int main(int argc, char** argv) {
   ferry::cli::AddVmmCommands(app, &selected);
   ferry::cli::AddControlCommands(app, &selected);
   ferry::cli::AddMigrateCommands(app, &selected);
+  ferry::cli::AddReplicationCommands(app, &selected);
   ferry::cli::AddKvCommands(app, &selected);
   try {
     app.parse(argc, argv);

@@ -62,8 +62,14 @@ int RunVmm(std::unique_ptr<hypervisor::Vm> vm, const VmmOptions& options) {
     std::fprintf(stderr, "ferry: cannot start the VM: %s\n", st.message().c_str());
     return kExitError;
   }
-  hypervisor::VmExit exit = vm->WaitForExit();
+  int code = AwaitVmExit(*vm);
   if (api) api->Stop();
+  return code;
+}
+
+int AwaitVmExit(hypervisor::Vm& vm) {
+  hypervisor::VmExit exit = vm.WaitForExit();
+  StopReplication();
   switch (exit.state) {
     case RunState::kShutdown:
       std::fprintf(stderr, "ferry: guest shut down (code %d)\n", exit.exit_code);

@@ -58,5 +58,14 @@ nlohmann::json HandleApiRequest(hypervisor::Vm& vm, const nlohmann::json& reques
 // The "migrate" operation (api_migrate.cc): streams progress lines through `emit`, stops the
 // VM once the destination runs it.
 nlohmann::json HandleMigrate(hypervisor::Vm& vm, const nlohmann::json& request, const ApiEmit& emit);
+// Replication on the primary (api_replicate.cc): "replicate" answers once the first
+// checkpoint is acknowledged; "replicate_stop"; the status section (null if never replicated).
+nlohmann::json HandleReplicate(hypervisor::Vm& vm, const nlohmann::json& request);
+nlohmann::json HandleReplicateStop();
+nlohmann::json ReplicationJson();
+bool Replicating();
+void StopReplication();  // before the VM goes away
+// Waits for the guest to end; returns the process exit code (RunVmm's).
+int AwaitVmExit(hypervisor::Vm& vm);
 
 }  // namespace ferry::cli

@@ -1,0 +1,105 @@
+// The API's replication operations on the primary: "replicate" starts a Replicator inside the
+// VMM (which owns the guest memory) and answers once the guest is protected; "replicate_stop"
+// ends it. Status carries the replication's state and per-epoch statistics.
+#include <mutex>
+
+#include "ferry/replication/replicator.h"
+#include "key_hex.h"
+#include "vmm_host.h"
+
+namespace ferry::cli {
+
+using nlohmann::json;
+
+namespace {
+
+std::mutex g_mu;
+std::unique_ptr<replication::Replicator> g_replicator;  // guarded by g_mu; kept after it ends, for status
+
+json EpochJson(const replication::EpochStats& e) {
+  return {{"epoch", e.epoch}, {"pause_ms", e.pause_ms}, {"copy_ms", e.copy_ms}, {"pages", e.pages},
+          {"disk_bytes", e.disk_bytes}, {"wire_bytes", e.wire_bytes}, {"ship_ms", e.ship_ms},
+          {"lag_ms", e.lag_ms}, {"interval_ms", e.interval_ms}, {"throttle", e.throttle}};
+}
+
+}  // namespace
+
+json ReplicationStatusJson(const replication::ReplicationStatus& s) {
+  json recent = json::array();
+  for (const auto& e : s.recent) recent.push_back(EpochJson(e));
+  return {{"role", "primary"}, {"state", s.state}, {"standby", s.standby}, {"error", s.error},
+          {"generation", s.generation}, {"epochs", s.epochs}, {"sync_ms", s.sync_ms},
+          {"sync_disk_bytes", s.sync_disk_bytes}, {"wire_bytes", s.wire_bytes}, {"interval_ms", s.interval_ms},
+          {"throttle", s.throttle}, {"lagging_epochs", s.lagging_epochs}, {"behind_ms", s.behind_ms},
+          {"pause_ms_p50", s.pause_ms_p50}, {"pause_ms_p99", s.pause_ms_p99}, {"pause_ms_max", s.pause_ms_max},
+          {"lag_ms_p50", s.lag_ms_p50}, {"lag_ms_max", s.lag_ms_max}, {"ship_ms_p50", s.ship_ms_p50},
+          {"recent", recent}};
+}
+
+bool Replicating() {
+  std::lock_guard lock(g_mu);
+  return g_replicator && g_replicator->running();
+}
+
+json ReplicationJson() {
+  std::lock_guard lock(g_mu);
+  if (!g_replicator) return nullptr;
+  return ReplicationStatusJson(g_replicator->status());
+}
+
+void StopReplication() {
+  std::lock_guard lock(g_mu);
+  if (g_replicator) g_replicator->Stop();
+}
+
+json HandleReplicate(hypervisor::Vm& vm, const json& req) {
+  auto error = [](const std::string& m) { return json{{"ok", false}, {"error", m}}; };
+  replication::ReplicateOptions o;
+  o.to = req.value("to", "");
+  if (o.to.empty()) return error("replicate needs \"to\": HOST:PORT");
+  if (req.contains("key") && req["key"].is_string()) {
+    auto key = KeyFromHex(req["key"]);
+    if (!key.ok()) return error(key.status().message());
+    o.key = std::move(key).value();
+  }
+  o.transport = req.value("transport", "tcp");
+  if (o.transport != "tcp" && o.transport != "rdma") return error("transport must be tcp or rdma");
+  o.streams = req.value("streams", 2u);
+  o.compress = req.value("compress", "zstd") == "zstd";
+  o.io_timeout_ms = req.value("io_timeout_ms", o.io_timeout_ms);
+  o.generation = req.value("generation", uint64_t{0});
+  o.epochs.interval_ms = req.value("interval_ms", o.epochs.interval_ms);
+  o.epochs.max_interval_ms = req.value("max_interval_ms", o.epochs.max_interval_ms);
+  o.epochs.throttle = req.value("throttle", true);
+  if (o.epochs.interval_ms < 1 || o.epochs.interval_ms > 60000) return error("interval_ms must be 1..60000");
+  if (o.epochs.max_interval_ms < o.epochs.interval_ms) o.epochs.max_interval_ms = o.epochs.interval_ms;
+  uint64_t wait_ms = req.value("wait_ms", uint64_t{300000});
+
+  replication::Replicator* r;
+  {
+    std::lock_guard lock(g_mu);
+    if (g_replicator && g_replicator->running()) return error("this VM is already being replicated");
+    auto started = replication::Replicator::Start(vm, o);
+    if (!started.ok()) return error(started.status().message());
+    g_replicator = std::move(started).value();
+    r = g_replicator.get();
+  }
+  // The replicator is never replaced while running, so `r` stays valid while we wait.
+  if (Status st = r->WaitProtected(wait_ms); !st.ok()) {
+    json e = error("replication to " + o.to + " did not protect the VM: " + st.message());
+    e["replication"] = ReplicationStatusJson(r->status());
+    return e;
+  }
+  json out = {{"ok", true}};
+  out["replication"] = ReplicationStatusJson(r->status());
+  return out;
+}
+
+json HandleReplicateStop() {
+  std::lock_guard lock(g_mu);
+  if (!g_replicator || !g_replicator->running()) return {{"ok", false}, {"error", "this VM is not being replicated"}};
+  g_replicator->Stop();
+  return {{"ok", true}, {"replication", ReplicationStatusJson(g_replicator->status())}};
+}
+
+}  // namespace ferry::cli
