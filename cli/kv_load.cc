@@ -80,6 +80,7 @@ struct Pending {
 struct KeyState {
   uint64_t last_sent_put = 0;    // value of the newest PUT sent; 0: none
   uint64_t last_acked = 0;       // highest value acknowledged OK; 0: none
+  uint64_t last_seen = 0;        // highest value a GET answer showed; later reads may not go below it
   std::vector<uint64_t> acked;   // every acknowledged value, to count what a loss took
 };
 
@@ -178,7 +179,7 @@ class LoadClient {
     uint64_t id = next_id_++;
     KeyState& ks = keys_[key];
     Pending p{Phase::kLoad, put ? uint8_t{FKV_OP_PUT} : uint8_t{FKV_OP_GET}, false, key, put ? value_base_ + id : 0,
-              ks.last_acked, now};
+              std::max(ks.last_acked, ks.last_seen), now};
     if (!Send(id, p)) {
       ++r_.send_errors;
       return;
@@ -255,6 +256,7 @@ class LoadClient {
     ++r_.gets_answered;
     bool found = m.status == FKV_ST_OK;
     bool ok = found ? m.value >= std::max<uint64_t>(p.floor, 1) && m.value <= Newest(ks) : p.floor == 0;
+    if (ok && found) ks.last_seen = std::max(ks.last_seen, m.value);
     if (!ok) {
       ++r_.stale_reads;
       Anomaly("key " + std::to_string(p.key) + ": GET answered " + (found ? std::to_string(m.value) : "NOT_FOUND") +
@@ -373,6 +375,12 @@ class LoadClient {
         r_.lost_puts += lost;
         Anomaly("key " + std::to_string(p.key) + ": holds " + (found ? std::to_string(held) : "nothing") + ", " +
                 std::to_string(lost) + " acknowledged PUT(s) lost, the newest " + std::to_string(ks.last_acked));
+      } else if (held < ks.last_seen) {
+        // Not an acknowledged PUT, but a reply showed this value: the service exposed a
+        // state it later lost (what output commit prevents across a failover).
+        ++r_.unreflected_replies;
+        Anomaly("key " + std::to_string(p.key) + ": holds " + (found ? std::to_string(held) : "nothing") +
+                ", but a GET answered " + std::to_string(ks.last_seen));
       }
     }
     Pump();
@@ -501,6 +509,7 @@ std::string KvLoadFailure(const KvLoadResult& r) {
   auto add = [&why](const std::string& s) { why += (why.empty() ? "" : "; ") + s; };
   if (r.lost_puts != 0) add(std::to_string(r.lost_puts) + " acknowledged PUT(s) lost");
   if (r.stale_reads != 0) add(std::to_string(r.stale_reads) + " stale read(s)");
+  if (r.unreflected_replies != 0) add(std::to_string(r.unreflected_replies) + " key(s) lost a value a reply had shown");
   if (r.unverifiable_keys != 0) add(std::to_string(r.unverifiable_keys) + " key(s) could not be verified");
   if (r.acked_puts == 0) add("no PUT was acknowledged");
   return why;
@@ -520,6 +529,7 @@ nlohmann::json KvLoadResultJson(const KvLoadResult& r) {
           {"bad_replies", r.bad_replies},
           {"late_replies", r.late_replies},
           {"lost_puts", r.lost_puts},
+          {"unreflected_replies", r.unreflected_replies},
           {"verified_keys", r.verified_keys},
           {"unverifiable_keys", r.unverifiable_keys},
           {"client_gap_ms", r.client_gap_ms},

@@ -57,6 +57,7 @@ struct KvLoadResult {
   uint64_t late_replies = 0;   // replies to requests already counted unanswered
   // Verification.
   uint64_t lost_puts = 0;
+  uint64_t unreflected_replies = 0;  // keys holding less than a GET answer had shown
   uint64_t verified_keys = 0;
   uint64_t unverifiable_keys = 0;  // keys whose verification GET was never answered
   // Timing (ms). The gap is the longest time without a valid reply while requests were

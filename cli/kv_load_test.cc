@@ -35,6 +35,7 @@ class FakeKvServer {
     kPhantom,  // GET answers a value newer than any PUT
     kGarbage,  // every 5th request is first answered by a malformed or unmatched datagram
     kSilent,   // never answers
+    kRollback, // key kForgottenKey: PUTs stored but never answered; a GET shows the value, then loses it
   };
   static constexpr uint64_t kForgottenKey = 3;
   static constexpr uint64_t kPauseAt = 150;
@@ -90,6 +91,21 @@ class FakeKvServer {
     }
     fkv_msg reply = *req;
     reply.status = FKV_ST_OK;
+    if (mode_ == Mode::kRollback && req->key == kForgottenKey) {
+      if (req->op == FKV_OP_PUT) {
+        store_[req->key] = req->value;
+        ++dropped;
+        return;
+      }
+      if (store_.count(req->key) != 0) {
+        reply.value = store_[req->key];
+        store_.erase(req->key);  // the state that answer came from is gone
+      } else {
+        reply.status = FKV_ST_NOT_FOUND;
+      }
+      Send(reply);
+      return;
+    }
     if (req->op == FKV_OP_PUT) {
       if (mode_ == Mode::kForget && req->key == kForgottenKey) {
         ++forgotten_acks;
@@ -280,6 +296,16 @@ TEST(KvLoadTest, ForgottenAcknowledgedPutsAreLost) {
   EXPECT_NE(KvLoadFailure(r).find("lost"), std::string::npos);
 }
 
+TEST(KvLoadTest, RepliesShowingStateThatIsLaterLostAreCaught) {
+  FakeKvServer server(FakeKvServer::Mode::kRollback);
+  KvLoadOptions o = Options(server, 600, 4);
+  o.put_percent = 50;
+  KvLoadResult r = MustRun(o);
+  EXPECT_EQ(r.lost_puts, 0u) << "no PUT of that key was ever acknowledged";
+  EXPECT_GT(r.stale_reads + r.unreflected_replies, 0u) << KvLoadResultJson(r).dump();
+  EXPECT_NE(KvLoadFailure(r), "");
+}
+
 TEST(KvLoadTest, PauseShowsAsClientGap) {
   FakeKvServer server(FakeKvServer::Mode::kPause);
   uint64_t t0 = NowNs();
@@ -366,7 +392,7 @@ TEST(KvLoadTest, JsonNamesEveryField) {
   r.lost_puts = 7;
   r.client_gap_ms = 12.5;
   nlohmann::json j = KvLoadResultJson(r);
-  for (const char* k : {"sent", "puts_sent", "gets_sent", "acked_puts", "put_errors", "gets_answered", "stale_reads",
+  for (const char* k : {"sent", "puts_sent", "gets_sent", "acked_puts", "put_errors", "gets_answered", "stale_reads", "unreflected_replies",
                         "unanswered", "bad_replies", "lost_puts", "verified_keys", "unverifiable_keys",
                         "client_gap_ms", "gap_start_ms", "duration_ms"}) {
     EXPECT_TRUE(j.contains(k)) << k;
