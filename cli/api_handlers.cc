@@ -37,7 +37,8 @@ json DevicesJson(const hypervisor::DeviceReport& d) {
                   {"guest_ip", d.guest_ip ? json(hypervisor::FormatIpv4(d.guest_ip)) : json(nullptr)},
                   {"rx_frames", n.rx_frames}, {"rx_bytes", n.rx_bytes}, {"rx_bad_buffers", n.rx_bad_buffers},
                   {"tx_frames", n.tx_frames}, {"tx_bytes", n.tx_bytes}, {"tx_dropped", n.tx_dropped},
-                  {"tx_bad", n.tx_bad}, {"tx_spoofed", n.tx_spoofed}, {"announcements", n.announcements}};
+                  {"tx_bad", n.tx_bad}, {"tx_spoofed", n.tx_spoofed}, {"announcements", n.announcements},
+                  {"tx_buffered", n.tx_buffered}, {"tx_held", n.tx_held}};
   }
   return out;
 }

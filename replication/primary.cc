@@ -53,6 +53,7 @@ struct Replicator::Impl {
   std::unique_ptr<dirtylog::DirtyTracker> tracker;
   std::unique_ptr<hypervisor::GuestMemory> staging;  // laid out like guest RAM; dirty pages copied in
   bool paused_here = false;                          // replication thread only
+  uint32_t sync_disk_frames = 0;  // the image copy's frames: counted in the first checkpoint
   std::thread thread;
 
   mutable std::mutex mu;
@@ -119,6 +120,7 @@ Status Replicator::Impl::SendDiskImage() {
   uint64_t sent = 0;
   auto flush = [&]() -> Status {
     if (b.count() == 0) return Status::Ok();
+    ++sync_disk_frames;
     Status st = control->Send(MsgType::kDiskWrites, b.Finish());
     b.Start();
     return st;
@@ -228,6 +230,7 @@ Status Replicator::Impl::Checkpoint(uint64_t epoch, uint64_t* resume_ns) {
   FERRY_RETURN_IF_ERROR(SendDiskWrites(journal, &disk_frames));
   FERRY_RETURN_IF_ERROR(streams->SendRound(pages, staging->host()));
   FERRY_ASSIGN_OR_RETURN(auto frames, streams->EndEpoch(epoch));
+  if (epoch == 1) disk_frames += sync_disk_frames;
   migrate::CheckpointMsg msg{epoch, frames, disk_frames, hypervisor::EncodeVmState(state)};
   FERRY_RETURN_IF_ERROR(control->Send(MsgType::kCheckpoint, migrate::EncodeCheckpoint(msg)));
   Frame f;
@@ -292,8 +295,13 @@ void Replicator::Impl::Finish(const Status& why) {
     stopped = stop_requested && why.ok();
   }
   if (stopped) {
-    control->set_timeout_ms(1000);
-    (void)control->Send(MsgType::kAbort, migrate::EncodeReason("replication stopped on the primary"));
+    control->set_timeout_ms(2000);
+    // Tell the standby first and let it hang up, so it reads the reason rather than seeing a
+    // data stream close under it (which would look like a lost primary).
+    if (control->Send(MsgType::kAbort, migrate::EncodeReason("replication stopped on the primary")).ok()) {
+      Frame f;
+      (void)control->Receive(&f);
+    }
   } else {
     std::string reason = why.message();
     streams->FailAll(reason);

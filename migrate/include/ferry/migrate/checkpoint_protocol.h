@@ -23,7 +23,7 @@ inline constexpr uint32_t kMaxDiskWritesPayload =
 struct CheckpointMsg {
   uint64_t epoch = 0;                   // 1, 2, ... consecutive
   std::vector<uint64_t> stream_frames;  // frames each data stream carried so far, its epoch-end included
-  uint32_t disk_frames = 0;             // kDiskWrites frames sent for this epoch, just before this
+  uint32_t disk_frames = 0;             // kDiskWrites frames since the previous checkpoint (the first: the image copy too)
   std::vector<uint8_t> vm_state;        // hypervisor::EncodeVmState
 };
 std::vector<uint8_t> EncodeCheckpoint(const CheckpointMsg& m);
