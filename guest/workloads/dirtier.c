@@ -105,9 +105,9 @@ int guest_main(uint32_t vcpu, uint32_t nvcpus) {
         if (w > window_pause) window_pause = w;
       }
       uint64_t mbps = (total - report_pages) * PAGE / ((now - last_report) / 1000 + 1); /* bytes/us = MB/s */
-      fg_report("workload=dirtier rate_mbps=%s achieved_mbps=%lu pages=%lu wss_mib=%lu pattern=%s max_pause_us=%lu "
-                "window_max_pause_us=%lu vcpus=%u wss_pages=%lu data_gpa=%lu record_gpa=%lu",
-                unlimited ? "max" : rate_text, mbps, total, wss >> 20, pattern_name,
+      fg_report("workload=dirtier rate_mbps=%s achieved_mbps=%lu pages=%lu elapsed_us=%lu wss_mib=%lu pattern=%s "
+                "max_pause_us=%lu window_max_pause_us=%lu vcpus=%u wss_pages=%lu data_gpa=%lu record_gpa=%lu",
+                unlimited ? "max" : rate_text, mbps, total, (now - start) / 1000, wss >> 20, pattern_name,
                 max_pause / 1000, window_pause / 1000, nvcpus, wss_pages, (uint64_t)base, record ? (uint64_t)counts : 0);
       report_pages = total;
       last_report = now;
