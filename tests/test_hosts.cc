@@ -1,10 +1,12 @@
 #include "test_hosts.h"
 
+
 #include <fcntl.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
 #include <atomic>
+#include <cstdio>
 #include <cstdlib>
 
 namespace ferry::e2e {
@@ -53,7 +55,12 @@ Status TestHosts::AddNamespace(const std::string& ns, const std::string& veth, c
   std::string dev = "eth0";
   if (guest_bridge) {
     dev = kGuestBridge;
-    FERRY_RETURN_IF_ERROR(in({"ip", "link", "add", dev, "type", "bridge"}));
+    // A fixed MAC: otherwise the bridge takes its ports' lowest, which changes when a VMM's
+    // TAP comes or goes, and the neighbours' ARP entries for the host go stale.
+    std::string last = address.substr(address.rfind('.') + 1);
+    char mac[18];
+    std::snprintf(mac, sizeof mac, "02:fb:00:00:00:%02x", std::stoi(last) & 0xff);
+    FERRY_RETURN_IF_ERROR(in({"ip", "link", "add", dev, "address", mac, "type", "bridge"}));
     FERRY_RETURN_IF_ERROR(in({"ip", "link", "set", "eth0", "master", dev}));
     FERRY_RETURN_IF_ERROR(in({"ip", "link", "set", dev, "up"}));
   }

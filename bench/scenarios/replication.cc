@@ -7,7 +7,7 @@
 //   {"workload":"dirtier"|"kvstore","epoch_ms":N|null,"throughput":X,"unit":"...",
 //    "pause_ms_p50":X,"pause_ms_max":X,"lag_ms_p50":X,...}
 // and the medians (with the loss against unreplicated) on stderr. Needs root and /dev/kvm.
-//   replication_bench [--runs 3] [--seconds 5] [--epochs 10,25,100] [--wss-mib 8] [--rate 4000]
+//   replication_bench [--runs 3] [--seconds 5] [--epochs 10,25,100] [--wss-mib 8] [--rate 60000]
 //                     [--workloads dirtier,kvstore]
 #include <unistd.h>
 
@@ -36,7 +36,7 @@ struct Options {
   int seconds = 5;
   std::vector<int> epochs = {10, 25, 100};
   int wss_mib = 8;
-  int rate = 4000;
+  int rate = 60000;  // near what one kvstore vCPU and the client can do here: a saturating load
   std::vector<std::string> workloads = {"dirtier", "kvstore"};
 };
 
