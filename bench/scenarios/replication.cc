@@ -14,6 +14,7 @@
 #include <cstdio>
 #include <fstream>
 #include <map>
+#include <stdexcept>
 #include <sstream>
 #include <string>
 #include <thread>
@@ -40,10 +41,8 @@ struct Options {
   std::vector<std::string> workloads = {"dirtier", "kvstore"};
 };
 
-[[noreturn]] void Die(const std::string& what) {
-  std::fprintf(stderr, "replication bench: %s\n", what.c_str());
-  std::exit(1);
-}
+// Thrown, not exit(): unwinding stops the VMs and removes the namespaces and scratch files.
+[[noreturn]] void Die(const std::string& what) { throw std::runtime_error(what); }
 
 std::vector<std::string> Split(const std::string& s) {
   std::vector<std::string> out;
@@ -197,7 +196,7 @@ void Scenario::Stop() {
 }  // namespace
 }  // namespace ferry::bench
 
-int main(int argc, char** argv) {
+int Main(int argc, char** argv) {
   using namespace ferry::bench;
   Options o;
   if (argc % 2 == 0) Die("options take a value");
@@ -248,4 +247,13 @@ int main(int argc, char** argv) {
     }
   }
   return 0;
+}
+
+int main(int argc, char** argv) {
+  try {
+    return Main(argc, argv);
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "replication bench: %s\n", e.what());
+    return 1;
+  }
 }
