@@ -52,17 +52,7 @@ json StatsJson(const migrate::MigrationStats& s) {
 json HandleMigrate(hypervisor::Vm& vm, const json& req, const ApiEmit& emit) {
   auto error = [](const std::string& m) { return json{{"ok", false}, {"error", m}}; };
   migrate::MigrateOptions o;
-  o.to = req.value("to", "");
-  if (o.to.empty()) return error("migrate needs \"to\": HOST:PORT");
-  if (req.contains("key") && req["key"].is_string()) {
-    auto key = KeyFromHex(req["key"]);
-    if (!key.ok()) return error(key.status().message());
-    o.key = std::move(key).value();
-  }
-  o.transport = req.value("transport", "tcp");
-  if (o.transport != "tcp" && o.transport != "rdma") return error("transport must be tcp or rdma");
-  o.streams = req.value("streams", 2u);
-  o.compress = req.value("compress", "zstd") == "zstd";
+  if (auto bad = ReadPeerFields(req, "migrate", &o)) return error(*bad);
   o.bandwidth = req.value("bandwidth", uint64_t{0});
   o.xbzrle_cache_bytes = req.value("xbzrle_cache", o.xbzrle_cache_bytes);
   o.verify = req.value("verify", false);

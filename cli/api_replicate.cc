@@ -55,17 +55,7 @@ void StopReplication() {
 json HandleReplicate(hypervisor::Vm& vm, const json& req) {
   auto error = [](const std::string& m) { return json{{"ok", false}, {"error", m}}; };
   replication::ReplicateOptions o;
-  o.to = req.value("to", "");
-  if (o.to.empty()) return error("replicate needs \"to\": HOST:PORT");
-  if (req.contains("key") && req["key"].is_string()) {
-    auto key = KeyFromHex(req["key"]);
-    if (!key.ok()) return error(key.status().message());
-    o.key = std::move(key).value();
-  }
-  o.transport = req.value("transport", "tcp");
-  if (o.transport != "tcp" && o.transport != "rdma") return error("transport must be tcp or rdma");
-  o.streams = req.value("streams", 2u);
-  o.compress = req.value("compress", "zstd") == "zstd";
+  if (auto bad = ReadPeerFields(req, "replicate", &o)) return error(*bad);
   o.io_timeout_ms = req.value("io_timeout_ms", o.io_timeout_ms);
   o.generation = req.value("generation", uint64_t{0});
   o.epochs.interval_ms = req.value("interval_ms", o.epochs.interval_ms);

@@ -41,11 +41,6 @@ struct MigrateFlags {
   bool json_out = false;
 };
 
-int Fail(const std::string& message, int code = kExitError) {
-  std::fprintf(stderr, "ferry: %s\n", message.c_str());
-  return code;
-}
-
 int DoIncoming(const IncomingFlags& f) {
   migrate::IncomingOptions o;
   o.listen = f.listen;

@@ -42,11 +42,6 @@ struct PromoteFlags {
   bool json_out = false;
 };
 
-int Fail(const std::string& message, int code = kExitError) {
-  std::fprintf(stderr, "ferry: %s\n", message.c_str());
-  return code;
-}
-
 int DoStandby(const StandbyFlags& f) {
   replication::StandbyOptions o;
   o.listen = f.listen;

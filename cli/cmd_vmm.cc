@@ -31,10 +31,7 @@ struct RestoreFlags {
   bool no_verify = false;
 };
 
-int Fail(const Status& st) {
-  std::fprintf(stderr, "ferry: %s\n", st.message().c_str());
-  return kExitError;
-}
+int Fail(const Status& st) { return cli::Fail(st.message()); }
 
 int DoRun(const RunFlags& f) {
   auto mem = ParseSize(f.mem);

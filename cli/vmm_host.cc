@@ -13,6 +13,11 @@ namespace ferry::cli {
 
 using hypervisor::RunState;
 
+int Fail(const std::string& message, int code) {
+  std::fprintf(stderr, "ferry: %s\n", message.c_str());
+  return code;
+}
+
 hypervisor::ConsoleSink StdoutConsole() {
   return [](std::string_view line) {
     std::fwrite(line.data(), 1, line.size(), stdout);

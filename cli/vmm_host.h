@@ -31,6 +31,9 @@ inline constexpr int kExitUsage = 2;       // command-line syntax
 inline constexpr int kExitGuestCrash = 3;  // triple fault, panic, bad hypercall
 inline constexpr int kExitIndeterminate = 4;  // a migration's commit went unanswered: the VM stays paused
 
+// Prints "ferry: MESSAGE" on stderr and returns `code`: how a subcommand fails.
+int Fail(const std::string& message, int code = kExitError);
+
 // The guest console on stdout, one line at a time, flushed so pipes see it at once.
 hypervisor::ConsoleSink StdoutConsole();
 
