@@ -39,6 +39,8 @@ struct Replicator::Impl {
   Status InitialSync();
   Status SendDiskImage();
   Status SendDiskWrites(const std::vector<hypervisor::DiskWrite>& writes, uint32_t* frames);
+  // Sends what `b` holds (if anything) as one kDiskWrites frame, counted in *frames.
+  Status FlushDiskWrites(migrate::DiskWritesBuilder& b, uint32_t* frames);
   Status Checkpoint(uint64_t epoch, uint64_t* resume_ns);
   bool SleepUntil(uint64_t ns);  // false: Stop() was called
   void Run();
@@ -118,18 +120,11 @@ Status Replicator::Impl::SendDiskImage() {
   std::vector<uint8_t> chunk(kDiskChunk);
   migrate::DiskWritesBuilder b;
   uint64_t sent = 0;
-  auto flush = [&]() -> Status {
-    if (b.count() == 0) return Status::Ok();
-    ++sync_disk_frames;
-    Status st = control->Send(MsgType::kDiskWrites, b.Finish());
-    b.Start();
-    return st;
-  };
   for (uint64_t off = 0; off < static_cast<uint64_t>(sb.st_size); off += kDiskChunk) {
     uint64_t len = std::min<uint64_t>(kDiskChunk, sb.st_size - off);
     ssize_t n = ::pread(fd.get(), chunk.data(), len, static_cast<off_t>(off));
     if (n != static_cast<ssize_t>(len)) return ErrnoError("read the disk image " + path);
-    if (!b.Fits(static_cast<uint32_t>(len))) FERRY_RETURN_IF_ERROR(flush());
+    if (!b.Fits(static_cast<uint32_t>(len))) FERRY_RETURN_IF_ERROR(FlushDiskWrites(b, &sync_disk_frames));
     bool zero = std::all_of(chunk.begin(), chunk.begin() + len, [](uint8_t c) { return c == 0; });
     if (zero) {
       b.AddZero(off, static_cast<uint32_t>(len));
@@ -138,28 +133,29 @@ Status Replicator::Impl::SendDiskImage() {
       sent += len;
     }
   }
-  FERRY_RETURN_IF_ERROR(flush());
+  FERRY_RETURN_IF_ERROR(FlushDiskWrites(b, &sync_disk_frames));
   std::lock_guard lock(mu);
   status.sync_disk_bytes = sent;
   return Status::Ok();
 }
 
+Status Replicator::Impl::FlushDiskWrites(migrate::DiskWritesBuilder& b, uint32_t* frames) {
+  if (b.count() == 0) return Status::Ok();
+  ++*frames;
+  Status st = control->Send(MsgType::kDiskWrites, b.Finish());
+  b.Start();
+  return st;
+}
+
 Status Replicator::Impl::SendDiskWrites(const std::vector<hypervisor::DiskWrite>& writes, uint32_t* frames) {
   migrate::DiskWritesBuilder b;
   *frames = 0;
-  auto flush = [&]() -> Status {
-    if (b.count() == 0) return Status::Ok();
-    ++*frames;
-    Status st = control->Send(MsgType::kDiskWrites, b.Finish());
-    b.Start();
-    return st;
-  };
   for (const auto& w : writes) {
     // A guest request is at most FERRY_BLK_MAX_BYTES, well under a frame's limit.
-    if (!b.Fits(static_cast<uint32_t>(w.data.size()))) FERRY_RETURN_IF_ERROR(flush());
+    if (!b.Fits(static_cast<uint32_t>(w.data.size()))) FERRY_RETURN_IF_ERROR(FlushDiskWrites(b, frames));
     b.Add(w.offset, w.data);
   }
-  return flush();
+  return FlushDiskWrites(b, frames);
 }
 
 Status Replicator::Impl::InitialSync() {

@@ -56,6 +56,7 @@ struct Standby::Impl {
   Status ApplyDiskRecord(const migrate::DiskRecord& r, bool stage);
   Status Commit(const migrate::CheckpointMsg& msg);
   void FailAll(const Status& why);
+  uint64_t ReceivedBytesLocked() const;
 
   const StandbyOptions o;
   std::unique_ptr<migrate::Listener> listener;
@@ -81,6 +82,7 @@ struct Standby::Impl {
   bool aborting = false;                 // guarded by mu
   Status first_error;                    // guarded by mu: a stream's failure, the cause
   bool in_session = false;               // guarded by mu: a primary is connected
+  int channels_set = 0;                  // guarded by mu: 1 once `control` is set, 2 once `data` is complete
   bool cancelled = false;                // guarded by mu
   StandbyStatus st;                      // guarded by mu
   hypervisor::VmState committed;         // guarded by mu: the state of checkpoint st.committed_epoch
@@ -117,6 +119,16 @@ void Standby::Impl::FailAll(const Status& why) {
   for (auto& ch : data) {
     if (ch) ch->Close();
   }
+}
+
+// The channels' own counters (atomics); the session thread only sets `control` and fills
+// `data` before it raises channels_set, so reading them under mu is safe.
+uint64_t Standby::Impl::ReceivedBytesLocked() const {
+  uint64_t sum = channels_set >= 1 ? control->bytes_received() : 0;
+  if (channels_set == 2) {
+    for (const auto& ch : data) sum += ch->bytes_received();
+  }
+  return sum;
 }
 
 Status Standby::Impl::ReceiveStream(uint32_t index) {
@@ -314,6 +326,7 @@ Status Standby::Impl::Session() {
     st.generation = begin.generation;
     st.state = "syncing";
     in_session = true;
+    channels_set = 1;
   }
   if (Status s = Setup(); !s.ok()) {
     control->Fail("the standby cannot hold this VM: " + s.message());
@@ -335,6 +348,7 @@ Status Standby::Impl::Session() {
     std::lock_guard lock(mu);
     arrived.assign(begin.streams, 0);
     arrived_frames.assign(begin.streams, 0);
+    channels_set = 2;
   }
   std::vector<std::thread> threads;
   for (uint32_t i = 0; i < begin.streams; ++i) {
@@ -390,10 +404,6 @@ Status Standby::Run() {
     m.st.state = m.cancelled ? "cancelled" : ended ? "ended" : "primary-lost";
     m.st.error = why.message();
   }
-  if (m.control) m.st.wire_bytes = m.control->bytes_received();
-  for (auto& ch : m.data) {
-    if (ch) m.st.wire_bytes += ch->bytes_received();
-  }
   m.cv.notify_all();
   return why;
 }
@@ -403,12 +413,7 @@ StandbyStatus Standby::status() const {
   StandbyStatus s = impl_->st;
   if (impl_->commit_ns) s.since_commit_ms = Ms(MonotonicNs() - impl_->commit_ns);
   s.apply_ms_p50 = Percentile(impl_->apply_ms, 50);
-  if (impl_->in_session) {
-    s.wire_bytes = impl_->control ? impl_->control->bytes_received() : 0;
-    for (auto& ch : impl_->data) {
-      if (ch) s.wire_bytes += ch->bytes_received();
-    }
-  }
+  s.wire_bytes = impl_->ReceivedBytesLocked();
   return s;
 }
 
