@@ -57,6 +57,8 @@ class DestMigration {
   std::vector<uint64_t> stream_pages_;
   std::mutex mu_;
   Status first_error_;  // guarded by mu_: the first data stream failure (the cause)
+  bool closing_ = false;  // guarded by mu_: FailAll is closing every channel
+  static constexpr int kEchoGraceMs = 50;
   IncomingStats stats_;
 };
 
@@ -85,7 +87,19 @@ Status DestMigration::AcceptDataStreams() {
 void DestMigration::FailAll(const Status& why) {
   {
     std::lock_guard lock(mu_);
-    if (first_error_.ok()) first_error_ = why;
+    // The source's own error frame is an echo when one of our streams broke first: it often
+    // races the broken stream's report. Keep our observation of the cause, but only while no
+    // stream has been woken by our own Close (whose errors are not causes).
+    bool echo = first_error_.code() == ErrorCode::kAborted && why.code() != ErrorCode::kAborted;
+    if (first_error_.ok() || (echo && !closing_)) first_error_ = why;
+    if (first_error_.code() == ErrorCode::kAborted && !closing_) {
+      // Give the other streams a moment to report a cause of their own before we close them.
+      mu_.unlock();
+      std::this_thread::sleep_for(std::chrono::milliseconds(kEchoGraceMs));
+      mu_.lock();
+      if (closing_) return;
+    }
+    closing_ = true;
   }
   // Wake every other thread (and tell the source: its sends fail at once).
   if (control_) control_->Close();
