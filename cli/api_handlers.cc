@@ -57,7 +57,8 @@ json StatusJson(hypervisor::Vm& vm) {
           {"console_last_line", vm.LastConsoleLine()},
           {"report", ReportJson(vm.LastReport())},
           {"devices", DevicesJson(vm.Devices())},
-          {"replication", ReplicationJson()}};
+          {"replication", ReplicationJson()},
+          {"ha", HaJson()}};
 }
 
 json Snapshot(hypervisor::Vm& vm, const json& req) {
@@ -156,6 +157,10 @@ json HandleApiRequest(hypervisor::Vm& vm, const json& req, const ApiEmit& emit) 
   if (op == "migrate") return HandleMigrate(vm, req, emit);
   if (op == "replicate") return HandleReplicate(vm, req);
   if (op == "replicate_stop") return HandleReplicateStop();
+  if (op == "handover") return HandleHandover(vm, req);
+  if (op == "fence" || op == "unfence" || op == "release_output" || op == "set_generation") {
+    return HandleHaRequest(vm, op, req);
+  }
   if (op == "verify") return Verify(vm, req);
   if (op == "dirty_rate") return DirtyRate(vm, req);
   if (op == "throttle") return Throttle(vm, req);
@@ -167,7 +172,7 @@ json HandleApiRequest(hypervisor::Vm& vm, const json& req, const ApiEmit& emit) 
     }
     return {{"ok", true}};
   }
-  return Error("unknown op \"" + op + "\" (expected status, pause, resume, snapshot, migrate, replicate, replicate_stop, verify, dirty_rate, throttle or stop)");
+  return Error("unknown op \"" + op + "\" (expected status, pause, resume, snapshot, migrate, replicate, replicate_stop, handover, verify, dirty_rate, throttle, fence, unfence, release_output, set_generation or stop)");
 }
 
 }  // namespace ferry::cli

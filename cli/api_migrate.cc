@@ -56,6 +56,7 @@ json HandleMigrate(hypervisor::Vm& vm, const json& req, const ApiEmit& emit) {
   o.bandwidth = req.value("bandwidth", uint64_t{0});
   o.xbzrle_cache_bytes = req.value("xbzrle_cache", o.xbzrle_cache_bytes);
   o.verify = req.value("verify", false);
+  o.generation = VmGeneration();
   o.io_timeout_ms = req.value("io_timeout_ms", o.io_timeout_ms);
   o.convergence.downtime_ms = req.value("downtime_ms", o.convergence.downtime_ms);
   o.convergence.deadline_ms = req.value("deadline_ms", o.convergence.deadline_ms);

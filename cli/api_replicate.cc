@@ -1,6 +1,7 @@
 // The API's replication operations on the primary: "replicate" starts a Replicator inside the
 // VMM (which owns the guest memory) and answers once the guest is protected; "replicate_stop"
 // ends it. Status carries the replication's state and per-epoch statistics.
+#include <cstdio>
 #include <mutex>
 
 #include "ferry/replication/replicator.h"
@@ -33,7 +34,7 @@ json ReplicationStatusJson(const replication::ReplicationStatus& s) {
           {"throttle", s.throttle}, {"lagging_epochs", s.lagging_epochs}, {"behind_ms", s.behind_ms},
           {"pause_ms_p50", s.pause_ms_p50}, {"pause_ms_p99", s.pause_ms_p99}, {"pause_ms_max", s.pause_ms_max},
           {"lag_ms_p50", s.lag_ms_p50}, {"lag_ms_max", s.lag_ms_max}, {"ship_ms_p50", s.ship_ms_p50},
-          {"recent", recent}};
+          {"output_held", s.output_held}, {"recent", recent}};
 }
 
 bool Replicating() {
@@ -57,7 +58,8 @@ json HandleReplicate(hypervisor::Vm& vm, const json& req) {
   replication::ReplicateOptions o;
   if (auto bad = ReadPeerFields(req, "replicate", &o)) return error(*bad);
   o.io_timeout_ms = req.value("io_timeout_ms", o.io_timeout_ms);
-  o.generation = req.value("generation", uint64_t{0});
+  o.generation = req.value("generation", VmGeneration());
+  o.hold_output_on_failure = req.value("hold_on_failure", false);
   o.epochs.interval_ms = req.value("interval_ms", o.epochs.interval_ms);
   o.epochs.max_interval_ms = req.value("max_interval_ms", o.epochs.max_interval_ms);
   o.epochs.throttle = req.value("throttle", true);
@@ -90,6 +92,36 @@ json HandleReplicateStop() {
   if (!g_replicator || !g_replicator->running()) return {{"ok", false}, {"error", "this VM is not being replicated"}};
   g_replicator->Stop();
   return {{"ok", true}, {"replication", ReplicationStatusJson(g_replicator->status())}};
+}
+
+}  // namespace ferry::cli
+
+namespace ferry::cli {
+
+json HandleHandover(hypervisor::Vm& vm, const json& req) {
+  uint64_t generation = req.value("generation", VmGeneration() + 1);
+  if (generation <= VmGeneration()) {
+    return {{"ok", false}, {"error", "a handover must raise the generation (it is " + std::to_string(VmGeneration()) + ")"}};
+  }
+  replication::Replicator* r;
+  {
+    std::lock_guard lock(g_mu);
+    if (!g_replicator || !g_replicator->running()) {
+      return {{"ok", false}, {"error", "this VM is not being replicated: there is no standby to hand it to"}};
+    }
+    r = g_replicator.get();
+  }
+  auto h = r->Handover(generation);
+  if (!h.ok()) {
+    json e = {{"ok", false}, {"error", h.status().message()}};
+    if (h.status().code() == ErrorCode::kIndeterminate) e["indeterminate"] = true;
+    return e;
+  }
+  std::fprintf(stderr, "ferry: handed over to the standby at generation %llu (downtime %.1f ms); this VMM stops\n",
+               static_cast<unsigned long long>(h->generation), h->downtime_ms);
+  vm.Stop();
+  return {{"ok", true}, {"epoch", h->epoch}, {"generation", h->generation}, {"downtime_ms", h->downtime_ms},
+          {"final_ship_ms", h->final_ship_ms}};
 }
 
 }  // namespace ferry::cli

@@ -23,6 +23,7 @@ struct IncomingFlags {
   std::string api;
   DeviceFlags devices;
   double accept_timeout_s = 0;
+  uint64_t min_generation = 0;
 };
 
 struct MigrateFlags {
@@ -45,6 +46,7 @@ int DoIncoming(const IncomingFlags& f) {
   migrate::IncomingOptions o;
   o.listen = f.listen;
   o.accept_timeout_ms = static_cast<uint64_t>(f.accept_timeout_s * 1000);
+  o.min_generation = f.min_generation;
   o.console = StdoutConsole();
   auto overrides = f.devices.Overrides();
   if (!overrides.ok()) return Fail(overrides.status().message());
@@ -70,6 +72,7 @@ int DoIncoming(const IncomingFlags& f) {
                "after commit%s\n",
                s.source.c_str(), static_cast<unsigned long long>(s.pages), s.wire_bytes / 1e6, s.receive_ms, s.build_ms,
                s.resume_ms, s.verified ? (s.verify_passed ? "; verification passed" : "; VERIFICATION FAILED") : "");
+  SetVmGeneration(s.generation);
   return RunVmm(std::move(r->vm), VmmOptions{f.api, false, true});
 }
 
@@ -137,6 +140,7 @@ void AddMigrateCommands(CLI::App& app, CommandFn* selected) {
   incoming->add_option("--listen", in->listen, "HOST:PORT to listen on (port 0: any; the bound address is printed)")->required();
   incoming->add_option("--key", in->key, "Shared key file (owner-only); without it only loopback sources are accepted");
   incoming->add_option("--api", in->api, "Serve the migrated VM's JSON API on this unix socket");
+  incoming->add_option("--min-generation", in->min_generation, "Refuse a source whose VM generation is older (HA fencing)");
   AddDeviceFlags(incoming, &in->devices);
   incoming->add_option("--accept-timeout-s", in->accept_timeout_s, "Give up if no source connects in time (0: wait)");
   incoming->callback([selected, in] { *selected = [in] { return DoIncoming(*in); }; });

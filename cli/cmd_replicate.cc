@@ -21,6 +21,7 @@ struct StandbyFlags {
   DeviceFlags devices;
   uint64_t io_timeout_ms = 3000;
   double accept_timeout_s = 0;
+  uint64_t min_generation = 0;
 };
 
 struct ReplicateFlags {
@@ -39,6 +40,7 @@ struct ReplicateFlags {
 struct PromoteFlags {
   std::string api;
   bool force = false;
+  uint64_t generation = 0;
   bool json_out = false;
 };
 
@@ -46,6 +48,7 @@ int DoStandby(const StandbyFlags& f) {
   replication::StandbyOptions o;
   o.listen = f.listen;
   o.io_timeout_ms = f.io_timeout_ms;
+  o.min_generation = f.min_generation;
   o.accept_timeout_ms = static_cast<uint64_t>(f.accept_timeout_s * 1000);
   o.console = StdoutConsole();
   auto overrides = f.devices.Overrides();
@@ -107,7 +110,7 @@ int DoReplicate(const ReplicateFlags& f) {
 }
 
 int DoPromote(const PromoteFlags& f) {
-  auto r = CallApi(f.api, {{"op", "promote"}, {"force", f.force}}, 60000);
+  auto r = CallApi(f.api, {{"op", "promote"}, {"force", f.force}, {"generation", f.generation}}, 60000);
   if (!r.ok()) {
     if (f.json_out) std::printf("%s\n", json{{"ok", false}, {"error", r.status().message()}}.dump().c_str());
     return Fail(r.status().message());
@@ -133,6 +136,7 @@ void AddReplicationCommands(CLI::App& app, CommandFn* selected) {
   standby->add_option("--disk", s->devices.disk, "This host's own copy of the disk image (same size; replication fills it)");
   standby->add_option("--net", s->devices.net, "TAP[,bridge=BR] for the NIC once promoted");
   standby->add_option("--io-timeout-ms", s->io_timeout_ms, "A primary silent this long is lost")->capture_default_str();
+  standby->add_option("--min-generation", s->min_generation, "Refuse a primary whose VM generation is older (HA fencing)");
   standby->add_option("--accept-timeout-s", s->accept_timeout_s, "Give up if no primary connects in time (0: wait)");
   standby->callback([selected, s] { *selected = [s] { return DoStandby(*s); }; });
 
@@ -155,6 +159,7 @@ void AddReplicationCommands(CLI::App& app, CommandFn* selected) {
   auto p = std::make_shared<PromoteFlags>();
   CLI::App* pro = app.add_subcommand("promote", "Activate a standby's replica from its last committed checkpoint");
   pro->add_option("--api", p->api, "The standby's API socket")->required();
+  pro->add_option("--generation", p->generation, "The promoted VM's generation (default: the primary's plus one)");
   pro->add_flag("--force", p->force, "Promote even while the primary still replicates (stop the old primary yourself)");
   pro->add_flag("--json", p->json_out, "Print the result as JSON");
   pro->callback([selected, p] { *selected = [p] { return DoPromote(*p); }; });

@@ -22,6 +22,7 @@ struct RunFlags {
   std::string api;
   DeviceFlags devices;
   std::vector<std::string> guest_args;
+  uint64_t generation = 0;
 };
 
 struct RestoreFlags {
@@ -54,6 +55,7 @@ int DoRun(const RunFlags& f) {
   }
   auto vm = hypervisor::Vm::Boot(config, StdoutConsole());
   if (!vm.ok()) return Fail(vm.status());
+  SetVmGeneration(f.generation);
   return RunVmm(std::move(vm).value(), VmmOptions{f.api, false});
 }
 
@@ -85,6 +87,7 @@ void AddVmmCommands(CLI::App& app, CommandFn* selected) {
                   "Track dirty pages with per-vCPU KVM dirty rings of N entries (power of two >= 256) "
                   "instead of the dirty bitmap");
   AddDeviceFlags(run, &run_flags->devices);
+  run->add_option("--generation", run_flags->generation, "The VM's generation (HA fencing token; carried in migration and replication)");
   run->add_option("guest_args", run_flags->guest_args, "key=value words for the guest, after --");
   run->callback([selected, run_flags] { *selected = [run_flags] { return DoRun(*run_flags); }; });
 

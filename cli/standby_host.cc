@@ -15,7 +15,7 @@ namespace {
 
 json StandbyJson(const replication::StandbyStatus& s) {
   return {{"role", "standby"}, {"state", s.state}, {"primary", s.primary}, {"error", s.error},
-          {"generation", s.generation}, {"committed_epoch", s.committed_epoch}, {"discarded", s.discarded},
+          {"generation", s.generation}, {"handed_over", s.handed_over}, {"committed_epoch", s.committed_epoch}, {"discarded", s.discarded},
           {"since_commit_ms", s.since_commit_ms}, {"apply_ms_p50", s.apply_ms_p50}, {"wire_bytes", s.wire_bytes},
           {"disk_bytes", s.disk_bytes}, {"refused_peers", s.refused_peers}};
 }
@@ -27,7 +27,7 @@ class StandbyHost {
 
  private:
   json Handle(const json& req, const ApiEmit& emit);
-  json Promote(bool force);
+  json Promote(bool force, uint64_t generation);
 
   std::unique_ptr<replication::Standby> standby_;
   std::mutex mu_;
@@ -37,16 +37,17 @@ class StandbyHost {
   bool session_over_ = false;           // guarded by mu_
 };
 
-json StandbyHost::Promote(bool force) {
+json StandbyHost::Promote(bool force, uint64_t generation) {
   replication::PromoteStats stats;
-  auto vm = standby_->Promote(force, &stats);
+  auto vm = standby_->Promote(force, generation, &stats);
   if (!vm.ok()) return {{"ok", false}, {"error", vm.status().message()}};
   std::fprintf(stderr, "ferry standby: promoted: checkpoint %llu (%.1f ms old) running %.2f ms after the request\n",
                static_cast<unsigned long long>(stats.epoch), stats.since_commit_ms, stats.promote_ms);
+  SetVmGeneration(stats.generation);
   std::lock_guard lock(mu_);
   vm_ = std::move(vm).value();
   cv_.notify_all();
-  return {{"ok", true}, {"epoch", stats.epoch}, {"since_commit_ms", stats.since_commit_ms},
+  return {{"ok", true}, {"epoch", stats.epoch}, {"generation", stats.generation}, {"since_commit_ms", stats.since_commit_ms},
           {"promote_ms", stats.promote_ms}};
 }
 
@@ -59,9 +60,10 @@ json StandbyHost::Handle(const json& req, const ApiEmit& emit) {
   if (vm) return HandleApiRequest(*vm, req, emit);  // promoted: a VM like any other
   std::string op = req.value("op", "");
   if (op == "status") {
-    return {{"ok", true}, {"state", "standby"}, {"pid", getpid()}, {"replication", StandbyJson(standby_->status())}};
+    return {{"ok", true}, {"state", "standby"}, {"pid", getpid()}, {"replication", StandbyJson(standby_->status())},
+            {"ha", HaJson()}};
   }
-  if (op == "promote") return Promote(req.value("force", false));
+  if (op == "promote") return Promote(req.value("force", false), req.value("generation", uint64_t{0}));
   if (op == "stop") {
     std::lock_guard lock(mu_);
     stop_ = true;
@@ -105,7 +107,14 @@ int StandbyHost::Run(const std::string& api_path) {
     } else if (s.state == "ended") {
       std::fprintf(stderr, "ferry standby: %s\n", why.message().c_str());
     }
+    auto handed = standby_->TakeHandedOver();
+    if (handed) {
+      SetVmGeneration(s.generation);
+      std::fprintf(stderr, "ferry standby: the primary handed the VM over; it runs here now (generation %llu)\n",
+                   static_cast<unsigned long long>(s.generation));
+    }
     std::lock_guard lock(mu_);
+    if (handed) vm_ = std::move(handed);
     session_over_ = true;
     cv_.notify_all();
   });

@@ -68,6 +68,15 @@ nlohmann::json HandleReplicateStop();
 nlohmann::json ReplicationJson();
 bool Replicating();
 void StopReplication();  // before the VM goes away
+// Planned switchover to the standby (api_replicate.cc, "handover"): on success the VM stops
+// here, the replica runs there.
+nlohmann::json HandleHandover(hypervisor::Vm& vm, const nlohmann::json& request);
+// HA (api_ha.cc): this VM's generation (fencing token), fence/unfence, release_output,
+// set_generation; the "ha" status section.
+uint64_t VmGeneration();
+void SetVmGeneration(uint64_t generation);
+nlohmann::json HaJson();
+nlohmann::json HandleHaRequest(hypervisor::Vm& vm, const std::string& op, const nlohmann::json& request);
 // Waits for the guest to end; returns the process exit code (RunVmm's).
 int AwaitVmExit(hypervisor::Vm& vm);
 

@@ -54,6 +54,8 @@ const char* MsgTypeName(uint16_t type) {
     case MsgType::kCheckpointAck: return "checkpoint-ack";
     case MsgType::kDiskWrites: return "disk-writes";
     case MsgType::kEpochEnd: return "epoch-end";
+    case MsgType::kHandover: return "handover";
+    case MsgType::kHandoverDone: return "handover-done";
   }
   return "unknown";
 }
@@ -76,6 +78,8 @@ uint32_t MaxPayload(uint16_t type) {
     case MsgType::kCheckpointAck: return 8;
     case MsgType::kDiskWrites: return kMaxDiskWritesPayload;
     case MsgType::kEpochEnd: return 24;
+    case MsgType::kHandover:
+    case MsgType::kHandoverDone: return 8;
     case MsgType::kSync: return 4 + 8 * kMaxStreams;
     case MsgType::kSynced:
     case MsgType::kReady:

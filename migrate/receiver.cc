@@ -196,6 +196,13 @@ Result<Received> DestMigration::Run() {
     return begin.status();
   }
   begin_ = *begin;
+  stats_.generation = begin_.generation;
+  if (begin_.generation < o_.min_generation) {
+    std::string why = "stale generation: the source's VM is generation " + std::to_string(begin_.generation) +
+                      ", this destination expects " + std::to_string(o_.min_generation) + " or newer (a newer primary exists)";
+    control_->Fail(why);
+    return Status(ErrorCode::kAborted, why);
+  }
   auto memory = hypervisor::GuestMemory::Create(begin_.config.mem_bytes);
   if (!memory.ok()) {
     control_->Fail("the destination cannot allocate guest memory: " + memory.status().message());

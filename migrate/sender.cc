@@ -121,6 +121,7 @@ Status SourceMigration::Connect() {
   begin.config = vm_.config();
   begin.streams = o_.streams;
   begin.verify = o_.verify;
+  begin.generation = o_.generation;
   FERRY_RETURN_IF_ERROR(control_->Send(MsgType::kBegin, EncodeBegin(begin)));
   Frame f;
   FERRY_RETURN_IF_ERROR(control_->Expect(MsgType::kReady, &f));

@@ -41,10 +41,13 @@ struct Replicator::Impl {
   Status SendDiskWrites(const std::vector<hypervisor::DiskWrite>& writes, uint32_t* frames);
   // Sends what `b` holds (if anything) as one kDiskWrites frame, counted in *frames.
   Status FlushDiskWrites(migrate::DiskWritesBuilder& b, uint32_t* frames);
-  Status Checkpoint(uint64_t epoch, uint64_t* resume_ns);
+  // One epoch; `final` (handover) leaves the guest paused.
+  Status Checkpoint(uint64_t epoch, uint64_t* resume_ns, bool final = false);
+  Status HandOver(uint64_t epoch);
   bool SleepUntil(uint64_t ns);  // false: Stop() was called
   void Run();
   void Finish(const Status& why);
+  void FinishHandover(const std::string& state, const Status& why);
   void SetState(const std::string& s);
 
   hypervisor::Vm& vm;
@@ -61,6 +64,10 @@ struct Replicator::Impl {
   mutable std::mutex mu;
   std::condition_variable cv;
   bool stop_requested = false;   // guarded by mu
+  uint64_t handover_generation = 0;  // guarded by mu: non-zero once Handover() asked
+  bool handover_told = false;    // guarded by mu: the standby was told to run the replica
+  bool handed_over = false;      // guarded by mu
+  HandoverStats handover;        // guarded by mu
   bool done = false;             // guarded by mu
   ReplicationStatus status;      // guarded by mu
   EpochLog log;                  // guarded by mu
@@ -186,7 +193,7 @@ Status Replicator::Impl::InitialSync() {
   return Status::Ok();
 }
 
-Status Replicator::Impl::Checkpoint(uint64_t epoch, uint64_t* resume_ns) {
+Status Replicator::Impl::Checkpoint(uint64_t epoch, uint64_t* resume_ns, bool final) {
   const uint64_t t0 = MonotonicNs();
   // A VM the operator paused is checkpointed as it stands (the standby keeps hearing from
   // us), and left paused.
@@ -214,7 +221,7 @@ Status Replicator::Impl::Checkpoint(uint64_t epoch, uint64_t* resume_ns) {
   FERRY_ASSIGN_OR_RETURN(hypervisor::VmState state, vm.SaveState());
   if (epoch == 1) vm.StartOutputBuffering();
   const uint64_t out_epoch = vm.SealOutput();  // what the guest sent in this epoch waits for its ack
-  if (paused_here) {
+  if (paused_here && !final) {
     FERRY_RETURN_IF_ERROR(vm.Resume());
     paused_here = false;
   }
@@ -262,10 +269,38 @@ Status Replicator::Impl::Checkpoint(uint64_t epoch, uint64_t* resume_ns) {
   return Status::Ok();
 }
 
+// The final checkpoint with the guest left paused, then the standby told to run it.
+Status Replicator::Impl::HandOver(uint64_t epoch) {
+  const uint64_t t0 = MonotonicNs();
+  uint64_t generation;
+  {
+    std::lock_guard lock(mu);
+    generation = handover_generation;
+  }
+  uint64_t resume_ns = 0;
+  FERRY_RETURN_IF_ERROR(Checkpoint(epoch, &resume_ns, /*final=*/true));
+  const uint64_t t_acked = MonotonicNs();
+  FERRY_RETURN_IF_ERROR(control->Send(MsgType::kHandover, migrate::EncodeEpoch(generation)));
+  {
+    std::lock_guard lock(mu);
+    handover_told = true;
+  }
+  Frame f;
+  FERRY_RETURN_IF_ERROR(control->Expect(MsgType::kHandoverDone, &f));
+  std::lock_guard lock(mu);
+  handed_over = true;
+  handover.epoch = epoch;
+  handover.generation = generation;
+  handover.final_ship_ms = Ms(t_acked - resume_ns);
+  handover.downtime_ms = Ms(MonotonicNs() - t0);
+  return Status::Ok();
+}
+
 bool Replicator::Impl::SleepUntil(uint64_t ns) {
   std::unique_lock lock(mu);
   for (;;) {
     if (stop_requested) return false;
+    if (handover_generation) return true;
     uint64_t now = MonotonicNs();
     if (now >= ns) return true;
     cv.wait_for(lock, std::chrono::nanoseconds(ns - now));
@@ -277,6 +312,19 @@ void Replicator::Impl::Run() {
   uint64_t next_pause = MonotonicNs();
   for (uint64_t epoch = 1; st.ok(); ++epoch) {
     if (!SleepUntil(next_pause)) break;
+    bool hand_over;
+    {
+      std::lock_guard lock(mu);
+      hand_over = handover_generation != 0;
+    }
+    if (hand_over) {
+      // One checkpoint right away first, like a last pre-copy round: the final one, taken
+      // with the guest stopped, then holds only what was dirtied while that one shipped.
+      uint64_t resume_ns = 0;
+      st = Checkpoint(epoch, &resume_ns);
+      if (st.ok()) st = HandOver(epoch + 1);
+      break;
+    }
     uint64_t resume_ns = 0;
     st = Checkpoint(epoch, &resume_ns);
     next_pause = resume_ns + static_cast<uint64_t>(controller.interval_ms() * 1e6);
@@ -285,10 +333,20 @@ void Replicator::Impl::Run() {
 }
 
 void Replicator::Impl::Finish(const Status& why) {
-  bool stopped;
+  bool stopped, handed, told;
   {
     std::lock_guard lock(mu);
-    stopped = stop_requested && why.ok();
+    handed = handed_over && why.ok();
+    told = handover_told;
+    stopped = stop_requested && why.ok() && !handed;
+  }
+  if (handed) {
+    FinishHandover("handed-over", why);
+    return;
+  }
+  if (told) {  // the standby may run the replica: this guest must never run again here
+    FinishHandover("handover-indeterminate", why);
+    return;
   }
   if (stopped) {
     control->set_timeout_ms(2000);
@@ -307,13 +365,15 @@ void Replicator::Impl::Finish(const Status& why) {
   control->Close();
   if (tracker) (void)tracker->Stop();
   vm.StopDiskJournal();
-  vm.StopOutputBuffering();  // the guest runs on unprotected: its output leaves again
+  const bool hold = !stopped && o.hold_output_on_failure;
+  if (!hold) vm.StopOutputBuffering();  // the guest runs on unprotected: its output leaves again
   (void)vm.SetThrottle(-1, 0);
   if (paused_here) (void)vm.Resume();
   std::string standby;
   {
     std::lock_guard lock(mu);
     status.state = stopped ? "stopped" : "failed";
+    status.output_held = hold;
     if (!stopped) status.error = why.message();
     status.throttle = 0;
     standby = status.standby;
@@ -322,10 +382,28 @@ void Replicator::Impl::Finish(const Status& why) {
   }
   if (stopped) {
     std::fprintf(stderr, "ferry: replication to %s stopped\n", standby.c_str());
+  } else if (hold) {
+    std::fprintf(stderr, "ferry: replication to %s failed: %s; the VM's output is held until the HA agent decides\n",
+                 standby.c_str(), why.message().c_str());
   } else {
     std::fprintf(stderr, "ferry: replication to %s failed: %s; the VM runs on here, unprotected\n", standby.c_str(),
                  why.message().c_str());
   }
+}
+
+// After a handover (done or unanswered) the guest stays paused and its output stays held:
+// the replica is, or may be, the one running.
+void Replicator::Impl::FinishHandover(const std::string& state, const Status& why) {
+  if (!why.ok()) streams->FailAll(why.message());
+  streams->CloseAll();
+  control->Close();
+  if (tracker) (void)tracker->Stop();
+  vm.StopDiskJournal();
+  std::lock_guard lock(mu);
+  status.state = state;
+  if (!why.ok()) status.error = why.message();
+  done = true;
+  cv.notify_all();
 }
 
 Replicator::Replicator(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
@@ -356,6 +434,23 @@ Status Replicator::WaitProtected(uint64_t timeout_ms) {
   if (!ready) return Timeout("the standby did not acknowledge a first checkpoint in time");
   return impl_->status.error.empty() ? Status(ErrorCode::kAborted, "replication was stopped")
                                      : Status(ErrorCode::kAborted, impl_->status.error);
+}
+
+Result<HandoverStats> Replicator::Handover(uint64_t generation) {
+  if (generation == 0) return InvalidArgument("a handover needs a generation");
+  std::unique_lock lock(impl_->mu);
+  if (impl_->done) return Status(ErrorCode::kAborted, "replication has ended (" + impl_->status.state + ")");
+  if (impl_->status.epochs == 0) return Status(ErrorCode::kBusy, "the standby holds no checkpoint yet");
+  if (impl_->handover_generation) return Status(ErrorCode::kBusy, "a handover is already running");
+  impl_->handover_generation = generation;
+  impl_->cv.notify_all();
+  impl_->cv.wait(lock, [&] { return impl_->done; });
+  if (impl_->handed_over) return impl_->handover;
+  std::string why = "handover to " + impl_->status.standby + " failed: " + impl_->status.error;
+  if (impl_->handover_told) {
+    return Status(ErrorCode::kIndeterminate, why + "; the standby may be running the VM, so it stays paused here");
+  }
+  return Status(ErrorCode::kAborted, why + "; the VM runs on here, unprotected");
 }
 
 void Replicator::Stop() {

@@ -55,6 +55,8 @@ struct Standby::Impl {
   Status ControlLoop();
   Status ApplyDiskRecord(const migrate::DiskRecord& r, bool stage);
   Status Commit(const migrate::CheckpointMsg& msg);
+  // Loads the committed checkpoint and starts the replica (mu held, no session using vm).
+  Status ActivateLocked(uint64_t generation, PromoteStats* stats);
   void FailAll(const Status& why);
   uint64_t ReceivedBytesLocked() const;
 
@@ -67,6 +69,7 @@ struct Standby::Impl {
   std::vector<std::unique_ptr<migrate::Channel>> data;
   migrate::Begin begin;
   std::unique_ptr<hypervisor::Vm> vm;   // prepared, never started here; its RAM is the replica
+  std::unique_ptr<hypervisor::Vm> handed_vm;  // guarded by mu: running after a handover, until taken
   UniqueFd disk;                        // this host's copy of the disk image
   uint64_t disk_bytes = 0;
   std::vector<migrate::StagedPages> staged;  // per stream, the checkpoint in transfer
@@ -289,6 +292,20 @@ Status Standby::Impl::ControlLoop() {
         control->set_timeout_ms(o.io_timeout_ms);
         break;
       }
+      case MsgType::kHandover: {
+        FERRY_ASSIGN_OR_RETURN(uint64_t generation, migrate::DecodeEpoch(f.payload));
+        {
+          std::lock_guard lock(mu);
+          if (Status s = ActivateLocked(generation, nullptr); !s.ok()) {
+            control->Fail("the standby could not run the replica: " + s.message());
+            return s.Annotate("handover");
+          }
+          st.handed_over = true;
+          handed_vm = std::move(vm);
+        }
+        FERRY_RETURN_IF_ERROR(control->Send(MsgType::kHandoverDone, migrate::EncodeEpoch(generation)));
+        return Status(ErrorCode::kAborted, "the primary ended replication: it handed the VM over");
+      }
       case MsgType::kAbort:
       case MsgType::kError:
         return Status(ErrorCode::kAborted, "the primary ended replication: " + PeerReason(f));
@@ -318,6 +335,12 @@ Status Standby::Impl::Session() {
   if (!b->replication) {
     control->Fail("this is a replication standby, not a migration destination (use ferry incoming)");
     return InvalidArgument("a migration source connected to the standby");
+  }
+  if (b->generation < o.min_generation) {
+    std::string why = "stale generation: the primary's VM is generation " + std::to_string(b->generation) +
+                      ", this standby expects " + std::to_string(o.min_generation) + " or newer (a newer primary exists)";
+    control->Fail(why);
+    return Status(ErrorCode::kAborted, why);
   }
   begin = *b;
   {
@@ -417,7 +440,33 @@ StandbyStatus Standby::status() const {
   return s;
 }
 
-Result<std::unique_ptr<hypervisor::Vm>> Standby::Promote(bool force, PromoteStats* stats) {
+Status Standby::Impl::ActivateLocked(uint64_t generation, PromoteStats* stats) {
+  const uint64_t t0 = MonotonicNs();
+  if (st.state == "promoted") return InvalidArgument("this standby was promoted already");
+  if (st.committed_epoch == 0) {
+    return InvalidArgument("no whole checkpoint has arrived yet (state " + st.state + "): nothing to promote");
+  }
+  if (generation == 0) generation = begin.generation + 1;
+  if (generation <= begin.generation) {
+    return InvalidArgument("a promotion must raise the generation (the primary's is " +
+                           std::to_string(begin.generation) + ")");
+  }
+  // Checkpoints arrive no more: the replica and its state are ours alone now.
+  if (disk.valid() && ::fdatasync(disk.get()) != 0) return ErrnoError("flush the standby's disk image");
+  FERRY_RETURN_IF_ERROR(vm->LoadState(committed).Annotate("load checkpoint " + std::to_string(st.committed_epoch)));
+  FERRY_RETURN_IF_ERROR(vm->Start().Annotate("start the promoted VM"));
+  st.state = "promoted";
+  st.generation = generation;
+  if (stats) {
+    stats->epoch = st.committed_epoch;
+    stats->generation = generation;
+    stats->since_commit_ms = Ms(t0 - commit_ns);
+    stats->promote_ms = Ms(MonotonicNs() - t0);
+  }
+  return Status::Ok();
+}
+
+Result<std::unique_ptr<hypervisor::Vm>> Standby::Promote(bool force, uint64_t generation, PromoteStats* stats) {
   Impl& m = *impl_;
   const uint64_t t0 = MonotonicNs();
   std::unique_lock lock(m.mu);
@@ -437,17 +486,14 @@ Result<std::unique_ptr<hypervisor::Vm>> Standby::Promote(bool force, PromoteStat
     m.cv.wait(lock, [&] { return !m.in_session; });
   }
   if (m.st.committed_epoch == 0) return Internal("the replica became unusable while promoting");
-  // Checkpoints arrive no more: the replica and its state are ours alone now.
-  if (m.disk.valid() && ::fdatasync(m.disk.get()) != 0) return ErrnoError("flush the standby's disk image");
-  FERRY_RETURN_IF_ERROR(m.vm->LoadState(m.committed).Annotate("load checkpoint " + std::to_string(m.st.committed_epoch)));
-  FERRY_RETURN_IF_ERROR(m.vm->Start().Annotate("start the promoted VM"));
-  m.st.state = "promoted";
-  if (stats) {
-    stats->epoch = m.st.committed_epoch;
-    stats->since_commit_ms = Ms(t0 - m.commit_ns);
-    stats->promote_ms = Ms(MonotonicNs() - t0);
-  }
+  FERRY_RETURN_IF_ERROR(m.ActivateLocked(generation, stats));
+  if (stats) stats->promote_ms = Ms(MonotonicNs() - t0);
   return std::move(m.vm);
+}
+
+std::unique_ptr<hypervisor::Vm> Standby::TakeHandedOver() {
+  std::lock_guard lock(impl_->mu);
+  return std::move(impl_->handed_vm);
 }
 
 void Standby::Cancel() {

@@ -24,12 +24,14 @@ struct IncomingOptions {
   std::optional<Key> key;          // none: loopback peers only
   uint64_t accept_timeout_ms = 0;  // 0: wait for a source forever
   uint64_t io_timeout_ms = 20000;
+  uint64_t min_generation = 0;     // refuse a source whose VM generation is older (HA fencing)
   hypervisor::ConsoleSink console;
   hypervisor::DeviceOverrides devices;  // this host's disk and TAP, replacing the source's
 };
 
 struct IncomingStats {
   std::string source;
+  uint64_t generation = 0;     // the source's
   uint64_t wire_bytes = 0;
   uint64_t pages = 0;          // page records applied
   double receive_ms = 0;       // Begin to Prepared

@@ -41,6 +41,7 @@ struct MigrateOptions {
   uint64_t bandwidth = 0;           // bytes/s over all streams; 0 = unlimited
   uint64_t io_timeout_ms = 20000;   // a peer silent this long is dead
   bool verify = false;              // have the destination's guest verify itself after resume
+  uint64_t generation = 0;          // the VM's fencing token (HA); a destination expecting a newer one refuses
   ConvergenceOptions convergence;
 };
 

@@ -52,9 +52,11 @@ enum class MsgType : uint16_t {
   kCheckpoint = 16,   // primary -> standby (control): an epoch's frame counts + vCPU and device state
   kCheckpointAck = 17,  // standby -> primary (control): that checkpoint is applied whole
   kDiskWrites = 18,   // primary -> standby (control): disk writes (initial copy or an epoch's journal)
+  kHandover = 19,     // primary -> standby (control): after the acked final checkpoint: run it, at this generation
   kPages = 20,        // src -> dst (data): a batch of page records
   kStreamEnd = 21,    // src -> dst (data): the last frame on this stream
   kEpochEnd = 22,     // primary -> standby (data): the last frame of an epoch's pages on this stream
+  kHandoverDone = 23, // standby -> primary (control): the replica runs; the primary must stay stopped
 };
 const char* MsgTypeName(uint16_t type);
 

@@ -42,6 +42,10 @@ struct ReplicateOptions {
   uint64_t io_timeout_ms = 3000;          // a standby silent this long is lost
   uint64_t disk_journal_bytes = 256ull << 20;  // disk writes per checkpoint, at most
   uint64_t generation = 0;                // fencing token (HA)
+  // HA: when replication fails, keep holding the guest's output (the standby may have been
+  // promoted) until the HA agent decides: ReleaseHeldOutput() (quorate, run on unprotected)
+  // or fencing. Without it the output is released at once.
+  bool hold_output_on_failure = false;
   EpochOptions epochs;
 };
 
@@ -58,8 +62,15 @@ struct EpochStats {
   uint32_t throttle = 0;
 };
 
+struct HandoverStats {
+  uint64_t epoch = 0;        // the final checkpoint
+  uint64_t generation = 0;   // the replica's, now running
+  double downtime_ms = 0;    // the guest paused here to the replica running there (primary's clock)
+  double final_ship_ms = 0;  // of which: the final checkpoint shipped and acknowledged
+};
+
 struct ReplicationStatus {
-  std::string state;  // connecting, syncing, protected, failed, stopped
+  std::string state;  // connecting, syncing, protected, failed, stopped, handed-over, handover-indeterminate
   std::string standby;
   std::string error;  // why it failed
   uint64_t generation = 0;
@@ -73,6 +84,7 @@ struct ReplicationStatus {
   double behind_ms = 0;      // now minus the pause of the last acknowledged checkpoint
   double pause_ms_p50 = 0, pause_ms_p99 = 0, pause_ms_max = 0;
   double lag_ms_p50 = 0, lag_ms_max = 0, ship_ms_p50 = 0;
+  bool output_held = false;  // failed with hold_output_on_failure: the guest's output waits for a decision
   std::vector<EpochStats> recent;  // the last few epochs, oldest first
 };
 
@@ -90,6 +102,12 @@ class Replicator {
   // Ends replication (after the checkpoint in flight) and tells the standby; returns at once
   // if it already ended. Held output is released.
   void Stop();
+  // Planned switchover (HA evacuation): pauses the guest, ships a final checkpoint, and once
+  // it is acknowledged tells the standby to run it at `generation`. On success the guest
+  // stays paused here for good (the caller stops this VM); the replica runs there. If it fails
+  // before the standby was told, the guest resumes here and replication has ended; if the
+  // standby's answer is lost after it was told, the guest stays paused (kIndeterminate).
+  Result<HandoverStats> Handover(uint64_t generation);
   bool running() const;
   ReplicationStatus status() const;
 

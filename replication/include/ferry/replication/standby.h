@@ -11,6 +11,9 @@
 //
 // Promote() activates the replica from the last committed checkpoint: loads the state,
 // starts the vCPUs (the NIC announces the guest's address) and hands the running VM over.
+// The primary can also hand the VM over itself (a planned switchover): after a final
+// checkpoint with its guest paused it sends `handover`; the standby activates that checkpoint
+// at once and answers `handover-done`.
 // Thread-safe: status() and Promote() from any thread while Run() runs on another.
 #pragma once
 
@@ -31,12 +34,14 @@ struct StandbyOptions {
   uint64_t accept_timeout_ms = 0;  // 0: wait for a primary forever
   uint64_t io_timeout_ms = 3000;   // a primary silent this long (after the sync) is lost
   uint64_t sync_timeout_ms = 60000;  // ... and during the initial sync
+  uint64_t min_generation = 0;     // refuse a primary whose generation is older (HA fencing)
   hypervisor::ConsoleSink console;
   hypervisor::DeviceOverrides devices;  // this host's disk copy and TAP
 };
 
 struct StandbyStatus {
-  std::string state;  // waiting, syncing, replicating, primary-lost, ended, promoted
+  std::string state;  // waiting, syncing, replicating, primary-lost, ended, promoted, cancelled
+  bool handed_over = false;      // promoted by the primary's handover (planned switchover)
   std::string primary;
   std::string error;             // why the primary was lost
   uint64_t generation = 0;
@@ -51,6 +56,7 @@ struct StandbyStatus {
 
 struct PromoteStats {
   uint64_t epoch = 0;
+  uint64_t generation = 0;     // the replica's from now on
   double since_commit_ms = 0;  // how old the activated checkpoint was
   double promote_ms = 0;       // Promote() called to vCPUs running
 };
@@ -66,7 +72,10 @@ class Standby {
   // Activates the last committed checkpoint. Refused while a primary is still replicating
   // unless `force` (which cuts it off first: the operator takes responsibility for fencing
   // the old primary). Returns the running VM; the Standby is done after it.
-  Result<std::unique_ptr<hypervisor::Vm>> Promote(bool force, PromoteStats* stats);
+  // The replica runs at `generation` afterwards (0: the primary's plus one; it must be newer).
+  Result<std::unique_ptr<hypervisor::Vm>> Promote(bool force, uint64_t generation, PromoteStats* stats);
+  // After a handover (status().handed_over): the running VM, once; null otherwise.
+  std::unique_ptr<hypervisor::Vm> TakeHandedOver();
   // Any thread: stops listening and receiving; Run() returns.
   void Cancel();
 
