@@ -18,6 +18,9 @@ void AddControlCommands(CLI::App& app, CommandFn* selected);
 void AddMigrateCommands(CLI::App& app, CommandFn* selected);
 // Adds standby, replicate and promote.
 void AddReplicationCommands(CLI::App& app, CommandFn* selected);
+// Adds ha agent, ha status, ha evacuate (the HA manager) and drill.
+void AddHaCommands(CLI::App& app, CommandFn* selected);
+void AddDrillCommand(CLI::App& app, CommandFn* selected);
 // Adds kv-load (a load client for the kvstore guest).
 void AddKvCommands(CLI::App& app, CommandFn* selected);
 

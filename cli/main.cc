@@ -17,6 +17,8 @@ int main(int argc, char** argv) {
   ferry::cli::AddMigrateCommands(app, &selected);
   ferry::cli::AddReplicationCommands(app, &selected);
   ferry::cli::AddKvCommands(app, &selected);
+  ferry::cli::AddHaCommands(app, &selected);
+  ferry::cli::AddDrillCommand(app, &selected);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {

@@ -1,0 +1,162 @@
+// ferry ha agent / ha status / ha evacuate: the HA manager's commands (ha_agent.h).
+#include <unistd.h>
+
+#include <cstdio>
+#include <memory>
+
+#include "api_client.h"
+#include "commands.h"
+#include "ferry/base/clock.h"
+#include "ha_agent.h"
+#include "vmm_host.h"
+
+namespace ferry::cli {
+namespace {
+
+using nlohmann::json;
+
+struct HaFlags {
+  std::string config;
+  std::string host;    // status/evacuate: which agent to ask (default: the first that answers)
+  std::string target;  // evacuate: the host to empty
+  bool json_out = false;
+  bool cancel = false;
+  double timeout_s = 120;
+};
+
+// Asks an agent: the named host's, or the first in the config that answers.
+Result<json> AskAgent(const ha::ClusterConfig& c, const std::string& host, const json& req, int timeout_ms = 5000) {
+  std::string errors;
+  for (const auto& h : c.hosts) {
+    if (!host.empty() && h.name != host) continue;
+    auto r = CallApi(AgentSocket(h), req, timeout_ms);
+    if (r.ok()) return r;
+    errors += "\n  " + h.name + ": " + r.status().message();
+  }
+  if (!host.empty() && !c.Host(host)) return InvalidArgument("no host named " + host + " in the config");
+  return NotFound("no HA agent answered:" + errors);
+}
+
+int DoAgent(const HaFlags& f) {
+  auto c = ha::ClusterConfig::Load(f.config);
+  if (!c.ok()) return Fail(c.status().message(), kExitUsage);
+  return RunHaAgent(*c, f.config);
+}
+
+void PrintStatus(const json& r) {
+  const json& cl = r["cluster"];
+  std::printf("cluster seen from %s: %s, members", r.value("host", "").c_str(), cl.value("quorate", false) ? "quorate" : "NO QUORUM");
+  for (const auto& m : cl["members"]) std::printf(" %s", m.get<std::string>().c_str());
+  std::printf("\n");
+  for (const auto& h : cl["hosts"]) {
+    std::printf("  host %-8s %-7s%s", h.value("name", "").c_str(), h.value("member", false) ? "up" : "DOWN",
+                h.value("evacuating", false) ? " evacuating" : "");
+    for (const auto& i : h["instances"]) {
+      std::printf("  %s:%s(g%llu%s)", i.value("vm", "").c_str(), i.value("role", "").c_str(),
+                  static_cast<unsigned long long>(i.value("generation", uint64_t{0})), i.value("fenced", false) ? ",fenced" : "");
+    }
+    std::printf("\n");
+  }
+  for (const auto& v : cl["vms"]) {
+    std::printf("  vm %-8s on %-8s generation %llu  %s  replication %s -> %s\n", v.value("name", "").c_str(),
+                v.value("owner", "-").c_str(), static_cast<unsigned long long>(v.value("generation", uint64_t{0})),
+                v.value("state", "?").c_str(), v.value("replication", "none").c_str(), v.value("standby_host", "-").c_str());
+  }
+}
+
+int DoStatus(const HaFlags& f) {
+  auto c = ha::ClusterConfig::Load(f.config);
+  if (!c.ok()) return Fail(c.status().message(), kExitUsage);
+  auto r = AskAgent(*c, f.host, {{"op", "status"}});
+  if (!r.ok()) return Fail(r.status().message());
+  if (f.json_out) {
+    std::printf("%s\n", r->dump().c_str());
+  } else {
+    PrintStatus(*r);
+  }
+  return kExitOk;
+}
+
+// Evacuated: nothing left on the host, and every VM running elsewhere.
+bool Evacuated(const json& status, const std::string& host, std::string* why) {
+  const json& cl = status["cluster"];
+  for (const auto& h : cl["hosts"]) {
+    if (h.value("name", "") == host && !h["instances"].empty()) {
+      *why = std::to_string(h["instances"].size()) + " instance(s) still on " + host;
+      return false;
+    }
+  }
+  for (const auto& v : cl["vms"]) {
+    if (v.value("owner", "") == host || v.value("state", "") != "running") {
+      *why = "vm " + v.value("name", "") + " is not running elsewhere yet";
+      return false;
+    }
+  }
+  return true;
+}
+
+int DoEvacuate(const HaFlags& f) {
+  auto c = ha::ClusterConfig::Load(f.config);
+  if (!c.ok()) return Fail(c.status().message(), kExitUsage);
+  if (!c->Host(f.target)) return Fail("no host named " + f.target + " in " + f.config, kExitUsage);
+  // Ask an agent on another host when there is one: the evacuated host's may go away.
+  std::string via = f.host;
+  auto r = AskAgent(*c, via, {{"op", "evacuate"}, {"host", f.target}, {"on", !f.cancel}});
+  if (!r.ok()) return Fail(r.status().message());
+  if (f.cancel) {
+    std::printf("%s may hold VMs again\n", f.target.c_str());
+    return kExitOk;
+  }
+  const uint64_t t0 = MonotonicNs();
+  std::string why;
+  json last;
+  while (MonotonicNs() - t0 < static_cast<uint64_t>(f.timeout_s * 1e9)) {
+    usleep(200 * 1000);
+    auto s = AskAgent(*c, via, {{"op", "status"}});
+    if (!s.ok()) continue;
+    last = *s;
+    if (Evacuated(last, f.target, &why)) {
+      double ms = (MonotonicNs() - t0) / 1e6;
+      json handovers = json::array();
+      for (const auto& e : last["events"]) {
+        if (e.value("kind", "") == "handed-over") handovers.push_back(e);
+      }
+      if (f.json_out) {
+        std::printf("%s\n", json{{"ok", true}, {"host", f.target}, {"ms", ms}, {"vms", last["cluster"]["vms"]}}.dump().c_str());
+      } else {
+        std::printf("%s is empty after %.0f ms:\n", f.target.c_str(), ms);
+        PrintStatus(last);
+      }
+      return kExitOk;
+    }
+  }
+  return Fail("evacuating " + f.target + " did not finish in " + std::to_string(static_cast<int>(f.timeout_s)) + " s: " + why);
+}
+
+}  // namespace
+
+void AddHaCommands(CLI::App& app, CommandFn* selected) {
+  CLI::App* ha = app.add_subcommand("ha", "The HA manager: per-host agents on Corosync, failover, evacuation");
+  ha->require_subcommand(1);
+  auto f = std::make_shared<HaFlags>();
+  CLI::App* agent = ha->add_subcommand("agent", "Run this host's HA agent (in the host's network namespace, next to its Corosync)");
+  agent->add_option("--config", f->config, "The cluster's HA config (JSON)")->required()->check(CLI::ExistingFile);
+  agent->callback([selected, f] { *selected = [f] { return DoAgent(*f); }; });
+
+  CLI::App* status = ha->add_subcommand("status", "Show the cluster: members, quorum, where every VM runs and its protection");
+  status->add_option("--config", f->config, "The cluster's HA config (JSON)")->required()->check(CLI::ExistingFile);
+  status->add_option("--host", f->host, "Ask this host's agent (default: the first that answers)");
+  status->add_flag("--json", f->json_out, "Print the agent's answer as JSON");
+  status->callback([selected, f] { *selected = [f] { return DoStatus(*f); }; });
+
+  CLI::App* evac = ha->add_subcommand("evacuate", "Live-move every VM (and standby) off a host, then show it empty");
+  evac->add_option("HOST", f->target, "The host to empty")->required();
+  evac->add_option("--config", f->config, "The cluster's HA config (JSON)")->required()->check(CLI::ExistingFile);
+  evac->add_option("--host", f->host, "Ask this host's agent (default: the first that answers)");
+  evac->add_option("--timeout-s", f->timeout_s, "Give up waiting after this long")->capture_default_str();
+  evac->add_flag("--cancel", f->cancel, "Let the host hold VMs again");
+  evac->add_flag("--json", f->json_out, "Print the result as JSON");
+  evac->callback([selected, f] { *selected = [f] { return DoEvacuate(*f); }; });
+}
+
+}  // namespace ferry::cli

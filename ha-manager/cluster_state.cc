@@ -1,0 +1,177 @@
+#include "ferry/ha/cluster_state.h"
+
+#include <algorithm>
+
+namespace ferry::ha {
+
+using nlohmann::json;
+
+json Instance::ToJson() const {
+  return {{"vm", vm}, {"role", role}, {"state", state}, {"generation", generation}, {"fenced", fenced},
+          {"replication", replication}, {"standby_host", standby_host}, {"output_held", output_held},
+          {"committed", committed}, {"epochs", epochs}, {"tx_frames", tx_frames}};
+}
+
+Instance Instance::FromJson(const json& j) {
+  Instance i;
+  i.vm = j.value("vm", "");
+  i.role = j.value("role", "");
+  i.state = j.value("state", "");
+  i.generation = j.value("generation", uint64_t{0});
+  i.fenced = j.value("fenced", false);
+  i.replication = j.value("replication", "");
+  i.standby_host = j.value("standby_host", "");
+  i.output_held = j.value("output_held", false);
+  i.committed = j.value("committed", uint64_t{0});
+  i.epochs = j.value("epochs", uint64_t{0});
+  i.tx_frames = j.value("tx_frames", uint64_t{0});
+  return i;
+}
+
+const char* ActionName(Action::Kind k) {
+  switch (k) {
+    case Action::kClaim: return "claim";
+    case Action::kStartPrimary: return "start-primary";
+    case Action::kStartStandby: return "start-standby";
+    case Action::kPromote: return "promote";
+    case Action::kReplicate: return "replicate";
+    case Action::kStopReplication: return "stop-replication";
+    case Action::kProtect: return "protect";
+    case Action::kHandover: return "handover";
+    case Action::kReleaseOutput: return "release-output";
+    case Action::kFence: return "fence";
+    case Action::kUnfence: return "unfence";
+    case Action::kKill: return "kill";
+  }
+  return "?";
+}
+
+ClusterState::ClusterState(const ClusterConfig& config, std::string self) : config_(config), self_(std::move(self)) {}
+
+void ClusterState::OnView(const std::set<std::string>& members, bool quorate) {
+  if (members != members_) fresh_.clear();
+  members_ = members;
+  quorate_ = quorate;
+  for (auto it = reports_.begin(); it != reports_.end();) {
+    it = members_.count(it->first) ? std::next(it) : reports_.erase(it);
+  }
+}
+
+bool ClusterState::complete() const {
+  return std::all_of(members_.begin(), members_.end(), [&](const std::string& m) { return fresh_.count(m) > 0; });
+}
+
+void ClusterState::Accept(const std::string& vm, const Claim& c) {
+  auto it = claims_.find(vm);
+  if (it != claims_.end() && it->second.generation >= c.generation) return;
+  claims_[vm] = c;
+}
+
+bool ClusterState::OnMessage(const std::string& host, const std::string& payload) {
+  json j = json::parse(payload, nullptr, false);
+  if (!j.is_object() || host.empty()) return false;
+  std::string type = j.value("t", "");
+  if (type == "report") {
+    std::vector<Instance> list;
+    for (const auto& i : j.value("instances", json::array())) list.push_back(Instance::FromJson(i));
+    for (const auto& i : list) {
+      if (i.role == "primary" && config_.Vm(i.vm)) Accept(i.vm, Claim{i.generation, host, "report"});
+    }
+    reports_[host] = std::move(list);
+    fresh_.insert(host);
+    return true;
+  }
+  if (type == "claim") {
+    std::string vm = j.value("vm", "");
+    if (!config_.Vm(vm)) return false;
+    Claim c{j.value("generation", uint64_t{0}), j.value("host", ""), j.value("why", "")};
+    if (c.generation == 0 || !config_.Host(c.host)) return false;
+    auto p = pending_claim.find(vm);
+    if (p != pending_claim.end() && p->second <= c.generation) pending_claim.erase(p);
+    Accept(vm, c);
+    return true;
+  }
+  if (type == "protect") {
+    std::string vm = j.value("vm", "");
+    if (!config_.Vm(vm)) return false;
+    protects_[vm] = {j.value("host", ""), j.value("generation", uint64_t{0})};
+    return true;
+  }
+  if (type == "evacuate") {
+    std::string h = j.value("host", "");
+    if (!config_.Host(h)) return false;
+    if (j.value("on", true)) {
+      evacuating_.insert(h);
+    } else {
+      evacuating_.erase(h);
+    }
+    return true;
+  }
+  return false;
+}
+
+const Claim* ClusterState::claim(const std::string& vm) const {
+  auto it = claims_.find(vm);
+  return it == claims_.end() ? nullptr : &it->second;
+}
+
+const std::vector<Instance>* ClusterState::report(const std::string& host) const {
+  auto it = reports_.find(host);
+  return it == reports_.end() ? nullptr : &it->second;
+}
+
+const Instance* ClusterState::instance(const std::string& host, const std::string& vm) const {
+  const auto* r = report(host);
+  if (!r) return nullptr;
+  for (const auto& i : *r) {
+    if (i.vm == vm) return &i;
+  }
+  return nullptr;
+}
+
+json ClusterState::ToJson() const {
+  json hosts = json::array();
+  for (const auto& h : config_.hosts) {
+    json inst = json::array();
+    if (const auto* r = report(h.name)) {
+      for (const auto& i : *r) inst.push_back(i.ToJson());
+    }
+    hosts.push_back({{"name", h.name}, {"address", h.address}, {"member", live(h.name)},
+                     {"evacuating", evacuating(h.name)}, {"instances", inst}});
+  }
+  json vms = json::array();
+  for (const auto& v : config_.vms) {
+    const Claim* c = claim(v.name);
+    json entry = {{"name", v.name}, {"generation", c ? c->generation : 0}, {"owner", c ? c->host : ""},
+                  {"claimed_by", c ? c->why : ""}};
+    if (c) {
+      if (const Instance* i = instance(c->host, v.name); i && i->role == "primary") {
+        entry["state"] = i->fenced ? "fenced" : i->state;
+        entry["replication"] = i->replication;
+        entry["standby_host"] = i->standby_host;
+      }
+    }
+    vms.push_back(entry);
+  }
+  return {{"members", members_}, {"quorate", quorate_}, {"complete", complete()}, {"hosts", hosts}, {"vms", vms}};
+}
+
+std::string ClusterState::ReportMessage(const std::string& host, const std::vector<Instance>& instances) {
+  json list = json::array();
+  for (const auto& i : instances) list.push_back(i.ToJson());
+  return json{{"t", "report"}, {"host", host}, {"instances", list}}.dump();
+}
+
+std::string ClusterState::ClaimMessage(const std::string& vm, const Claim& c) {
+  return json{{"t", "claim"}, {"vm", vm}, {"generation", c.generation}, {"host", c.host}, {"why", c.why}}.dump();
+}
+
+std::string ClusterState::ProtectMessage(const std::string& vm, const std::string& host, uint64_t generation) {
+  return json{{"t", "protect"}, {"vm", vm}, {"host", host}, {"generation", generation}}.dump();
+}
+
+std::string ClusterState::EvacuateMessage(const std::string& host, bool on) {
+  return json{{"t", "evacuate"}, {"host", host}, {"on", on}}.dump();
+}
+
+}  // namespace ferry::ha

@@ -1,0 +1,126 @@
+#include "ferry/ha/config.h"
+
+#include <fstream>
+#include <set>
+#include <sstream>
+
+namespace ferry::ha {
+
+using nlohmann::json;
+
+namespace {
+
+template <typename T>
+Status Read(const json& j, const char* key, T* out, bool required, const std::string& where) {
+  if (!j.contains(key)) {
+    return required ? InvalidArgument(where + ": \"" + key + "\" is missing") : Status::Ok();
+  }
+  try {
+    *out = j.at(key).get<T>();
+  } catch (const json::exception& e) {
+    return InvalidArgument(where + ": \"" + key + "\" has the wrong type");
+  }
+  return Status::Ok();
+}
+
+}  // namespace
+
+Result<ClusterConfig> ClusterConfig::Parse(const json& j) {
+  if (!j.is_object()) return InvalidArgument("the HA config must be a JSON object");
+  ClusterConfig c;
+  FERRY_RETURN_IF_ERROR(Read(j, "name", &c.name, false, "config"));
+  FERRY_RETURN_IF_ERROR(Read(j, "key_file", &c.key_file, false, "config"));
+  FERRY_RETURN_IF_ERROR(Read(j, "interval_ms", &c.interval_ms, false, "config"));
+  FERRY_RETURN_IF_ERROR(Read(j, "io_timeout_ms", &c.io_timeout_ms, false, "config"));
+  FERRY_RETURN_IF_ERROR(Read(j, "client_netns", &c.client_netns, false, "config"));
+  if (!j.contains("hosts") || !j["hosts"].is_array() || j["hosts"].empty()) {
+    return InvalidArgument("config: \"hosts\" must be a non-empty array");
+  }
+  std::set<std::string> names;
+  std::set<uint32_t> ids;
+  for (const auto& h : j["hosts"]) {
+    HostConfig hc;
+    std::string where = "host " + std::to_string(c.hosts.size());
+    FERRY_RETURN_IF_ERROR(Read(h, "name", &hc.name, true, where));
+    where = "host " + hc.name;
+    FERRY_RETURN_IF_ERROR(Read(h, "nodeid", &hc.nodeid, true, where));
+    FERRY_RETURN_IF_ERROR(Read(h, "address", &hc.address, true, where));
+    FERRY_RETURN_IF_ERROR(Read(h, "dir", &hc.dir, true, where));
+    FERRY_RETURN_IF_ERROR(Read(h, "guest_bridge", &hc.guest_bridge, false, where));
+    FERRY_RETURN_IF_ERROR(Read(h, "netns", &hc.netns, false, where));
+    FERRY_RETURN_IF_ERROR(Read(h, "uplink", &hc.uplink, false, where));
+    if (hc.nodeid == 0) return InvalidArgument(where + ": nodeid must be positive");
+    if (!names.insert(hc.name).second) return InvalidArgument("config: host " + hc.name + " is named twice");
+    if (!ids.insert(hc.nodeid).second) return InvalidArgument(where + ": nodeid " + std::to_string(hc.nodeid) + " is used twice");
+    c.hosts.push_back(hc);
+  }
+  if (j.contains("vms") && !j["vms"].is_array()) return InvalidArgument("config: \"vms\" must be an array");
+  std::set<std::string> vm_names;
+  std::set<uint16_t> ports;
+  for (const auto& v : j.value("vms", json::array())) {
+    VmSpec s;
+    std::string where = "vm " + std::to_string(c.vms.size());
+    FERRY_RETURN_IF_ERROR(Read(v, "name", &s.name, true, where));
+    where = "vm " + s.name;
+    FERRY_RETURN_IF_ERROR(Read(v, "guest", &s.guest, true, where));
+    FERRY_RETURN_IF_ERROR(Read(v, "mem", &s.mem, false, where));
+    FERRY_RETURN_IF_ERROR(Read(v, "vcpus", &s.vcpus, false, where));
+    FERRY_RETURN_IF_ERROR(Read(v, "disk_bytes", &s.disk_bytes, false, where));
+    FERRY_RETURN_IF_ERROR(Read(v, "net", &s.net, false, where));
+    FERRY_RETURN_IF_ERROR(Read(v, "guest_args", &s.guest_args, false, where));
+    FERRY_RETURN_IF_ERROR(Read(v, "primary", &s.primary, true, where));
+    FERRY_RETURN_IF_ERROR(Read(v, "backup", &s.backup, false, where));
+    FERRY_RETURN_IF_ERROR(Read(v, "port", &s.port, true, where));
+    FERRY_RETURN_IF_ERROR(Read(v, "service", &s.service, false, where));
+    if (s.name.empty() || s.name.find_first_of("/ .") != std::string::npos) {
+      return InvalidArgument(where + ": the name must be a plain word (it names files)");
+    }
+    if (!vm_names.insert(s.name).second) return InvalidArgument("config: vm " + s.name + " is named twice");
+    if (!names.count(s.primary)) return InvalidArgument(where + ": primary host " + s.primary + " is not in hosts");
+    if (!s.backup.empty() && !names.count(s.backup)) return InvalidArgument(where + ": backup host " + s.backup + " is not in hosts");
+    if (s.backup == s.primary) return InvalidArgument(where + ": primary and backup must differ");
+    if (s.port == 0 || !ports.insert(s.port).second) return InvalidArgument(where + ": port must be set and unique");
+    if (s.net) {
+      for (const auto& h : c.hosts) {
+        if (h.guest_bridge.empty()) return InvalidArgument(where + " has a NIC but host " + h.name + " names no guest_bridge");
+      }
+    }
+    c.vms.push_back(s);
+  }
+  return c;
+}
+
+Result<ClusterConfig> ClusterConfig::Load(const std::string& path) {
+  std::ifstream in(path);
+  if (!in) return InvalidArgument("cannot read the HA config " + path);
+  std::stringstream ss;
+  ss << in.rdbuf();
+  json j = json::parse(ss.str(), nullptr, false);
+  if (j.is_discarded()) return InvalidArgument(path + " is not valid JSON");
+  auto c = Parse(j);
+  if (!c.ok()) return c.status().Annotate(path);
+  return c;
+}
+
+const HostConfig* ClusterConfig::Host(const std::string& name) const {
+  for (const auto& h : hosts) {
+    if (h.name == name) return &h;
+  }
+  return nullptr;
+}
+
+const HostConfig* ClusterConfig::HostByNode(uint32_t nodeid) const {
+  for (const auto& h : hosts) {
+    if (h.nodeid == nodeid) return &h;
+  }
+  return nullptr;
+}
+
+const VmSpec* ClusterConfig::Vm(const std::string& name) const {
+  for (const auto& v : vms) {
+    if (v.name == name) return &v;
+  }
+  return nullptr;
+}
+
+}  // namespace ferry::ha

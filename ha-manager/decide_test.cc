@@ -1,0 +1,180 @@
+#include <gtest/gtest.h>
+
+#include "ferry/ha/cluster_state.h"
+
+namespace ferry::ha {
+namespace {
+
+ClusterConfig Config() {
+  auto c = ClusterConfig::Parse(nlohmann::json::parse(R"({
+    "hosts": [{"name":"a","nodeid":1,"address":"127.31.0.1","dir":"/tmp/a"},
+              {"name":"b","nodeid":2,"address":"127.31.0.2","dir":"/tmp/b"},
+              {"name":"c","nodeid":3,"address":"127.31.0.3","dir":"/tmp/c"}],
+    "vms": [{"name":"kv","guest":"kvstore.elf","primary":"a","backup":"b","port":7100}]})"));
+  EXPECT_TRUE(c.ok()) << c.status().message();
+  return *c;
+}
+
+Instance Primary(uint64_t gen, const std::string& replication = "protected", const std::string& to = "b") {
+  Instance i;
+  i.vm = "kv";
+  i.role = "primary";
+  i.state = "running";
+  i.generation = gen;
+  i.replication = replication;
+  i.standby_host = to;
+  return i;
+}
+
+Instance Standby(uint64_t gen, uint64_t committed, const std::string& state = "replicating") {
+  Instance i;
+  i.vm = "kv";
+  i.role = "standby";
+  i.state = state;
+  i.generation = gen;
+  i.committed = committed;
+  return i;
+}
+
+// Every member reports; returns the state as agent `self` sees it.
+void Hear(ClusterState& s, const std::map<std::string, std::vector<Instance>>& reports) {
+  for (const auto& [host, list] : reports) ASSERT_TRUE(s.OnMessage(host, ClusterState::ReportMessage(host, list)));
+}
+
+TEST(Decide, NoQuorumFencesThePrimariesAndNothingElse) {
+  auto c = Config();
+  ClusterState s(c, "a");
+  s.OnView({"a"}, false);
+  auto acts = Decide(c, "a", s, {Primary(1)}, {});
+  ASSERT_EQ(acts.size(), 1u);
+  EXPECT_EQ(acts[0].kind, Action::kFence);
+}
+
+TEST(Decide, NothingBeforeEveryMemberReported) {
+  auto c = Config();
+  ClusterState s(c, "b");
+  s.OnView({"b", "c"}, true);
+  Hear(s, {{"b", {Standby(1, 5)}}});
+  EXPECT_TRUE(Decide(c, "b", s, {Standby(1, 5)}, {}).empty());
+}
+
+TEST(Decide, TheStandbyClaimsTheNextGenerationWhenTheOwnerLeavesThenPromotes) {
+  auto c = Config();
+  ClusterState s(c, "b");
+  s.OnView({"a", "b", "c"}, true);
+  Hear(s, {{"a", {Primary(1)}}, {"b", {Standby(1, 5)}}, {"c", {}}});
+  EXPECT_TRUE(Decide(c, "b", s, {Standby(1, 5)}, {}).empty()) << "the owner is alive";
+  s.OnView({"b", "c"}, true);
+  Hear(s, {{"b", {Standby(1, 5)}}, {"c", {}}});
+  auto acts = Decide(c, "b", s, {Standby(1, 5)}, {});
+  ASSERT_EQ(acts.size(), 1u);
+  EXPECT_EQ(acts[0].kind, Action::kClaim);
+  EXPECT_EQ(acts[0].generation, 2u);
+  EXPECT_EQ(acts[0].why, "failover");
+  // c does nothing about it.
+  EXPECT_TRUE(Decide(c, "c", s, {}, {}).empty());
+  ASSERT_TRUE(s.OnMessage("b", ClusterState::ClaimMessage("kv", Claim{2, "b", "failover"})));
+  acts = Decide(c, "b", s, {Standby(1, 5)}, {});
+  ASSERT_EQ(acts.size(), 1u);
+  EXPECT_EQ(acts[0].kind, Action::kPromote);
+  EXPECT_EQ(acts[0].generation, 2u);
+}
+
+TEST(Decide, AStandbyWithoutACheckpointNeverPromotes) {
+  auto c = Config();
+  ClusterState s(c, "b");
+  s.OnView({"a", "b", "c"}, true);
+  Hear(s, {{"a", {Primary(1)}}, {"b", {Standby(1, 0, "syncing")}}, {"c", {}}});
+  s.OnView({"b", "c"}, true);
+  Hear(s, {{"b", {Standby(1, 0, "primary-lost")}}, {"c", {}}});
+  for (const auto& a : Decide(c, "b", s, {Standby(1, 0, "primary-lost")}, {})) EXPECT_NE(a.kind, Action::kClaim);
+}
+
+TEST(Decide, TheOldPrimaryLearnsTheNewGenerationFromReportsAndStops) {
+  auto c = Config();
+  ClusterState s(c, "a");
+  s.OnView({"a", "b", "c"}, true);
+  Hear(s, {{"a", {Primary(1)}}, {"b", {Standby(1, 5)}}, {"c", {}}});
+  // a was cut off (fenced); b was promoted to generation 2 meanwhile. After healing:
+  Instance fenced = Primary(1, "failed");
+  fenced.fenced = true;
+  s.OnView({"a", "b", "c"}, true);
+  s.OnView({"a"}, false);
+  s.OnView({"a", "b", "c"}, true);
+  Hear(s, {{"a", {fenced}}, {"b", {Primary(2, "protected", "c")}}, {"c", {Standby(2, 9)}}});
+  auto acts = Decide(c, "a", s, {fenced}, {});
+  ASSERT_EQ(acts.size(), 1u);
+  EXPECT_EQ(acts[0].kind, Action::kKill) << acts[0].why;
+  // The new owner takes its old home back as the backup: stop replicating to c first.
+  acts = Decide(c, "b", s, {Primary(2, "protected", "c")}, {});
+  ASSERT_EQ(acts.size(), 1u);
+  EXPECT_EQ(acts[0].kind, Action::kStopReplication);
+}
+
+TEST(Decide, OnlyThePreferredHostStartsANewVmAndOnlyOnce) {
+  auto c = Config();
+  ClusterState s(c, "a");
+  s.OnView({"a", "b", "c"}, true);
+  Hear(s, {{"a", {}}, {"b", {}}, {"c", {}}});
+  auto acts = Decide(c, "a", s, {}, {});
+  ASSERT_EQ(acts.size(), 1u);
+  EXPECT_EQ(acts[0].kind, Action::kClaim);
+  EXPECT_TRUE(Decide(c, "b", s, {}, {}).empty());
+  ASSERT_TRUE(s.OnMessage("a", ClusterState::ClaimMessage("kv", Claim{1, "a", "start"})));
+  // A second claim of the same generation loses: the first delivered wins everywhere.
+  ASSERT_TRUE(s.OnMessage("b", ClusterState::ClaimMessage("kv", Claim{1, "b", "start"})));
+  EXPECT_EQ(s.claim("kv")->host, "a");
+  acts = Decide(c, "a", s, {}, {});
+  ASSERT_EQ(acts.size(), 1u);
+  EXPECT_EQ(acts[0].kind, Action::kStartPrimary);
+  s.launched["kv"] = 1;
+  EXPECT_TRUE(Decide(c, "a", s, {}, {}).empty()) << "a VM that died here is not booted afresh";
+}
+
+TEST(Decide, TheOwnerProtectsThenReplicatesOnceTheStandbyWaits) {
+  auto c = Config();
+  ClusterState s(c, "a");
+  s.OnView({"a", "b", "c"}, true);
+  ASSERT_TRUE(s.OnMessage("a", ClusterState::ClaimMessage("kv", Claim{1, "a", "start"})));
+  Hear(s, {{"a", {Primary(1, "")}}, {"b", {}}, {"c", {}}});
+  auto acts = Decide(c, "a", s, {Primary(1, "")}, {});
+  ASSERT_EQ(acts.size(), 1u);
+  EXPECT_EQ(acts[0].kind, Action::kProtect);
+  EXPECT_EQ(acts[0].host, "b");
+  ASSERT_TRUE(s.OnMessage("a", ClusterState::ProtectMessage("kv", "b", 1)));
+  auto b_acts = Decide(c, "b", s, {}, {});
+  ASSERT_EQ(b_acts.size(), 1u);
+  EXPECT_EQ(b_acts[0].kind, Action::kStartStandby);
+  Hear(s, {{"b", {Standby(1, 0, "waiting")}}});
+  acts = Decide(c, "a", s, {Primary(1, "")}, {});
+  ASSERT_EQ(acts.size(), 1u);
+  EXPECT_EQ(acts[0].kind, Action::kReplicate);
+}
+
+TEST(Decide, EvacuationHandsTheVmToItsStandby) {
+  auto c = Config();
+  ClusterState s(c, "a");
+  s.OnView({"a", "b", "c"}, true);
+  ASSERT_TRUE(s.OnMessage("a", ClusterState::ClaimMessage("kv", Claim{1, "a", "start"})));
+  Hear(s, {{"a", {Primary(1)}}, {"b", {Standby(1, 7)}}, {"c", {}}});
+  ASSERT_TRUE(s.OnMessage("c", ClusterState::EvacuateMessage("a", true)));
+  auto acts = Decide(c, "a", s, {Primary(1)}, {});
+  ASSERT_EQ(acts.size(), 1u);
+  EXPECT_EQ(acts[0].kind, Action::kHandover);
+  EXPECT_EQ(acts[0].host, "b");
+  EXPECT_EQ(acts[0].generation, 2u);
+}
+
+TEST(Config, RejectsBadInput) {
+  EXPECT_FALSE(ClusterConfig::Parse(nlohmann::json::parse(R"({"hosts": []})")).ok());
+  auto dup = ClusterConfig::Parse(nlohmann::json::parse(R"({"hosts": [
+      {"name":"a","nodeid":1,"address":"x","dir":"/t"},{"name":"a","nodeid":2,"address":"y","dir":"/t"}]})"));
+  EXPECT_FALSE(dup.ok());
+  auto bad_vm = ClusterConfig::Parse(nlohmann::json::parse(R"({"hosts": [{"name":"a","nodeid":1,"address":"x","dir":"/t"}],
+      "vms": [{"name":"kv","guest":"g","primary":"nope","port":1}]})"));
+  ASSERT_FALSE(bad_vm.ok());
+  EXPECT_NE(bad_vm.status().message().find("nope"), std::string::npos);
+}
+
+}  // namespace
+}  // namespace ferry::ha

@@ -1,0 +1,135 @@
+// ClusterState: what one HA agent knows about the cluster, and Decide(): what it does about
+// it. Pure logic (no processes, no sockets): the agent (cli/ha_agent.cc) feeds it Corosync
+// views and group messages and carries out the actions; unit tests feed it by hand.
+//
+// The protocol over the closed process group (every message delivered to every member in
+// the same order):
+//   report   {host, instances}: each agent's VMs (primaries and standbys), sent after every
+//            view change, whenever they change, and once a second.
+//   claim    {vm, generation, host, why}: "host runs vm at generation". The first claim of a
+//            generation higher than any seen wins, everywhere at once (agreed order): this is
+//            the fencing token. A report showing a primary of a higher generation counts as
+//            its claim (a host that was cut off learns the new owner that way).
+//   protect  {vm, host, generation}: the owner asks host to hold a standby for vm.
+//   evacuate {host, on}: no VM may run or be protected on host.
+// An agent acts only while its partition is quorate and it holds a report from every member
+// sent since the last view change; a host without quorum fences its primaries.
+#pragma once
+
+#include <cstdint>
+#include <map>
+#include <optional>
+#include <set>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "ferry/ha/config.h"
+
+namespace ferry::ha {
+
+struct Instance {
+  std::string vm;
+  std::string role;          // primary | standby
+  std::string state;         // primary: running, paused, ...; standby: waiting, syncing, replicating, primary-lost, ended
+  uint64_t generation = 0;   // primary: the VM's; standby: the oldest it accepts
+  bool fenced = false;
+  std::string replication;   // primary: connecting, syncing, protected, failed, stopped, handed-over ("" never)
+  std::string standby_host;  // primary: the host it replicates to
+  bool output_held = false;  // primary: replication failed and output waits for the agent
+  uint64_t committed = 0;    // standby: the last whole checkpoint
+  uint64_t epochs = 0;       // primary: checkpoints acknowledged
+  uint64_t tx_frames = 0;
+
+  nlohmann::json ToJson() const;
+  static Instance FromJson(const nlohmann::json& j);
+};
+
+struct Claim {
+  uint64_t generation = 0;
+  std::string host;
+  std::string why;  // start, failover, handover, report
+};
+
+struct Action {
+  enum Kind {
+    kClaim,           // send claim {vm, generation, host=self, why}
+    kStartPrimary,    // boot vm here at generation
+    kStartStandby,    // hold a standby here accepting generation
+    kPromote,         // promote the local standby to generation
+    kReplicate,       // replicate the local primary to host
+    kStopReplication, // stop replicating (to re-protect elsewhere)
+    kProtect,         // send protect {vm, host, generation}
+    kHandover,        // hand the local primary over to its standby at generation
+    kReleaseOutput,   // replication failed while quorate: let held output go
+    kFence,           // no quorum: stop the guest
+    kUnfence,         // quorum back and still the owner
+    kKill,            // a stale or useless local instance
+  };
+  Kind kind;
+  std::string vm;
+  std::string host;
+  uint64_t generation = 0;
+  std::string why;
+};
+const char* ActionName(Action::Kind k);
+
+class ClusterState {
+ public:
+  ClusterState(const ClusterConfig& config, std::string self);
+
+  // A view change: the members (host names) and quorum. Reports must be heard again.
+  void OnView(const std::set<std::string>& members, bool quorate);
+  // A group message (JSON text) from `host`; malformed ones are ignored (returns false).
+  bool OnMessage(const std::string& host, const std::string& payload);
+
+  bool quorate() const { return quorate_; }
+  // A report from every member since the last view change.
+  bool complete() const;
+  bool live(const std::string& host) const { return members_.count(host) > 0; }
+  bool evacuating(const std::string& host) const { return evacuating_.count(host) > 0; }
+  const Claim* claim(const std::string& vm) const;
+  const std::vector<Instance>* report(const std::string& host) const;
+  const Instance* instance(const std::string& host, const std::string& vm) const;
+  const std::set<std::string>& members() const { return members_; }
+  // The latest protect request for vm: (host, generation), if any.
+  std::optional<std::pair<std::string, uint64_t>> protect(const std::string& vm) const {
+    auto it = protects_.find(vm);
+    if (it == protects_.end()) return std::nullopt;
+    return it->second;
+  }
+  nlohmann::json ToJson() const;
+
+  // Messages this agent sends.
+  static std::string ReportMessage(const std::string& host, const std::vector<Instance>& instances);
+  static std::string ClaimMessage(const std::string& vm, const Claim& c);
+  static std::string ProtectMessage(const std::string& vm, const std::string& host, uint64_t generation);
+  static std::string EvacuateMessage(const std::string& host, bool on);
+
+  // The agent's own bookkeeping, consulted by Decide().
+  std::map<std::string, uint64_t> launched;         // vm -> generation booted or promoted here
+  std::map<std::string, uint64_t> pending_claim;    // vm -> generation claimed, not yet delivered
+  std::map<std::string, std::string> protect_sent;  // vm -> host asked (until the standby shows up)
+  bool startup_grace_over = false;                  // may claim a never-started VM without every host
+
+ private:
+  void Accept(const std::string& vm, const Claim& c);
+
+  const ClusterConfig& config_;
+  const std::string self_;
+  std::set<std::string> members_;
+  bool quorate_ = false;
+  std::set<std::string> fresh_;  // members heard since the view change
+  std::map<std::string, std::vector<Instance>> reports_;
+  std::map<std::string, Claim> claims_;
+  std::map<std::string, std::pair<std::string, uint64_t>> protects_;  // vm -> (host, generation)
+  std::set<std::string> evacuating_;
+};
+
+// What the agent on `self` should do now, given its own instances (`local`, fresher than its
+// last report) and the VMs it is already acting on (`busy`).
+std::vector<Action> Decide(const ClusterConfig& config, const std::string& self, const ClusterState& state,
+                           const std::vector<Instance>& local, const std::set<std::string>& busy);
+
+}  // namespace ferry::ha

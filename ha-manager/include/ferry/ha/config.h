@@ -1,0 +1,57 @@
+// The HA cluster's configuration (`ferry ha agent --config FILE`), one JSON file shared by
+// every host: the hosts (Corosync node ids, addresses, a working directory each) and the
+// protected VMs (guest, resources, preferred primary and backup, the port their standby
+// listens on). Test clusters also name each host's network namespace and uplink, which
+// `ferry drill` uses to kill or cut off a host.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "ferry/base/status.h"
+
+namespace ferry::ha {
+
+struct HostConfig {
+  std::string name;
+  uint32_t nodeid = 0;   // the Corosync node id
+  std::string address;   // replication traffic goes here (127.x in test clusters)
+  std::string dir;       // this host's own files: disk images, API sockets, logs
+  std::string guest_bridge;  // the bridge guests' TAPs join (optional)
+  std::string netns;     // test clusters: the host's network namespace (drills kill its processes)
+  std::string uplink;    // test clusters: its veth in the root namespace (drills cut it)
+};
+
+struct VmSpec {
+  std::string name;
+  std::string guest;     // guest ELF
+  std::string mem = "64M";
+  uint32_t vcpus = 1;
+  uint64_t disk_bytes = 0;  // 0: no disk; else each host keeps its own image of this size
+  bool net = false;         // a NIC on the host's guest bridge
+  std::vector<std::string> guest_args;
+  std::string primary, backup;  // preferred hosts
+  uint16_t port = 0;            // the standby listens on its host's address:port
+  std::string service;          // ADDR:PORT of the guest's kvstore, for drills' load client
+};
+
+struct ClusterConfig {
+  std::string name = "ferry";
+  std::string key_file;         // shared replication key (optional)
+  double interval_ms = 25;      // replication epochs
+  uint64_t io_timeout_ms = 1000;  // replication: a silent peer is lost after this
+  std::string client_netns;     // test clusters: where drills run the load client
+  std::vector<HostConfig> hosts;
+  std::vector<VmSpec> vms;
+
+  static Result<ClusterConfig> Parse(const nlohmann::json& j);
+  static Result<ClusterConfig> Load(const std::string& path);
+  const HostConfig* Host(const std::string& name) const;
+  const HostConfig* HostByNode(uint32_t nodeid) const;
+  const VmSpec* Vm(const std::string& name) const;
+};
+
+}  // namespace ferry::ha

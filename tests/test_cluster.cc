@@ -1,0 +1,154 @@
+#include "test_cluster.h"
+
+#include <signal.h>
+#include <unistd.h>
+
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+
+namespace ferry::e2e {
+namespace {
+
+bool InPath(const std::string& name) {
+  const char* path = std::getenv("PATH");
+  std::stringstream dirs(path ? path : "/usr/sbin:/usr/bin:/sbin:/bin");
+  std::string dir;
+  while (std::getline(dirs, dir, ':')) {
+    if (!dir.empty() && ::access((dir + "/" + name).c_str(), X_OK) == 0) return true;
+  }
+  return false;
+}
+
+// The value after "key:" in corosync-quorumtool's output ("Total votes:      3"), or "".
+std::string Field(const std::string& out, const std::string& key) {
+  std::stringstream lines(out);
+  std::string line;
+  while (std::getline(lines, line)) {
+    if (line.rfind(key + ":", 0) != 0) continue;
+    size_t v = line.find_first_not_of(" \t", key.size() + 1);
+    return v == std::string::npos ? "" : line.substr(v);
+  }
+  return "";
+}
+
+}  // namespace
+
+Result<std::unique_ptr<TestCluster>> TestCluster::Create(int hosts, ClusterOptions options) {
+  if (geteuid() != 0) return Unsupported("a test cluster needs root (network and mount namespaces)");
+  for (const char* tool : {"corosync", "corosync-quorumtool"}) {
+    if (!InPath(tool)) return Unsupported(std::string(tool) + " is not in PATH: run scripts/setup");
+  }
+  if (hosts < 1 || hosts > 32) return InvalidArgument("a test cluster has 1..32 hosts");
+  std::unique_ptr<TestCluster> c(new TestCluster());
+  FERRY_ASSIGN_OR_RETURN(c->hosts_, TestHosts::Create(hosts, TestHosts::Options{.guest_network = true}));
+  if (options.cluster_name.empty()) options.cluster_name = "ferry-" + std::to_string(getpid());
+  c->corosync_.resize(hosts);
+  c->last_log_.resize(hosts);
+  for (int i = 0; i < hosts; ++i) {
+    std::error_code ec;
+    for (const char* sub : {"lib", "run"}) std::filesystem::create_directories(c->host_dir(i) + "/" + sub, ec);
+    if (ec) return Internal("cannot create " + c->host_dir(i) + ": " + ec.message());
+    FERRY_RETURN_IF_ERROR(c->WriteConfig(i, hosts, options));
+  }
+  for (int i = 0; i < hosts; ++i) FERRY_RETURN_IF_ERROR(c->StartCorosync(i));
+  // Formation takes a few seconds (knet links come up, then totem and votequorum sync).
+  bool formed = WaitUntil([&] {
+    for (int i = 0; i < hosts; ++i) {
+      if (!c->Quorate(i, hosts)) return false;
+    }
+    return true;
+  }, 30000);
+  if (!formed) {
+    std::string why = "the corosync cluster did not become quorate with " + std::to_string(hosts) +
+                      " members within 30 s; host 0's log:\n" + c->Log(0);
+    return Timeout(why);
+  }
+  return c;
+}
+
+TestCluster::~TestCluster() {
+  for (auto& p : corosync_) p.reset();  // SIGKILL and reap, by PID
+}
+
+Status TestCluster::WriteConfig(int i, int hosts, const ClusterOptions& o) const {
+  std::ostringstream conf;
+  conf << "# Written by TestCluster for host " << i << "\n"
+       << "totem {\n"
+       << "  version: 2\n"
+       << "  cluster_name: " << o.cluster_name << "\n"
+       << "  transport: knet\n"
+       << "  crypto_cipher: none\n"
+       << "  crypto_hash: none\n"
+       << "  token: " << o.token_ms << "\n"
+       << "  token_coefficient: " << o.token_coefficient_ms << "\n";
+  if (o.consensus_ms > 0) conf << "  consensus: " << o.consensus_ms << "\n";
+  conf << "}\n"
+       << "nodelist {\n";
+  for (int n = 0; n < hosts; ++n) {
+    conf << "  node {\n"
+         << "    ring0_addr: " << address(n) << "\n"
+         << "    nodeid: " << nodeid(n) << "\n"
+         << "    name: host" << n << "\n"
+         << "  }\n";
+  }
+  conf << "}\n"
+       << "quorum {\n"
+       << "  provider: corosync_votequorum\n"
+       << "}\n"
+       << "logging {\n"
+       << "  to_stderr: yes\n"
+       << "  to_logfile: no\n"
+       << "  to_syslog: no\n"
+       << "  timestamp: hires\n"
+       << "}\n";
+  std::string path = host_dir(i) + "/corosync.conf";
+  std::ofstream out(path);
+  out << conf.str();
+  out.close();
+  if (!out) return Internal("cannot write " + path);
+  return Status::Ok();
+}
+
+Status TestCluster::StartCorosync(int i) {
+  if (corosync_[i]) return Internal("host " + std::to_string(i) + "'s corosync is already running");
+  const std::string d = host_dir(i);
+  // `ip netns exec`, unshare and sh all exec: the PID we hold is corosync's own. unshare makes
+  // the mount namespace private, so the bind mounts never reach the root namespace.
+  const std::string script = "mount --bind " + d + "/lib /var/lib/corosync && mount --bind " + d +
+                             "/run /run && exec corosync -f -c " + d + "/corosync.conf";
+  auto p = std::make_unique<Process>(In(i, {"unshare", "-m", "sh", "-c", script}),
+                                     d + "/corosync-" + std::to_string(starts_++));
+  if (p->pid() <= 0) return Internal("cannot spawn corosync for host " + std::to_string(i));
+  corosync_[i] = std::move(p);
+  return Status::Ok();
+}
+
+Status TestCluster::KillCorosync(int i) {
+  if (!corosync_[i]) return Internal("host " + std::to_string(i) + "'s corosync is not running");
+  corosync_[i]->Signal(SIGKILL);
+  corosync_[i]->Wait(10000);
+  last_log_[i] = corosync_[i]->Stderr();
+  corosync_[i].reset();
+  return Status::Ok();
+}
+
+Status TestCluster::RestartCorosync(int i) { return StartCorosync(i); }
+
+bool TestCluster::Quorate(int i, int members) const {
+  CommandResult r = RunCommand(In(i, {"corosync-quorumtool", "-s"}), host_dir(i) + "/quorumtool", 5000);
+  if (r.code != 0) return false;  // not quorate (or corosync not up yet)
+  if (Field(r.out, "Quorate") != "Yes") return false;
+  return members < 0 || Field(r.out, "Total votes") == std::to_string(members);
+}
+
+Status TestCluster::WaitQuorate(int i, bool expected, int timeout_ms) {
+  if (WaitUntil([&] { return Quorate(i) == expected; }, timeout_ms)) return Status::Ok();
+  return Timeout("host " + std::to_string(i) + " did not become " + (expected ? "quorate" : "inquorate") +
+                 " within " + std::to_string(timeout_ms) + " ms");
+}
+
+std::string TestCluster::Log(int i) const { return corosync_[i] ? corosync_[i]->Stderr() : last_log_[i]; }
+
+}  // namespace ferry::e2e
