@@ -149,13 +149,15 @@ int Drill(const DrillFlags& f) {
 
   // The load client, in the client namespace, until SIGINT.
   std::string client_out = fault_host->dir + "/drill-client.json";
+  char self_exe[4096] = {};
+  if (::readlink("/proc/self/exe", self_exe, sizeof self_exe - 1) <= 0) return Fail("cannot find the ferry binary");
   pid_t client = fork();
   if (client == 0) {
     int fd = ::open(client_out.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
     if (fd >= 0) ::dup2(fd, 1);
     int null = ::open("/dev/null", O_WRONLY);
     if (null >= 0) ::dup2(null, 2);
-    execlp("ip", "ip", "netns", "exec", c.client_netns.c_str(), "/proc/self/exe", "kv-load", "--server",
+    execlp("ip", "ip", "netns", "exec", c.client_netns.c_str(), self_exe, "kv-load", "--server",
            spec->service.c_str(), "--rate", std::to_string(f.rate).c_str(), "--keys", std::to_string(f.keys).c_str(),
            "--duration-s", "0", "--timeout-ms", "3000", "--json", static_cast<char*>(nullptr));
     _exit(127);

@@ -3,6 +3,7 @@
 #include <signal.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
@@ -84,7 +85,12 @@ Status TestCluster::WriteConfig(int i, int hosts, const ClusterOptions& o) const
        << "  token: " << o.token_ms << "\n"
        << "  token_coefficient: " << o.token_coefficient_ms << "\n";
   if (o.consensus_ms > 0) conf << "  consensus: " << o.consensus_ms << "\n";
-  conf << "}\n"
+  conf << "  interface {\n"
+       << "    linknumber: 0\n"
+       << "    knet_ping_interval: " << std::max(1, o.knet_ping_timeout_ms / 10) << "\n"
+       << "    knet_ping_timeout: " << o.knet_ping_timeout_ms << "\n"
+       << "  }\n"
+       << "}\n"
        << "nodelist {\n";
   for (int n = 0; n < hosts; ++n) {
     conf << "  node {\n"

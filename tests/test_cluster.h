@@ -32,6 +32,10 @@ struct ClusterOptions {
   // which would dominate failure detection in a 3-node test cluster.
   int token_coefficient_ms = 0;
   int consensus_ms = 0;  // 0: corosync's default, 1.2 * token
+  // knet declares a link dead after this long without pongs (pings every tenth of it). Its
+  // default, token / 2, flapped every link every ~9 s here with token 300 (knet's threads
+  // wake every 200 ms); token loss, not the knet link, is what detects a failed node.
+  int knet_ping_timeout_ms = 1000;
 };
 
 class TestCluster {

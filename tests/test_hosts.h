@@ -32,6 +32,8 @@ class TestHosts {
   TestHosts& operator=(const TestHosts&) = delete;
 
   const std::string& netns(int i) const { return netns_[i]; }
+  const std::string& uplink(int i) const { return veth_[i]; }  // host i's veth in the root namespace
+  const std::string& client_netns() const { return client_ns_; }
   std::string address(int i) const { return "127.31.0." + std::to_string(i + 1); }
   // argv prefixed to run inside host i (`ip netns exec` keeps the PID: it execs).
   std::vector<std::string> In(int i, std::vector<std::string> argv) const;
