@@ -132,6 +132,22 @@ TEST_P(MembershipCluster, ViewsQuorumAndMessagesAcrossAPartition) {
               static_cast<long long>(std::max({*back[0], *back[1], *back[2]}) - healed));
 }
 
+// TestCluster's own crash drill: a killed corosync costs its host the membership, the other
+// two stay quorate, and a restarted one rejoins.
+TEST(TestClusterTest, KillAndRestartCorosync) {
+  if (geteuid() != 0) GTEST_SKIP() << "needs root (network and mount namespaces for the corosync hosts)";
+  auto cluster = TestCluster::Create(3, ClusterOptions{});
+  if (!cluster.ok() && cluster.status().code() == ErrorCode::kUnsupported) GTEST_SKIP() << cluster.status().message();
+  ASSERT_TRUE(cluster.ok()) << cluster.status().message();
+  TestCluster& c = **cluster;
+  ASSERT_TRUE(c.KillCorosync(2).ok());
+  EXPECT_TRUE(WaitUntil([&] { return c.Quorate(0, 2) && c.Quorate(1, 2); }, 10000)) << c.Log(0);
+  EXPECT_FALSE(c.Quorate(2));
+  ASSERT_TRUE(c.RestartCorosync(2).ok());
+  ASSERT_TRUE(c.WaitQuorate(2, true, 15000).ok()) << c.Log(2);
+  EXPECT_TRUE(WaitUntil([&] { return c.Quorate(0, 3) && c.Quorate(2, 3); }, 10000)) << c.Log(2);
+}
+
 INSTANTIATE_TEST_SUITE_P(Token, MembershipCluster, ::testing::Values(300, 1000),
                          [](const ::testing::TestParamInfo<int>& info) {
                            return std::to_string(info.param) + "ms";
