@@ -105,7 +105,7 @@ void Agent::OnView(const ha::View& v) {
     if (!before.count(m)) Event("member-joined", "", m);
   }
   if (v.quorate != state_->quorate()) Event(v.quorate ? "quorum-gained" : "quorum-lost", "", "");
-  state_->OnView(members, v.quorate);
+  state_->OnView(members, v.quorate, NowMs());
   last_report_ms_ = 0;  // report again in the new view
 }
 
@@ -327,6 +327,7 @@ void Agent::Execute(const Action& a) {
 void Agent::Tick() {
   Reap();
   const uint64_t now = NowMs();
+  state_->now_ms = now;
   if (!state_->startup_grace_over && now - started_ms_ > 10000) state_->startup_grace_over = true;
   // Requests that nothing came of are forgotten, so they are made again.
   for (auto it = claim_ms_.begin(); it != claim_ms_.end();) {

@@ -124,9 +124,10 @@ int StandbyHost::Run(const std::string& api_path) {
     cv_.wait(lock, [&] {
       if (vm_ || stop_) return true;
       if (!session_over_) return false;
-      // Over: wait for a promotion only if there is something to promote.
+      // Over: wait for a promotion only if there is something to promote. "promoted" with no
+      // VM yet: a forced promotion ended the session and is handing the VM over right now.
       auto s = standby_->status();
-      return !(s.state == "primary-lost" && s.committed_epoch > 0);
+      return !((s.state == "primary-lost" && s.committed_epoch > 0) || s.state == "promoted");
     });
     if (!vm_ && !stop_) {
       auto s = standby_->status();

@@ -48,8 +48,11 @@ const char* ActionName(Action::Kind k) {
 
 ClusterState::ClusterState(const ClusterConfig& config, std::string self) : config_(config), self_(std::move(self)) {}
 
-void ClusterState::OnView(const std::set<std::string>& members, bool quorate) {
+void ClusterState::OnView(const std::set<std::string>& members, bool quorate, uint64_t now_ms) {
   if (members != members_) fresh_.clear();
+  for (const auto& m : members_) {
+    if (!members.count(m)) left_ms_[m] = now_ms;
+  }
   members_ = members;
   quorate_ = quorate;
   for (auto it = reports_.begin(); it != reports_.end();) {

@@ -32,6 +32,7 @@ Result<ClusterConfig> ClusterConfig::Parse(const json& j) {
   FERRY_RETURN_IF_ERROR(Read(j, "key_file", &c.key_file, false, "config"));
   FERRY_RETURN_IF_ERROR(Read(j, "interval_ms", &c.interval_ms, false, "config"));
   FERRY_RETURN_IF_ERROR(Read(j, "io_timeout_ms", &c.io_timeout_ms, false, "config"));
+  FERRY_RETURN_IF_ERROR(Read(j, "promote_delay_ms", &c.promote_delay_ms, false, "config"));
   FERRY_RETURN_IF_ERROR(Read(j, "client_netns", &c.client_netns, false, "config"));
   if (!j.contains("hosts") || !j["hosts"].is_array() || j["hosts"].empty()) {
     return InvalidArgument("config: \"hosts\" must be a non-empty array");

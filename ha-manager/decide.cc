@@ -145,6 +145,10 @@ std::vector<Action> Decide(const ClusterConfig& config, const std::string& self,
     // Another host owns the VM.
     if (mine && mine->role == "standby") {
       if (!OwnerAlive(state, *c, v.name)) {
+        // A host that left gets promote_delay_ms to fence itself first; a VM whose host is
+        // still here but lost its process is taken over at once.
+        bool waited = state.live(c->host) || state.absent_ms(c->host, state.now_ms) >= config.promote_delay_ms;
+        if (!waited) continue;
         if (mine->committed > 0 && mine->generation == G && !claim_pending) {
           out.push_back({Action::kClaim, v.name, self, G + 1, "failover"});
         } else if (mine->committed == 0) {

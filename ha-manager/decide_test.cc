@@ -64,8 +64,11 @@ TEST(Decide, TheStandbyClaimsTheNextGenerationWhenTheOwnerLeavesThenPromotes) {
   s.OnView({"a", "b", "c"}, true);
   Hear(s, {{"a", {Primary(1)}}, {"b", {Standby(1, 5)}}, {"c", {}}});
   EXPECT_TRUE(Decide(c, "b", s, {Standby(1, 5)}, {}).empty()) << "the owner is alive";
-  s.OnView({"b", "c"}, true);
+  s.OnView({"b", "c"}, true, 1000);
   Hear(s, {{"b", {Standby(1, 5)}}, {"c", {}}});
+  s.now_ms = 1000 + c.promote_delay_ms - 1;
+  EXPECT_TRUE(Decide(c, "b", s, {Standby(1, 5)}, {}).empty()) << "the cut-off host is given time to fence";
+  s.now_ms = 1000 + c.promote_delay_ms;
   auto acts = Decide(c, "b", s, {Standby(1, 5)}, {});
   ASSERT_EQ(acts.size(), 1u);
   EXPECT_EQ(acts[0].kind, Action::kClaim);

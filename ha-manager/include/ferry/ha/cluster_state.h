@@ -80,7 +80,13 @@ class ClusterState {
   ClusterState(const ClusterConfig& config, std::string self);
 
   // A view change: the members (host names) and quorum. Reports must be heard again.
-  void OnView(const std::set<std::string>& members, bool quorate);
+  void OnView(const std::set<std::string>& members, bool quorate, uint64_t now_ms = 0);
+  // How long `host` has been out of the view (0: it is a member, or was never seen leave).
+  uint64_t absent_ms(const std::string& host, uint64_t now_ms) const {
+    auto it = left_ms_.find(host);
+    return live(host) || it == left_ms_.end() || now_ms < it->second ? 0 : now_ms - it->second;
+  }
+  uint64_t now_ms = 0;  // the agent's clock at this decision
   // A group message (JSON text) from `host`; malformed ones are ignored (returns false).
   bool OnMessage(const std::string& host, const std::string& payload);
 
@@ -125,6 +131,7 @@ class ClusterState {
   std::map<std::string, Claim> claims_;
   std::map<std::string, std::pair<std::string, uint64_t>> protects_;  // vm -> (host, generation)
   std::set<std::string> evacuating_;
+  std::map<std::string, uint64_t> left_ms_;  // host -> when it left the view
 };
 
 // What the agent on `self` should do now, given its own instances (`local`, fresher than its

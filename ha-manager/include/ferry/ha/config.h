@@ -43,6 +43,11 @@ struct ClusterConfig {
   std::string key_file;         // shared replication key (optional)
   double interval_ms = 25;      // replication epochs
   uint64_t io_timeout_ms = 1000;  // replication: a silent peer is lost after this
+  // How long a primary's host must have been out of the view before its backup claims the
+  // VM: the cut-off host sees its quorum go at about the same moment, and this margin lets
+  // it fence first. Output commit already keeps its unacknowledged output in; this makes
+  // the order certain rather than likely.
+  uint64_t promote_delay_ms = 200;
   std::string client_netns;     // test clusters: where drills run the load client
   std::vector<HostConfig> hosts;
   std::vector<VmSpec> vms;
