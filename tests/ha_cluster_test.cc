@@ -43,26 +43,7 @@ bool StartCluster(Cluster* c, int vms, std::string* skip) {
   }
   c->tc = std::move(tc).value();
   TestCluster& t = *c->tc;
-  json hosts = json::array();
-  for (int i = 0; i < 3; ++i) {
-    hosts.push_back({{"name", "h" + std::to_string(i)}, {"nodeid", t.nodeid(i)}, {"address", t.address(i)},
-                     {"dir", t.host_dir(i)}, {"guest_bridge", TestHosts::kGuestBridge}, {"netns", t.netns(i)},
-                     {"uplink", t.hosts().uplink(i)}});
-  }
-  json list = json::array();
-  for (int k = 0; k < vms; ++k) {
-    std::string ip = TestHosts::guest_address(k);
-    list.push_back({{"name", "kv" + std::to_string(k)}, {"guest", GuestPath("kvstore")}, {"mem", "64M"},
-                    {"disk_bytes", 4 << 20}, {"net", true}, {"guest_args", {"ip=" + ip, "keys=128"}},
-                    {"primary", "h0"}, {"backup", k == 0 ? "h1" : "h2"}, {"port", 7100 + k}, {"service", ip + ":7000"}});
-  }
-  std::string key = t.dir() + "/ha.key";
-  std::ofstream(key) << "ha-cluster-test-replication-key";
-  ::chmod(key.c_str(), 0600);
-  json cfg = {{"name", "test"}, {"key_file", key}, {"interval_ms", 25}, {"io_timeout_ms", 1000}, {"client_netns", t.hosts().client_netns()},
-              {"hosts", hosts}, {"vms", list}};
-  c->config = t.dir() + "/ha.json";
-  std::ofstream(c->config) << cfg.dump(2);
+  c->config = t.WriteHaConfig(vms);
   for (int i = 0; i < 3; ++i) {
     c->agents.push_back(std::make_unique<Process>(t.In(i, {FerryBin(), "ha", "agent", "--config", c->config}),
                                                   t.host_dir(i) + "/agent"));

@@ -1,6 +1,7 @@
 #include "test_cluster.h"
 
 #include <signal.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -153,6 +154,31 @@ Status TestCluster::WaitQuorate(int i, bool expected, int timeout_ms) {
   if (WaitUntil([&] { return Quorate(i) == expected; }, timeout_ms)) return Status::Ok();
   return Timeout("host " + std::to_string(i) + " did not become " + (expected ? "quorate" : "inquorate") +
                  " within " + std::to_string(timeout_ms) + " ms");
+}
+
+std::string TestCluster::WriteHaConfig(int vms) const {
+  using nlohmann::json;
+  json hosts = json::array();
+  for (int i = 0; i < size(); ++i) {
+    hosts.push_back({{"name", "h" + std::to_string(i)}, {"nodeid", nodeid(i)}, {"address", address(i)},
+                     {"dir", host_dir(i)}, {"guest_bridge", TestHosts::kGuestBridge}, {"netns", netns(i)},
+                     {"uplink", hosts_->uplink(i)}});
+  }
+  json list = json::array();
+  for (int k = 0; k < vms; ++k) {
+    std::string ip = TestHosts::guest_address(k);
+    list.push_back({{"name", "kv" + std::to_string(k)}, {"guest", GuestPath("kvstore")}, {"mem", "64M"},
+                    {"disk_bytes", 4 << 20}, {"net", true}, {"guest_args", {"ip=" + ip, "keys=128"}},
+                    {"primary", "h0"}, {"backup", k == 0 ? "h1" : "h2"}, {"port", 7100 + k}, {"service", ip + ":7000"}});
+  }
+  std::string key = dir_.File("ha.key");
+  std::ofstream(key) << "ferry-test-cluster-replication-key";
+  ::chmod(key.c_str(), 0600);
+  json cfg = {{"name", "test"}, {"key_file", key}, {"interval_ms", 25}, {"io_timeout_ms", 1000},
+              {"client_netns", hosts_->client_netns()}, {"hosts", hosts}, {"vms", list}};
+  std::string path = dir_.File("ha.json");
+  std::ofstream(path) << cfg.dump(2);
+  return path;
 }
 
 std::string TestCluster::Log(int i) const { return corosync_[i] ? corosync_[i]->Stderr() : last_log_[i]; }

@@ -68,6 +68,10 @@ class TestCluster {
   bool Quorate(int i, int members = -1) const;
   // Host i's corosync log so far (for failure messages).
   std::string Log(int i) const;
+  // Writes an HA config (`ferry ha agent --config`) for these hosts with `vms` kvstore VMs
+  // (kvK: guest address TestHosts::guest_address(K), primary h0, backup h1 for kv0 and h2
+  // for the others, standby port 7100+K), a replication key, and returns its path.
+  std::string WriteHaConfig(int vms) const;
 
  private:
   TestCluster() = default;

@@ -1,0 +1,145 @@
+// bench/drills: N failover drills in a row on a 3-host Corosync test cluster, one
+// `ferry drill --json` scorecard per line on stdout (with the Corosync token setting added),
+// then a summary line per token setting: RTO median and max, detection median.
+//
+//   build/bench/drills_bench [--drills 10] [--tokens 300,1000] [--fault kill-host|kill-vm]
+//
+// After each kill-host drill the dead host is brought back (link up, Corosync and its agent
+// restarted) and the next drill waits until the VM is protected again, then kills the host
+// it runs on now. Everything created is removed on every exit path.
+#include <unistd.h>
+
+#include <algorithm>
+#include <cstdio>
+#include <cstring>
+#include <sstream>
+
+#include "e2e_util.h"
+#include "ferry/base/clock.h"
+#include "test_cluster.h"
+
+using namespace ferry;
+using namespace ferry::e2e;
+using nlohmann::json;
+
+namespace {
+
+json VmEntry(const std::string& config) {
+  auto r = RunFerry({"ha", "status", "--config", config, "--json"}, "/tmp/ferry-drills-status", 10000);
+  json s = LastJsonLine(r.out);
+  if (!s.is_object()) return json::object();
+  for (const auto& v : s["cluster"]["vms"]) {
+    if (v.value("name", "") == "kv0") return v;
+  }
+  return json::object();
+}
+
+double Median(std::vector<double> v) {
+  if (v.empty()) return 0;
+  std::sort(v.begin(), v.end());
+  return v.size() % 2 ? v[v.size() / 2] : (v[v.size() / 2 - 1] + v[v.size() / 2]) / 2;
+}
+
+int RunToken(int token_ms, int drills, const std::string& fault) {
+  ClusterOptions o;
+  o.token_ms = token_ms;
+  auto tc = TestCluster::Create(3, o);
+  if (!tc.ok()) {
+    std::fprintf(stderr, "drills: %s\n", tc.status().message().c_str());
+    return 1;
+  }
+  TestCluster& t = **tc;
+  std::string config = t.WriteHaConfig(1);
+  std::vector<std::unique_ptr<Process>> agents(3);
+  auto start_agent = [&](int i) {
+    agents[i] = std::make_unique<Process>(t.In(i, {FerryBin(), "ha", "agent", "--config", config}),
+                                          t.host_dir(i) + "/agent" + std::to_string(MonotonicNs()));
+  };
+  for (int i = 0; i < 3; ++i) start_agent(i);
+  std::vector<double> rto, detect;
+  int failures = 0;
+  for (int d = 0; d < drills; ++d) {
+    // Protected, and settled: the same standby for 3 s (a host that came back takes its
+    // place as the preferred backup first, which briefly unprotects the VM).
+    std::string standby;
+    uint64_t since = 0;
+    auto settled = [&] {
+      json v = VmEntry(config);
+      std::string now = v.value("replication", "") == "protected" ? v.value("standby_host", "") : "";
+      if (now.empty() || now != standby) {
+        standby = now;
+        since = MonotonicNs();
+        return false;
+      }
+      return MonotonicNs() - since > 3000000000ull;
+    };
+    if (!WaitUntil(settled, 90000)) {
+      std::fprintf(stderr, "drills: kv0 not protected before drill %d\n", d + 1);
+      return 1;
+    }
+    std::string owner = VmEntry(config).value("owner", "");
+    int host = owner.empty() ? 0 : owner[1] - '0';
+    std::vector<std::string> args = {"drill", "--config", config, "--json"};
+    if (fault == "kill-vm") {
+      args.insert(args.end(), {"--kill-vm", "kv0"});
+    } else {
+      args.insert(args.end(), {"--kill-host", owner});
+    }
+    auto r = RunFerry(args, t.dir() + "/drill" + std::to_string(d), 120000);
+    json card = LastJsonLine(r.out);
+    if (!card.is_object()) {
+      std::fprintf(stderr, "drills: drill %d failed: %s\n", d + 1, r.err.c_str());
+      ++failures;
+    } else {
+      card["token_ms"] = token_ms;
+      card["drill"] = d + 1;
+      std::printf("%s\n", card.dump().c_str());
+      std::fflush(stdout);
+      rto.push_back(card.value("rto_ms", 0.0));
+      detect.push_back(static_cast<double>(card.value("detect_ms", int64_t{0})));
+      if (r.code != 0) ++failures;
+    }
+    if (fault == "kill-host") {
+      // Bring the host back: link, Corosync, agent (it rejoins and becomes the backup).
+      (void)t.Heal(host);
+      (void)t.RestartCorosync(host);
+      start_agent(host);
+    }
+  }
+  json summary = {{"summary", true}, {"fault", fault}, {"token_ms", token_ms}, {"drills", rto.size()},
+                  {"failed", failures}, {"rto_ms_median", Median(rto)},
+                  {"rto_ms_max", rto.empty() ? 0 : *std::max_element(rto.begin(), rto.end())},
+                  {"detect_ms_median", Median(detect)}};
+  std::printf("%s\n", summary.dump().c_str());
+  return failures ? 1 : 0;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  int drills = 10;
+  std::vector<int> tokens = {300, 1000};
+  std::string fault = "kill-host";
+  for (int i = 1; i + 1 < argc; i += 2) {
+    std::string k = argv[i], v = argv[i + 1];
+    if (k == "--drills") {
+      drills = std::stoi(v);
+    } else if (k == "--tokens") {
+      tokens.clear();
+      std::stringstream ss(v);
+      for (std::string t; std::getline(ss, t, ',');) tokens.push_back(std::stoi(t));
+    } else if (k == "--fault") {
+      fault = v;
+    } else {
+      std::fprintf(stderr, "usage: drills_bench [--drills N] [--tokens 300,1000] [--fault kill-host|kill-vm]\n");
+      return 2;
+    }
+  }
+  if (geteuid() != 0 || !HaveKvm()) {
+    std::fprintf(stderr, "drills: needs root and /dev/kvm\n");
+    return 2;
+  }
+  int rc = 0;
+  for (int t : tokens) rc |= RunToken(t, drills, fault);
+  return rc;
+}
