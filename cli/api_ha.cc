@@ -29,7 +29,7 @@ json HandleHaRequest(hypervisor::Vm& vm, const std::string& op, const json& req)
   if (op == "fence") {
     // The vCPUs stop, so nothing new is sent; what replication holds stays held (the agent
     // asked for hold-on-failure), so nothing of an unacknowledged epoch leaves either.
-    if (!g_fenced.exchange(true)) g_fenced_at_ms = RealtimeNs() / 1000000;
+    if (!g_fenced.exchange(true)) g_fenced_at_ms = RealtimeMs();
     if (vm.state() == hypervisor::RunState::kRunning) {
       if (auto r = vm.Pause(); !r.ok()) return error("fence: " + r.status().message());
     }

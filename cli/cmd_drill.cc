@@ -39,8 +39,6 @@ struct DrillFlags {
   bool json_out = false;
 };
 
-uint64_t NowMs() { return RealtimeNs() / 1000000; }
-
 // Runs argv (no shell) to completion, bounded; returns its exit status and stdout.
 int RunQuiet(std::vector<std::string> argv, std::string* out = nullptr) {
   argv.insert(argv.begin(), {"timeout", "10"});
@@ -172,7 +170,7 @@ int Drill(const DrillFlags& f) {
       auto r = CallApi(old_sock, {{"op", "status"}}, 500);
       if (r.ok()) {
         std::lock_guard lock(mu);
-        tx.emplace_back(NowMs(), (*r).value("/devices/nic/tx_frames"_json_pointer, uint64_t{0}));
+        tx.emplace_back(RealtimeMs(), (*r).value("/devices/nic/tx_frames"_json_pointer, uint64_t{0}));
         if ((*r)["replication"].is_object()) last_epochs = std::max(last_epochs, (*r)["replication"].value("epochs", uint64_t{0}));
       }
       usleep(20 * 1000);
@@ -206,7 +204,7 @@ int Drill(const DrillFlags& f) {
   };
   usleep(1500 * 1000);  // load running, checkpoints flowing
 
-  const uint64_t t_fault = NowMs();
+  const uint64_t t_fault = RealtimeMs();
   if (fault == "kill-host") {
     std::string pids;
     RunQuiet({"ip", "netns", "pids", fault_host->netns}, &pids);
@@ -224,7 +222,7 @@ int Drill(const DrillFlags& f) {
   // Wait for the VM to run again at a newer generation.
   json now, new_entry;
   const ha::HostConfig* new_host = nullptr;
-  while (NowMs() - t_fault < f.timeout_s * 1000) {
+  while (RealtimeMs() - t_fault < f.timeout_s * 1000) {
     usleep(50 * 1000);
     auto s = AnyAgent(c, fault == "kill-vm" ? "" : target);
     if (!s.ok()) continue;
@@ -256,8 +254,8 @@ int Drill(const DrillFlags& f) {
     RunQuiet({"ip", "link", "set", fault_host->uplink, "up"});
     // The old primary must stop, and its host come back as a backup (not serving).
     std::string rejoined = "none";
-    const uint64_t t_heal = NowMs();
-    while (NowMs() - t_heal < 30000) {
+    const uint64_t t_heal = RealtimeMs();
+    while (RealtimeMs() - t_heal < 30000) {
       usleep(100 * 1000);
       auto s = Agent(*fault_host, {{"op", "status"}});
       if (!s.ok()) continue;
@@ -273,7 +271,7 @@ int Drill(const DrillFlags& f) {
       }
     }
     extra["rejoined_as"] = rejoined;
-    extra["rejoin_ms"] = NowMs() - t_heal;
+    extra["rejoin_ms"] = RealtimeMs() - t_heal;
   } else {
     usleep(2000 * 1000);  // the client sees the service back
   }

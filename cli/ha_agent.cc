@@ -35,8 +35,6 @@ std::string AgentSocket(const ha::HostConfig& host) { return host.dir + "/agent.
 
 namespace {
 
-uint64_t NowMs() { return RealtimeNs() / 1000000; }
-
 struct Child {
   pid_t pid = -1;
   std::string role;  // primary | standby (as launched)
@@ -82,7 +80,7 @@ class Agent {
 };
 
 void Agent::Event(const std::string& kind, const std::string& vm, const std::string& detail) {
-  json e = {{"t_ms", NowMs()}, {"host", self_->name}, {"kind", kind}, {"vm", vm}, {"detail", detail}};
+  json e = {{"t_ms", RealtimeMs()}, {"host", self_->name}, {"kind", kind}, {"vm", vm}, {"detail", detail}};
   std::fprintf(stderr, "ferry ha agent %s: %s %s %s\n", self_->name.c_str(), kind.c_str(), vm.c_str(), detail.c_str());
   events_.push_back(e);
   if (events_.size() > 256) events_.pop_front();
@@ -105,7 +103,7 @@ void Agent::OnView(const ha::View& v) {
     if (!before.count(m)) Event("member-joined", "", m);
   }
   if (v.quorate != state_->quorate()) Event(v.quorate ? "quorum-gained" : "quorum-lost", "", "");
-  state_->OnView(members, v.quorate, NowMs());
+  state_->OnView(members, v.quorate, RealtimeMs());
   last_report_ms_ = 0;  // report again in the new view
 }
 
@@ -206,12 +204,12 @@ void Agent::Execute(const Action& a) {
   switch (a.kind) {
     case Action::kClaim:
       state_->pending_claim[a.vm] = a.generation;
-      claim_ms_[a.vm] = NowMs();
+      claim_ms_[a.vm] = RealtimeMs();
       Send(ha::ClusterState::ClaimMessage(a.vm, ha::Claim{a.generation, self_->name, a.why}));
       break;
     case Action::kProtect:
       state_->protect_sent[a.vm] = a.host;
-      protect_ms_[a.vm] = NowMs();
+      protect_ms_[a.vm] = RealtimeMs();
       Send(ha::ClusterState::ProtectMessage(a.vm, a.host, a.generation));
       break;
     case Action::kStartPrimary:
@@ -251,7 +249,7 @@ void Agent::Execute(const Action& a) {
         Event("error", a.vm, "fork failed");
         break;
       }
-      children_[v.name] = Child{pid, a.kind == Action::kStartPrimary ? "primary" : "standby", a.generation, NowMs()};
+      children_[v.name] = Child{pid, a.kind == Action::kStartPrimary ? "primary" : "standby", a.generation, RealtimeMs()};
       if (a.kind == Action::kStartPrimary) state_->launched[v.name] = a.generation;
       break;
     }
@@ -326,7 +324,7 @@ void Agent::Execute(const Action& a) {
 
 void Agent::Tick() {
   Reap();
-  const uint64_t now = NowMs();
+  const uint64_t now = RealtimeMs();
   state_->now_ms = now;
   if (!state_->startup_grace_over && now - started_ms_ > 10000) state_->startup_grace_over = true;
   // Requests that nothing came of are forgotten, so they are made again.
@@ -382,7 +380,7 @@ json Agent::Handle(const json& req) {
 
 int Agent::Run() {
   SignalWatcher signals([this] { stop_ = true; });
-  started_ms_ = NowMs();
+  started_ms_ = RealtimeMs();
   ha::Membership::Callbacks cb;
   cb.on_view = [this](const ha::View& v) { OnView(v); };
   cb.on_message = [this](uint32_t node, const std::string& payload) {

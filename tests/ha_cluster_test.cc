@@ -94,6 +94,18 @@ std::string Logs(const Cluster& c) {
   return out;
 }
 
+// Runs `ferry drill` with `fault` (e.g. {"--kill-host", "h0"}); prints and returns the
+// scorecard, failing the test if the drill did.
+json RunDrill(const Cluster& c, const std::vector<std::string>& fault, int timeout_ms) {
+  std::vector<std::string> args = {"drill", "--config", c.config, "--json"};
+  args.insert(args.end(), fault.begin(), fault.end());
+  auto d = RunFerry(args, c.tc->dir() + "/drill", timeout_ms);
+  json card = LastJsonLine(d.out);
+  std::printf("scorecard: %s\n", card.dump().c_str());
+  EXPECT_EQ(d.code, 0) << d.out << d.err << Logs(c);
+  return card;
+}
+
 #define START_CLUSTER(c, vms)                         \
   Cluster c;                                          \
   {                                                   \
@@ -105,10 +117,8 @@ TEST(HaCluster, KillingThePrimarysHostPromotesTheBackupWithoutLosingAWrite) {
   START_CLUSTER(c, 1);
   ASSERT_TRUE(AllProtected(c, 1, 60000)) << HaStatus(c).dump() << Logs(c);
   EXPECT_EQ(VmOf(HaStatus(c), "kv0")["owner"], "h0");
-  auto d = RunFerry({"drill", "--config", c.config, "--kill-host", "h0", "--json"}, c.tc->dir() + "/drill", 90000);
-  json card = LastJsonLine(d.out);
-  std::printf("scorecard: %s\n", card.dump().c_str());
-  ASSERT_EQ(d.code, 0) << d.out << d.err << Logs(c);
+  json card = RunDrill(c, {"--kill-host", "h0"}, 90000);
+  ASSERT_FALSE(HasFailure());
   EXPECT_EQ(card["to"], "h1");
   EXPECT_EQ(card["lost_writes"], 0);
   EXPECT_EQ(card["split_brain"], false);
@@ -122,10 +132,8 @@ TEST(HaCluster, KillingThePrimarysHostPromotesTheBackupWithoutLosingAWrite) {
 TEST(HaCluster, APartitionedPrimaryFencesAndRejoinsAsTheBackup) {
   START_CLUSTER(c, 1);
   ASSERT_TRUE(AllProtected(c, 1, 60000)) << HaStatus(c).dump() << Logs(c);
-  auto d = RunFerry({"drill", "--config", c.config, "--partition-host", "h0", "--json"}, c.tc->dir() + "/drill", 120000);
-  json card = LastJsonLine(d.out);
-  std::printf("scorecard: %s\n", card.dump().c_str());
-  ASSERT_EQ(d.code, 0) << d.out << d.err << Logs(c);
+  json card = RunDrill(c, {"--partition-host", "h0"}, 120000);
+  ASSERT_FALSE(HasFailure());
   EXPECT_EQ(card["to"], "h1");
   EXPECT_EQ(card["lost_writes"], 0);
   EXPECT_EQ(card["split_brain"], false);

@@ -21,6 +21,10 @@ inline uint64_t RealtimeNs() {
   return static_cast<uint64_t>(ts.tv_sec) * 1000000000ull + ts.tv_nsec;
 }
 
+// Wall-clock milliseconds: comparable between processes on one machine (the HA agents'
+// event times and a drill's fault time).
+inline uint64_t RealtimeMs() { return RealtimeNs() / 1000000; }
+
 inline uint64_t ReadTsc() { return __rdtsc(); }
 
 }  // namespace ferry
