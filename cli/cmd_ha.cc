@@ -22,6 +22,7 @@ struct HaFlags {
   bool json_out = false;
   bool cancel = false;
   double timeout_s = 120;
+  double wait_corosync_s = 30;  // agent: how long a Corosync that is not up yet is waited for
 };
 
 // Asks an agent: the named host's, or the first in the config that answers.
@@ -40,7 +41,7 @@ Result<json> AskAgent(const ha::ClusterConfig& c, const std::string& host, const
 int DoAgent(const HaFlags& f) {
   auto c = ha::ClusterConfig::Load(f.config);
   if (!c.ok()) return Fail(c.status().message(), kExitUsage);
-  return RunHaAgent(*c, f.config);
+  return RunHaAgent(*c, f.config, f.wait_corosync_s);
 }
 
 void PrintStatus(const json& r) {
@@ -141,6 +142,8 @@ void AddHaCommands(CLI::App& app, CommandFn* selected) {
   auto f = std::make_shared<HaFlags>();
   CLI::App* agent = ha->add_subcommand("agent", "Run this host's HA agent (in the host's network namespace, next to its Corosync)");
   agent->add_option("--config", f->config, "The cluster's HA config (JSON)")->required()->check(CLI::ExistingFile);
+  agent->add_option("--wait-corosync-s", f->wait_corosync_s, "Wait this long for a Corosync that is not up yet (0: fail at once)")
+      ->check(CLI::Range(0.0, 3600.0));
   agent->callback([selected, f] { *selected = [f] { return DoAgent(*f); }; });
 
   CLI::App* status = ha->add_subcommand("status", "Show the cluster: members, quorum, where every VM runs and its protection");

@@ -44,8 +44,8 @@ struct Child {
 
 class Agent {
  public:
-  Agent(const ha::ClusterConfig& config, const std::string& config_path)
-      : config_(config), config_path_(config_path) {}
+  Agent(const ha::ClusterConfig& config, const std::string& config_path, double wait_corosync_s)
+      : config_(config), config_path_(config_path), wait_corosync_ms_(static_cast<uint64_t>(wait_corosync_s * 1000)) {}
   int Run();
 
  private:
@@ -63,6 +63,7 @@ class Agent {
 
   const ha::ClusterConfig& config_;
   const std::string config_path_;
+  const uint64_t wait_corosync_ms_;
   const ha::HostConfig* self_ = nullptr;
   std::unique_ptr<ha::Membership> membership_;
   std::unique_ptr<ha::ClusterState> state_;
@@ -388,6 +389,13 @@ int Agent::Run() {
     if (h) state_->OnMessage(h->name, payload);
   };
   auto m = ha::Membership::Join("ferry-ha-" + config_.name, cb);
+  for (bool said = false; !m.ok() && !stop_ && RealtimeMs() - started_ms_ < wait_corosync_ms_;) {
+    if (!said) std::fprintf(stderr, "ferry ha agent: waiting up to %.0f s for Corosync (%s)\n", wait_corosync_ms_ / 1000.0,
+                            m.status().message().c_str());
+    said = true;
+    ::usleep(200000);
+    m = ha::Membership::Join("ferry-ha-" + config_.name, cb);
+  }
   if (!m.ok()) return Fail(m.status().message());
   membership_ = std::move(m).value();
   self_ = config_.HostByNode(membership_->local_nodeid());
@@ -425,8 +433,8 @@ int Agent::Run() {
 
 }  // namespace
 
-int RunHaAgent(const ha::ClusterConfig& config, const std::string& config_path) {
-  Agent agent(config, config_path);
+int RunHaAgent(const ha::ClusterConfig& config, const std::string& config_path, double wait_corosync_s) {
+  Agent agent(config, config_path, wait_corosync_s);
   return agent.Run();
 }
 

@@ -15,8 +15,9 @@
 
 namespace ferry::cli {
 
-// Runs until SIGINT/SIGTERM; returns the exit code.
-int RunHaAgent(const ha::ClusterConfig& config, const std::string& config_path);
+// Runs until SIGINT/SIGTERM; returns the exit code. A Corosync that is not up yet (an agent
+// started next to it at boot) is waited for up to wait_corosync_s, then it is an error.
+int RunHaAgent(const ha::ClusterConfig& config, const std::string& config_path, double wait_corosync_s);
 
 // The agent API's socket for a host.
 std::string AgentSocket(const ha::HostConfig& host);

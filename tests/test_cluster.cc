@@ -141,7 +141,12 @@ Status TestCluster::KillCorosync(int i) {
   return Status::Ok();
 }
 
-Status TestCluster::RestartCorosync(int i) { return StartCorosync(i); }
+Status TestCluster::RestartCorosync(int i) {
+  // A drill may have killed this corosync from outside (it kills every process in the host's
+  // namespace): we are still its parent, so reap it before starting the next one.
+  if (corosync_[i]) FERRY_RETURN_IF_ERROR(KillCorosync(i));
+  return StartCorosync(i);
+}
 
 bool TestCluster::Quorate(int i, int members) const {
   CommandResult r = RunCommand(In(i, {"corosync-quorumtool", "-s"}), host_dir(i) + "/quorumtool", 5000);

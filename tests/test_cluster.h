@@ -57,7 +57,8 @@ class TestCluster {
 
   // SIGKILLs host i's corosync and reaps it (a crashed node, as its peers see it).
   Status KillCorosync(int i);
-  // Starts host i's corosync again (after KillCorosync); does not wait for quorum.
+  // Starts host i's corosync again, reaping the old one first (killed by KillCorosync or by
+  // a drill from outside); does not wait for quorum.
   Status RestartCorosync(int i);
   // Cuts host i off the others (its uplink goes down), or reconnects it.
   Status Partition(int i) { return hosts_->SetLink(i, false); }

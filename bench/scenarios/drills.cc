@@ -12,6 +12,7 @@
 #include <algorithm>
 #include <cstdio>
 #include <cstring>
+#include <fstream>
 #include <sstream>
 
 #include "e2e_util.h"
@@ -32,6 +33,15 @@ json VmEntry(const std::string& config) {
     if (v.value("name", "") == "kv0") return v;
   }
   return json::object();
+}
+
+std::string Tail(const std::string& s, size_t n) { return s.size() > n ? s.substr(s.size() - n) : s; }
+
+std::string ReadAll(const std::string& path) {
+  std::ifstream in(path);
+  std::stringstream ss;
+  ss << in.rdbuf();
+  return ss.str();
 }
 
 double Median(std::vector<double> v) {
@@ -74,7 +84,13 @@ int RunToken(int token_ms, int drills, const std::string& fault) {
       return MonotonicNs() - since > 3000000000ull;
     };
     if (!WaitUntil(settled, 90000)) {
-      std::fprintf(stderr, "drills: kv0 not protected before drill %d\n", d + 1);
+      std::fprintf(stderr, "drills: kv0 not protected before drill %d; kv0 in ha status: %s\n", d + 1,
+                   VmEntry(config).dump().c_str());
+      for (int i = 0; i < 3; ++i) {
+        std::fprintf(stderr, "--- h%d agent log (tail)\n%s\n--- h%d kv0.log (tail)\n%s\n", i,
+                     Tail(agents[i] ? agents[i]->Stderr() : "", 3000).c_str(), i,
+                     Tail(ReadAll(t.host_dir(i) + "/kv0.log"), 2000).c_str());
+      }
       return 1;
     }
     std::string owner = VmEntry(config).value("owner", "");
@@ -101,8 +117,15 @@ int RunToken(int token_ms, int drills, const std::string& fault) {
     }
     if (fault == "kill-host") {
       // Bring the host back: link, Corosync, agent (it rejoins and becomes the backup).
-      (void)t.Heal(host);
-      (void)t.RestartCorosync(host);
+      // The agent waits for its Corosync by itself; waiting for quorum here keeps a slow
+      // rejoin out of the next drill's protection wait and says which step failed.
+      Status st = t.Heal(host);
+      if (st.ok()) st = t.RestartCorosync(host);
+      if (st.ok()) st = t.WaitQuorate(host, true, 30000);
+      if (!st.ok()) {
+        std::fprintf(stderr, "drills: bringing h%d back after drill %d: %s\n", host, d + 1, st.message().c_str());
+        return 1;
+      }
       start_agent(host);
     }
   }
