@@ -58,6 +58,12 @@ void ClusterState::OnView(const std::set<std::string>& members, bool quorate, ui
   for (auto it = reports_.begin(); it != reports_.end();) {
     it = members_.count(it->first) ? std::next(it) : reports_.erase(it);
   }
+  for (auto it = stats_.begin(); it != stats_.end();) {
+    it = members_.count(it->first) ? std::next(it) : stats_.erase(it);
+  }
+  for (auto it = moves_.begin(); it != moves_.end();) {
+    it = members_.count(it->second) ? std::next(it) : moves_.erase(it);  // the target left
+  }
 }
 
 bool ClusterState::complete() const {
@@ -67,7 +73,16 @@ bool ClusterState::complete() const {
 void ClusterState::Accept(const std::string& vm, const Claim& c) {
   auto it = claims_.find(vm);
   if (it != claims_.end() && it->second.generation >= c.generation) return;
+  if (it == claims_.end() || it->second.host != c.host) placed_ms_[vm] = now_ms;
   claims_[vm] = c;
+  auto m = moves_.find(vm);
+  if (m != moves_.end() && m->second == c.host) moves_.erase(m);  // arrived
+}
+
+const json& ClusterState::stats(const std::string& host) const {
+  static const json kNone = json(json::value_t::discarded);
+  auto it = stats_.find(host);
+  return it == stats_.end() ? kNone : it->second;
 }
 
 bool ClusterState::OnMessage(const std::string& host, const std::string& payload) {
@@ -81,6 +96,7 @@ bool ClusterState::OnMessage(const std::string& host, const std::string& payload
       if (i.role == "primary" && config_.Vm(i.vm)) Accept(i.vm, Claim{i.generation, host, "report"});
     }
     reports_[host] = std::move(list);
+    if (j.contains("stats") && j["stats"].is_object()) stats_[host] = j["stats"];
     fresh_.insert(host);
     return true;
   }
@@ -98,6 +114,19 @@ bool ClusterState::OnMessage(const std::string& host, const std::string& payload
     std::string vm = j.value("vm", "");
     if (!config_.Vm(vm)) return false;
     protects_[vm] = {j.value("host", ""), j.value("generation", uint64_t{0})};
+    return true;
+  }
+  if (type == "move") {
+    std::string vm = j.value("vm", ""), to = j.value("to", "");
+    if (!config_.Vm(vm)) return false;
+    if (!j.value("on", true)) {
+      moves_.erase(vm);
+      return true;
+    }
+    if (!config_.Host(to)) return false;
+    const Claim* c = claim(vm);
+    if (c && c->host == to) return true;  // already there
+    moves_[vm] = to;
     return true;
   }
   if (type == "evacuate") {
@@ -140,7 +169,7 @@ json ClusterState::ToJson() const {
       for (const auto& i : *r) inst.push_back(i.ToJson());
     }
     hosts.push_back({{"name", h.name}, {"address", h.address}, {"member", live(h.name)},
-                     {"evacuating", evacuating(h.name)}, {"instances", inst}});
+                     {"evacuating", evacuating(h.name)}, {"instances", inst}, {"stats", stats(h.name).is_object() ? stats(h.name) : json(nullptr)}});
   }
   json vms = json::array();
   for (const auto& v : config_.vms) {
@@ -154,15 +183,25 @@ json ClusterState::ToJson() const {
         entry["standby_host"] = i->standby_host;
       }
     }
+    if (const std::string* m = move(v.name)) entry["moving_to"] = *m;
     vms.push_back(entry);
   }
   return {{"members", members_}, {"quorate", quorate_}, {"complete", complete()}, {"hosts", hosts}, {"vms", vms}};
 }
 
 std::string ClusterState::ReportMessage(const std::string& host, const std::vector<Instance>& instances) {
+  return ReportMessage(host, instances, json::object());
+}
+
+std::string ClusterState::ReportMessage(const std::string& host, const std::vector<Instance>& instances,
+                                        const json& stats) {
   json list = json::array();
   for (const auto& i : instances) list.push_back(i.ToJson());
-  return json{{"t", "report"}, {"host", host}, {"instances", list}}.dump();
+  return json{{"t", "report"}, {"host", host}, {"instances", list}, {"stats", stats}}.dump();
+}
+
+std::string ClusterState::MoveMessage(const std::string& vm, const std::string& to, bool on) {
+  return json{{"t", "move"}, {"vm", vm}, {"to", to}, {"on", on}}.dump();
 }
 
 std::string ClusterState::ClaimMessage(const std::string& vm, const Claim& c) {

@@ -4,6 +4,8 @@
 #include <set>
 #include <sstream>
 
+#include "ferry/base/units.h"
+
 namespace ferry::ha {
 
 using nlohmann::json;
@@ -19,6 +21,24 @@ Status Read(const json& j, const char* key, T* out, bool required, const std::st
     *out = j.at(key).get<T>();
   } catch (const json::exception& e) {
     return InvalidArgument(where + ": \"" + key + "\" has the wrong type");
+  }
+  return Status::Ok();
+}
+
+Status ParsePolicy(const json& j, const std::set<std::string>& vms, PlacementPolicy* p) {
+  if (!j.is_object()) return InvalidArgument("config: \"policy\" must be an object");
+  FERRY_RETURN_IF_ERROR(Read(j, "max_cpu_pct", &p->max_cpu_pct, false, "policy"));
+  FERRY_RETURN_IF_ERROR(Read(j, "max_mem_pct", &p->max_mem_pct, false, "policy"));
+  FERRY_RETURN_IF_ERROR(Read(j, "anti_affinity", &p->anti_affinity, false, "policy"));
+  FERRY_RETURN_IF_ERROR(Read(j, "interval_s", &p->interval_s, false, "policy"));
+  FERRY_RETURN_IF_ERROR(Read(j, "settle_s", &p->settle_s, false, "policy"));
+  if (p->max_cpu_pct < 0 || p->max_mem_pct < 0) return InvalidArgument("policy: thresholds must not be negative");
+  if (p->interval_s < 0 || p->settle_s < 0) return InvalidArgument("policy: interval_s and settle_s must not be negative");
+  for (const auto& group : p->anti_affinity) {
+    if (group.size() < 2) return InvalidArgument("policy: an anti_affinity group names at least two VMs");
+    for (const auto& v : group) {
+      if (!vms.count(v)) return InvalidArgument("policy: anti_affinity names vm " + v + ", which is not in vms");
+    }
   }
   return Status::Ok();
 }
@@ -50,6 +70,13 @@ Result<ClusterConfig> ClusterConfig::Parse(const json& j) {
     FERRY_RETURN_IF_ERROR(Read(h, "guest_bridge", &hc.guest_bridge, false, where));
     FERRY_RETURN_IF_ERROR(Read(h, "netns", &hc.netns, false, where));
     FERRY_RETURN_IF_ERROR(Read(h, "uplink", &hc.uplink, false, where));
+    FERRY_RETURN_IF_ERROR(Read(h, "cpus", &hc.cpus, false, where));
+    FERRY_RETURN_IF_ERROR(Read(h, "mem_bytes", &hc.mem_bytes, false, where));
+    FERRY_RETURN_IF_ERROR(Read(h, "metrics", &hc.metrics, false, where));
+    if (hc.cpus < 0) return InvalidArgument(where + ": cpus must not be negative");
+    if (!hc.metrics.empty() && hc.metrics.rfind(':') == std::string::npos) {
+      return InvalidArgument(where + ": metrics must be ADDR:PORT");
+    }
     if (hc.nodeid == 0) return InvalidArgument(where + ": nodeid must be positive");
     if (!names.insert(hc.name).second) return InvalidArgument("config: host " + hc.name + " is named twice");
     if (!ids.insert(hc.nodeid).second) return InvalidArgument(where + ": nodeid " + std::to_string(hc.nodeid) + " is used twice");
@@ -73,6 +100,9 @@ Result<ClusterConfig> ClusterConfig::Parse(const json& j) {
     FERRY_RETURN_IF_ERROR(Read(v, "backup", &s.backup, false, where));
     FERRY_RETURN_IF_ERROR(Read(v, "port", &s.port, true, where));
     FERRY_RETURN_IF_ERROR(Read(v, "service", &s.service, false, where));
+    auto mem = ParseSize(s.mem);
+    if (!mem.ok() || *mem == 0) return InvalidArgument(where + ": mem \"" + s.mem + "\" is not a size (e.g. 64M)");
+    s.mem_bytes = *mem;
     if (s.name.empty() || s.name.find_first_of("/ .") != std::string::npos) {
       return InvalidArgument(where + ": the name must be a plain word (it names files)");
     }
@@ -88,6 +118,7 @@ Result<ClusterConfig> ClusterConfig::Parse(const json& j) {
     }
     c.vms.push_back(s);
   }
+  if (j.contains("policy")) FERRY_RETURN_IF_ERROR(ParsePolicy(j["policy"], vm_names, &c.policy));
   return c;
 }
 

@@ -16,7 +16,10 @@ bool Replicating(const Instance& i) {
 // the rest in config order; never the owner, a host out of the view, or one being evacuated.
 std::vector<std::string> BackupCandidates(const ClusterConfig& config, const VmSpec& v, const std::string& owner,
                                           const ClusterState& state) {
-  std::vector<std::string> order = {v.primary};
+  std::vector<std::string> order;
+  // A VM being moved is protected by its destination first: the move is a handover to it.
+  if (const std::string* to = state.move(v.name)) order.push_back(*to);
+  order.push_back(v.primary);
   if (!v.backup.empty()) order.push_back(v.backup);
   for (const auto& h : config.hosts) {
     if (std::find(order.begin(), order.end(), h.name) == order.end()) order.push_back(h.name);
@@ -118,14 +121,22 @@ std::vector<Action> Decide(const ClusterConfig& config, const std::string& self,
         out.push_back({Action::kHandover, v.name, mine->standby_host, G + 1, "evacuating " + self});
         continue;
       }
+      const std::string* move_to = state.move(v.name);
+      if (move_to && *move_to != self && mine->replication == "protected" && mine->standby_host == *move_to &&
+          state.live(*move_to) && !state.evacuating(*move_to)) {
+        out.push_back({Action::kHandover, v.name, *move_to, G + 1, "move to " + *move_to});
+        continue;
+      }
       if (Replicating(*mine)) {
         const std::string& cur = mine->standby_host;
         bool gone = !state.live(cur) || state.evacuating(cur);
+        const bool to_move_target = move_to && !candidates.empty() && candidates.front() == *move_to;
         bool preferred_back = !candidates.empty() && candidates.front() != cur &&
-                              (candidates.front() == v.primary || candidates.front() == v.backup) &&
-                              mine->replication == "protected";
+                              (candidates.front() == v.primary || candidates.front() == v.backup || to_move_target) &&
+                              (mine->replication == "protected" || to_move_target);
         if (gone || preferred_back) {
-          out.push_back({Action::kStopReplication, v.name, cur, G, gone ? "standby host left" : "back to " + candidates.front()});
+          out.push_back({Action::kStopReplication, v.name, cur, G,
+                         gone ? "standby host left" : to_move_target ? "move to " + *move_to : "back to " + candidates.front()});
         }
         continue;
       }

@@ -99,6 +99,21 @@ class ClusterState {
   const std::vector<Instance>* report(const std::string& host) const;
   const Instance* instance(const std::string& host, const std::string& vm) const;
   const std::set<std::string>& members() const { return members_; }
+  // The load figures `host` last reported (report "stats": {"host": {...}, "vms": {vm: {...}}}),
+  // or a discarded value. They inform balancing and the console, never failover.
+  const nlohmann::json& stats(const std::string& host) const;
+  // A live migration asked for (console, `ferry ha balance`): vm -> target host. It ends
+  // when the target claims the VM, the target leaves the view, or it is cancelled.
+  const std::string* move(const std::string& vm) const {
+    auto it = moves_.find(vm);
+    return it == moves_.end() ? nullptr : &it->second;
+  }
+  const std::map<std::string, std::string>& moves() const { return moves_; }
+  // When vm last changed hosts or started (this agent's clock), 0 if never seen.
+  uint64_t placed_ms(const std::string& vm) const {
+    auto it = placed_ms_.find(vm);
+    return it == placed_ms_.end() ? 0 : it->second;
+  }
   // The latest protect request for vm: (host, generation), if any.
   std::optional<std::pair<std::string, uint64_t>> protect(const std::string& vm) const {
     auto it = protects_.find(vm);
@@ -112,6 +127,9 @@ class ClusterState {
   static std::string ClaimMessage(const std::string& vm, const Claim& c);
   static std::string ProtectMessage(const std::string& vm, const std::string& host, uint64_t generation);
   static std::string EvacuateMessage(const std::string& host, bool on);
+  static std::string MoveMessage(const std::string& vm, const std::string& to, bool on = true);
+  static std::string ReportMessage(const std::string& host, const std::vector<Instance>& instances,
+                                   const nlohmann::json& stats);
 
   // The agent's own bookkeeping, consulted by Decide().
   std::map<std::string, uint64_t> launched;         // vm -> generation booted or promoted here
@@ -131,6 +149,9 @@ class ClusterState {
   std::map<std::string, Claim> claims_;
   std::map<std::string, std::pair<std::string, uint64_t>> protects_;  // vm -> (host, generation)
   std::set<std::string> evacuating_;
+  std::map<std::string, nlohmann::json> stats_;      // host -> its last reported stats
+  std::map<std::string, std::string> moves_;         // vm -> target host
+  std::map<std::string, uint64_t> placed_ms_;        // vm -> when its owner last changed
   std::map<std::string, uint64_t> left_ms_;  // host -> when it left the view
 };
 

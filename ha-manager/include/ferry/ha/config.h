@@ -23,6 +23,21 @@ struct HostConfig {
   std::string guest_bridge;  // the bridge guests' TAPs join (optional)
   std::string netns;     // test clusters: the host's network namespace (drills kill its processes)
   std::string uplink;    // test clusters: its veth in the root namespace (drills cut it)
+  // Capacity the placement policy measures against; 0: the agent reads its machine's own
+  // (online CPUs, MemTotal). Test clusters share one machine, so they set them.
+  double cpus = 0;
+  uint64_t mem_bytes = 0;
+  std::string metrics;   // ADDR:PORT where the agent serves Prometheus metrics ("" = off)
+};
+
+// Where VMs may run, enforced by the agents with live migration (balance.h). A threshold of
+// 0 is off. Anti-affine VMs never share a host when another host can take one of them.
+struct PlacementPolicy {
+  double max_cpu_pct = 0;     // a host's VMs' CPU use, % of its cpus
+  double max_mem_pct = 0;     // a host's VMs' memory, % of its mem_bytes
+  std::vector<std::vector<std::string>> anti_affinity;
+  double interval_s = 10;     // how often the leader agent checks (0: never on its own)
+  double settle_s = 5;        // a VM moved or started this recently is not moved again
 };
 
 struct VmSpec {
@@ -33,6 +48,7 @@ struct VmSpec {
   uint64_t disk_bytes = 0;  // 0: no disk; else each host keeps its own image of this size
   bool net = false;         // a NIC on the host's guest bridge
   std::vector<std::string> guest_args;
+  uint64_t mem_bytes = 64ull << 20;  // mem, parsed
   std::string primary, backup;  // preferred hosts
   uint16_t port = 0;            // the standby listens on its host's address:port
   std::string service;          // ADDR:PORT of the guest's kvstore, for drills' load client
@@ -49,6 +65,7 @@ struct ClusterConfig {
   // the order certain rather than likely.
   uint64_t promote_delay_ms = 200;
   std::string client_netns;     // test clusters: where drills run the load client
+  PlacementPolicy policy;
   std::vector<HostConfig> hosts;
   std::vector<VmSpec> vms;
 
