@@ -34,7 +34,9 @@ json ReplicationStatusJson(const replication::ReplicationStatus& s) {
           {"throttle", s.throttle}, {"lagging_epochs", s.lagging_epochs}, {"behind_ms", s.behind_ms},
           {"pause_ms_p50", s.pause_ms_p50}, {"pause_ms_p99", s.pause_ms_p99}, {"pause_ms_max", s.pause_ms_max},
           {"lag_ms_p50", s.lag_ms_p50}, {"lag_ms_max", s.lag_ms_max}, {"ship_ms_p50", s.ship_ms_p50},
-          {"output_held", s.output_held}, {"recent", recent}};
+          {"output_held", s.output_held}, {"recent", recent},
+          {"sync", {{"round", s.sync_round}, {"round_pages", s.sync_round_pages}, {"round_sent_bytes", s.sync_round_sent_bytes},
+                    {"rate_bytes_per_s", s.sync_rate_bytes_per_s}, {"dirty_pages_per_s", s.sync_dirty_pages_per_s}}}};
 }
 
 bool Replicating() {

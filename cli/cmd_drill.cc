@@ -23,6 +23,7 @@
 #include "ferry/base/clock.h"
 #include "ferry/ha/config.h"
 #include "ha_agent.h"
+#include "subprocess.h"
 #include "vmm_host.h"
 
 namespace ferry::cli {
@@ -40,34 +41,6 @@ struct DrillFlags {
 };
 
 // Runs argv (no shell) to completion, bounded; returns its exit status and stdout.
-int RunQuiet(std::vector<std::string> argv, std::string* out = nullptr) {
-  argv.insert(argv.begin(), {"timeout", "10"});
-  int pipefd[2];
-  if (pipe(pipefd) != 0) return -1;
-  pid_t pid = fork();
-  if (pid == 0) {
-    ::dup2(pipefd[1], 1);
-    int null = ::open("/dev/null", O_WRONLY);
-    if (null >= 0) ::dup2(null, 2);
-    ::close(pipefd[0]);
-    std::vector<char*> a;
-    for (auto& s : argv) a.push_back(s.data());
-    a.push_back(nullptr);
-    execvp(a[0], a.data());
-    _exit(127);
-  }
-  ::close(pipefd[1]);
-  std::string text;
-  char buf[4096];
-  ssize_t n;
-  while ((n = ::read(pipefd[0], buf, sizeof buf)) > 0) text.append(buf, n);
-  ::close(pipefd[0]);
-  int status = 0;
-  waitpid(pid, &status, 0);
-  if (out) *out = text;
-  return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
-}
-
 Result<json> Agent(const ha::HostConfig& h, const json& req) { return CallApi(AgentSocket(h), req, 3000); }
 
 // The first agent that answers, preferring hosts other than `avoid`.

@@ -21,6 +21,8 @@ struct HaFlags {
   std::string target;  // evacuate: the host to empty
   bool json_out = false;
   bool cancel = false;
+  bool dry_run = false;
+  std::string vm, to;  // move
   double timeout_s = 120;
   double wait_corosync_s = 30;  // agent: how long a Corosync that is not up yet is waited for
 };
@@ -134,6 +136,62 @@ int DoEvacuate(const HaFlags& f) {
   return Fail("evacuating " + f.target + " did not finish in " + std::to_string(static_cast<int>(f.timeout_s)) + " s: " + why);
 }
 
+int DoBalance(const HaFlags& f) {
+  auto c = ha::ClusterConfig::Load(f.config);
+  if (!c.ok()) return Fail(c.status().message(), kExitUsage);
+  auto r = AskAgent(*c, f.host, {{"op", "balance"}, {"dry_run", f.dry_run}});
+  if (!r.ok()) return Fail(r.status().message());
+  if (f.json_out) {
+    std::printf("%s\n", r->dump().c_str());
+    return kExitOk;
+  }
+  const json& moves = (*r)["moves"];
+  if (moves.empty()) std::printf("nothing to move: the placement policy holds\n");
+  for (const auto& m : moves) {
+    std::printf("%s %s: %s -> %s (%s)\n", f.dry_run ? "would move" : "moving", m.value("vm", "").c_str(),
+                m.value("from", "").c_str(), m.value("to", "").c_str(), m.value("why", "").c_str());
+  }
+  for (const auto& n : (*r)["notes"]) std::printf("note: %s\n", n.get<std::string>().c_str());
+  for (const auto& [vm, to] : (*r)["moving"].items()) std::printf("in flight: %s -> %s\n", vm.c_str(), to.get<std::string>().c_str());
+  return kExitOk;
+}
+
+// Live-migrates one VM to a host (a handover to a standby there) and waits for it to run there.
+int DoMove(const HaFlags& f) {
+  auto c = ha::ClusterConfig::Load(f.config);
+  if (!c.ok()) return Fail(c.status().message(), kExitUsage);
+  auto r = AskAgent(*c, f.host, {{"op", "move"}, {"vm", f.vm}, {"to", f.to}, {"on", !f.cancel}});
+  if (!r.ok()) return Fail(r.status().message());
+  if (f.cancel) {
+    std::printf("move of %s cancelled\n", f.vm.c_str());
+    return kExitOk;
+  }
+  const uint64_t t0 = MonotonicNs();
+  while (MonotonicNs() - t0 < static_cast<uint64_t>(f.timeout_s * 1e9)) {
+    usleep(100 * 1000);
+    auto s = AskAgent(*c, f.host, {{"op", "status"}});
+    if (!s.ok()) continue;
+    for (const auto& v : (*s)["cluster"]["vms"]) {
+      if (v.value("name", "") != f.vm || v.value("owner", "") != f.to || v.value("state", "") != "running") continue;
+      double downtime = -1;
+      for (const auto& e : (*s)["events"]) {
+        if (e.value("kind", "") == "handed-over" && e.value("vm", "") == f.vm && e.value("to", "") == f.to) downtime = e.value("downtime_ms", -1.0);
+      }
+      const double ms = (MonotonicNs() - t0) / 1e6;
+      json out = {{"ok", true}, {"vm", f.vm}, {"to", f.to}, {"ms", ms}, {"generation", v.value("generation", 0)}};
+      if (downtime >= 0) out["downtime_ms"] = downtime;
+      if (f.json_out) {
+        std::printf("%s\n", out.dump().c_str());
+      } else {
+        std::printf("%s runs on %s after %.0f ms (generation %llu)\n", f.vm.c_str(), f.to.c_str(), ms,
+                    static_cast<unsigned long long>(v.value("generation", uint64_t{0})));
+      }
+      return kExitOk;
+    }
+  }
+  return Fail("moving " + f.vm + " to " + f.to + " did not finish in " + std::to_string(static_cast<int>(f.timeout_s)) + " s");
+}
+
 }  // namespace
 
 void AddHaCommands(CLI::App& app, CommandFn* selected) {
@@ -160,6 +218,23 @@ void AddHaCommands(CLI::App& app, CommandFn* selected) {
   evac->add_flag("--cancel", f->cancel, "Let the host hold VMs again");
   evac->add_flag("--json", f->json_out, "Print the result as JSON");
   evac->callback([selected, f] { *selected = [f] { return DoEvacuate(*f); }; });
+
+  CLI::App* bal = ha->add_subcommand("balance", "Apply the config's placement policy now: live-move VMs off overloaded hosts");
+  bal->add_option("--config", f->config, "The cluster's HA config (JSON)")->required()->check(CLI::ExistingFile);
+  bal->add_option("--host", f->host, "Ask this host's agent (default: the first that answers)");
+  bal->add_flag("--dry-run", f->dry_run, "Only show what would move, and why");
+  bal->add_flag("--json", f->json_out, "Print the plan as JSON");
+  bal->callback([selected, f] { *selected = [f] { return DoBalance(*f); }; });
+
+  CLI::App* mv = ha->add_subcommand("move", "Live-migrate one VM to a host (zero downtime beyond the handover's own)");
+  mv->add_option("VM", f->vm, "The VM")->required();
+  mv->add_option("HOST", f->to, "Where it should run")->required();
+  mv->add_option("--config", f->config, "The cluster's HA config (JSON)")->required()->check(CLI::ExistingFile);
+  mv->add_option("--host", f->host, "Ask this host's agent (default: the first that answers)");
+  mv->add_option("--timeout-s", f->timeout_s, "Give up waiting after this long")->capture_default_str();
+  mv->add_flag("--cancel", f->cancel, "Cancel a move in flight");
+  mv->add_flag("--json", f->json_out, "Print the result as JSON");
+  mv->callback([selected, f] { *selected = [f] { return DoMove(*f); }; });
 }
 
 }  // namespace ferry::cli

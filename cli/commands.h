@@ -21,6 +21,8 @@ void AddReplicationCommands(CLI::App& app, CommandFn* selected);
 // Adds ha agent, ha status, ha evacuate (the HA manager) and drill.
 void AddHaCommands(CLI::App& app, CommandFn* selected);
 void AddDrillCommand(CLI::App& app, CommandFn* selected);
+// ferry console (cmd_console.cc)
+void AddConsoleCommand(CLI::App& app, CommandFn* selected);
 // Adds kv-load (a load client for the kvstore guest).
 void AddKvCommands(CLI::App& app, CommandFn* selected);
 

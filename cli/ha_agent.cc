@@ -22,6 +22,7 @@
 #include "ferry/ha/cluster_state.h"
 #include "ferry/ha/membership.h"
 #include "ferry/migrate/auth.h"
+#include "ha_agent_impl.h"
 #include "key_hex.h"
 #include "vmm_host.h"
 
@@ -33,55 +34,9 @@ using ha::Instance;
 
 std::string AgentSocket(const ha::HostConfig& host) { return host.dir + "/agent.sock"; }
 
-namespace {
-
-struct Child {
-  pid_t pid = -1;
-  std::string role;  // primary | standby (as launched)
-  uint64_t generation = 0;
-  uint64_t started_ms = 0;
-};
-
-class Agent {
- public:
-  Agent(const ha::ClusterConfig& config, const std::string& config_path, double wait_corosync_s)
-      : config_(config), config_path_(config_path), wait_corosync_ms_(static_cast<uint64_t>(wait_corosync_s * 1000)) {}
-  int Run();
-
- private:
-  void OnView(const ha::View& v);
-  void Tick();
-  void Reap();
-  std::vector<Instance> Probe();
-  void Execute(const Action& a);
-  void Send(const std::string& payload);
-  void Event(const std::string& kind, const std::string& vm, const std::string& detail);
-  void Worker(const std::string& vm, std::function<void()> fn);
-  pid_t Spawn(const std::string& vm, std::vector<std::string> args);
-  std::string Sock(const std::string& vm) const { return self_->dir + "/" + vm + ".sock"; }
-  json Handle(const json& req);
-
-  const ha::ClusterConfig& config_;
-  const std::string config_path_;
-  const uint64_t wait_corosync_ms_;
-  const ha::HostConfig* self_ = nullptr;
-  std::unique_ptr<ha::Membership> membership_;
-  std::unique_ptr<ha::ClusterState> state_;
-  std::map<std::string, Child> children_;  // vm -> its VMM or standby process
-  std::vector<Instance> last_sent_;
-  uint64_t last_report_ms_ = 0;
-  uint64_t started_ms_ = 0;
-  std::map<std::string, uint64_t> claim_ms_, protect_ms_;
-
-  std::mutex mu_;  // guards everything above against the API thread, and busy_/events_
-  std::set<std::string> busy_;
-  std::deque<json> events_;
-  std::vector<std::thread> workers_;
-  std::atomic<bool> stop_{false};
-};
-
-void Agent::Event(const std::string& kind, const std::string& vm, const std::string& detail) {
+void Agent::Event(const std::string& kind, const std::string& vm, const std::string& detail, const json& extra) {
   json e = {{"t_ms", RealtimeMs()}, {"host", self_->name}, {"kind", kind}, {"vm", vm}, {"detail", detail}};
+  e.update(extra);
   std::fprintf(stderr, "ferry ha agent %s: %s %s %s\n", self_->name.c_str(), kind.c_str(), vm.c_str(), detail.c_str());
   events_.push_back(e);
   if (events_.size() > 256) events_.pop_front();
@@ -158,6 +113,7 @@ std::vector<Instance> Agent::Probe() {
     i.state = "starting";
     auto r = CallApi(Sock(vm), {{"op", "status"}}, 1000);
     if (r.ok()) {
+      sampler_->Observe(vm, child.pid, *r, RealtimeMs());
       const json& rep = (*r)["replication"];
       const json& ha = (*r)["ha"];
       if ((*r).value("state", "") == "standby") {
@@ -186,6 +142,7 @@ std::vector<Instance> Agent::Probe() {
     }
     out.push_back(i);
   }
+  sampler_->EndRound();
   return out;
 }
 
@@ -262,7 +219,10 @@ void Agent::Execute(const Action& a) {
         Event(r.ok() ? "promoted" : "promote-failed", a.vm,
               r.ok() ? "checkpoint " + std::to_string((*r).value("epoch", uint64_t{0})) + ", " +
                            std::to_string((*r).value("promote_ms", 0.0)) + " ms"
-                     : r.status().message());
+                     : r.status().message(),
+              r.ok() ? json{{"to", self_->name}, {"promote_ms", (*r).value("promote_ms", 0.0)}, {"generation", a.generation}}
+                     : json::object());
+        if (r.ok() && metrics_) metrics_->OnFailover(a.vm);
       });
       break;
     case Action::kReplicate: {
@@ -300,7 +260,10 @@ void Agent::Execute(const Action& a) {
         auto r = CallApi(Sock(a.vm), {{"op", "handover"}, {"generation", a.generation}}, 30000);
         std::lock_guard lock(mu_);
         if (r.ok()) {
-          Event("handed-over", a.vm, "to " + a.host + ", downtime " + std::to_string((*r).value("downtime_ms", 0.0)) + " ms");
+          const double downtime = (*r).value("downtime_ms", 0.0);
+          Event("handed-over", a.vm, "to " + a.host + ", downtime " + std::to_string(downtime) + " ms: " + a.why,
+                {{"from", self_->name}, {"to", a.host}, {"downtime_ms", downtime}, {"generation", a.generation}});
+          if (metrics_) metrics_->OnMigrated(a.vm, downtime);
           Send(ha::ClusterState::ClaimMessage(a.vm, ha::Claim{a.generation, a.host, "handover"}));
         } else {
           Event("handover-failed", a.vm, r.status().message());
@@ -312,6 +275,7 @@ void Agent::Execute(const Action& a) {
     case Action::kUnfence: {
       const char* op = a.kind == Action::kFence ? "fence" : a.kind == Action::kUnfence ? "unfence" : "release_output";
       auto r = CallApi(Sock(a.vm), {{"op", op}}, 3000);
+      if (r.ok() && a.kind == Action::kFence && metrics_) metrics_->OnFence();
       if (!r.ok()) Event("error", a.vm, std::string(op) + ": " + r.status().message());
       break;
     }
@@ -348,35 +312,24 @@ void Agent::Tick() {
   std::vector<Instance> local = Probe();
   bool changed = local.size() != last_sent_.size();
   for (size_t i = 0; !changed && i < local.size(); ++i) changed = local[i].ToJson() != last_sent_[i].ToJson();
+  if (metrics_) {
+    std::map<std::string, bool> moving;
+    for (const auto& [vm, to] : state_->moves()) {
+      const ha::Claim* c = state_->claim(vm);
+      moving[vm] = c && c->host == self_->name;
+    }
+    metrics_->Update(state_->quorate(), state_->members().size(), sampler_->Stats(), moving);
+  }
+  // Load figures ride on the reports: at least every second, and at every change of state.
   if (changed || now - last_report_ms_ > 1000) {
-    Send(ha::ClusterState::ReportMessage(self_->name, local));
+    Send(ha::ClusterState::ReportMessage(self_->name, local, sampler_->Stats()));
     last_sent_ = local;
     last_report_ms_ = now;
   }
   // Quorum is asked afresh before acting: a stale "quorate" must not let a cut-off host act.
   if (state_->quorate() && !membership_->QuorateNow()) return;
   for (const auto& a : ha::Decide(config_, self_->name, *state_, local, busy_)) Execute(a);
-}
-
-json Agent::Handle(const json& req) {
-  std::lock_guard lock(mu_);
-  std::string op = req.value("op", "");
-  if (op == "status") {
-    json local = json::array();
-    for (const auto& i : last_sent_) local.push_back(i.ToJson());
-    json ev = json::array();
-    for (const auto& e : events_) ev.push_back(e);
-    return {{"ok", true}, {"host", self_->name}, {"pid", getpid()}, {"cluster", state_->ToJson()}, {"local", local},
-            {"events", ev}};
-  }
-  if (op == "evacuate") {
-    std::string h = req.value("host", "");
-    if (!config_.Host(h)) return {{"ok", false}, {"error", "no host named " + h + " in " + config_path_}};
-    if (!state_->quorate()) return {{"ok", false}, {"error", "this agent's partition has no quorum"}};
-    Send(ha::ClusterState::EvacuateMessage(h, req.value("on", true)));
-    return {{"ok", true}};
-  }
-  return {{"ok", false}, {"error", "unknown op \"" + op + "\" (expected status or evacuate)"}};
+  MaybeBalance(now);
 }
 
 int Agent::Run() {
@@ -401,6 +354,12 @@ int Agent::Run() {
   self_ = config_.HostByNode(membership_->local_nodeid());
   if (!self_) return Fail("this node's Corosync id " + std::to_string(membership_->local_nodeid()) + " is not in " + config_path_);
   state_ = std::make_unique<ha::ClusterState>(config_, self_->name);
+  sampler_ = std::make_unique<LoadSampler>(*self_);
+  if (!self_->metrics.empty()) {
+    auto exporter = AgentMetrics::Start(self_->metrics, self_->name);
+    if (!exporter.ok()) return Fail(exporter.status().message());
+    metrics_ = std::move(exporter).value();
+  }
   ::mkdir(self_->dir.c_str(), 0755);
   auto api = ApiServer::Start(AgentSocket(*self_), [this](const json& r, const ApiEmit&) { return Handle(r); });
   if (!api.ok()) return Fail(api.status().message());
@@ -430,8 +389,6 @@ int Agent::Run() {
   (*api)->Stop();
   return code;
 }
-
-}  // namespace
 
 int RunHaAgent(const ha::ClusterConfig& config, const std::string& config_path, double wait_corosync_s) {
   Agent agent(config, config_path, wait_corosync_s);

@@ -19,6 +19,7 @@ int main(int argc, char** argv) {
   ferry::cli::AddKvCommands(app, &selected);
   ferry::cli::AddHaCommands(app, &selected);
   ferry::cli::AddDrillCommand(app, &selected);
+  ferry::cli::AddConsoleCommand(app, &selected);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {

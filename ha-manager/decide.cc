@@ -167,7 +167,13 @@ std::vector<Action> Decide(const ClusterConfig& config, const std::string& self,
         }
         continue;
       }
-      bool over = mine->state == "ended" || mine->state == "primary-lost" || mine->state == "cancelled";
+      // A standby that lost its primary may hold the only replica of a host that is dying
+      // (its connection drops before Corosync says so): it goes only once the owner's own
+      // report shows the replication to it over.
+      const Instance* owner = state.instance(c->host, v.name);
+      const bool owner_done = owner && (owner->standby_host != self || owner->replication == "failed" ||
+                                        owner->replication == "stopped" || owner->replication == "handed-over");
+      bool over = mine->state == "ended" || mine->state == "cancelled" || (mine->state == "primary-lost" && owner_done);
       auto p = state.protect(v.name);
       bool reassigned = p && (p->first != self || p->second != mine->generation) && mine->state == "waiting";
       if (over || mine->generation < G || reassigned) {

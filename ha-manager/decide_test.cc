@@ -181,3 +181,24 @@ TEST(Config, RejectsBadInput) {
 
 }  // namespace
 }  // namespace ferry::ha
+
+namespace ferry::ha {
+namespace {
+
+// The standby's connection drops as the primary's host dies, before Corosync notices: the
+// standby (the only replica) must stay until the owner is gone from the view or says the
+// replication to it is over.
+TEST(Decide, AStandbyThatLostItsPrimaryStaysUntilTheOwnerSaysSo) {
+  auto c = Config();
+  ClusterState s(c, "b");
+  s.OnView({"a", "b", "c"}, true);
+  Hear(s, {{"a", {Primary(1)}}, {"b", {Standby(1, 9, "primary-lost")}}, {"c", {}}});
+  for (const auto& a : Decide(c, "b", s, {Standby(1, 9, "primary-lost")}, {})) EXPECT_NE(a.kind, Action::kKill);
+  Hear(s, {{"a", {Primary(1, "failed")}}});
+  auto acts = Decide(c, "b", s, {Standby(1, 9, "primary-lost")}, {});
+  ASSERT_EQ(acts.size(), 1u);
+  EXPECT_EQ(acts[0].kind, Action::kKill);
+}
+
+}  // namespace
+}  // namespace ferry::ha

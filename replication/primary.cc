@@ -59,6 +59,7 @@ struct Replicator::Impl {
   std::unique_ptr<hypervisor::GuestMemory> staging;  // laid out like guest RAM; dirty pages copied in
   bool paused_here = false;                          // replication thread only
   uint32_t sync_disk_frames = 0;  // the image copy's frames: counted in the first checkpoint
+  uint64_t sync_t0 = 0, sync_round_wire0 = 0;  // guarded by mu: for status()'s live progress
   std::thread thread;
 
   mutable std::mutex mu;
@@ -168,6 +169,10 @@ Status Replicator::Impl::SendDiskWrites(const std::vector<hypervisor::DiskWrite>
 Status Replicator::Impl::InitialSync() {
   SetState("syncing");
   uint64_t t0 = MonotonicNs();
+  {
+    std::lock_guard lock(mu);
+    sync_t0 = t0;
+  }
   vm.StartDiskJournal(o.disk_journal_bytes);
   FERRY_RETURN_IF_ERROR(SendDiskImage());
   FERRY_ASSIGN_OR_RETURN(tracker, dirtylog::DirtyTracker::Start(vm));
@@ -181,9 +186,20 @@ Status Replicator::Impl::InitialSync() {
   // Live rounds until the dirty set stops shrinking: what is left goes in the first checkpoint.
   for (uint32_t round = 0; round < kMaxSyncRounds; ++round) {
     uint64_t count = pending.Count();
+    const uint64_t round_t0 = MonotonicNs();
+    {
+      std::lock_guard lock(mu);
+      status.sync_round = round + 1;
+      status.sync_round_pages = count;
+      sync_round_wire0 = streams->wire_bytes();
+    }
     FERRY_RETURN_IF_ERROR(streams->SendRound(pending.pages));
     FERRY_ASSIGN_OR_RETURN(dirtylog::DirtySet next, tracker->Harvest());
     uint64_t left = next.Count();
+    {
+      std::lock_guard lock(mu);
+      status.sync_dirty_pages_per_s = left / std::max(1e-6, (MonotonicNs() - round_t0) / 1e9);
+    }
     pending = std::move(next);
     if (left <= kSettledPages || left * 2 > count) break;
   }
@@ -473,6 +489,14 @@ ReplicationStatus Replicator::status() const {
   ReplicationStatus s = impl_->status;
   impl_->log.Summarize(&s);
   if (impl_->last_acked_pause_ns && !impl_->done) s.behind_ms = Ms(MonotonicNs() - impl_->last_acked_pause_ns);
+  if (s.state == "syncing" && impl_->streams) {
+    // Channel byte counters are atomics: safe to read while the sync thread sends.
+    const uint64_t wire = impl_->streams->wire_bytes();
+    s.sync_round_sent_bytes = wire - std::min(wire, impl_->sync_round_wire0);
+    const double secs = (MonotonicNs() - impl_->sync_t0) / 1e9;
+    if (secs > 0) s.sync_rate_bytes_per_s = wire / secs;
+    s.wire_bytes = wire + impl_->control->bytes_sent();
+  }
   return s;
 }
 

@@ -160,7 +160,9 @@ TEST(HaCluster, EvacuatingAHostMovesBothLoadedVmsWithTheirClientsWorking) {
   ASSERT_EQ(e.code, 0) << e.out << e.err << Logs(c);
   json s = HaStatus(c, "h2");
   for (const auto& h : s["cluster"]["hosts"]) {
-    if (h["name"] == "h0") EXPECT_TRUE(h["instances"].empty()) << s;
+    if (h["name"] == "h0") {
+      EXPECT_TRUE(h["instances"].empty()) << s;
+    }
   }
   for (int k = 0; k < 2; ++k) {
     json v = VmOf(s, "kv" + std::to_string(k));

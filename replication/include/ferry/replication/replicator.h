@@ -85,6 +85,12 @@ struct ReplicationStatus {
   double pause_ms_p50 = 0, pause_ms_p99 = 0, pause_ms_max = 0;
   double lag_ms_p50 = 0, lag_ms_max = 0, ship_ms_p50 = 0;
   bool output_held = false;  // failed with hold_output_on_failure: the guest's output waits for a decision
+  // The initial sync as it runs (a live migration's progress): the round, the pages it sends
+  // and the bytes sent of it so far, the wire rate since the sync began, and the rate the
+  // guest dirtied pages during the previous round.
+  uint32_t sync_round = 0;
+  uint64_t sync_round_pages = 0, sync_round_sent_bytes = 0;
+  double sync_rate_bytes_per_s = 0, sync_dirty_pages_per_s = 0;
   std::vector<EpochStats> recent;  // the last few epochs, oldest first
 };
 

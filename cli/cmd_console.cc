@@ -1,0 +1,110 @@
+// ferry console: the operator's web console (console/server.h) for the cluster in --config,
+// talking to the hosts' HA agents over their API sockets and running drills as `ferry drill`.
+#include <signal.h>
+#include <unistd.h>
+
+#include <fstream>
+#include <random>
+
+#include "api_client.h"
+#include "commands.h"
+#include "ferry/console/server.h"
+#include "ferry/ha/config.h"
+#include "ha_agent.h"
+#include "subprocess.h"
+#include "vmm_host.h"
+
+namespace ferry::cli {
+namespace {
+
+using nlohmann::json;
+
+struct ConsoleFlags {
+  std::string config;
+  std::string listen = "127.0.0.1:8080";
+  std::string token_file;
+};
+
+std::string RandomToken() {
+  std::random_device rd;
+  char buf[33];
+  for (int i = 0; i < 32; i += 8) std::snprintf(buf + i, 9, "%08x", rd());
+  return std::string(buf, 32);
+}
+
+std::string SelfExe() {
+  char path[4096];
+  ssize_t n = ::readlink("/proc/self/exe", path, sizeof path - 1);
+  return n > 0 ? std::string(path, n) : "ferry";
+}
+
+int DoConsole(const ConsoleFlags& f) {
+  auto c = ha::ClusterConfig::Load(f.config);
+  if (!c.ok()) return Fail(c.status().message(), kExitUsage);
+  console::ConsoleOptions o;
+  size_t colon = f.listen.rfind(':');
+  if (colon == std::string::npos) return Fail("--listen must be ADDR:PORT", kExitUsage);
+  o.address = f.listen.substr(0, colon);
+  try {
+    o.port = std::stoi(f.listen.substr(colon + 1));
+  } catch (const std::exception&) {
+    return Fail("--listen " + f.listen + ": the port is not a number", kExitUsage);
+  }
+  if (o.port < 0 || o.port > 65535) return Fail("--listen: the port must be 0..65535", kExitUsage);
+  if (!f.token_file.empty()) {
+    std::ifstream in(f.token_file);
+    std::getline(in, o.token);
+    if (o.token.size() < 16) return Fail("--token-file " + f.token_file + " must hold a token of 16 characters or more", kExitUsage);
+  } else {
+    o.token = RandomToken();
+  }
+  o.web_dir = FERRY_CONSOLE_WEB_DIR;
+  o.chart_js = FERRY_CONSOLE_CHART_JS;
+  if (o.address.rfind("127.", 0) != 0 && o.address != "::1" && o.address != "localhost") {
+    std::fprintf(stderr, "ferry console: warning: listening on %s, not loopback: anyone who can reach it sees the cluster\n",
+                 o.address.c_str());
+  }
+  const std::string config_path = f.config, exe = SelfExe();
+  auto agent = [](const ha::HostConfig& h, const json& req) { return CallApi(AgentSocket(h), req, 3000); };
+  auto drill = [config_path, exe](const std::string& fault, const std::string& target) -> Result<json> {
+    std::string out;
+    int rc = RunQuiet({exe, "drill", "--config", config_path, "--json", "--" + fault, target}, &out, 300);
+    while (!out.empty() && out.back() == '\n') out.pop_back();
+    const size_t nl = out.rfind('\n');
+    json card = json::parse(nl == std::string::npos ? out : out.substr(nl + 1), nullptr, false);
+    if (rc != 0) {
+      return Internal("ferry drill --" + fault + " " + target + " failed (exit " + std::to_string(rc) + ")" +
+                      (card.is_object() ? ": " + card.dump() : ""));
+    }
+    if (!card.is_object()) return Internal("ferry drill printed no scorecard");
+    return card;
+  };
+  // SIGINT/SIGTERM end the console: block them here and wait for one on this thread.
+  sigset_t set;
+  sigemptyset(&set);
+  sigaddset(&set, SIGINT);
+  sigaddset(&set, SIGTERM);
+  pthread_sigmask(SIG_BLOCK, &set, nullptr);
+  auto con = console::Console::Start(*c, o, agent, drill);
+  if (!con.ok()) return Fail(con.status().message());
+  std::printf("ferry console: http://%s:%d/?token=%s\n", o.address.c_str(), (*con)->port(), o.token.c_str());
+  std::fflush(stdout);
+  int sig = 0;
+  sigwait(&set, &sig);
+  (*con)->Stop();
+  return kExitOk;
+}
+
+}  // namespace
+
+void AddConsoleCommand(CLI::App& app, CommandFn* selected) {
+  auto f = std::make_shared<ConsoleFlags>();
+  CLI::App* c = app.add_subcommand("console", "Serve the operator console (web page, JSON API) for an HA cluster");
+  c->add_option("--config", f->config, "The cluster's HA config (JSON)")->required()->check(CLI::ExistingFile);
+  c->add_option("--listen", f->listen, "ADDR:PORT to serve on (loopback by default; port 0: any free one)")->capture_default_str();
+  c->add_option("--token-file", f->token_file, "A file holding the token actions need (default: a random one, printed in the URL)")
+      ->check(CLI::ExistingFile);
+  c->callback([selected, f] { *selected = [f] { return DoConsole(*f); }; });
+}
+
+}  // namespace ferry::cli
