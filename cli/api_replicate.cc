@@ -62,6 +62,7 @@ json HandleReplicate(hypervisor::Vm& vm, const json& req) {
   o.io_timeout_ms = req.value("io_timeout_ms", o.io_timeout_ms);
   o.generation = req.value("generation", VmGeneration());
   o.hold_output_on_failure = req.value("hold_on_failure", false);
+  o.sync_bandwidth = req.value("sync_bandwidth", uint64_t{0});
   o.epochs.interval_ms = req.value("interval_ms", o.epochs.interval_ms);
   o.epochs.max_interval_ms = req.value("max_interval_ms", o.epochs.max_interval_ms);
   o.epochs.throttle = req.value("throttle", true);

@@ -230,6 +230,7 @@ void Agent::Execute(const Action& a) {
       const ha::HostConfig* to = config_.Host(a.host);
       json req = {{"op", "replicate"}, {"to", to->address + ":" + std::to_string(v.port)}, {"generation", a.generation},
                   {"hold_on_failure", true}, {"interval_ms", config_.interval_ms}, {"io_timeout_ms", config_.io_timeout_ms},
+                  {"sync_bandwidth", v.sync_bandwidth},
                   {"wait_ms", 60000}};
       if (!config_.key_file.empty()) {
         auto key = migrate::LoadKey(config_.key_file);

@@ -103,6 +103,13 @@ Result<ClusterConfig> ClusterConfig::Parse(const json& j) {
     auto mem = ParseSize(s.mem);
     if (!mem.ok() || *mem == 0) return InvalidArgument(where + ": mem \"" + s.mem + "\" is not a size (e.g. 64M)");
     s.mem_bytes = *mem;
+    std::string sync_bw;
+    FERRY_RETURN_IF_ERROR(Read(v, "sync_bandwidth", &sync_bw, false, where));
+    if (!sync_bw.empty()) {
+      auto bw = ParseSize(sync_bw);
+      if (!bw.ok()) return InvalidArgument(where + ": sync_bandwidth \"" + sync_bw + "\" is not a rate (bytes/s, e.g. 100M)");
+      s.sync_bandwidth = *bw;
+    }
     if (s.name.empty() || s.name.find_first_of("/ .") != std::string::npos) {
       return InvalidArgument(where + ": the name must be a plain word (it names files)");
     }

@@ -118,6 +118,10 @@ std::vector<uint64_t> StreamSet::frames_sent() const {
   return out;
 }
 
+void StreamSet::SetLimiter(RateLimiter* limiter) {
+  for (auto& ch : channels_) ch->set_limiter(limiter);
+}
+
 uint64_t StreamSet::wire_bytes() const {
   uint64_t sum = 0;
   for (auto& ch : channels_) sum += ch->bytes_sent();

@@ -15,6 +15,7 @@
 #include "ferry/hypervisor/vm_state_codec.h"
 #include "ferry/migrate/accept.h"
 #include "ferry/migrate/checkpoint_protocol.h"
+#include "ferry/migrate/rate_limiter.h"
 #include "ferry/migrate/stream_set.h"
 #include "ferry/replication/replicator.h"
 #include "epoch_log.h"
@@ -175,6 +176,12 @@ Status Replicator::Impl::InitialSync() {
   }
   vm.StartDiskJournal(o.disk_journal_bytes);
   FERRY_RETURN_IF_ERROR(SendDiskImage());
+  migrate::RateLimiter limiter(o.sync_bandwidth);
+  if (o.sync_bandwidth) streams->SetLimiter(&limiter);
+  struct Unlimit {
+    migrate::StreamSet* s;
+    ~Unlimit() { s->SetLimiter(nullptr); }
+  } unlimit{streams.get()};
   FERRY_ASSIGN_OR_RETURN(tracker, dirtylog::DirtyTracker::Start(vm));
   FERRY_ASSIGN_OR_RETURN(dirtylog::DirtySet pending, tracker->Harvest());
   // Memory the guest never touched is a hole; the standby's fresh memory reads zero there too.

@@ -7,6 +7,7 @@
 // After each kill-host drill the dead host is brought back (link up, Corosync and its agent
 // restarted) and the next drill waits until the VM is protected again, then kills the host
 // it runs on now. Everything created is removed on every exit path.
+#include <signal.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -24,6 +25,9 @@ using namespace ferry::e2e;
 using nlohmann::json;
 
 namespace {
+
+// SIGINT/SIGTERM stop the run between drills, so the cluster is torn down on the way out.
+volatile sig_atomic_t g_stop = 0;
 
 json VmEntry(const std::string& config) {
   auto r = RunFerry({"ha", "status", "--config", config, "--json"}, "/tmp/ferry-drills-status", 10000);
@@ -68,7 +72,7 @@ int RunToken(int token_ms, int drills, const std::string& fault) {
   for (int i = 0; i < 3; ++i) start_agent(i);
   std::vector<double> rto, detect;
   int failures = 0;
-  for (int d = 0; d < drills; ++d) {
+  for (int d = 0; d < drills && !g_stop; ++d) {
     // Protected, and settled: the same standby for 3 s (a host that came back takes its
     // place as the preferred backup first, which briefly unprotects the VM).
     std::string standby;
@@ -134,6 +138,7 @@ int RunToken(int token_ms, int drills, const std::string& fault) {
                   {"rto_ms_max", rto.empty() ? 0 : *std::max_element(rto.begin(), rto.end())},
                   {"detect_ms_median", Median(detect)}};
   std::printf("%s\n", summary.dump().c_str());
+  std::fflush(stdout);
   return failures ? 1 : 0;
 }
 
@@ -162,7 +167,17 @@ int main(int argc, char** argv) {
     std::fprintf(stderr, "drills: needs root and /dev/kvm\n");
     return 2;
   }
+  struct sigaction sa {};
+  sa.sa_handler = [](int) { g_stop = 1; };
+  sigaction(SIGINT, &sa, nullptr);
+  sigaction(SIGTERM, &sa, nullptr);
   int rc = 0;
-  for (int t : tokens) rc |= RunToken(t, drills, fault);
+  for (int t : tokens) {
+    if (!g_stop) rc |= RunToken(t, drills, fault);
+  }
+  if (g_stop) {
+    std::fprintf(stderr, "drills: stopped by a signal\n");
+    return 1;
+  }
   return rc;
 }

@@ -49,6 +49,7 @@ struct VmSpec {
   bool net = false;         // a NIC on the host's guest bridge
   std::vector<std::string> guest_args;
   uint64_t mem_bytes = 64ull << 20;  // mem, parsed
+  uint64_t sync_bandwidth = 0;       // bytes/s cap on its initial syncs (re-protection, moves); 0: none
   std::string primary, backup;  // preferred hosts
   uint16_t port = 0;            // the standby listens on its host's address:port
   std::string service;          // ADDR:PORT of the guest's kvstore, for drills' load client

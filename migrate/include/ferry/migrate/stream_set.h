@@ -37,6 +37,8 @@ class StreamSet {
   void FailAll(const std::string& reason);
 
   uint64_t wire_bytes() const;
+  // Every stream's sends wait on `limiter` (null: none) from now on; call between rounds.
+  void SetLimiter(RateLimiter* limiter);
   std::vector<uint64_t> frames_sent() const;
   uint64_t pages_unchanged() const { return unchanged_.load(); }
   EncoderCounts counts() const;

@@ -46,6 +46,9 @@ struct ReplicateOptions {
   // promoted) until the HA agent decides: ReleaseHeldOutput() (quorate, run on unprotected)
   // or fencing. Without it the output is released at once.
   bool hold_output_on_failure = false;
+  // Caps the initial sync's data streams (bytes/s, 0 = unlimited), so re-protecting or moving
+  // a VM leaves the network to others; checkpoints are never capped (lag is lost protection).
+  uint64_t sync_bandwidth = 0;
   EpochOptions epochs;
 };
 

@@ -1,0 +1,92 @@
+#include "ha_cluster_util.h"
+
+#include <unistd.h>
+
+#include <filesystem>
+#include <fstream>
+
+namespace ferry::e2e {
+
+using nlohmann::json;
+
+// A 3-host cluster with agents running and `vms` kvstore VMs (kv0 on h0 backed by h1, kv1 on
+// h0 backed by h2), each protected. Skips (returns false) where it cannot run.
+bool StartCluster(Cluster* c, int vms, std::string* skip, const std::function<void(json&)>& edit) {
+  if (geteuid() != 0) {
+    *skip = "needs root (network namespaces)";
+    return false;
+  }
+  if (!HaveKvm()) {
+    *skip = "no usable /dev/kvm";
+    return false;
+  }
+  ClusterOptions o;
+  o.token_ms = 300;
+  auto tc = TestCluster::Create(3, o);
+  if (!tc.ok()) {
+    *skip = tc.status().message();
+    return false;
+  }
+  c->tc = std::move(tc).value();
+  TestCluster& t = *c->tc;
+  c->config = t.WriteHaConfig(vms);
+  if (edit) {
+    std::ifstream in(c->config);
+    json cfg = json::parse(in);
+    edit(cfg);
+    std::ofstream(c->config) << cfg.dump(2);
+  }
+  for (int i = 0; i < 3; ++i) {
+    c->agents.push_back(std::make_unique<Process>(t.In(i, {FerryBin(), "ha", "agent", "--config", c->config}),
+                                                  t.host_dir(i) + "/agent"));
+  }
+  return true;
+}
+
+json HaStatus(const Cluster& c, const std::string& host) {
+  std::vector<std::string> args = {"ha", "status", "--config", c.config, "--json"};
+  if (!host.empty()) args.insert(args.end(), {"--host", host});
+  auto r = RunFerry(args, c.tc->dir() + "/status", 10000);
+  return r.code == 0 ? LastJsonLine(r.out) : json();
+}
+
+json VmOf(const json& status, const std::string& vm) {
+  if (!status.is_object()) return json::object();
+  for (const auto& v : status["cluster"]["vms"]) {
+    if (v.value("name", "") == vm) return v;
+  }
+  return json::object();
+}
+
+bool AllProtected(const Cluster& c, int vms, int timeout_ms) {
+  return WaitUntil(
+      [&] {
+        json s = HaStatus(c);
+        for (int k = 0; k < vms; ++k) {
+          if (VmOf(s, "kv" + std::to_string(k)).value("replication", "") != "protected") return false;
+        }
+        return true;
+      },
+      timeout_ms);
+}
+
+std::string Logs(const Cluster& c) {
+  std::string out;
+  for (size_t i = 0; i < c.agents.size(); ++i) {
+    out += "--- agent h" + std::to_string(i) + "\n" + c.agents[i]->Stderr();
+    std::error_code ec;
+    for (const auto& f : std::filesystem::directory_iterator(c.tc->host_dir(i), ec)) {
+      const std::string vm = f.path().stem();
+      if (f.path().extension() != ".log") continue;
+      std::ifstream in(f.path());
+      std::string line, text;
+      while (std::getline(in, line)) {
+        if (line.rfind("ferry", 0) == 0) text += line + "\n";  // the VMM's own lines, not the guest's
+      }
+      if (!text.empty()) out += "--- h" + std::to_string(i) + " " + vm + ".log\n" + text;
+    }
+  }
+  return out;
+}
+
+}  // namespace ferry::e2e
