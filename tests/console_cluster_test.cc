@@ -20,11 +20,11 @@ namespace {
 
 using nlohmann::json;
 
-// A busy VM: the dirtier spins its vCPU (a clock-paced writer) and dirties `rate` MB/s.
-json Dirtier(const std::string& name, const std::string& mem, int wss_mib, int rate, int port, const std::string& primary,
-             const std::string& backup) {
+// A dirtier VM writing `rate` MB/s ("max": as fast as it can, a busy vCPU) over wss_mib.
+json Dirtier(const std::string& name, const std::string& mem, int wss_mib, const std::string& rate, int port,
+             const std::string& primary, const std::string& backup) {
   return {{"name", name}, {"guest", GuestPath("dirtier")}, {"mem", mem}, {"primary", primary}, {"backup", backup},
-          {"port", port}, {"guest_args", {"rate_mbps=" + std::to_string(rate), "wss_mib=" + std::to_string(wss_mib)}}};
+          {"port", port}, {"guest_args", {"rate_mbps=" + rate, "wss_mib=" + std::to_string(wss_mib)}}};
 }
 
 // The value of one sample line `name{...labels...} value` whose labels include `label`.
@@ -42,7 +42,7 @@ TEST(ConsoleCluster, MetricsShowALiveMigrationsCountersMovingWhileItRuns) {
   START_CLUSTER(c, 0, [](json& cfg) {
     for (auto& h : cfg["hosts"]) h["metrics"] = h["address"].get<std::string>() + ":9464";
     // 96 MiB of pseudo-random pages to copy at 48 MB/s: the sync takes about 2 s.
-    json vm = Dirtier("busy", "128M", 96, 20, 7200, "h0", "h1");
+    json vm = Dirtier("busy", "128M", 96, "20", 7200, "h0", "h1");
     vm["sync_bandwidth"] = "48M";
     cfg["vms"] = json::array({vm});
   });
@@ -93,8 +93,10 @@ TEST(ConsoleCluster, MetricsShowALiveMigrationsCountersMovingWhileItRuns) {
 
 TEST(ConsoleCluster, ThePlacementPolicyMovesABusyVmOffAnOverloadedHost) {
   START_CLUSTER(c, 0, [](json& cfg) {
+    // Two vCPUs writing 1 MiB as fast as they can take this machine's 2 CPUs between them:
+    // on one host that is 70-90% of its 2 cpus, over 60%; alone, each is 35-50%.
     for (auto& h : cfg["hosts"]) h["cpus"] = 2;
-    cfg["vms"] = json::array({Dirtier("b0", "64M", 16, 10, 7300, "h0", "h1"), Dirtier("b1", "64M", 16, 10, 7301, "h0", "h2")});
+    cfg["vms"] = json::array({Dirtier("b0", "64M", 1, "max", 7300, "h0", "h1"), Dirtier("b1", "64M", 1, "max", 7301, "h0", "h2")});
     cfg["policy"] = {{"max_cpu_pct", 60}, {"interval_s", 6}, {"settle_s", 5}};
   });
   auto owners = [&] {
