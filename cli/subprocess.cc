@@ -1,6 +1,7 @@
 #include "subprocess.h"
 
 #include <fcntl.h>
+#include <signal.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -17,6 +18,9 @@ int RunQuiet(std::vector<std::string> argv, std::string* out, int timeout_s) {
     return -1;
   }
   if (pid == 0) {
+    sigset_t none;  // a caller that waits for signals with them blocked must not pass that on
+    sigemptyset(&none);
+    sigprocmask(SIG_SETMASK, &none, nullptr);
     ::dup2(pipefd[1], 1);
     int null = ::open("/dev/null", O_WRONLY);
     if (null >= 0) ::dup2(null, 2);

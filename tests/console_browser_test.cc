@@ -2,7 +2,8 @@
 // agents, `ferry console` serving the page, and headless Debian Chromium driven by
 // playwright-core (console/tests/console_browser.mjs) dragging a VM card onto another host.
 // The VM must then run there, as `ferry ha status` says; the screenshot is kept as
-// build/test-artifacts/console-drag.png.
+// build/test-artifacts/console-drag.png. Actions need the token, and a drill run from the
+// console ends with its scorecard in the view.
 #include <gtest/gtest.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -57,6 +58,30 @@ TEST(ConsoleBrowser, DraggingAVmOntoAHostLiveMigratesItThere) {
   EXPECT_EQ(v["owner"], "h2") << v.dump();
   EXPECT_EQ(v["state"], "running") << v.dump();
   EXPECT_GE(v.value("generation", 0), 2);
+
+  // Actions need the token; a drill run from the console ends with its scorecard in the view.
+  const std::string base = url.substr(0, url.find("/?"));
+  auto post = [&](const std::string& path, const std::string& body, bool token) {
+    std::vector<std::string> argv = {"curl", "-s", "-o", "/dev/null", "-w", "%{http_code}", "-X", "POST", "-d", body,
+                                     "-H", "Content-Type: application/json"};
+    if (token) argv.insert(argv.end(), {"-H", "Authorization: Bearer browser-test-token-0123456789"});
+    argv.push_back(base + path);
+    return RunCommand(argv, c.tc->dir() + "/post", 10000).out;
+  };
+  EXPECT_EQ(post("/api/drill", R"({"fault":"kill-vm","target":"kv0"})", false), "401");
+  ASSERT_TRUE(AllProtected(c, 1, 60000)) << HaStatus(c).dump() << Logs(c);
+  EXPECT_EQ(post("/api/drill", R"({"fault":"kill-vm","target":"kv0"})", true), "200");
+  json drill;
+  EXPECT_TRUE(WaitUntil([&] {
+    auto r = RunCommand({"curl", "-s", base + "/api/cluster"}, c.tc->dir() + "/get", 10000);
+    json v = json::parse(r.out, nullptr, false);
+    if (!v.is_object()) return false;
+    drill = v["drill"];
+    return !drill["running"].get<bool>() && (drill["scorecard"].is_object() || !drill["error"].get<std::string>().empty());
+  }, 120000)) << drill.dump();
+  std::printf("drill from the console: %s\n", drill.dump().c_str());
+  EXPECT_EQ(drill["scorecard"]["lost_writes"], 0) << drill.dump() << Logs(c);
+  EXPECT_EQ(drill["scorecard"]["split_brain"], false) << drill.dump();
   console.Signal(SIGTERM);
   EXPECT_EQ(console.Wait(10000), 0) << console.Stderr();
 }
