@@ -313,17 +313,18 @@ void Agent::Tick() {
   std::vector<Instance> local = Probe();
   bool changed = local.size() != last_sent_.size();
   for (size_t i = 0; !changed && i < local.size(); ++i) changed = local[i].ToJson() != last_sent_[i].ToJson();
+  const json stats = sampler_->Stats();
   if (metrics_) {
     std::map<std::string, bool> moving;
     for (const auto& [vm, to] : state_->moves()) {
       const ha::Claim* c = state_->claim(vm);
       moving[vm] = c && c->host == self_->name;
     }
-    metrics_->Update(state_->quorate(), state_->members().size(), sampler_->Stats(), moving);
+    metrics_->Update(state_->quorate(), state_->members().size(), stats, moving);
   }
   // Load figures ride on the reports: at least every second, and at every change of state.
   if (changed || now - last_report_ms_ > 1000) {
-    Send(ha::ClusterState::ReportMessage(self_->name, local, sampler_->Stats()));
+    Send(ha::ClusterState::ReportMessage(self_->name, local, stats));
     last_sent_ = local;
     last_report_ms_ = now;
   }

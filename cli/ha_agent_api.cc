@@ -63,10 +63,7 @@ json Agent::HandleBalance(const json& req) {
   ha::BalancePlan plan = ha::PlanBalance(config_, *state_, RealtimeMs());
   const bool dry_run = req.value("dry_run", true);
   if (!dry_run) {
-    for (const auto& m : plan.moves) {
-      Send(ha::ClusterState::MoveMessage(m.vm, m.to));
-      Event("balance", m.vm, m.from + " -> " + m.to + ": " + m.why, {{"from", m.from}, {"to", m.to}});
-    }
+    for (const auto& m : plan.moves) SendMove(m);
   }
   json out = plan.ToJson();
   out["ok"] = true;
@@ -88,11 +85,12 @@ void Agent::MaybeBalance(uint64_t now_ms) {
   }
   ha::BalancePlan plan = ha::PlanBalance(config_, *state_, now_ms);
   // One move at a time: the next check sees its effect on the load.
-  if (!plan.moves.empty()) {
-    const auto& m = plan.moves.front();
-    Event("balance", m.vm, m.from + " -> " + m.to + ": " + m.why, {{"from", m.from}, {"to", m.to}});
-    Send(ha::ClusterState::MoveMessage(m.vm, m.to));
-  }
+  if (!plan.moves.empty()) SendMove(plan.moves.front());
+}
+
+void Agent::SendMove(const ha::PlannedMove& m) {
+  Event("balance", m.vm, m.from + " -> " + m.to + ": " + m.why, {{"from", m.from}, {"to", m.to}});
+  Send(ha::ClusterState::MoveMessage(m.vm, m.to));
 }
 
 }  // namespace ferry::cli

@@ -18,6 +18,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "ferry/ha/balance.h"
 #include "ferry/ha/cluster_state.h"
 #include "ferry/ha/config.h"
 #include "ferry/ha/membership.h"
@@ -59,6 +60,7 @@ class Agent {
   json HandleMove(const json& req);
   json HandleBalance(const json& req);
   void MaybeBalance(uint64_t now_ms);  // the leader's periodic policy check
+  void SendMove(const ha::PlannedMove& m);  // a balancing move: logged, then sent
 
   const ha::ClusterConfig& config_;
   const std::string config_path_;

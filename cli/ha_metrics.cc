@@ -6,16 +6,14 @@
 #include <prometheus/histogram.h>
 #include <prometheus/registry.h>
 
+#include "ferry/ha/json_fields.h"
+
 namespace ferry::cli {
 
 using nlohmann::json;
 using namespace prometheus;
 
-namespace {
-
-double Num(const json& j, const char* key) { return j.is_object() && j.contains(key) && j[key].is_number() ? j[key].get<double>() : 0; }
-
-}  // namespace
+using ha::NumberField;
 
 Result<std::unique_ptr<AgentMetrics>> AgentMetrics::Start(const std::string& address, const std::string& host) {
   std::unique_ptr<AgentMetrics> m(new AgentMetrics());
@@ -65,23 +63,23 @@ void AgentMetrics::Update(bool quorate, size_t members, const json& stats, const
   quorate_->Add({}).Set(quorate ? 1 : 0);
   members_->Add({}).Set(static_cast<double>(members));
   const json& host = stats["host"];
-  host_cpu_->Add({}).Set(Num(host, "cpu_pct"));
-  host_mem_->Add({}).Set(Num(host, "mem_used_bytes"));
-  host_bw_->Add({}).Set(Num(host, "migration_bytes_per_s"));
+  host_cpu_->Add({}).Set(NumberField(host, "cpu_pct"));
+  host_mem_->Add({}).Set(NumberField(host, "mem_used_bytes"));
+  host_bw_->Add({}).Set(NumberField(host, "migration_bytes_per_s"));
   static const Histogram::BucketBoundaries kPause = {0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25};
   static const Histogram::BucketBoundaries kLag = {0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1};
   for (const auto& [vm, v] : stats["vms"].items()) {
-    G(vm_cpu_, vm).Set(Num(v, "cpu_pct"));
-    G(vm_dirty_, vm).Set(Num(v, "dirty_pages_per_s"));
-    G(vm_disk_, vm).Set(Num(v, "disk_bytes_per_s"));
-    G(vm_net_, vm).Set(Num(v, "net_bytes_per_s"));
-    G(vm_lag_, vm).Set(Num(v, "lag_ms"));
+    G(vm_cpu_, vm).Set(NumberField(v, "cpu_pct"));
+    G(vm_dirty_, vm).Set(NumberField(v, "dirty_pages_per_s"));
+    G(vm_disk_, vm).Set(NumberField(v, "disk_bytes_per_s"));
+    G(vm_net_, vm).Set(NumberField(v, "net_bytes_per_s"));
+    G(vm_lag_, vm).Set(NumberField(v, "lag_ms"));
     auto mv = moving.find(vm);
     const bool is_moving = mv != moving.end() && mv->second;
     G(moving_, vm).Set(is_moving ? 1 : 0);
     Last& last = last_[vm];
     // A new replication (after a failover or a re-protection) counts again from 0.
-    const uint64_t epochs = static_cast<uint64_t>(Num(v, "epochs")), wire = static_cast<uint64_t>(Num(v, "wire_bytes"));
+    const uint64_t epochs = static_cast<uint64_t>(NumberField(v, "epochs")), wire = static_cast<uint64_t>(NumberField(v, "wire_bytes"));
     const uint64_t d_epochs = epochs >= last.epochs ? epochs - last.epochs : epochs;
     const uint64_t d_wire = wire >= last.wire ? wire - last.wire : wire;
     last.epochs = epochs;

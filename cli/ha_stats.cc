@@ -5,8 +5,11 @@
 #include <fstream>
 #include <sstream>
 
+#include "ferry/ha/json_fields.h"
+
 namespace ferry::cli {
 
+using ha::NumberField;
 using nlohmann::json;
 
 namespace {
@@ -42,7 +45,6 @@ uint64_t MemTotal() {
 }
 
 uint64_t U64(const json& j, const char* key) { return j.is_object() ? j.value(key, uint64_t{0}) : 0; }
-double Dbl(const json& j, const char* key) { return j.is_object() ? j.value(key, 0.0) : 0.0; }
 
 }  // namespace
 
@@ -74,28 +76,27 @@ void LoadSampler::Observe(const std::string& name, pid_t pid, const json& status
     vm.wire_bps = rate(s.wire_bytes, vm.last.wire_bytes);  // a new replication restarts at 0
     vm.last = s;
   }
-  // Dirty rate: the pages of the recent checkpoints over the time they covered.
+  // Dirty rate: the pages of the recent checkpoints over the time they covered. Their pauses
+  // and lags go on for the metrics' per-checkpoint histograms.
   double pages = 0, ms = 0;
+  json recent = json::array();
   if (rep.is_object() && rep.contains("recent")) {
     for (const auto& e : rep["recent"]) {
-      pages += Dbl(e, "pages");
-      ms += Dbl(e, "interval_ms");
+      pages += NumberField(e, "pages");
+      ms += NumberField(e, "interval_ms");
+      recent.push_back({{"epoch", U64(e, "epoch")}, {"pause_ms", NumberField(e, "pause_ms")}, {"lag_ms", NumberField(e, "lag_ms")}});
     }
-  }
-  json recent = json::array();  // for the metrics' per-checkpoint histograms
-  if (rep.is_object() && rep.contains("recent")) {
-    for (const auto& e : rep["recent"]) recent.push_back({{"epoch", U64(e, "epoch")}, {"pause_ms", Dbl(e, "pause_ms")}, {"lag_ms", Dbl(e, "lag_ms")}});
   }
   json sync = nullptr;
   std::string rstate = rep.is_object() ? rep.value("state", "") : "";
   if (rstate == "syncing" && rep.contains("sync")) sync = rep["sync"];
   vm.figures = {{"vcpus", status.value("vcpus", 0)},
                 {"state", status.value("state", "")},
-                {"dirty_pages_per_s", ms > 0 ? pages * 1000 / ms : Dbl(sync, "dirty_pages_per_s")},
-                {"lag_ms", Dbl(rep, "behind_ms")},
-                {"pause_ms_p50", Dbl(rep, "pause_ms_p50")},
-                {"ship_ms_p50", Dbl(rep, "ship_ms_p50")},
-                {"interval_ms", Dbl(rep, "interval_ms")},
+                {"dirty_pages_per_s", ms > 0 ? pages * 1000 / ms : NumberField(sync, "dirty_pages_per_s")},
+                {"lag_ms", NumberField(rep, "behind_ms")},
+                {"pause_ms_p50", NumberField(rep, "pause_ms_p50")},
+                {"ship_ms_p50", NumberField(rep, "ship_ms_p50")},
+                {"interval_ms", NumberField(rep, "interval_ms")},
                 {"replication", rstate},
                 {"wire_bytes", s.wire_bytes},
                 {"epochs", U64(rep, "epochs")},

@@ -3,19 +3,17 @@
 #include <algorithm>
 #include <map>
 
+#include "ferry/ha/json_fields.h"
+
 namespace ferry::console {
 
 using nlohmann::json;
+using ha::NumberField;
+using ha::StringField;
 
 namespace {
 
 json Field(const json& j, const char* key) { return j.is_object() && j.contains(key) ? j[key] : json(nullptr); }
-double Num(const json& j, const char* key, double dflt = 0) {
-  return j.is_object() && j.contains(key) && j[key].is_number() ? j[key].get<double>() : dflt;
-}
-std::string Str(const json& j, const char* key) {
-  return j.is_object() && j.contains(key) && j[key].is_string() ? j[key].get<std::string>() : "";
-}
 
 }  // namespace
 
@@ -23,15 +21,15 @@ json MoveProgress(const std::string& to, const json& s, const std::string& stand
   json m = {{"to", to}, {"phase", "queued"}, {"bytes_left", nullptr}, {"total_bytes", nullptr},
             {"rate_bytes_per_s", nullptr}, {"dirty_pages_per_s", Field(s, "dirty_pages_per_s")},
             {"predicted_downtime_ms", nullptr}};
-  const std::string rep = Str(s, "replication");
-  const double pause = Num(s, "pause_ms_p50"), ship = Num(s, "ship_ms_p50");
+  const std::string rep = StringField(s, "replication");
+  const double pause = NumberField(s, "pause_ms_p50"), ship = NumberField(s, "ship_ms_p50");
   if (standby_host != to || rep.empty()) {
     if (rep == "protected" || rep == "syncing") m["phase"] = "re-protecting";
     return m;
   }
   if (rep == "syncing" || rep == "connecting") {
     const json sync = Field(s, "sync");
-    const double total = Num(sync, "round_pages") * 4096, sent = Num(sync, "round_sent_bytes");
+    const double total = NumberField(sync, "round_pages") * 4096, sent = NumberField(sync, "round_sent_bytes");
     m["phase"] = "syncing";
     m["round"] = Field(sync, "round");
     if (total > 0) {
@@ -43,7 +41,7 @@ json MoveProgress(const std::string& to, const json& s, const std::string& stand
   } else if (rep == "protected") {
     // The handover's final checkpoint carries one interval's dirty pages, with the guest paused.
     m["phase"] = "handing-over";
-    const double pages = Num(s, "dirty_pages_per_s") * Num(s, "interval_ms", 25) / 1000;
+    const double pages = NumberField(s, "dirty_pages_per_s") * NumberField(s, "interval_ms", 25) / 1000;
     m["bytes_left"] = pages * 4096;
     m["total_bytes"] = pages * 4096;
     m["rate_bytes_per_s"] = Field(s, "replication_bytes_per_s");
@@ -54,33 +52,33 @@ json MoveProgress(const std::string& to, const json& s, const std::string& stand
 
 json History(const std::vector<json>& events, const std::vector<json>& drills) {
   std::vector<json> ev = events;
-  std::sort(ev.begin(), ev.end(), [](const json& a, const json& b) { return Num(a, "t_ms") < Num(b, "t_ms"); });
+  std::sort(ev.begin(), ev.end(), [](const json& a, const json& b) { return NumberField(a, "t_ms") < NumberField(b, "t_ms"); });
   json out = json::array();
   std::map<std::string, double> left_ms;  // per agent: when a member last left its view
   for (const auto& e : ev) {
-    const std::string kind = Str(e, "kind"), host = Str(e, "host");
-    if (kind == "member-left") left_ms[host] = Num(e, "t_ms");
+    const std::string kind = StringField(e, "kind"), host = StringField(e, "host");
+    if (kind == "member-left") left_ms[host] = NumberField(e, "t_ms");
     if (kind == "handed-over" || kind == "handover-failed") {
-      out.push_back({{"t_ms", e["t_ms"]}, {"kind", "migration"}, {"vm", Str(e, "vm")},
-                     {"from", kind == "handed-over" ? Str(e, "from") : host}, {"to", Str(e, "to")},
+      out.push_back({{"t_ms", e["t_ms"]}, {"kind", "migration"}, {"vm", StringField(e, "vm")},
+                     {"from", kind == "handed-over" ? StringField(e, "from") : host}, {"to", StringField(e, "to")},
                      {"downtime_ms", Field(e, "downtime_ms")}, {"client_gap_ms", nullptr},
-                     {"ok", kind == "handed-over"}, {"detail", Str(e, "detail")}});
+                     {"ok", kind == "handed-over"}, {"detail", StringField(e, "detail")}});
     } else if (kind == "promoted") {
       auto l = left_ms.find(host);
-      json downtime = l == left_ms.end() ? json(nullptr) : json(Num(e, "t_ms") - l->second);
-      out.push_back({{"t_ms", e["t_ms"]}, {"kind", "failover"}, {"vm", Str(e, "vm")}, {"from", nullptr},
+      json downtime = l == left_ms.end() ? json(nullptr) : json(NumberField(e, "t_ms") - l->second);
+      out.push_back({{"t_ms", e["t_ms"]}, {"kind", "failover"}, {"vm", StringField(e, "vm")}, {"from", nullptr},
                      {"to", host}, {"downtime_ms", downtime}, {"client_gap_ms", nullptr}, {"ok", true},
                      {"detail", "running on " + host + " " + (downtime.is_null() ? "" : std::to_string(int(downtime.get<double>())) + " ms ") +
-                                    "after its old host left this view (plus detection); " + Str(e, "detail")}});
+                                    "after its old host left this view (plus detection); " + StringField(e, "detail")}});
     }
   }
   for (const auto& d : drills) {
     const json& card = d["scorecard"];
-    out.push_back({{"t_ms", d["t_ms"]}, {"kind", "drill"}, {"vm", Str(card, "vm")}, {"from", Field(card, "from")},
+    out.push_back({{"t_ms", d["t_ms"]}, {"kind", "drill"}, {"vm", StringField(card, "vm")}, {"from", Field(card, "from")},
                    {"to", Field(card, "to")}, {"downtime_ms", Field(card, "rto_ms")}, {"client_gap_ms", Field(card, "rto_ms")},
-                   {"ok", card.is_object()}, {"detail", Str(d, "fault") + " " + Str(d, "target")}});
+                   {"ok", card.is_object()}, {"detail", StringField(d, "fault") + " " + StringField(d, "target")}});
   }
-  std::stable_sort(out.begin(), out.end(), [](const json& a, const json& b) { return Num(a, "t_ms") < Num(b, "t_ms"); });
+  std::stable_sort(out.begin(), out.end(), [](const json& a, const json& b) { return NumberField(a, "t_ms") < NumberField(b, "t_ms"); });
   return out;
 }
 
@@ -94,7 +92,7 @@ json BuildView(const ha::ClusterConfig& config, const json& status, const std::v
     json h = json::object();
     if (cluster.is_object()) {
       for (const auto& x : cluster["hosts"]) {
-        if (Str(x, "name") == hc.name) h = x;
+        if (StringField(x, "name") == hc.name) h = x;
       }
     }
     const bool member = h.value("member", false);
@@ -112,19 +110,19 @@ json BuildView(const ha::ClusterConfig& config, const json& status, const std::v
     json v = json::object();
     if (cluster.is_object()) {
       for (const auto& x : cluster["vms"]) {
-        if (Str(x, "name") == spec.name) v = x;
+        if (StringField(x, "name") == spec.name) v = x;
       }
     }
-    const std::string owner = Str(v, "owner");
+    const std::string owner = StringField(v, "owner");
     const json& hs = owner.empty() ? json() : host_stats[owner];
     const json s = hs.is_object() && hs.contains("vms") && hs["vms"].contains(spec.name) ? hs["vms"][spec.name] : json();
-    const std::string state = Str(v, "state");
-    const std::string standby = Str(v, "standby_host");
+    const std::string state = StringField(v, "state");
+    const std::string standby = StringField(v, "standby_host");
     json protection = nullptr;
-    if (!Str(v, "replication").empty()) {
-      protection = {{"state", Str(v, "replication")}, {"standby_host", standby}, {"lag_ms", Field(s, "lag_ms")}};
+    if (!StringField(v, "replication").empty()) {
+      protection = {{"state", StringField(v, "replication")}, {"standby_host", standby}, {"lag_ms", Field(s, "lag_ms")}};
     }
-    const std::string moving_to = Str(v, "moving_to");
+    const std::string moving_to = StringField(v, "moving_to");
     vms.push_back({{"name", spec.name}, {"host", state.empty() ? "" : owner}, {"state", state.empty() ? "not running" : state},
                    {"generation", v.value("generation", 0)}, {"vcpus", spec.vcpus}, {"mem_bytes", spec.mem_bytes},
                    {"cpu_pct", Field(s, "cpu_pct")}, {"dirty_pages_per_s", Field(s, "dirty_pages_per_s")},

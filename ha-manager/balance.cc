@@ -7,6 +7,8 @@
 #include <cstdio>
 #include <map>
 
+#include "ferry/ha/json_fields.h"
+
 namespace ferry::ha {
 namespace {
 
@@ -26,11 +28,6 @@ std::string Pct(double v) {
   char b[32];
   std::snprintf(b, sizeof b, "%.0f%%", v);
   return b;
-}
-
-double Number(const json& j, const char* key) {
-  if (!j.is_object() || !j.contains(key) || !j[key].is_number()) return 0;
-  return j[key].get<double>();
 }
 
 class Planner {
@@ -57,8 +54,8 @@ class Planner {
       const json& s = state_.stats(hc.name);
       const json host = s.is_object() && s.contains("host") ? s["host"] : json::object();
       HostLoad h;
-      h.cpus = hc.cpus > 0 ? hc.cpus : Number(host, "cpus");
-      h.mem_total = hc.mem_bytes > 0 ? hc.mem_bytes : static_cast<uint64_t>(Number(host, "mem_total_bytes"));
+      h.cpus = hc.cpus > 0 ? hc.cpus : NumberField(host, "cpus");
+      h.mem_total = hc.mem_bytes > 0 ? hc.mem_bytes : static_cast<uint64_t>(NumberField(host, "mem_total_bytes"));
       hosts_[hc.name] = h;
     }
     for (const auto& v : config_.vms) {
@@ -68,7 +65,7 @@ class Planner {
       if (!i || i->role != "primary") continue;
       const json& s = state_.stats(c->host);
       json vm = s.is_object() && s.contains("vms") && s["vms"].contains(v.name) ? s["vms"][v.name] : json::object();
-      cpu_[v.name] = Number(vm, "cpu_pct");
+      cpu_[v.name] = NumberField(vm, "cpu_pct");
       mem_[v.name] = v.mem_bytes;
       where_[v.name] = c->host;
       HostLoad& h = hosts_[c->host];

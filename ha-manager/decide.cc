@@ -116,15 +116,12 @@ std::vector<Action> Decide(const ClusterConfig& config, const std::string& self,
         continue;
       }
       auto candidates = BackupCandidates(config, v, self, state);
-      if (state.evacuating(self) && mine->replication == "protected" && !state.evacuating(mine->standby_host) &&
-          state.live(mine->standby_host)) {
-        out.push_back({Action::kHandover, v.name, mine->standby_host, G + 1, "evacuating " + self});
-        continue;
-      }
+      // Evacuation and moves both end in a handover to a standby that is in sync.
       const std::string* move_to = state.move(v.name);
-      if (move_to && *move_to != self && mine->replication == "protected" && mine->standby_host == *move_to &&
-          state.live(*move_to) && !state.evacuating(*move_to)) {
-        out.push_back({Action::kHandover, v.name, *move_to, G + 1, "move to " + *move_to});
+      const std::string& standby = mine->standby_host;
+      if ((state.evacuating(self) || (move_to && *move_to == standby)) && mine->replication == "protected" &&
+          state.live(standby) && !state.evacuating(standby)) {
+        out.push_back({Action::kHandover, v.name, standby, G + 1, state.evacuating(self) ? "evacuating " + self : "move to " + standby});
         continue;
       }
       if (Replicating(*mine)) {
