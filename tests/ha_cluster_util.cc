@@ -11,7 +11,7 @@ using nlohmann::json;
 
 // A 3-host cluster with agents running and `vms` kvstore VMs (kv0 on h0 backed by h1, kv1 on
 // h0 backed by h2), each protected. Skips (returns false) where it cannot run.
-bool StartCluster(Cluster* c, int vms, std::string* skip, const std::function<void(json&)>& edit) {
+bool StartCluster(Cluster* c, int vms, std::string* skip, const std::function<void(json&)>& edit, int token_ms) {
   if (geteuid() != 0) {
     *skip = "needs root (network namespaces)";
     return false;
@@ -21,7 +21,7 @@ bool StartCluster(Cluster* c, int vms, std::string* skip, const std::function<vo
     return false;
   }
   ClusterOptions o;
-  o.token_ms = 300;
+  o.token_ms = token_ms;
   auto tc = TestCluster::Create(3, o);
   if (!tc.ok()) {
     *skip = tc.status().message();
@@ -36,11 +36,16 @@ bool StartCluster(Cluster* c, int vms, std::string* skip, const std::function<vo
     edit(cfg);
     std::ofstream(c->config) << cfg.dump(2);
   }
-  for (int i = 0; i < 3; ++i) {
-    c->agents.push_back(std::make_unique<Process>(t.In(i, {FerryBin(), "ha", "agent", "--config", c->config}),
-                                                  t.host_dir(i) + "/agent"));
-  }
+  c->agents.resize(3);
+  for (int i = 0; i < 3; ++i) StartAgent(c, i);
   return true;
+}
+
+void StartAgent(Cluster* c, int i) {
+  // Each start logs to its own files: a restarted agent's log does not hide its predecessor's.
+  static int starts = 0;
+  c->agents[i] = std::make_unique<Process>(c->tc->In(i, {FerryBin(), "ha", "agent", "--config", c->config}),
+                                           c->tc->host_dir(i) + "/agent-" + std::to_string(starts++));
 }
 
 json HaStatus(const Cluster& c, const std::string& host) {

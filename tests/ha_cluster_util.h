@@ -21,10 +21,13 @@ struct Cluster {
   std::vector<std::unique_ptr<Process>> agents;
 };
 
-// A 3-host cluster (token 300 ms) with agents running and `vms` kvstore VMs (kv0 on h0 backed
-// by h1, kv1 on h0 backed by h2); `edit` may change the HA config before the agents start.
-// Returns false with *skip set where it cannot run (not root, no KVM, no Corosync).
-bool StartCluster(Cluster* c, int vms, std::string* skip, const std::function<void(nlohmann::json&)>& edit = {});
+// A 3-host cluster (Corosync token `token_ms`) with agents running and `vms` kvstore VMs (kv0
+// on h0 backed by h1, kv1 on h0 backed by h2); `edit` may change the HA config before the
+// agents start. Returns false with *skip set where it cannot run (not root, no KVM, no Corosync).
+bool StartCluster(Cluster* c, int vms, std::string* skip, const std::function<void(nlohmann::json&)>& edit = {},
+                  int token_ms = 300);
+// Starts (or restarts, after a drill killed it) host i's agent.
+void StartAgent(Cluster* c, int i);
 
 nlohmann::json HaStatus(const Cluster& c, const std::string& host = "");
 nlohmann::json VmOf(const nlohmann::json& status, const std::string& vm);

@@ -13,11 +13,11 @@
 #include <algorithm>
 #include <cstdio>
 #include <cstring>
-#include <fstream>
 #include <sstream>
 
 #include "e2e_util.h"
 #include "ferry/base/clock.h"
+#include "ha_cluster_util.h"
 #include "test_cluster.h"
 
 using namespace ferry;
@@ -29,25 +29,6 @@ namespace {
 // SIGINT/SIGTERM stop the run between drills, so the cluster is torn down on the way out.
 volatile sig_atomic_t g_stop = 0;
 
-json VmEntry(const std::string& config) {
-  auto r = RunFerry({"ha", "status", "--config", config, "--json"}, "/tmp/ferry-drills-status", 10000);
-  json s = LastJsonLine(r.out);
-  if (!s.is_object()) return json::object();
-  for (const auto& v : s["cluster"]["vms"]) {
-    if (v.value("name", "") == "kv0") return v;
-  }
-  return json::object();
-}
-
-std::string Tail(const std::string& s, size_t n) { return s.size() > n ? s.substr(s.size() - n) : s; }
-
-std::string ReadAll(const std::string& path) {
-  std::ifstream in(path);
-  std::stringstream ss;
-  ss << in.rdbuf();
-  return ss.str();
-}
-
 double Median(std::vector<double> v) {
   if (v.empty()) return 0;
   std::sort(v.begin(), v.end());
@@ -55,21 +36,14 @@ double Median(std::vector<double> v) {
 }
 
 int RunToken(int token_ms, int drills, const std::string& fault) {
-  ClusterOptions o;
-  o.token_ms = token_ms;
-  auto tc = TestCluster::Create(3, o);
-  if (!tc.ok()) {
-    std::fprintf(stderr, "drills: %s\n", tc.status().message().c_str());
+  Cluster c;
+  std::string why;
+  if (!StartCluster(&c, 1, &why, {}, token_ms)) {
+    std::fprintf(stderr, "drills: %s\n", why.c_str());
     return 1;
   }
-  TestCluster& t = **tc;
-  std::string config = t.WriteHaConfig(1);
-  std::vector<std::unique_ptr<Process>> agents(3);
-  auto start_agent = [&](int i) {
-    agents[i] = std::make_unique<Process>(t.In(i, {FerryBin(), "ha", "agent", "--config", config}),
-                                          t.host_dir(i) + "/agent" + std::to_string(MonotonicNs()));
-  };
-  for (int i = 0; i < 3; ++i) start_agent(i);
+  TestCluster& t = *c.tc;
+  auto kv0 = [&] { return VmOf(HaStatus(c), "kv0"); };
   std::vector<double> rto, detect;
   int failures = 0;
   for (int d = 0; d < drills && !g_stop; ++d) {
@@ -78,7 +52,7 @@ int RunToken(int token_ms, int drills, const std::string& fault) {
     std::string standby;
     uint64_t since = 0;
     auto settled = [&] {
-      json v = VmEntry(config);
+      json v = kv0();
       std::string now = v.value("replication", "") == "protected" ? v.value("standby_host", "") : "";
       if (now.empty() || now != standby) {
         standby = now;
@@ -88,18 +62,13 @@ int RunToken(int token_ms, int drills, const std::string& fault) {
       return MonotonicNs() - since > 3000000000ull;
     };
     if (!WaitUntil(settled, 90000)) {
-      std::fprintf(stderr, "drills: kv0 not protected before drill %d; kv0 in ha status: %s\n", d + 1,
-                   VmEntry(config).dump().c_str());
-      for (int i = 0; i < 3; ++i) {
-        std::fprintf(stderr, "--- h%d agent log (tail)\n%s\n--- h%d kv0.log (tail)\n%s\n", i,
-                     Tail(agents[i] ? agents[i]->Stderr() : "", 3000).c_str(), i,
-                     Tail(ReadAll(t.host_dir(i) + "/kv0.log"), 2000).c_str());
-      }
+      std::fprintf(stderr, "drills: kv0 not protected before drill %d; kv0 in ha status: %s\n%s", d + 1,
+                   kv0().dump().c_str(), Logs(c).c_str());
       return 1;
     }
-    std::string owner = VmEntry(config).value("owner", "");
+    std::string owner = kv0().value("owner", "");
     int host = owner.empty() ? 0 : owner[1] - '0';
-    std::vector<std::string> args = {"drill", "--config", config, "--json"};
+    std::vector<std::string> args = {"drill", "--config", c.config, "--json"};
     if (fault == "kill-vm") {
       args.insert(args.end(), {"--kill-vm", "kv0"});
     } else {
@@ -130,7 +99,7 @@ int RunToken(int token_ms, int drills, const std::string& fault) {
         std::fprintf(stderr, "drills: bringing h%d back after drill %d: %s\n", host, d + 1, st.message().c_str());
         return 1;
       }
-      start_agent(host);
+      StartAgent(&c, host);
     }
   }
   json summary = {{"summary", true}, {"fault", fault}, {"token_ms", token_ms}, {"drills", rto.size()},
