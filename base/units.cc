@@ -1,9 +1,19 @@
 #include "ferry/base/units.h"
 
 #include <cctype>
+#include <charconv>
 #include <cstdio>
 
 namespace ferry {
+
+bool ParseU64(std::string_view text, uint64_t* out) {
+  if (text.empty()) return false;
+  uint64_t v = 0;
+  auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), v);
+  if (ec != std::errc() || end != text.data() + text.size()) return false;
+  *out = v;
+  return true;
+}
 
 Result<uint64_t> ParseSize(std::string_view text) {
   const std::string shown(text);

@@ -6,13 +6,12 @@
 #include <fstream>
 #include <random>
 
-#include "api_client.h"
 #include "commands.h"
 #include "ferry/console/server.h"
 #include "ferry/ha/config.h"
 #include "ha_agent.h"
 #include "subprocess.h"
-#include "vmm_host.h"
+#include "cli_util.h"
 
 namespace ferry::cli {
 namespace {

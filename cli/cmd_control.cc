@@ -2,9 +2,8 @@
 #include <cstdio>
 #include <memory>
 
-#include "api_client.h"
 #include "commands.h"
-#include "vmm_host.h"
+#include "cli_util.h"
 
 namespace ferry::cli {
 namespace {
@@ -19,6 +18,7 @@ struct ControlFlags {
   bool no_fsync = false;
   bool force = false;
   int timeout_ms = 30000;
+  bool force_resume = false;
   double seconds = 1.0;
   double interval_ms = 100;
   int percent = -1;
@@ -31,9 +31,10 @@ int Call(const ControlFlags& f, const json& request, const std::function<void(co
          json* response = nullptr) {
   auto r = CallApi(f.api, request, f.timeout_ms + 5000);
   if (!r.ok()) {
-    if (f.json_out) std::printf("%s\n", json{{"ok", false}, {"error", r.status().message()}}.dump().c_str());
-    std::fprintf(stderr, "ferry: %s\n", r.status().message().c_str());
-    return kExitError;
+    if (f.json_out) {
+      std::printf("%s\n", json{{"ok", false}, {"error", r.status().message()}, {"code", ErrorCodeName(r.status().code())}}.dump().c_str());
+    }
+    return Fail(r.status());
   }
   if (f.json_out) {
     std::printf("%s\n", r->dump().c_str());
@@ -94,8 +95,11 @@ void AddControlCommands(CLI::App& app, CommandFn* selected) {
       });
     };
   });
-  AddClient(app, "resume", "Resume a paused VM", f, true)->callback([=] {
-    *selected = [f] { return Call(*f, {{"op", "resume"}}, [](const json&) {
+  CLI::App* resume = AddClient(app, "resume", "Resume a paused VM", f, true);
+  resume->add_flag("--force", f->force_resume,
+                   "Resume a source whose migration commit went unanswered (only once the destination does not run it)");
+  resume->callback([=] {
+    *selected = [f] { return Call(*f, {{"op", "resume"}, {"force", f->force_resume}}, [](const json&) {
       std::printf("resumed\n");
     }); };
   });
@@ -118,7 +122,8 @@ void AddControlCommands(CLI::App& app, CommandFn* selected) {
   });
 
   CLI::App* verify = AddClient(app, "verify", "Ask a memcheck guest to verify all its pages now; exit 1 if any is bad", f, true);
-  verify->add_option("--timeout-ms", f->timeout_ms, "How long to wait for the guest's verdict")->capture_default_str();
+  verify->add_option("--timeout-ms", f->timeout_ms, "How long to wait for the guest's verdict")
+      ->check(CLI::Range(1, 3600000))->capture_default_str();
   verify->callback([=] {
     *selected = [f] {
       json response;
@@ -131,9 +136,9 @@ void AddControlCommands(CLI::App& app, CommandFn* selected) {
   });
 
   CLI::App* rate = AddClient(app, "dirty-rate", "Measure how fast the guest dirties memory (pages/s, MB/s, per vCPU with --dirty-ring)", f, true);
-  rate->add_option("--seconds", f->seconds, "Measurement window")->check(CLI::Range(0.01, 600.0))->capture_default_str();
+  rate->add_option("--seconds", f->seconds, "Measurement window")->check(kFinite & CLI::Range(0.01, 600.0))->capture_default_str();
   rate->add_option("--interval-ms", f->interval_ms, "Harvest interval (a migration round's length)")
-      ->check(CLI::Range(1.0, 60000.0))->capture_default_str();
+      ->check(kFinite & CLI::Range(1.0, 60000.0))->capture_default_str();
   rate->callback([=] {
     *selected = [f] {
       f->timeout_ms = static_cast<int>(f->seconds * 1000) + 30000;
@@ -152,7 +157,7 @@ void AddControlCommands(CLI::App& app, CommandFn* selected) {
 
   CLI::App* throttle = AddClient(app, "throttle", "Hold vCPUs off the CPU for a share of every 10 ms (0 = off)", f, true);
   throttle->add_option("--percent", f->percent, "Share of each period a vCPU is held off, 0..99")->required()->check(CLI::Range(0, 99));
-  throttle->add_option("--vcpu", f->vcpu, "Only this vCPU (default: all)");
+  throttle->add_option("--vcpu", f->vcpu, "Only this vCPU (default: all)")->check(CLI::Range(-1, 255));
   throttle->callback([=] {
     *selected = [f] {
       return Call(*f, {{"op", "throttle"}, {"percent", f->percent}, {"vcpu", f->vcpu}}, [](const json& r) {

@@ -18,13 +18,12 @@
 #include <sstream>
 #include <thread>
 
-#include "api_client.h"
 #include "commands.h"
 #include "ferry/base/clock.h"
 #include "ferry/ha/config.h"
 #include "ha_agent.h"
 #include "subprocess.h"
-#include "vmm_host.h"
+#include "cli_util.h"
 
 namespace ferry::cli {
 namespace {

@@ -4,11 +4,10 @@
 #include <cstdio>
 #include <memory>
 
-#include "api_client.h"
 #include "commands.h"
 #include "ferry/base/clock.h"
 #include "ha_agent.h"
-#include "vmm_host.h"
+#include "cli_util.h"
 
 namespace ferry::cli {
 namespace {

@@ -6,7 +6,7 @@
 
 #include "commands.h"
 #include "kv_load.h"
-#include "vmm_host.h"
+#include "cli_util.h"
 
 namespace ferry::cli {
 namespace {

@@ -4,13 +4,14 @@
 #include <cstdio>
 #include <memory>
 
-#include "api_client.h"
+#include "cli_util.h"
 #include "commands.h"
 #include "device_flags.h"
 #include "ferry/base/units.h"
 #include "ferry/migrate/incoming.h"
-#include "key_hex.h"
-#include "vmm_host.h"
+#include "ferry/vmhost/api_client.h"
+#include "ferry/vmhost/process.h"
+#include "ferry/vmhost/requests.h"
 
 namespace ferry::cli {
 namespace {
@@ -56,27 +57,13 @@ int DoIncoming(const IncomingFlags& f) {
     if (!key.ok()) return Fail(key.status().message());
     o.key = std::move(key).value();
   }
-  auto incoming = migrate::Incoming::Listen(o);
-  if (!incoming.ok()) return Fail(incoming.status().message());
-  std::fprintf(stderr, "ferry incoming: listening on %s%s\n", (*incoming)->address().c_str(),
-               o.key ? "" : " (no --key: loopback sources only)");
-  auto r = [&incoming] {
-    // A signal while waiting stops listening: nothing was started. RunVmm installs its own.
-    SignalWatcher signals([&incoming] { (*incoming)->Cancel(); });
-    return (*incoming)->Receive();
-  }();
-  if (!r.ok()) return Fail("incoming migration failed: " + r.status().message());
-  const auto& s = r->stats;
-  std::fprintf(stderr,
-               "ferry incoming: VM received from %s: %llu pages, %.1f MB in %.0f ms; built in %.1f ms, running %.2f ms "
-               "after commit%s\n",
-               s.source.c_str(), static_cast<unsigned long long>(s.pages), s.wire_bytes / 1e6, s.receive_ms, s.build_ms,
-               s.resume_ms, s.verified ? (s.verify_passed ? "; verification passed" : "; VERIFICATION FAILED") : "");
-  SetVmGeneration(s.generation);
-  return RunVmm(std::move(r->vm), VmmOptions{f.api, false, true});
+  if (f.accept_timeout_s < 0) return Fail("--accept-timeout-s must not be negative", kExitUsage);
+  return ExitCodeFor(vmhost::RunIncoming(o, f.api));
 }
 
 int DoMigrate(const MigrateFlags& f) {
+  if (f.downtime_ms <= 0 || f.downtime_ms > 60000) return Fail("--downtime-ms must be in (0, 60000]", kExitUsage);
+  if (f.deadline_s < 0.1 || f.deadline_s > 7 * 86400) return Fail("--deadline-s must be 0.1 .. 604800", kExitUsage);
   json req = {{"op", "migrate"}, {"to", f.to}, {"streams", f.streams}, {"compress", f.compress},
               {"downtime_ms", f.downtime_ms}, {"deadline_ms", static_cast<uint64_t>(f.deadline_s * 1000)},
               {"transport", f.transport}, {"auto_converge", !f.no_auto_converge}, {"verify", f.verify}};
@@ -91,11 +78,14 @@ int DoMigrate(const MigrateFlags& f) {
   }
   auto cache = ParseSize(f.xbzrle_cache);
   if (!cache.ok()) return Fail("--xbzrle-cache: " + cache.status().message(), kExitUsage);
+  if (uint64_t avail = vmhost::HostMemAvailable(); avail && *cache > avail / 2) {
+    return Fail("--xbzrle-cache " + f.xbzrle_cache + " is more than half of this host's available memory", kExitUsage);
+  }
   req["xbzrle_cache"] = *cache;
   if (!f.key.empty()) {
     auto key = migrate::LoadKey(f.key);
     if (!key.ok()) return Fail(key.status().message());
-    req["key"] = KeyToHex(key->bytes);  // the API socket is owner-only
+    req["key"] = vmhost::KeyToHex(key->bytes);  // the API socket is owner-only
   }
   const bool tty = isatty(STDERR_FILENO);
   auto progress = [tty](const json& p) {
@@ -107,7 +97,7 @@ int DoMigrate(const MigrateFlags& f) {
                  p.value("dirty_mb_s", 0.0), p.value("predicted_downtime_ms", 0.0), p.value("throttle", 0u));
   };
   // The call's timeout bounds silence between progress lines, not the whole migration.
-  auto r = CallApi(f.api, req, 60000, progress);
+  auto r = vmhost::CallApi(f.api, req, 60000, progress);
   if (tty) std::fprintf(stderr, "\n");
   if (!r.ok()) {
     bool unknown = r.status().code() == ErrorCode::kIndeterminate;
@@ -115,7 +105,7 @@ int DoMigrate(const MigrateFlags& f) {
       std::printf("%s\n", json{{"ok", false}, {"converged", false}, {"indeterminate", unknown},
                                {"error", r.status().message()}}.dump().c_str());
     }
-    return Fail(r.status().message(), unknown ? kExitIndeterminate : kExitError);
+    return Fail(r.status());
   }
   if (f.json_out) {
     std::printf("%s\n", r->dump().c_str());
@@ -142,7 +132,8 @@ void AddMigrateCommands(CLI::App& app, CommandFn* selected) {
   incoming->add_option("--api", in->api, "Serve the migrated VM's JSON API on this unix socket");
   incoming->add_option("--min-generation", in->min_generation, "Refuse a source whose VM generation is older (HA fencing)");
   AddDeviceFlags(incoming, &in->devices);
-  incoming->add_option("--accept-timeout-s", in->accept_timeout_s, "Give up if no source connects in time (0: wait)");
+  incoming->add_option("--accept-timeout-s", in->accept_timeout_s, "Give up if no source connects in time (0: wait)")
+      ->check(kFinite);
   incoming->callback([selected, in] { *selected = [in] { return DoIncoming(*in); }; });
 
   auto m = std::make_shared<MigrateFlags>();
@@ -152,9 +143,9 @@ void AddMigrateCommands(CLI::App& app, CommandFn* selected) {
   mig->add_option("--key", m->key, "Shared key file (owner-only), the same as the destination's");
   mig->add_option("--streams", m->streams, "Parallel TCP streams")->check(CLI::Range(1, 16))->capture_default_str();
   mig->add_option("--compress", m->compress, "zstd (where it pays) or none")->capture_default_str();
-  mig->add_option("--downtime-ms", m->downtime_ms, "Target downtime of the final stop-and-copy")->capture_default_str();
+  mig->add_option("--downtime-ms", m->downtime_ms, "Target downtime of the final stop-and-copy")->check(kFinite)->capture_default_str();
   mig->add_option("--bandwidth", m->bandwidth, "Cap on bytes per second over all streams (e.g. 100M)");
-  mig->add_option("--deadline-s", m->deadline_s, "Give up (the VM runs on here) if not converged by then")->capture_default_str();
+  mig->add_option("--deadline-s", m->deadline_s, "Give up (the VM runs on here) if not converged by then")->check(kFinite)->capture_default_str();
   mig->add_option("--xbzrle-cache", m->xbzrle_cache, "Cache of sent pages for delta encoding")->capture_default_str();
   mig->add_option("--transport", m->transport, "tcp or rdma")->capture_default_str();
   mig->add_flag("--no-auto-converge", m->no_auto_converge, "Never throttle the vCPUs");

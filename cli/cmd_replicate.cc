@@ -2,14 +2,11 @@
 #include <cstdio>
 #include <memory>
 
-#include "api_client.h"
 #include "commands.h"
 #include "device_flags.h"
 #include "ferry/migrate/transport.h"
 #include "ferry/replication/standby.h"
-#include "key_hex.h"
-#include "standby_host.h"
-#include "vmm_host.h"
+#include "cli_util.h"
 
 namespace ferry::cli {
 namespace {
@@ -63,7 +60,7 @@ int DoStandby(const StandbyFlags& f) {
   if (!standby.ok()) return Fail(standby.status().message());
   std::fprintf(stderr, "ferry standby: listening on %s%s\n", (*standby)->address().c_str(),
                o.key ? "" : " (no --key: loopback primaries only)");
-  return RunStandby(std::move(standby).value(), f.api);
+  return ExitCodeFor(vmhost::RunStandby(std::move(standby).value(), f.api));
 }
 
 void PrintReplication(const json& r) {
@@ -83,8 +80,10 @@ int DoReplicate(const ReplicateFlags& f) {
     if (auto ep = migrate::ParseEndpoint(f.to); !ep.ok()) return Fail("--to: " + ep.status().message(), kExitUsage);
     if (f.compress != "zstd" && f.compress != "none") return Fail("--compress must be zstd or none", kExitUsage);
     if (f.interval_ms < 1 || f.interval_ms > 60000) return Fail("--interval-ms must be 1..60000", kExitUsage);
-    req = {{"op", "replicate"}, {"to", f.to}, {"interval_ms", f.interval_ms},
-           {"max_interval_ms", std::max(f.max_interval_ms, f.interval_ms)}, {"streams", f.streams},
+    if (f.max_interval_ms < 0 || f.max_interval_ms > 600000) return Fail("--max-interval-ms must be 0..600000", kExitUsage);
+    if (f.wait_s < 0 || f.wait_s > 3600) return Fail("--wait-s must be 0..3600", kExitUsage);
+    req = {{"op", "replicate"}, {"to", f.to}, {"interval_ms", static_cast<uint64_t>(f.interval_ms)},
+           {"max_interval_ms", static_cast<uint64_t>(std::max(f.max_interval_ms, f.interval_ms))}, {"streams", f.streams},
            {"compress", f.compress}, {"io_timeout_ms", f.io_timeout_ms}, {"throttle", !f.no_throttle},
            {"wait_ms", static_cast<uint64_t>(f.wait_s * 1000)}};
     if (!f.key.empty()) {
@@ -96,7 +95,7 @@ int DoReplicate(const ReplicateFlags& f) {
   auto r = CallApi(f.api, req, static_cast<int>(f.wait_s * 1000) + 30000);
   if (!r.ok()) {
     if (f.json_out) std::printf("%s\n", json{{"ok", false}, {"error", r.status().message()}}.dump().c_str());
-    return Fail(r.status().message());
+    return Fail(r.status());
   }
   if (f.json_out) {
     std::printf("%s\n", r->dump().c_str());
@@ -113,7 +112,7 @@ int DoPromote(const PromoteFlags& f) {
   auto r = CallApi(f.api, {{"op", "promote"}, {"force", f.force}, {"generation", f.generation}}, 60000);
   if (!r.ok()) {
     if (f.json_out) std::printf("%s\n", json{{"ok", false}, {"error", r.status().message()}}.dump().c_str());
-    return Fail(r.status().message());
+    return Fail(r.status());
   }
   if (f.json_out) {
     std::printf("%s\n", r->dump().c_str());
@@ -137,7 +136,7 @@ void AddReplicationCommands(CLI::App& app, CommandFn* selected) {
   standby->add_option("--net", s->devices.net, "TAP[,bridge=BR] for the NIC once promoted");
   standby->add_option("--io-timeout-ms", s->io_timeout_ms, "A primary silent this long is lost")->capture_default_str();
   standby->add_option("--min-generation", s->min_generation, "Refuse a primary whose VM generation is older (HA fencing)");
-  standby->add_option("--accept-timeout-s", s->accept_timeout_s, "Give up if no primary connects in time (0: wait)");
+  standby->add_option("--accept-timeout-s", s->accept_timeout_s, "Give up if no primary connects in time (0: wait)")->check(kFinite);
   standby->callback([selected, s] { *selected = [s] { return DoStandby(*s); }; });
 
   auto r = std::make_shared<ReplicateFlags>();
@@ -145,12 +144,12 @@ void AddReplicationCommands(CLI::App& app, CommandFn* selected) {
   rep->add_option("--api", r->api, "The primary VMM's API socket")->required();
   rep->add_option("--to", r->to, "HOST:PORT of the standby");
   rep->add_option("--key", r->key, "Shared key file (owner-only), the same as the standby's");
-  rep->add_option("--interval-ms", r->interval_ms, "Guest run time between checkpoints")->capture_default_str();
-  rep->add_option("--max-interval-ms", r->max_interval_ms, "How far epochs may stretch when shipping is slow")->capture_default_str();
+  rep->add_option("--interval-ms", r->interval_ms, "Guest run time between checkpoints")->check(kFinite)->capture_default_str();
+  rep->add_option("--max-interval-ms", r->max_interval_ms, "How far epochs may stretch when shipping is slow")->check(kFinite)->capture_default_str();
   rep->add_option("--streams", r->streams, "Parallel TCP streams")->check(CLI::Range(1, 16))->capture_default_str();
   rep->add_option("--compress", r->compress, "zstd (where it pays) or none")->capture_default_str();
   rep->add_option("--io-timeout-ms", r->io_timeout_ms, "A standby silent this long is lost (the VM runs on unprotected)")->capture_default_str();
-  rep->add_option("--wait-s", r->wait_s, "How long the initial sync may take before this command gives up waiting")->capture_default_str();
+  rep->add_option("--wait-s", r->wait_s, "How long the initial sync may take before this command gives up waiting")->check(kFinite)->capture_default_str();
   rep->add_flag("--no-throttle", r->no_throttle, "Never throttle the vCPUs when checkpoints cannot keep up");
   rep->add_flag("--stop", r->stop, "End replication (the standby is told and exits)");
   rep->add_flag("--json", r->json_out, "Print the result as JSON");
@@ -159,7 +158,8 @@ void AddReplicationCommands(CLI::App& app, CommandFn* selected) {
   auto p = std::make_shared<PromoteFlags>();
   CLI::App* pro = app.add_subcommand("promote", "Activate a standby's replica from its last committed checkpoint");
   pro->add_option("--api", p->api, "The standby's API socket")->required();
-  pro->add_option("--generation", p->generation, "The promoted VM's generation (default: the primary's plus one)");
+  pro->add_option("--generation", p->generation, "The promoted VM's generation (default: the primary's plus one)")
+      ->check(CLI::Range(uint64_t{0}, vmhost::kMaxGeneration));
   pro->add_flag("--force", p->force, "Promote even while the primary still replicates (stop the old primary yourself)");
   pro->add_flag("--json", p->json_out, "Print the result as JSON");
   pro->callback([selected, p] { *selected = [p] { return DoPromote(*p); }; });

@@ -9,7 +9,8 @@
 #include "ferry/base/units.h"
 #include "ferry/hypervisor/snapshot.h"
 #include "ferry/hypervisor/vm.h"
-#include "vmm_host.h"
+#include "cli_util.h"
+#include "ferry/vmhost/requests.h"
 
 namespace ferry::cli {
 namespace {
@@ -23,21 +24,29 @@ struct RunFlags {
   DeviceFlags devices;
   std::vector<std::string> guest_args;
   uint64_t generation = 0;
+  bool overcommit = false;
 };
+
+// Local failures (flags, files, KVM) exit 1, as they always have; API errors map their code.
+int Fail(const Status& st) { return cli::Fail(st.message()); }
 
 struct RestoreFlags {
   std::string file;
   std::string api;
   DeviceFlags devices;
   bool no_verify = false;
+  bool snapshot_disk = false;
 };
-
-int Fail(const Status& st) { return cli::Fail(st.message()); }
 
 int DoRun(const RunFlags& f) {
   auto mem = ParseSize(f.mem);
   if (!mem.ok()) return Fail(mem.status().Annotate("--mem"));
-  if (*mem % (2u << 20) != 0) return Fail(InvalidArgument("--mem must be a multiple of 2M"));
+  if (*mem == 0 || *mem % (2u << 20) != 0) return Fail(InvalidArgument("--mem must be a positive multiple of 2M"));
+  if (uint64_t host = vmhost::HostMemTotal(); host && *mem > host && !f.overcommit) {
+    return Fail(InvalidArgument("--mem " + f.mem + " is more than this host's " + FormatSize(host) +
+                                " of memory (--overcommit to run it anyway)"));
+  }
+  if (f.generation > vmhost::kMaxGeneration) return Fail(InvalidArgument("--generation is too large"));
   hypervisor::VmConfig config;
   config.mem_bytes = *mem;
   config.vcpus = f.vcpus;
@@ -55,8 +64,7 @@ int DoRun(const RunFlags& f) {
   }
   auto vm = hypervisor::Vm::Boot(config, StdoutConsole());
   if (!vm.ok()) return Fail(vm.status());
-  SetVmGeneration(f.generation);
-  return RunVmm(std::move(vm).value(), VmmOptions{f.api, false});
+  return ExitCodeFor(vmhost::RunVm(std::move(vm).value(), {f.api, false, f.generation}));
 }
 
 int DoRestore(const RestoreFlags& f) {
@@ -68,10 +76,20 @@ int DoRestore(const RestoreFlags& f) {
                s.elapsed_ns / 1e6);
   auto overrides = f.devices.Overrides();
   if (!overrides.ok()) return Fail(overrides.status());
+  // The snapshot names the disk its VM wrote to; opening it read-write is the operator's call.
+  const std::string saved_disk = loaded->state.config.devices.disk_path;
+  if (!saved_disk.empty() && f.devices.disk.empty() && !f.snapshot_disk) {
+    return Fail(InvalidArgument("the snapshot's VM used the disk " + saved_disk +
+                                ": pass --disk " + saved_disk + " (or another image) or --snapshot-disk to open it read-write"));
+  }
   overrides->ApplyTo(&loaded->state.config.devices);
+  if (const auto& disk = loaded->state.config.devices.disk_path; !disk.empty()) {
+    std::fprintf(stderr, "ferry: restore opens the disk %s read-write%s\n", disk.c_str(),
+                 disk == saved_disk ? " (the snapshot's)" : "");
+  }
   auto vm = hypervisor::Vm::FromState(loaded->state, std::move(loaded->memory), StdoutConsole());
   if (!vm.ok()) return Fail(vm.status().Annotate("restore"));
-  return RunVmm(std::move(vm).value(), VmmOptions{f.api, !f.no_verify});
+  return ExitCodeFor(vmhost::RunVm(std::move(vm).value(), {f.api, !f.no_verify, 0}));
 }
 
 }  // namespace
@@ -87,6 +105,7 @@ void AddVmmCommands(CLI::App& app, CommandFn* selected) {
                   "Track dirty pages with per-vCPU KVM dirty rings of N entries (power of two >= 256) "
                   "instead of the dirty bitmap");
   AddDeviceFlags(run, &run_flags->devices);
+  run->add_flag("--overcommit", run_flags->overcommit, "Allow --mem beyond this host's memory");
   run->add_option("--generation", run_flags->generation, "The VM's generation (HA fencing token; carried in migration and replication)");
   run->add_option("guest_args", run_flags->guest_args, "key=value words for the guest, after --");
   run->callback([selected, run_flags] { *selected = [run_flags] { return DoRun(*run_flags); }; });
@@ -96,6 +115,8 @@ void AddVmmCommands(CLI::App& app, CommandFn* selected) {
   restore->add_option("--file", restore_flags->file, "Snapshot file")->required();
   restore->add_option("--api", restore_flags->api, "Serve the JSON control API on this unix socket");
   AddDeviceFlags(restore, &restore_flags->devices);
+  restore->add_flag("--snapshot-disk", restore_flags->snapshot_disk,
+                    "Open the disk image the snapshot names (read-write) without --disk");
   restore->add_flag("--no-verify", restore_flags->no_verify, "Do not ask the guest to verify itself after restore");
   restore->callback([selected, restore_flags] { *selected = [restore_flags] { return DoRestore(*restore_flags); }; });
 }

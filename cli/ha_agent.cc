@@ -15,16 +15,14 @@
 #include <mutex>
 #include <thread>
 
-#include "api_client.h"
-#include "api_server.h"
 #include "ferry/base/clock.h"
 #include "ferry/base/units.h"
 #include "ferry/ha/cluster_state.h"
 #include "ferry/ha/membership.h"
 #include "ferry/migrate/auth.h"
 #include "ha_agent_impl.h"
-#include "key_hex.h"
-#include "vmm_host.h"
+#include "cli_util.h"
+#include "ferry/vmhost/lifecycle.h"
 
 namespace ferry::cli {
 
@@ -116,13 +114,15 @@ std::vector<Instance> Agent::Probe() {
       sampler_->Observe(vm, child.pid, *r, RealtimeMs());
       const json& rep = (*r)["replication"];
       const json& ha = (*r)["ha"];
-      if ((*r).value("state", "") == "standby") {
+      // The VMM's lifecycle phase, parsed once here at the JSON edge.
+      const auto phase = vmhost::ParsePhase((*r).value("state", ""));
+      if (phase == vmhost::Phase::kStandby || phase == vmhost::Phase::kPromoting) {
         i.role = "standby";
         i.state = rep.value("state", "");
         i.committed = rep.value("committed_epoch", uint64_t{0});
       } else {
         i.role = "primary";
-        i.state = (*r).value("state", "");
+        i.state = phase && vmhost::GuestRuns(*phase) ? "running" : (*r).value("state", "");
         if (ha.is_object()) {
           i.generation = ha.value("generation", child.generation);
           i.fenced = ha.value("fenced", false);

@@ -3,7 +3,7 @@
 
 #include "commands.h"
 #include "ferry/base/log.h"
-#include "vmm_host.h"
+#include "cli_util.h"
 
 int main(int argc, char** argv) {
   CLI::App app{"Ferry: live migration and high availability for virtual machines", "ferry"};

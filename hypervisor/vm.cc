@@ -5,6 +5,7 @@
 
 #include "boot_layout.h"
 #include "ferry/base/clock.h"
+#include "ferry/base/units.h"
 #include "ferry/hypervisor/elf_loader.h"
 #include "ferry/hypervisor/guest_abi.h"
 #include "vm_core.h"
@@ -77,9 +78,31 @@ Result<std::unique_ptr<Vm>> Vm::FromState(const VmState& state, GuestMemory memo
   return vm;
 }
 
-Status Vm::Start() { return core_->Start(); }
+Status Vm::Start() {
+  std::lock_guard lock(gate_mu_);
+  if (!sealed_why_.empty()) return Status(ErrorCode::kRefused, "the VM is sealed: " + sealed_why_);
+  return core_->Start();
+}
 Result<PauseStats> Vm::Pause() { return core_->Pause(); }
-Status Vm::Resume() { return core_->Resume(); }
+Status Vm::Resume() {
+  std::lock_guard lock(gate_mu_);
+  if (!sealed_why_.empty()) return Status(ErrorCode::kRefused, "the VM is sealed: " + sealed_why_);
+  return core_->Resume();
+}
+Result<PauseStats> Vm::Seal(const std::string& why) {
+  std::lock_guard lock(gate_mu_);
+  sealed_why_ = why.empty() ? "sealed" : why;
+  if (core_->state() == RunState::kRunning) return core_->Pause();
+  return PauseStats{};
+}
+void Vm::Unseal() {
+  std::lock_guard lock(gate_mu_);
+  sealed_why_.clear();
+}
+bool Vm::sealed() const {
+  std::lock_guard lock(gate_mu_);
+  return !sealed_why_.empty();
+}
 Result<VmState> Vm::SaveState() { return core_->SaveState(); }
 void Vm::Stop() { core_->Stop(); }
 uint64_t Vm::RequestVerify() { return core_->BumpEvent(true); }
@@ -97,7 +120,10 @@ Result<Verification> AwaitVerification(Vm& vm, uint64_t target, uint64_t timeout
     auto seq = r.fields.find("verify_seq");
     if (seq == r.fields.end()) {
       if (r.seq != 0) return Unsupported("the guest does not report verification (is it memcheck?)");
-    } else if (r.fields.count("verify_pages") && std::stoull(seq->second) >= target) {
+    } else if (uint64_t reported = 0; !ParseU64(seq->second, &reported)) {
+      // A guest's report is untrusted input: a malformed one fails the verification.
+      return Verification{false, std::move(r)};
+    } else if (r.fields.count("verify_pages") && reported >= target) {
       bool passed = r.fields["verdict"] == "ok" && r.fields["verify_errors"] == "0";
       return Verification{passed, std::move(r)};
     }

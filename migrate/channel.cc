@@ -19,6 +19,10 @@ Status Channel::Receive(Frame* frame) {
   FERRY_RETURN_IF_ERROR(connection_->Read(header, timeout_ms_).Annotate(name_));
   auto h = DecodeHeader(header);
   if (!h.ok()) return h.status().Annotate(name_);
+  if (h->length > max_payload_) {
+    return Corrupt(name_ + ": a " + MsgTypeName(h->type) + " message of " + std::to_string(h->length) +
+                   " bytes where at most " + std::to_string(max_payload_) + " may come now");
+  }
   const uint32_t due = recv_seq_.load(std::memory_order_relaxed);
   if (h->seq != due) {
     return Corrupt(name_ + ": frame " + std::to_string(h->seq) + " arrived where " + std::to_string(due) +

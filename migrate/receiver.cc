@@ -33,9 +33,9 @@ std::string DescribeUnexpected(const Frame& f) {
 
 class DestMigration {
  public:
-  DestMigration(const IncomingOptions& o, Listener& listener) : o_(o), listener_(listener) {}
+  DestMigration(const IncomingOptions& o, PeerGate& gate, const Session& session)
+      : o_(o), gate_(gate), session_(session) {}
   Result<Received> Run();
-  void Cancel();
 
  private:
   Result<std::unique_ptr<Channel>> AcceptAuthenticated(Role role, uint64_t timeout_ms, Hello* hello);
@@ -46,8 +46,8 @@ class DestMigration {
   Status AwaitLanded(const std::vector<uint64_t>& want);
 
   const IncomingOptions& o_;
-  Listener& listener_;
-  Session session_ = NewSession();
+  PeerGate& gate_;
+  const Session session_;  // the gate's: sent in every welcome
   std::unique_ptr<Channel> control_;
   std::vector<std::unique_ptr<Channel>> data_;
   Begin begin_;
@@ -63,8 +63,7 @@ class DestMigration {
 };
 
 Result<std::unique_ptr<Channel>> DestMigration::AcceptAuthenticated(Role role, uint64_t timeout_ms, Hello* hello) {
-  FERRY_ASSIGN_OR_RETURN(AcceptedPeer p, AcceptPeer(listener_, o_.key, session_, role, timeout_ms, o_.io_timeout_ms,
-                                                    "ferry incoming", &stats_.refused_peers));
+  FERRY_ASSIGN_OR_RETURN(AcceptedPeer p, gate_.Next(role, timeout_ms));
   *hello = p.hello;
   return std::move(p.channel);
 }
@@ -79,8 +78,10 @@ Status DestMigration::AcceptDataStreams() {
       return Corrupt("the source opened stream " + std::to_string(h.stream) + " twice or out of range");
     }
     data_[h.stream] = std::move(ch);
-    data_[h.stream]->set_timeout_ms(o_.io_timeout_ms);
   }
+  // Every peer is here: stop accepting (later connections wait in the backlog, unanswered).
+  gate_.Shutdown();
+  stats_.refused_peers = gate_.refused();
   return Status::Ok();
 }
 
@@ -302,10 +303,27 @@ Result<std::unique_ptr<Incoming>> Incoming::Listen(const IncomingOptions& option
 std::string Incoming::address() const { return listener_->LocalAddress(); }
 
 Result<Received> Incoming::Receive() {
-  DestMigration m(options_, *listener_);
-  return m.Run();
+  PeerGateOptions g;
+  g.key = options_.key;
+  g.session = NewSession();
+  g.io_timeout_ms = options_.io_timeout_ms;
+  g.who = "ferry incoming";
+  FERRY_ASSIGN_OR_RETURN(auto gate, PeerGate::Start(*listener_, g));
+  {
+    std::lock_guard lock(mu_);
+    gate_ = gate.get();
+  }
+  DestMigration m(options_, *gate, g.session);
+  auto r = m.Run();
+  std::lock_guard lock(mu_);
+  gate_ = nullptr;
+  return r;  // the gate's threads are joined as it goes, after the VM started
 }
 
-void Incoming::Cancel() { listener_->Close(); }
+void Incoming::Cancel() {
+  listener_->Close();
+  std::lock_guard lock(mu_);
+  if (gate_) gate_->Shutdown();
+}
 
 }  // namespace ferry::migrate

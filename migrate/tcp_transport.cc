@@ -155,7 +155,9 @@ class TcpListener final : public Listener {
     bool done = false;
     boost::system::error_code ec;
     acceptor_.async_accept(socket, [&](const boost::system::error_code& e) { ec = e; done = true; });
-    if (!RunUntil(*io_, done, timeout_ms, acceptor_)) {
+    // A connection accepted just as the deadline passed is still returned: dropping it would
+    // reset a peer that did connect in time.
+    if (!RunUntil(*io_, done, timeout_ms, acceptor_) && !(done && !ec)) {
       if (!ec || ec == asio::error::operation_aborted) {
         return closed_ ? Status(ErrorCode::kAborted, "listener closed")
                        : Timeout("no peer connected within " + std::to_string(timeout_ms) + " ms");

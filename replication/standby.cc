@@ -50,6 +50,8 @@ struct Standby::Impl {
   explicit Impl(const StandbyOptions& opts) : o(opts) {}
 
   Status Session();  // one primary, start to end
+  Status AcceptPrimary(migrate::PeerGate& peers);  // its control stream, begin, ready, data streams
+  Status Replicate();  // the initial sync, then checkpoints until the primary is gone
   Status Setup();
   Status ReceiveStream(uint32_t index);
   Status ControlLoop();
@@ -62,6 +64,7 @@ struct Standby::Impl {
 
   const StandbyOptions o;
   std::unique_ptr<migrate::Listener> listener;
+  migrate::PeerGate* gate = nullptr;  // guarded by mu: Session()'s while it accepts, for Cancel()
   const migrate::Session session = migrate::NewSession();
 
   // Owned by the Run() thread while a session runs; Promote() touches them only after it.
@@ -316,15 +319,32 @@ Status Standby::Impl::ControlLoop() {
 }
 
 Status Standby::Impl::Session() {
-  uint32_t refused = 0;
-  auto peer = migrate::AcceptPeer(*listener, o.key, session, migrate::Role::kControl, o.accept_timeout_ms,
-                                  o.sync_timeout_ms, "ferry standby", &refused);
+  migrate::PeerGateOptions g;
+  g.key = o.key;
+  g.session = session;
+  g.io_timeout_ms = o.sync_timeout_ms;
+  g.who = "ferry standby";
+  FERRY_ASSIGN_OR_RETURN(auto peers, migrate::PeerGate::Start(*listener, g));
   {
     std::lock_guard lock(mu);
-    st.refused_peers += refused;
+    if (cancelled) return Status(ErrorCode::kAborted, "the standby was cancelled");
+    gate = peers.get();
   }
-  if (!peer.ok()) return peer.status();
-  control = std::move(peer->channel);
+  Status accepted = AcceptPrimary(*peers);
+  {
+    std::lock_guard lock(mu);
+    gate = nullptr;
+    st.refused_peers += peers->refused();
+  }
+  // Every peer is here (or the wait ended): later connections wait in the backlog, unanswered.
+  peers.reset();
+  if (!accepted.ok()) return accepted;
+  return Replicate();
+}
+
+Status Standby::Impl::AcceptPrimary(migrate::PeerGate& peers) {
+  FERRY_ASSIGN_OR_RETURN(auto peer, peers.Next(migrate::Role::kControl, o.accept_timeout_ms));
+  control = std::move(peer.channel);
   Frame f;
   FERRY_RETURN_IF_ERROR(control->Expect(MsgType::kBegin, &f));
   auto b = migrate::DecodeBegin(f.payload);
@@ -358,14 +378,17 @@ Status Standby::Impl::Session() {
   FERRY_RETURN_IF_ERROR(control->Send(MsgType::kReady));
   data.resize(begin.streams);
   for (uint32_t n = 0; n < begin.streams; ++n) {
-    FERRY_ASSIGN_OR_RETURN(auto p, migrate::AcceptPeer(*listener, o.key, session, migrate::Role::kData,
-                                                       o.sync_timeout_ms, o.sync_timeout_ms, "ferry standby", &refused));
+    FERRY_ASSIGN_OR_RETURN(auto p, peers.Next(migrate::Role::kData, o.sync_timeout_ms));
     if (p.hello.stream >= begin.streams || data[p.hello.stream]) {
       p.channel->Fail("invalid or duplicate stream index");
       return Corrupt("the primary opened stream " + std::to_string(p.hello.stream) + " twice or out of range");
     }
     data[p.hello.stream] = std::move(p.channel);
   }
+  return Status::Ok();
+}
+
+Status Standby::Impl::Replicate() {
   staged.resize(begin.streams);
   {
     std::lock_guard lock(mu);
@@ -503,6 +526,10 @@ void Standby::Cancel() {
     impl_->cancelled = true;
   }
   impl_->listener->Close();
+  {
+    std::lock_guard lock(impl_->mu);
+    if (impl_->gate) impl_->gate->Shutdown();
+  }
   impl_->FailAll(Status(ErrorCode::kAborted, "the standby was cancelled"));
 }
 

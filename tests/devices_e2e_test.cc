@@ -98,8 +98,12 @@ TEST(DevicesE2E, KvstoreSurvivesSnapshotAndRestoreWithEveryAckedPut) {
                           dir.File("wrong"), 30000);
   EXPECT_EQ(wrong.code, 1);
   EXPECT_NE(wrong.err.find("sectors"), std::string::npos) << wrong.err;
+  // The snapshot names its disk; restore opens it read-write only when told to.
+  auto untold = RunCommand((*hosts)->In(0, {FerryBin(), "restore", "--file", dir.File("kv.snap")}), dir.File("untold"), 30000);
+  EXPECT_EQ(untold.code, 1);
+  EXPECT_NE(untold.err.find("--disk " + disk), std::string::npos) << untold.err;
   auto restored = std::make_unique<Process>(
-      (*hosts)->In(0, {FerryBin(), "restore", "--file", dir.File("kv.snap"), "--api", dir.File("kv2.sock")}),
+      (*hosts)->In(0, {FerryBin(), "restore", "--file", dir.File("kv.snap"), "--disk", disk, "--api", dir.File("kv2.sock")}),
       dir.File("kv2"));
   ASSERT_TRUE(WaitUntil([&] { return Serving(dir.File("kv2.sock")); }, 30000)) << restored->Stderr();
   ExpectNoLostPuts(*client);

@@ -13,7 +13,7 @@
 #include <sstream>
 #include <thread>
 
-#include "api_client.h"
+#include "cli_util.h"
 #include "ferry/base/clock.h"
 
 extern char** environ;

@@ -2,15 +2,26 @@
 // passes full verification on the destination; wrong or missing keys are refused on both
 // ends; a killed destination, a corrupted and a truncated stream leave the source running and
 // intact with nothing running twice; a dirtier faster than the link converges by throttling,
-// and without auto-converge gives up at its deadline with the source running.
+// and without auto-converge gives up at its deadline with the source running; 220 strangers
+// holding connections to a keyed destination neither delay nor stop the real source.
+#include <arpa/inet.h>
+#include <dirent.h>
 #include <gtest/gtest.h>
+#include <netinet/in.h>
+#include <poll.h>
 #include <signal.h>
+#include <sys/socket.h>
 
+#include <atomic>
 #include <fstream>
 #include <optional>
+#include <thread>
 
 #include "e2e_util.h"
 #include "fault_proxy.h"
+#include "ferry/base/clock.h"
+#include "ferry/base/unique_fd.h"
+#include "ferry/migrate/accept.h"
 #include "test_hosts.h"
 
 namespace ferry::e2e {
@@ -263,6 +274,172 @@ TEST(MigrateE2E, WithoutAutoConvergeItGivesUpAtTheDeadlineAndTheSourceRunsOn) {
   ASSERT_TRUE(st.ok());
   EXPECT_EQ(dst.process->Wait(20000), 1) << dst.process->Stderr();
   EXPECT_NE(dst.process->Stderr().find("gave up"), std::string::npos) << dst.process->Stderr();
+}
+
+// TCP connections to a destination that never authenticate: `silent` send nothing, `slow`
+// send the first bytes of a hello and stall. A thread replaces each one the destination
+// drops (refused at its handshake deadline), so they occupy it for as long as they live.
+class Strangers {
+ public:
+  Strangers(const std::string& address, int silent, int slow) : slow_(slow) {
+    auto ep = migrate::ParseEndpoint(address);
+    if (!ep.ok()) return;
+    port_ = ep->port;
+    for (int i = 0; i < silent + slow; ++i) {
+      fds_.push_back(Dial(i >= silent));
+      opened_ += fds_.back().valid();
+    }
+    refresher_ = std::thread([this] { Refresh(); });
+  }
+  ~Strangers() {
+    stop_ = true;
+    if (refresher_.joinable()) refresher_.join();
+  }  // the sockets close with fds_
+  int opened() const { return opened_; }  // at first
+  uint64_t replaced() const { return replaced_; }
+
+ private:
+  // Non-blocking, so a full backlog bounds the wait (1 s) instead of stalling the refresher.
+  UniqueFd Dial(bool slow) const {
+    UniqueFd fd(::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0));
+    sockaddr_in a{};
+    a.sin_family = AF_INET;
+    a.sin_port = htons(port_);
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    if (!fd.valid()) return fd;
+    if (::connect(fd.get(), reinterpret_cast<sockaddr*>(&a), sizeof a) != 0) {
+      pollfd p{fd.get(), POLLOUT, 0};
+      int err = 0;
+      socklen_t len = sizeof err;
+      if (errno != EINPROGRESS || ::poll(&p, 1, 1000) != 1 ||
+          ::getsockopt(fd.get(), SOL_SOCKET, SO_ERROR, &err, &len) != 0 || err != 0) {
+        return UniqueFd();
+      }
+    }
+    if (slow) {
+      auto header = migrate::EncodeHeader(migrate::MsgType::kHello, 0, {});
+      if (::send(fd.get(), header.data(), 10, MSG_NOSIGNAL) != 10) return UniqueFd();
+    }
+    return fd;
+  }
+
+  void Refresh() {
+    const int total = static_cast<int>(fds_.size());
+    std::vector<pollfd> p(total);
+    while (!stop_) {
+      for (int i = 0; i < total; ++i) p[i] = pollfd{fds_[i].get(), POLLIN | POLLRDHUP, 0};
+      if (::poll(p.data(), p.size(), 50) <= 0) continue;
+      for (int i = 0; i < total && !stop_; ++i) {
+        if (!(p[i].revents & (POLLIN | POLLRDHUP | POLLHUP | POLLERR))) continue;
+        fds_[i] = Dial(i >= total - slow_);  // the destination refused it (or is gone)
+        ++replaced_;
+      }
+    }
+  }
+
+  int slow_ = 0;
+  int opened_ = 0;
+  uint16_t port_ = 0;
+  std::vector<UniqueFd> fds_;  // owned by the refresher thread while it runs
+  std::atomic<bool> stop_{false};
+  std::atomic<uint64_t> replaced_{0};
+  std::thread refresher_;
+};
+
+int ThreadCount(pid_t pid) {
+  int n = 0;
+  DIR* d = ::opendir(("/proc/" + std::to_string(pid) + "/task").c_str());
+  if (!d) return -1;
+  while (dirent* e = ::readdir(d)) n += e->d_name[0] != '.';
+  ::closedir(d);
+  return n;
+}
+
+// A peer that holds the key authenticates as a data stream of no session: returns how long
+// its handshake took (the destination then refuses it as unexpected and waits on), or -1.
+double KeyedHandshakeMs(const std::string& address, const std::string& key_path) {
+  auto ep = migrate::ParseEndpoint(address);
+  auto key = migrate::LoadKey(key_path);
+  if (!ep.ok() || !key.ok()) return -1;
+  migrate::Session assigned{};
+  uint64_t t0 = MonotonicNs();
+  auto ch = migrate::ConnectPeer(*ep, "tcp", *key, 10000, migrate::Role::kData, 0, migrate::NewSession(), &assigned);
+  double ms = (MonotonicNs() - t0) / 1e6;
+  EXPECT_TRUE(ch.ok()) << ch.status().message();
+  return ch.ok() ? ms : -1;
+}
+
+// No guest needed: the destination's handshakes and its cancel, with strangers attached.
+TEST(MigrateE2E, StrangersDelayNeitherAHandshakeNorTheCancelOfIncoming) {
+  TempDir dir;
+  std::string key = WriteKey(dir, "key", "the-destination-key-0123456789");
+  auto dst = StartIncoming(dir, "dst", "127.0.0.1:0", {"--key", key});
+  ASSERT_FALSE(dst.address.empty());
+  Strangers strangers(dst.address, 200, 20);
+  ASSERT_EQ(strangers.opened(), 220);
+  ASSERT_TRUE(WaitUntil([&] { return ThreadCount(dst.process->pid()) >= 220; }, 10000))
+      << ThreadCount(dst.process->pid());
+  double handshake_ms = KeyedHandshakeMs(dst.address, key);
+  std::printf("a keyed handshake past 220 strangers took %.1f ms\n", handshake_ms);
+  EXPECT_GE(handshake_ms, 0);
+  EXPECT_LT(handshake_ms, 1000);
+  // Refused at their 2 s deadline (and replaced): the destination waits on for its source.
+  EXPECT_TRUE(WaitUntil([&] { return strangers.replaced() >= 220; }, 10000)) << strangers.replaced();
+  auto refusals = [&] {
+    std::string err = dst.process->Stderr();
+    size_t n = 0;
+    for (size_t at = 0; (at = err.find("ferry incoming: handshake: ", at)) != std::string::npos; ++at) ++n;
+    for (size_t at = 0; (at = err.find("no handshake within 2000 ms", at)) != std::string::npos; ++at) ++n;
+    return n;
+  };
+  EXPECT_TRUE(WaitUntil([&] { return refusals() >= 220; }, 5000)) << refusals();
+  EXPECT_NE(dst.process->Stderr().find("unexpected connection"), std::string::npos);  // the probe
+  EXPECT_EQ(dst.process->Wait(0), -1);
+  uint64_t t0 = MonotonicNs();
+  dst.process->Signal(SIGTERM);
+  EXPECT_EQ(dst.process->Wait(5000), 1) << dst.process->Stderr();
+  double exit_ms = (MonotonicNs() - t0) / 1e6;
+  std::printf("ferry incoming exited %.0f ms after SIGTERM, 220 strangers attached\n", exit_ms);
+  EXPECT_LT(exit_ms, 1000);
+}
+
+TEST(MigrateE2E, StrangersHoldingConnectionsNeitherDelayNorStopTheRealSource) {
+  REQUIRE_KVM();
+  TempDir dir;
+  std::string key = WriteKey(dir, "key", "the-destination-key-0123456789");
+  auto src = StartGuest(dir, "src", "memcheck", "128M");
+  AwaitMemcheckBusy(dir.File("src.sock"));
+  auto dst = StartIncoming(dir, "dst", "127.0.0.1:0", {"--key", key});
+  {
+    Strangers strangers(dst.address, 200, 20);
+    ASSERT_EQ(strangers.opened(), 220);
+    // Each stranger holds a handshake (one thread) on the destination before the source comes.
+    ASSERT_TRUE(WaitUntil([&] { return ThreadCount(dst.process->pid()) >= 220; }, 10000))
+        << ThreadCount(dst.process->pid());
+
+    double handshake_ms = KeyedHandshakeMs(dst.address, key);
+    std::printf("a keyed handshake past 220 strangers took %.1f ms\n", handshake_ms);
+    EXPECT_LT(handshake_ms, 1000) << "the strangers delayed the handshake";
+
+    uint64_t t0 = MonotonicNs();
+    auto r = RunFerry(
+        {"migrate", "--api", dir.File("src.sock"), "--to", dst.address, "--key", key, "--verify", "--json"},
+        dir.File("mig"), 90000);
+    double wall_ms = (MonotonicNs() - t0) / 1e6;
+    ASSERT_EQ(r.code, 0) << r.err << dst.process->Stderr();
+    json s = LastJsonLine(r.out);
+    std::printf("migrated with 220 strangers: total_ms %.0f (ferry migrate %.0f ms wall), %llu strangers replaced\n",
+                s["total_ms"].get<double>(), wall_ms, static_cast<unsigned long long>(strangers.replaced()));
+    EXPECT_TRUE(s["verify_passed"].get<bool>()) << s["verify_report"];
+    // Sequentially, the source would wait out 20 s per stranger ahead of it and give up.
+    EXPECT_LT(s["total_ms"].get<double>(), 20000);
+  }
+  EXPECT_EQ(src->Wait(20000), 0) << src->Stderr();
+  ExpectRunning(dir.File("dst.sock"));
+  ExpectVerifies(dir.File("dst.sock"));
+  EXPECT_NE(dst.process->Stderr().find("unexpected connection"), std::string::npos);  // the probe
+  EXPECT_TRUE(Api(dir.File("dst.sock"), {{"op", "stop"}, {"force", true}}).ok());
+  EXPECT_EQ(dst.process->Wait(20000), 0) << dst.process->Stderr();
 }
 
 }  // namespace

@@ -25,7 +25,13 @@ enum class ErrorCode {
   kAborted,
   kIndeterminate,    // an outcome is unknown (a commit whose answer was lost)
   kInternal,
+  kRefused,          // the object's state does not allow it now (a VM that a migration holds)
 };
+
+// One name per code ("invalid_argument", "refused", ...) for JSON replies, and its parse
+// (an unknown name parses as kInternal).
+const char* ErrorCodeName(ErrorCode code);
+ErrorCode ParseErrorCode(const std::string& name);
 
 class [[nodiscard]] Status {
  public:
@@ -55,6 +61,7 @@ inline Status Internal(std::string m) { return {ErrorCode::kInternal, std::move(
 inline Status NotFound(std::string m) { return {ErrorCode::kNotFound, std::move(m)}; }
 inline Status Timeout(std::string m) { return {ErrorCode::kTimeout, std::move(m)}; }
 inline Status Busy(std::string m) { return {ErrorCode::kBusy, std::move(m)}; }
+inline Status Refused(std::string m) { return {ErrorCode::kRefused, std::move(m)}; }
 // An I/O error from errno: "what: strerror(errno)".
 Status ErrnoError(const std::string& what, int err);
 Status ErrnoError(const std::string& what);  // uses the current errno

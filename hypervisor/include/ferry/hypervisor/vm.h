@@ -10,6 +10,7 @@
 #include <cstdint>
 #include <functional>
 #include <map>
+#include <mutex>
 #include <memory>
 #include <string>
 #include <string_view>
@@ -108,6 +109,13 @@ class Vm {
   Result<VmState> SaveState();  // requires kPaused
   // Stops the vCPUs for good (the VM exits with kStopped).
   void Stop();
+  // Holds the vCPUs: pauses them (if running) and refuses every later Start()/Resume() with
+  // `why` until Unseal(). A fenced VM and a migrated source are sealed, so no caller (an API
+  // request, a replicator's checkpoint) can run them by mistake. Seal and Resume are
+  // serialized, so a resume racing a seal either lands before it or is refused.
+  Result<PauseStats> Seal(const std::string& why);
+  void Unseal();
+  bool sealed() const;
   // Asks the guest to verify itself / to shut down cleanly (events in the shared page).
   // Returns the new verify sequence number the guest will see.
   uint64_t RequestVerify();
@@ -152,6 +160,8 @@ class Vm {
   GuestMemory memory_;
   uint64_t created_ns_ = 0;
   std::unique_ptr<VmCore> core_;  // KVM handles, vCPUs, devices, run-state machine
+  mutable std::mutex gate_mu_;    // serializes Start/Resume with Seal/Unseal
+  std::string sealed_why_;        // guarded by gate_mu_; empty: not sealed
 };
 
 // The guest's answer to verify request `target` (from RequestVerify): memcheck reports

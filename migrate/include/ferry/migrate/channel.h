@@ -7,7 +7,9 @@
 #pragma once
 
 #include <atomic>
+#include <cstdint>
 #include <memory>
+#include <string>
 #include <vector>
 
 #include "ferry/migrate/protocol.h"
@@ -30,6 +32,12 @@ class Channel {
   // `limiter` (shared by a migration's streams, may be null) paces payload bytes.
   void set_limiter(RateLimiter* limiter) { limiter_ = limiter; }
   void set_timeout_ms(uint64_t ms) { timeout_ms_.store(ms); }
+  // A frame longer than this is refused before its payload is read or allocated: a peer that
+  // has not authenticated yet may send only handshake-sized frames. Default: each type's limit.
+  // Set by the receiving thread (or before the channel is shared).
+  void set_max_payload(uint32_t bytes) { max_payload_ = bytes; }
+  // Renames the channel for its error messages (before it is shared with other threads).
+  void set_name(std::string name) { name_ = std::move(name); }
 
   Status Send(MsgType type, std::span<const uint8_t> payload = {});
   // Receives the next frame whatever its type.
@@ -51,6 +59,7 @@ class Channel {
   std::unique_ptr<Connection> connection_;
   std::string name_;
   RateLimiter* limiter_ = nullptr;
+  uint32_t max_payload_ = UINT32_MAX;  // on top of the type's own limit (protocol.h)
   std::atomic<uint64_t> timeout_ms_{30000};  // Fail() may shorten it while a receive runs
   // Written by the sending / receiving thread only; read by others for progress. A frame
   // counts as received once its payload is checked (the caller then applies it).

@@ -3,12 +3,15 @@
 // commits (PROTOCOL.md, "receiver state machine").
 //
 // Incoming owns the listener. Receive() blocks until a migration completed (the VM runs) or
-// failed (nothing runs here; everything received is discarded). A peer that fails
-// authentication is refused and the listener waits for the next one. One thread calls it.
+// failed (nothing runs here; everything received is discarded). Connections are authenticated
+// concurrently, each within a short deadline (PeerGate, accept.h): a peer that fails is refused
+// and the listener waits on; a stranger that stays silent does not delay the real source. One
+// thread calls Receive(); Cancel() from any.
 #pragma once
 
 #include <cstdint>
 #include <memory>
+#include <mutex>
 #include <optional>
 #include <string>
 
@@ -18,6 +21,8 @@
 #include "ferry/migrate/transport.h"
 
 namespace ferry::migrate {
+
+class PeerGate;
 
 struct IncomingOptions {
   std::string listen;              // HOST:PORT
@@ -59,6 +64,8 @@ class Incoming {
   Incoming(const IncomingOptions& options, std::unique_ptr<Listener> listener);
   IncomingOptions options_;
   std::unique_ptr<Listener> listener_;
+  std::mutex mu_;
+  PeerGate* gate_ = nullptr;  // guarded by mu_: the running Receive()'s, for Cancel() to shut
 };
 
 }  // namespace ferry::migrate

@@ -1,4 +1,4 @@
-#include "api_client.h"
+#include "ferry/vmhost/api_client.h"
 
 #include <poll.h>
 #include <sys/socket.h>
@@ -6,12 +6,13 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <algorithm>
 #include <cstring>
 
 #include "ferry/base/clock.h"
 #include "ferry/base/unique_fd.h"
 
-namespace ferry::cli {
+namespace ferry::vmhost {
 
 // Plain sockets with poll() deadlines: a client needs no event loop, and a hung VMM must not
 // hang the CLI.
@@ -31,8 +32,12 @@ Result<nlohmann::json> CallApi(const std::string& socket_path, const nlohmann::j
     return ErrnoError("connect " + socket_path, err);
   }
   std::string out = request.dump() + "\n";
+  // A server that refuses the connection (too many) may have answered and closed before the
+  // request went out: read its answer anyway.
+  Status sent = Status::Ok();
   if (::send(fd.get(), out.data(), out.size(), MSG_NOSIGNAL) != static_cast<ssize_t>(out.size())) {
-    return ErrnoError("send to " + socket_path);
+    sent = ErrnoError("send to " + socket_path);
+    timeout_ms = std::min(timeout_ms, 1000);
   }
   std::string in;
   uint64_t deadline = MonotonicNs() + uint64_t(timeout_ms) * 1000000;
@@ -43,7 +48,7 @@ Result<nlohmann::json> CallApi(const std::string& socket_path, const nlohmann::j
     if (nl != std::string::npos) {
       response = nlohmann::json::parse(in.substr(0, nl), nullptr, false);
       in.erase(0, nl + 1);
-      if (response.is_object() && response.contains("progress")) {
+      if (response.is_object() && response.contains("progress") && !response.contains("ok")) {
         if (on_progress) on_progress(response);
         deadline = MonotonicNs() + uint64_t(timeout_ms) * 1000000;
         continue;
@@ -51,6 +56,7 @@ Result<nlohmann::json> CallApi(const std::string& socket_path, const nlohmann::j
       break;
     }
     uint64_t now = MonotonicNs();
+    if (now >= deadline && !sent.ok()) return sent;
     if (now >= deadline) return Timeout("the VMM at " + socket_path + " did not answer within " + std::to_string(timeout_ms) + " ms");
     pollfd p{fd.get(), POLLIN, 0};
     int r = ::poll(&p, 1, static_cast<int>((deadline - now) / 1000000) + 1);
@@ -59,16 +65,21 @@ Result<nlohmann::json> CallApi(const std::string& socket_path, const nlohmann::j
     if (r == 0) continue;
     ssize_t n = ::recv(fd.get(), buf, sizeof buf, 0);
     if (n < 0 && errno == EINTR) continue;
+    if (n <= 0 && !sent.ok()) return sent;
     if (n <= 0) return Status(ErrorCode::kIo, "the VMM at " + socket_path + " closed the connection");
     in.append(buf, n);
     if (in.size() > (8u << 20)) return Corrupt("oversized API response");
   }
   if (response.is_discarded() || !response.is_object()) return Corrupt("the VMM sent a malformed response");
-  if (!response.value("ok", false)) {
-    ErrorCode code = response.value("indeterminate", false) ? ErrorCode::kIndeterminate : ErrorCode::kAborted;
-    return Status(code, response.value("error", std::string("request failed")));
+  auto ok = response.find("ok");
+  if (ok == response.end() || !ok->is_boolean()) return Corrupt("the VMM sent a response without \"ok\"");
+  if (!ok->get<bool>()) {
+    ErrorCode code = ErrorCode::kAborted;
+    if (auto c = response.find("code"); c != response.end() && c->is_string()) code = ParseErrorCode(c->get<std::string>());
+    auto e = response.find("error");
+    return Status(code, e != response.end() && e->is_string() ? e->get<std::string>() : "request failed");
   }
   return response;
 }
 
-}  // namespace ferry::cli
+}  // namespace ferry::vmhost

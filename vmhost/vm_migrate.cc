@@ -1,19 +1,15 @@
-// The API's "migrate" operation: runs migrate::Migrate() inside the VMM (which owns the guest
-// memory) and streams its progress to the client as interim lines.
-#include <atomic>
+// The VM host's "migrate" request: runs migrate::Migrate() inside the VMM (which owns the
+// guest memory) while the migration holds the VM, and streams its progress as interim lines.
 #include <cstdio>
 
 #include "ferry/migrate/migration.h"
-#include "key_hex.h"
-#include "vmm_host.h"
+#include "ferry/vmhost/vm_host.h"
 
-namespace ferry::cli {
+namespace ferry::vmhost {
 
 using nlohmann::json;
 
 namespace {
-
-std::atomic<bool> g_migrating{false};  // one migration per VMM at a time
 
 json StatsJson(const migrate::MigrationStats& s) {
   json rounds = json::array();
@@ -49,38 +45,51 @@ json StatsJson(const migrate::MigrationStats& s) {
 
 }  // namespace
 
-json HandleMigrate(hypervisor::Vm& vm, const json& req, const ApiEmit& emit) {
-  auto error = [](const std::string& m) { return json{{"ok", false}, {"error", m}}; };
+json VmHost::Migrate(const MigrateRequest& r, const ApiEmit& emit) {
+  hypervisor::Vm& v = *vm();
   migrate::MigrateOptions o;
-  if (auto bad = ReadPeerFields(req, "migrate", &o)) return error(*bad);
-  o.bandwidth = req.value("bandwidth", uint64_t{0});
-  o.xbzrle_cache_bytes = req.value("xbzrle_cache", o.xbzrle_cache_bytes);
-  o.verify = req.value("verify", false);
-  o.generation = VmGeneration();
-  o.io_timeout_ms = req.value("io_timeout_ms", o.io_timeout_ms);
-  o.convergence.downtime_ms = req.value("downtime_ms", o.convergence.downtime_ms);
-  o.convergence.deadline_ms = req.value("deadline_ms", o.convergence.deadline_ms);
-  o.convergence.auto_converge = req.value("auto_converge", true);
-
-  if (Replicating()) return error("this VM is being replicated: stop replication first (ferry replicate --stop)");
-  if (g_migrating.exchange(true)) return error("a migration of this VM is already running");
+  o.to = r.peer.to;
+  o.key = r.peer.key;
+  o.transport = r.peer.transport;
+  o.streams = r.peer.streams;
+  o.compress = r.peer.compress;
+  o.bandwidth = r.bandwidth;
+  o.xbzrle_cache_bytes = r.xbzrle_cache;
+  o.verify = r.verify;
+  o.io_timeout_ms = r.io_timeout_ms;
+  o.convergence.downtime_ms = r.downtime_ms;
+  o.convergence.deadline_ms = r.deadline_ms;
+  o.convergence.auto_converge = r.auto_converge;
+  {
+    std::lock_guard control(control_mu_);
+    auto from = lifecycle_.Begin(Event::kMigrate);
+    if (!from.ok()) return ErrorReply(from.status());
+    o.generation = generation();
+  }
   auto progress = [&emit](const migrate::Progress& p) {
     emit({{"progress", p.phase}, {"sent_bytes", p.sent_bytes}, {"remaining_pages", p.remaining_pages},
           {"rate_mb_s", p.rate_mb_s}, {"dirty_mb_s", p.dirty_mb_s}, {"predicted_downtime_ms", p.predicted_downtime_ms},
           {"throttle", p.throttle}});
   };
-  auto r = migrate::Migrate(vm, o, progress);
-  g_migrating = false;
-  if (!r.ok()) {
-    std::fprintf(stderr, "ferry: %s\n", r.status().message().c_str());
-    json e = error(r.status().message());
-    if (r.status().code() == ErrorCode::kIndeterminate) e["indeterminate"] = true;
-    return e;
+  auto result = migrate::Migrate(v, o, progress);
+  std::lock_guard control(control_mu_);
+  if (!result.ok()) {
+    std::fprintf(stderr, "ferry: %s\n", result.status().message().c_str());
+    if (result.status().code() == ErrorCode::kIndeterminate) {
+      (void)v.Seal("a migration's commit went unanswered");
+      (void)lifecycle_.End(Event::kCommitUnknown);
+    } else {
+      (void)lifecycle_.End(Event::kDone);  // the source runs on (Migrate resumed it)
+    }
+    return ErrorReply(result.status());
   }
-  std::fprintf(stderr, "ferry: migrated to %s (downtime %.1f ms); this VMM stops\n", r->destination.c_str(),
-               r->downtime_ms);
-  vm.Stop();  // the destination runs the guest now; the reply is still delivered
-  return StatsJson(*r);
+  // The destination runs the guest now: this copy never runs again.
+  (void)v.Seal("migrated to " + result->destination);
+  (void)lifecycle_.End(Event::kCommitted);
+  std::fprintf(stderr, "ferry: migrated to %s (downtime %.1f ms); this VMM stops\n", result->destination.c_str(),
+               result->downtime_ms);
+  v.Stop();  // the reply is still delivered
+  return StatsJson(*result);
 }
 
-}  // namespace ferry::cli
+}  // namespace ferry::vmhost

@@ -1,0 +1,160 @@
+#include "ferry/vmhost/api_server.h"
+
+#include <dirent.h>
+#include <fcntl.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cstring>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+#include "ferry/base/unique_fd.h"
+#include "ferry/vmhost/api_client.h"
+
+namespace ferry::vmhost {
+namespace {
+
+using nlohmann::json;
+
+std::string SocketPath(const char* name) { return "/tmp/ferry-api-test-" + std::to_string(getpid()) + "-" + name; }
+
+size_t CountEntries(const char* dir) {
+  size_t n = 0;
+  if (DIR* d = opendir(dir)) {
+    while (readdir(d)) ++n;
+    closedir(d);
+  }
+  return n;
+}
+
+UniqueFd Connect(const std::string& path) {
+  sockaddr_un addr{};
+  addr.sun_family = AF_UNIX;
+  std::memcpy(addr.sun_path, path.c_str(), path.size());
+  UniqueFd fd(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0));
+  EXPECT_EQ(::connect(fd.get(), reinterpret_cast<sockaddr*>(&addr), sizeof addr), 0);
+  return fd;
+}
+
+json Echo(const json& r, const ApiEmit&) {
+  const std::string op = r.value("op", "");
+  if (op == "throw") throw std::runtime_error("boom");
+  if (op == "big") return {{"ok", true}, {"blob", std::string(8 << 20, 'x')}};
+  if (op == "bad-utf8") return {{"ok", true}, {"text", std::string("\xff\xfe guest bytes")}};
+  return {{"ok", true}, {"echo", r}};
+}
+
+// Threads and descriptors stay flat over thousands of calls (each call a connection of its
+// own, as the CLI and the HA agent make them).
+TEST(ApiServer, ThousandsOfCallsLeaveNoThreadsOrDescriptors) {
+  auto server = ApiServer::Start(SocketPath("flat"), Echo);
+  ASSERT_TRUE(server.ok()) << server.status().message();
+  for (int i = 0; i < 200; ++i) ASSERT_TRUE(CallApi((*server)->path(), {{"op", "status"}}, 5000).ok());
+  const size_t threads = CountEntries("/proc/self/task"), fds = CountEntries("/proc/self/fd");
+  for (int i = 0; i < 5000; ++i) {
+    auto r = CallApi((*server)->path(), {{"op", i % 2 ? "status" : "pause"}, {"i", i}}, 5000);
+    ASSERT_TRUE(r.ok()) << i << ": " << r.status().message();
+  }
+  // The last connections may still be closing on the server's side.
+  for (int i = 0; i < 100 && (*server)->stats().open > 0; ++i) usleep(10000);
+  EXPECT_EQ(CountEntries("/proc/self/task"), threads);
+  EXPECT_LE(CountEntries("/proc/self/fd"), fds);
+  EXPECT_EQ((*server)->stats().open, 0u);
+  EXPECT_GE((*server)->stats().requests, 5200u);
+}
+
+TEST(ApiServer, AHandlerThatThrowsGetsAnErrorReplyAndTheServerGoesOn) {
+  auto server = ApiServer::Start(SocketPath("throw"), Echo);
+  ASSERT_TRUE(server.ok());
+  auto r = CallApi((*server)->path(), {{"op", "throw"}}, 5000);
+  ASSERT_FALSE(r.ok());
+  EXPECT_EQ(r.status().code(), ErrorCode::kInternal);
+  EXPECT_NE(r.status().message().find("boom"), std::string::npos);
+  auto utf8 = CallApi((*server)->path(), {{"op", "bad-utf8"}}, 5000);
+  EXPECT_TRUE(utf8.ok()) << utf8.status().message();
+  EXPECT_TRUE(CallApi((*server)->path(), {{"op", "status"}}, 5000).ok());
+}
+
+TEST(ApiServer, GarbageLinesGetErrorsWithCodes) {
+  auto server = ApiServer::Start(SocketPath("garbage"), Echo);
+  ASSERT_TRUE(server.ok());
+  UniqueFd fd = Connect((*server)->path());
+  const char junk[] = "{not json\n[1,2]\n";
+  ASSERT_EQ(::send(fd.get(), junk, sizeof junk - 1, MSG_NOSIGNAL), ssize_t(sizeof junk - 1));
+  std::string in;
+  char buf[4096];
+  while (std::count(in.begin(), in.end(), '\n') < 2) {
+    ssize_t n = ::recv(fd.get(), buf, sizeof buf, 0);
+    ASSERT_GT(n, 0);
+    in.append(buf, n);
+  }
+  EXPECT_NE(in.find("\"code\":\"invalid_argument\""), std::string::npos) << in;
+}
+
+// A client that sends requests and never reads its replies is cut off; others are served.
+TEST(ApiServer, AClientThatDoesNotReadIsCutOffAndOthersAreServed) {
+  ApiServerOptions o;
+  o.write_timeout_ms = 300;
+  auto server = ApiServer::Start(SocketPath("slow"), Echo, o);
+  ASSERT_TRUE(server.ok());
+  UniqueFd fd = Connect((*server)->path());
+  const std::string req = json{{"op", "big"}}.dump() + "\n";
+  for (int i = 0; i < 4; ++i) ::send(fd.get(), req.data(), req.size(), MSG_NOSIGNAL);
+  auto t0 = std::chrono::steady_clock::now();
+  for (int i = 0; i < 20; ++i) ASSERT_TRUE(CallApi((*server)->path(), {{"op", "status"}}, 5000).ok());
+  for (int i = 0; i < 300 && (*server)->stats().write_timeouts == 0; ++i) usleep(10000);
+  EXPECT_EQ((*server)->stats().write_timeouts, 1u);
+  EXPECT_LT(std::chrono::steady_clock::now() - t0, std::chrono::seconds(5));
+}
+
+TEST(ApiServer, ConnectionsBeyondTheCapAreToldAndClosed) {
+  ApiServerOptions o;
+  o.max_connections = 4;
+  auto server = ApiServer::Start(SocketPath("cap"), Echo, o);
+  ASSERT_TRUE(server.ok());
+  std::vector<UniqueFd> held;
+  for (int i = 0; i < 4; ++i) held.push_back(Connect((*server)->path()));
+  for (int i = 0; i < 100 && (*server)->stats().open < 4; ++i) usleep(10000);
+  auto r = CallApi((*server)->path(), {{"op", "status"}}, 5000);
+  ASSERT_FALSE(r.ok());
+  EXPECT_EQ(r.status().code(), ErrorCode::kBusy);
+  held.clear();
+  for (int i = 0; i < 100 && (*server)->stats().open > 0; ++i) usleep(10000);
+  EXPECT_TRUE(CallApi((*server)->path(), {{"op", "status"}}, 5000).ok());
+}
+
+TEST(ApiServer, StopEndsIdleConnectionsAtOnceAndRemovesTheSocket) {
+  auto server = ApiServer::Start(SocketPath("stop"), Echo);
+  ASSERT_TRUE(server.ok());
+  std::string path = (*server)->path();
+  std::vector<UniqueFd> idle;
+  for (int i = 0; i < 50; ++i) idle.push_back(Connect(path));
+  auto t0 = std::chrono::steady_clock::now();
+  (*server)->Stop();
+  EXPECT_LT(std::chrono::steady_clock::now() - t0, std::chrono::seconds(2));
+  EXPECT_NE(::access(path.c_str(), F_OK), 0);
+  char c;
+  EXPECT_LE(::recv(idle[0].get(), &c, 1, 0), 0);  // closed (or reset, if never accepted) by the server
+}
+
+TEST(ApiServer, RefusesAPathThatIsNotASocketOrIsInUse) {
+  std::string file = SocketPath("file");
+  { UniqueFd f(::open(file.c_str(), O_CREAT | O_WRONLY | O_CLOEXEC, 0600)); }
+  EXPECT_FALSE(ApiServer::Start(file, Echo).ok());
+  ::unlink(file.c_str());
+  auto first = ApiServer::Start(SocketPath("twice"), Echo);
+  ASSERT_TRUE(first.ok());
+  auto second = ApiServer::Start(SocketPath("twice"), Echo);
+  ASSERT_FALSE(second.ok());
+  EXPECT_EQ(second.status().code(), ErrorCode::kBusy);
+}
+
+}  // namespace
+}  // namespace ferry::vmhost

@@ -1,0 +1,108 @@
+// VmHost: the one owner of a VM in a VMM process (`ferry run`, `restore`, `incoming`,
+// `standby`): the VM itself once there is one, its lifecycle (lifecycle.h), its generation
+// (HA fencing token), the fence, the replicator that protects it and the standby replica
+// that may become it. Every API request goes through Handle(): decoded once into a typed
+// request (requests.h), admitted or refused by the lifecycle, then run. Operations that need
+// the VM (snapshot, migration, handover, promotion, dirty-rate) hold it through their phase;
+// a migrated or handed-over source is sealed and stopped, and never runs again.
+//
+// Thread-safety: Handle() from any number of API threads; Attach(), Run() and the rest from
+// the process's main thread as documented. control_mu_ serializes every change of the VM's
+// run state with the lifecycle's phase, so the two never disagree.
+#pragma once
+
+#include <condition_variable>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <mutex>
+#include <string>
+
+#include <nlohmann/json.hpp>
+
+#include "ferry/hypervisor/vm.h"
+#include "ferry/replication/replicator.h"
+#include "ferry/replication/standby.h"
+#include "ferry/vmhost/api_server.h"
+#include "ferry/vmhost/lifecycle.h"
+#include "ferry/vmhost/requests.h"
+
+namespace ferry::vmhost {
+
+class VmHost {
+ public:
+  // `initial`: kBooting (a VM will be attached before Run), kIncoming or kStandby.
+  explicit VmHost(Phase initial, std::string api_path = "");
+  ~VmHost();
+  VmHost(const VmHost&) = delete;
+  VmHost& operator=(const VmHost&) = delete;
+
+  // A standby host serves this replica's status and promotion until a VM runs (not owned).
+  void SetStandby(replication::Standby* standby);
+  // Called (once, from an API thread) when an operator stops a host that has no VM yet.
+  void SetCancel(std::function<void()> cancel);
+  // Gives the host its VM. `arrived`: it already runs (a migration or handover brought it).
+  void Attach(std::unique_ptr<hypervisor::Vm> vm, uint64_t generation, bool arrived);
+
+  // The JSON API: never throws, always answers with an object carrying "ok".
+  nlohmann::json Handle(const nlohmann::json& request, const ApiEmit& emit);
+
+  // Starts the attached VM (unless it arrived running) and blocks until it ends.
+  Result<hypervisor::VmExit> Run(bool verify_on_start);
+  // Blocks until a VM is attached (true) or `give_up` says so (false); re-checks every 50 ms
+  // and whenever something changes.
+  bool WaitForVm(const std::function<bool()>& give_up);
+  // A signal: stops the VM, or cancels a host that has none.
+  void Shutdown();
+
+  Phase phase() const { return lifecycle_.phase(); }
+  uint64_t generation() const;
+  hypervisor::Vm* vm() const;
+
+ private:
+  nlohmann::json Dispatch(const Request& request, const ApiEmit& emit);
+  nlohmann::json StatusReply();
+  nlohmann::json HaJson() const;
+  nlohmann::json ReplicationJson() const;
+  DecodeLimits Limits() const;
+  void SyncReplication();
+  void Notify();
+
+  // vm_ops.cc
+  nlohmann::json Pause();
+  nlohmann::json Resume(bool force);
+  nlohmann::json Stop(bool force);
+  nlohmann::json Snapshot(const SnapshotRequest& r);
+  nlohmann::json Verify(const VerifyRequest& r);
+  nlohmann::json DirtyRate(const DirtyRateRequest& r);
+  nlohmann::json Throttle(const ThrottleRequest& r);
+  // vm_ha.cc
+  nlohmann::json Fence();
+  nlohmann::json Unfence();
+  nlohmann::json ReleaseOutput();
+  nlohmann::json SetGeneration(const SetGenerationRequest& r);
+  nlohmann::json Promote(const PromoteRequest& r);
+  // vm_migrate.cc
+  nlohmann::json Migrate(const MigrateRequest& r, const ApiEmit& emit);
+  // vm_replicate.cc
+  nlohmann::json Replicate(const ReplicateRequest& r);
+  nlohmann::json ReplicateStop();
+  nlohmann::json Handover(const HandoverRequest& r);
+  void StopReplication();
+
+  const std::string api_path_;
+  Lifecycle lifecycle_;
+  mutable std::mutex control_mu_;  // held while a run-state change and its phase change happen
+
+  mutable std::mutex mu_;  // guards the members below
+  std::condition_variable cv_;
+  std::unique_ptr<hypervisor::Vm> vm_;  // set once by Attach, kept until the host goes
+  uint64_t generation_ = 0;
+  uint64_t fenced_at_ms_ = 0;
+  replication::Standby* standby_ = nullptr;
+  std::function<void()> cancel_;
+  std::unique_ptr<replication::Replicator> replicator_;  // kept after it ends, for status
+  bool shutdown_ = false;
+};
+
+}  // namespace ferry::vmhost

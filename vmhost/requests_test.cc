@@ -1,0 +1,123 @@
+#include "ferry/vmhost/requests.h"
+
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <limits>
+
+namespace ferry::vmhost {
+namespace {
+
+using nlohmann::json;
+
+DecodeLimits Limits() {
+  DecodeLimits l;
+  l.guest_mem_bytes = 256ull << 20;
+  l.vcpus = 2;
+  l.host_mem_available = 8ull << 30;
+  l.generation = 5;
+  return l;
+}
+
+Status Decode(const json& j) {
+  auto r = DecodeRequest(j, Limits());
+  return r.ok() ? Status::Ok() : r.status();
+}
+
+TEST(Requests, DecodesTypedFields) {
+  auto r = DecodeRequest({{"op", "migrate"}, {"to", "127.0.0.1:4410"}, {"streams", 4}, {"compress", "none"},
+                          {"downtime_ms", 12.5}, {"xbzrle_cache", 1 << 20}, {"verify", true}},
+                         Limits());
+  ASSERT_TRUE(r.ok()) << r.status().message();
+  EXPECT_EQ(r->event, Event::kMigrate);
+  const auto& m = std::get<MigrateRequest>(r->body);
+  EXPECT_EQ(m.peer.to, "127.0.0.1:4410");
+  EXPECT_EQ(m.peer.streams, 4u);
+  EXPECT_FALSE(m.peer.compress);
+  EXPECT_DOUBLE_EQ(m.downtime_ms, 12.5);
+  EXPECT_TRUE(m.verify);
+  auto resume = DecodeRequest({{"op", "resume"}, {"force", true}}, Limits());
+  ASSERT_TRUE(resume.ok());
+  EXPECT_EQ(resume->event, Event::kForceResume);
+  auto rep = DecodeRequest({{"op", "replicate"}, {"to", "127.0.0.1:1"}, {"interval_ms", 25.0}}, Limits());
+  ASSERT_TRUE(rep.ok()) << rep.status().message();
+  EXPECT_EQ(std::get<ReplicateRequest>(rep->body).interval_ms, 25u);
+}
+
+TEST(Requests, RefusesWrongTypesMissingNegativeNonFiniteAndHugeFields) {
+  const double nan = std::numeric_limits<double>::quiet_NaN();
+  const double inf = std::numeric_limits<double>::infinity();
+  const json bad[] = {
+      json::array(),
+      json("status"),
+      {{"op", 7}},
+      {{"op", "nope"}},
+      {{"op", "verify"}, {"timeout_ms", "x"}},
+      {{"op", "verify"}, {"timeout_ms", -1}},
+      {{"op", "verify"}, {"timeout_ms", nullptr}},
+      {{"op", "verify"}, {"timeout_ms", 1e300}},
+      {{"op", "verify"}, {"timeout_ms", 1.5}},
+      {{"op", "verify"}, {"timout_ms", 5}},
+      {{"op", "dirty_rate"}, {"seconds", nan}},
+      {{"op", "dirty_rate"}, {"seconds", inf}},
+      {{"op", "dirty_rate"}, {"seconds", 0}},
+      {{"op", "throttle"}},
+      {{"op", "throttle"}, {"percent", 100}},
+      {{"op", "throttle"}, {"percent", 10}, {"vcpu", 2}},
+      {{"op", "throttle"}, {"percent", 10}, {"vcpu", -2}},
+      {{"op", "snapshot"}},
+      {{"op", "snapshot"}, {"file", ""}},
+      {{"op", "snapshot"}, {"file", 3}},
+      {{"op", "snapshot"}, {"file", "/tmp/x"}, {"stop", "yes"}},
+      {{"op", "migrate"}},
+      {{"op", "migrate"}, {"to", "nowhere"}},
+      {{"op", "migrate"}, {"to", "127.0.0.1:99999"}},
+      {{"op", "migrate"}, {"to", "127.0.0.1:1"}, {"streams", 0}},
+      {{"op", "migrate"}, {"to", "127.0.0.1:1"}, {"streams", 17}},
+      {{"op", "migrate"}, {"to", "127.0.0.1:1"}, {"compress", "lz4"}},
+      {{"op", "migrate"}, {"to", "127.0.0.1:1"}, {"transport", "udp"}},
+      {{"op", "migrate"}, {"to", "127.0.0.1:1"}, {"key", "zz"}},
+      {{"op", "migrate"}, {"to", "127.0.0.1:1"}, {"xbzrle_cache", 1ull << 40}},
+      {{"op", "migrate"}, {"to", "127.0.0.1:1"}, {"xbzrle_cache", 512ull << 20}},
+      {{"op", "migrate"}, {"to", "127.0.0.1:1"}, {"downtime_ms", nullptr}},
+      {{"op", "migrate"}, {"to", "127.0.0.1:1"}, {"downtime_ms", -3}},
+      {{"op", "replicate"}, {"to", "127.0.0.1:1"}, {"interval_ms", 0}},
+      {{"op", "replicate"}, {"to", "127.0.0.1:1"}, {"generation", -1}},
+      {{"op", "set_generation"}},
+      {{"op", "set_generation"}, {"generation", 4}},
+      {{"op", "set_generation"}, {"generation", 1ull << 60}},
+      {{"op", "handover"}, {"generation", 5}},
+      {{"op", "promote"}, {"force", 1}},
+      {{"op", "pause"}, {"extra", true}},
+  };
+  for (const auto& j : bad) {
+    Status st = Decode(j);
+    EXPECT_FALSE(st.ok()) << j.dump();
+    EXPECT_EQ(st.code(), ErrorCode::kInvalidArgument) << j.dump();
+  }
+}
+
+TEST(Requests, EveryOpDecodesWithItsDefaults) {
+  for (const auto& op : ApiOps()) {
+    json j = {{"op", op}};
+    if (op == "snapshot") j["file"] = "/tmp/s";
+    if (op == "throttle") j["percent"] = 0;
+    if (op == "migrate" || op == "replicate") j["to"] = "127.0.0.1:4410";
+    if (op == "set_generation") j["generation"] = 5;
+    EXPECT_TRUE(Decode(j).ok()) << op << ": " << Decode(j).message();
+  }
+}
+
+TEST(Requests, KeysRoundTripThroughHex) {
+  std::vector<uint8_t> bytes;
+  for (int i = 0; i < 32; ++i) bytes.push_back(static_cast<uint8_t>(i * 37));
+  auto key = KeyFromHex(KeyToHex(bytes));
+  ASSERT_TRUE(key.ok());
+  EXPECT_EQ(key->bytes, bytes);
+  EXPECT_FALSE(KeyFromHex("abc").ok());
+  EXPECT_FALSE(KeyFromHex(std::string(32, 'g')).ok());
+  EXPECT_FALSE(KeyFromHex("0011").ok()) << "too short";
+}
+
+}  // namespace
+}  // namespace ferry::vmhost

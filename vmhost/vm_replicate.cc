@@ -1,0 +1,110 @@
+// The VM host's replication requests on the primary: "replicate" starts a Replicator inside
+// the VMM and answers once the guest is protected; "replicate_stop" ends it; "handover" is
+// the planned switchover to the standby. The lifecycle's replicating phase follows the
+// replicator (VmHost::SyncReplication).
+#include <cstdio>
+
+#include "ferry/vmhost/vm_host.h"
+#include "status_json.h"
+
+namespace ferry::vmhost {
+
+using nlohmann::json;
+
+void VmHost::StopReplication() {
+  std::lock_guard lock(mu_);
+  if (replicator_) replicator_->Stop();
+}
+
+json VmHost::Replicate(const ReplicateRequest& r) {
+  hypervisor::Vm& v = *vm();
+  replication::ReplicateOptions o;
+  o.to = r.peer.to;
+  o.key = r.peer.key;
+  o.transport = r.peer.transport;
+  o.streams = r.peer.streams;
+  o.compress = r.peer.compress;
+  o.io_timeout_ms = r.io_timeout_ms;
+  o.hold_output_on_failure = r.hold_on_failure;
+  o.sync_bandwidth = r.sync_bandwidth;
+  o.epochs.interval_ms = r.interval_ms;
+  if (r.max_interval_ms) o.epochs.max_interval_ms = r.max_interval_ms;
+  if (o.epochs.max_interval_ms < o.epochs.interval_ms) o.epochs.max_interval_ms = o.epochs.interval_ms;
+  o.epochs.throttle = r.throttle;
+
+  replication::Replicator* rep;
+  {
+    std::lock_guard control(control_mu_);
+    auto from = lifecycle_.Begin(Event::kReplicate);
+    if (!from.ok()) return ErrorReply(from.status());
+    o.generation = r.generation.value_or(generation());
+    auto started = replication::Replicator::Start(v, o);
+    if (!started.ok()) {
+      (void)lifecycle_.End(Event::kReplicationEnded);
+      return ErrorReply(started.status());
+    }
+    std::lock_guard lock(mu_);
+    replicator_ = std::move(started).value();
+    rep = replicator_.get();
+  }
+  // The replicator is replaced only by a later "replicate", which the phase refuses while
+  // this one runs, so `rep` stays valid while we wait.
+  if (ferry::Status st = rep->WaitProtected(r.wait_ms); !st.ok()) {
+    SyncReplication();
+    json e = ErrorReply(Status(st.code(), "replication to " + o.to + " did not protect the VM: " + st.message()));
+    e["replication"] = ReplicationStatusJson(rep->status());
+    return e;
+  }
+  return {{"ok", true}, {"replication", ReplicationStatusJson(rep->status())}};
+}
+
+json VmHost::ReplicateStop() {
+  std::lock_guard control(control_mu_);
+  auto from = lifecycle_.Begin(Event::kReplicateStop);
+  if (!from.ok()) return ErrorReply(from.status());
+  std::lock_guard lock(mu_);
+  if (!replicator_) return ErrorReply(Refused("this VM is not being replicated"));
+  replicator_->Stop();
+  return {{"ok", true}, {"replication", ReplicationStatusJson(replicator_->status())}};
+}
+
+json VmHost::Handover(const HandoverRequest& r) {
+  hypervisor::Vm& v = *vm();
+  replication::Replicator* rep;
+  uint64_t target;
+  {
+    std::lock_guard control(control_mu_);
+    auto from = lifecycle_.Begin(Event::kHandover);
+    if (!from.ok()) return ErrorReply(from.status());
+    target = r.generation.value_or(generation() + 1);
+    std::lock_guard lock(mu_);
+    rep = replicator_.get();
+    if (target <= generation_ || !rep || !rep->running()) {
+      (void)lifecycle_.End(Event::kDone);
+      if (target <= generation_) {
+        return ErrorReply(InvalidArgument("a handover must raise the generation (it is " + std::to_string(generation_) + ")"));
+      }
+      return ErrorReply(Refused("replication has ended: there is no standby to hand the VM to"));
+    }
+  }
+  auto h = rep->Handover(target);
+  std::lock_guard control(control_mu_);
+  if (!h.ok()) {
+    if (h.status().code() == ErrorCode::kIndeterminate) {
+      (void)v.Seal("a handover's commit went unanswered");
+      (void)lifecycle_.End(Event::kCommitUnknown);
+    } else {
+      (void)lifecycle_.End(Event::kDone);  // the guest runs on here; replication has ended
+    }
+    return ErrorReply(h.status());
+  }
+  (void)v.Seal("handed over to the standby");
+  (void)lifecycle_.End(Event::kCommitted);
+  std::fprintf(stderr, "ferry: handed over to the standby at generation %llu (downtime %.1f ms); this VMM stops\n",
+               static_cast<unsigned long long>(h->generation), h->downtime_ms);
+  v.Stop();
+  return {{"ok", true}, {"epoch", h->epoch}, {"generation", h->generation}, {"downtime_ms", h->downtime_ms},
+          {"final_ship_ms", h->final_ship_ms}};
+}
+
+}  // namespace ferry::vmhost
