@@ -69,6 +69,10 @@ HostOutcome RunIncoming(const migrate::IncomingOptions& options, const std::stri
   std::fprintf(stderr, "ferry incoming: listening on %s%s\n", in->address().c_str(),
                options.key ? "" : " (no --key: loopback sources only)");
   auto r = in->Receive();
+  if (!r.ok() && host.phase() == Phase::kStopped) {
+    // Nothing runs here: a destination stopped while waiting did not do its job (exit 1).
+    return {Status(ErrorCode::kAborted, "incoming: stopped before a migration arrived"), std::nullopt};
+  }
   if (!r.ok()) return {r.status().Annotate("incoming migration failed"), std::nullopt};
   const auto& s = r->stats;
   std::fprintf(stderr,
