@@ -8,6 +8,8 @@
 #include <mutex>
 #include <thread>
 
+#include <unistd.h>
+
 #include "ferry/base/clock.h"
 #include "ferry/base/log.h"
 #include "ferry/hypervisor/vm_state_codec.h"
@@ -203,6 +205,14 @@ Result<Received> DestMigration::Run() {
                       ", this destination expects " + std::to_string(o_.min_generation) + " or newer (a newer primary exists)";
     control_->Fail(why);
     return Status(ErrorCode::kAborted, why);
+  }
+  // A source may announce more RAM than this host has: refuse it before allocating.
+  if (const uint64_t host = uint64_t(::sysconf(_SC_PHYS_PAGES)) * uint64_t(::sysconf(_SC_PAGESIZE));
+      host && begin_.config.mem_bytes > host) {
+    std::string why = "the VM's " + std::to_string(begin_.config.mem_bytes >> 20) + " MiB of RAM is more than this host's " +
+                      std::to_string(host >> 20) + " MiB";
+    control_->Fail(why);
+    return InvalidArgument(why);
   }
   auto memory = hypervisor::GuestMemory::Create(begin_.config.mem_bytes);
   if (!memory.ok()) {

@@ -96,6 +96,11 @@ struct Standby::Impl {
 };
 
 Status Standby::Impl::Setup() {
+  if (const uint64_t host = uint64_t(::sysconf(_SC_PHYS_PAGES)) * uint64_t(::sysconf(_SC_PAGESIZE));
+      host && begin.config.mem_bytes > host) {
+    return InvalidArgument("the VM's " + std::to_string(begin.config.mem_bytes >> 20) +
+                           " MiB of RAM is more than this host's " + std::to_string(host >> 20) + " MiB");
+  }
   FERRY_ASSIGN_OR_RETURN(auto mem, hypervisor::GuestMemory::Create(begin.config.mem_bytes));
   hypervisor::VmConfig config = begin.config;
   if (!config.devices.disk_path.empty() && !o.devices.disk_path) {
