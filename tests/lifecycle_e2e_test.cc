@@ -32,6 +32,15 @@ std::string Phase(const std::string& sock) {
   return r.ok() ? (*r).value("state", "") : "gone";
 }
 
+// The guest still runs and passes a full verification; then it is stopped and its VMM ends.
+void ExpectVerifiesThenStop(const TempDir& dir, const std::string& sock, Process& vm) {
+  EXPECT_EQ(Phase(sock), "running");
+  auto verify = RunFerry({"verify", "--api", sock, "--timeout-ms", "60000"}, dir.File("verify"), 90000);
+  EXPECT_EQ(verify.code, 0) << verify.out << verify.err;
+  EXPECT_TRUE(Api(sock, {{"op", "stop"}, {"force", true}}).ok());
+  EXPECT_EQ(vm.Wait(20000), 0) << vm.Stderr();
+}
+
 // One raw line to the API and its reply line (for what a typed client cannot send).
 std::string RawLine(const std::string& sock, const std::string& line) {
   sockaddr_un addr{};
@@ -130,10 +139,7 @@ TEST(LifecycleE2E, HammeringAMigratingVmNeverMakesTwoCopiesOrACorruptSnapshot) {
   }
   EXPECT_EQ(obeyed_while_held, 0) << "an operator request was obeyed while a migration held the VM";
   EXPECT_GT(refused, 0) << "the hammer never met a migration holding the VM";
-  auto verify = RunFerry({"verify", "--api", sock, "--timeout-ms", "60000"}, dir.File("verify"), 90000);
-  EXPECT_EQ(verify.code, 0) << verify.out << verify.err;
-  EXPECT_TRUE(Api(sock, {{"op", "stop"}, {"force", true}}).ok());
-  EXPECT_EQ(vm->Wait(20000), 0);
+  ExpectVerifiesThenStop(dir, sock, *vm);
   // Every snapshot that answered ok restores and verifies (the first few, to bound the time).
   std::printf("%zu snapshots answered ok, %d requests refused\n", good_snapshots.size(), refused);
   for (size_t i = 0; i < good_snapshots.size() && i < 3; ++i) {
@@ -195,11 +201,7 @@ TEST(LifecycleE2E, MalformedRequestsAndFlagsAreRefusedAndTheGuestVerifies) {
   }
   std::printf("%d malformed requests refused\n", refused);
   EXPECT_GT(refused, 100);
-  EXPECT_EQ(Phase(sock), "running");
-  auto verify = RunFerry({"verify", "--api", sock, "--timeout-ms", "60000"}, dir.File("verify"), 90000);
-  EXPECT_EQ(verify.code, 0) << verify.out << verify.err;
-  EXPECT_TRUE(Api(sock, {{"op", "stop"}, {"force", true}}).ok());
-  EXPECT_EQ(vm.Wait(20000), 0) << vm.Stderr();
+  ExpectVerifiesThenStop(dir, sock, vm);
 }
 
 TEST(LifecycleE2E, AFenceHoldsAgainstResumeAndSnapshotsCannotOverwriteTheVmsOwnFiles) {
@@ -225,11 +227,7 @@ TEST(LifecycleE2E, AFenceHoldsAgainstResumeAndSnapshotsCannotOverwriteTheVmsOwnF
     auto snap = RunFerry({"snapshot", "--api", sock, "--file", own}, dir.File("snap"));
     EXPECT_EQ(snap.code, 2) << own << ": " << snap.err;
   }
-  EXPECT_EQ(Phase(sock), "running");
-  auto verify = RunFerry({"verify", "--api", sock, "--timeout-ms", "60000"}, dir.File("verify"), 90000);
-  EXPECT_EQ(verify.code, 0) << verify.out << verify.err;
-  EXPECT_TRUE(Api(sock, {{"op", "stop"}, {"force", true}}).ok());
-  EXPECT_EQ(vm.Wait(20000), 0) << vm.Stderr();
+  ExpectVerifiesThenStop(dir, sock, vm);
 }
 
 // `ferry incoming --api` with a path it cannot bind ends before it listens, so the source's
@@ -245,11 +243,7 @@ TEST(LifecycleE2E, ADestinationThatCannotServeTheVmDoesNotAcceptIt) {
   EXPECT_EQ(dst.err.find("listening"), std::string::npos) << dst.err;
   auto mig = RunFerry({"migrate", "--api", sock, "--to", "127.0.0.1:4470"}, dir.File("mig"), 30000);
   EXPECT_EQ(mig.code, 1) << mig.err;
-  EXPECT_EQ(Phase(sock), "running");
-  auto verify = RunFerry({"verify", "--api", sock, "--timeout-ms", "60000"}, dir.File("verify"), 90000);
-  EXPECT_EQ(verify.code, 0) << verify.out << verify.err;
-  EXPECT_TRUE(Api(sock, {{"op", "stop"}, {"force", true}}).ok());
-  EXPECT_EQ(vm.Wait(20000), 0);
+  ExpectVerifiesThenStop(dir, sock, vm);
 }
 
 // A guest that reports a verification with fields that are not numbers, and bytes that are

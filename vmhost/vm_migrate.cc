@@ -48,11 +48,7 @@ json StatsJson(const migrate::MigrationStats& s) {
 json VmHost::Migrate(const MigrateRequest& r, const ApiEmit& emit) {
   hypervisor::Vm& v = *vm();
   migrate::MigrateOptions o;
-  o.to = r.peer.to;
-  o.key = r.peer.key;
-  o.transport = r.peer.transport;
-  o.streams = r.peer.streams;
-  o.compress = r.peer.compress;
+  ApplyPeer(r.peer, &o);
   o.bandwidth = r.bandwidth;
   o.xbzrle_cache_bytes = r.xbzrle_cache;
   o.verify = r.verify;

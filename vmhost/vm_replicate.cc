@@ -19,11 +19,7 @@ void VmHost::StopReplication() {
 json VmHost::Replicate(const ReplicateRequest& r) {
   hypervisor::Vm& v = *vm();
   replication::ReplicateOptions o;
-  o.to = r.peer.to;
-  o.key = r.peer.key;
-  o.transport = r.peer.transport;
-  o.streams = r.peer.streams;
-  o.compress = r.peer.compress;
+  ApplyPeer(r.peer, &o);
   o.io_timeout_ms = r.io_timeout_ms;
   o.hold_output_on_failure = r.hold_on_failure;
   o.sync_bandwidth = r.sync_bandwidth;

@@ -37,6 +37,16 @@ struct PeerFields {
   bool compress = true;
 };
 
+// Copies the peer fields into a migrate::MigrateOptions or replication::ReplicateOptions.
+template <class Options>
+void ApplyPeer(const PeerFields& p, Options* o) {
+  o->to = p.to;
+  o->key = p.key;
+  o->transport = p.transport;
+  o->streams = p.streams;
+  o->compress = p.compress;
+}
+
 struct StatusRequest {};
 struct PauseRequest {};
 struct ResumeRequest { bool force = false; };
