@@ -12,8 +12,12 @@ namespace ferry::vmhost {
 using nlohmann::json;
 
 void VmHost::StopReplication() {
-  std::lock_guard lock(mu_);
-  if (replicator_) replicator_->Stop();
+  std::shared_ptr<replication::Replicator> rep;
+  {
+    std::lock_guard lock(mu_);
+    rep = replicator_;
+  }
+  if (rep) rep->Stop();
 }
 
 json VmHost::Replicate(const ReplicateRequest& r) {
@@ -28,23 +32,28 @@ json VmHost::Replicate(const ReplicateRequest& r) {
   if (o.epochs.max_interval_ms < o.epochs.interval_ms) o.epochs.max_interval_ms = o.epochs.interval_ms;
   o.epochs.throttle = r.throttle;
 
-  replication::Replicator* rep;
+  std::shared_ptr<replication::Replicator> previous;  // ended; dropped so SyncReplication sees only the new one
   {
     std::lock_guard control(control_mu_);
     auto from = lifecycle_.Begin(Event::kReplicate);
     if (!from.ok()) return ErrorReply(from.status());
-    o.generation = r.generation.value_or(generation());
-    auto started = replication::Replicator::Start(v, o);
-    if (!started.ok()) {
-      (void)lifecycle_.End(Event::kReplicationEnded);
-      return ErrorReply(started.status());
-    }
     std::lock_guard lock(mu_);
-    replicator_ = std::move(started).value();
-    rep = replicator_.get();
+    previous.swap(replicator_);
   }
-  // The replicator is replaced only by a later "replicate", which the phase refuses while
-  // this one runs, so `rep` stays valid while we wait.
+  previous.reset();
+  o.generation = r.generation.value_or(generation());
+  // Connecting may take the io timeout: not under control_mu_, so a fence is never delayed.
+  auto started = replication::Replicator::Start(v, o);
+  if (!started.ok()) {
+    std::lock_guard control(control_mu_);
+    (void)lifecycle_.End(Event::kReplicationEnded);
+    return ErrorReply(started.status());
+  }
+  std::shared_ptr<replication::Replicator> rep = std::move(started).value();
+  {
+    std::lock_guard lock(mu_);
+    replicator_ = rep;
+  }
   if (ferry::Status st = rep->WaitProtected(r.wait_ms); !st.ok()) {
     SyncReplication();
     json e = ErrorReply(Status(st.code(), "replication to " + o.to + " did not protect the VM: " + st.message()));
@@ -55,18 +64,22 @@ json VmHost::Replicate(const ReplicateRequest& r) {
 }
 
 json VmHost::ReplicateStop() {
-  std::lock_guard control(control_mu_);
-  auto from = lifecycle_.Begin(Event::kReplicateStop);
-  if (!from.ok()) return ErrorReply(from.status());
-  std::lock_guard lock(mu_);
-  if (!replicator_) return ErrorReply(Refused("this VM is not being replicated"));
-  replicator_->Stop();
-  return {{"ok", true}, {"replication", ReplicationStatusJson(replicator_->status())}};
+  std::shared_ptr<replication::Replicator> rep;
+  {
+    std::lock_guard control(control_mu_);
+    auto from = lifecycle_.Begin(Event::kReplicateStop);
+    if (!from.ok()) return ErrorReply(from.status());
+    std::lock_guard lock(mu_);
+    rep = replicator_;
+  }
+  if (!rep) return ErrorReply(Refused("this VM is not being replicated"));
+  rep->Stop();  // after the checkpoint in flight: outside the locks
+  return {{"ok", true}, {"replication", ReplicationStatusJson(rep->status())}};
 }
 
 json VmHost::Handover(const HandoverRequest& r) {
   hypervisor::Vm& v = *vm();
-  replication::Replicator* rep;
+  std::shared_ptr<replication::Replicator> rep;
   uint64_t target;
   {
     std::lock_guard control(control_mu_);
@@ -74,7 +87,7 @@ json VmHost::Handover(const HandoverRequest& r) {
     if (!from.ok()) return ErrorReply(from.status());
     target = r.generation.value_or(generation() + 1);
     std::lock_guard lock(mu_);
-    rep = replicator_.get();
+    rep = replicator_;
     if (target <= generation_ || !rep || !rep->running()) {
       (void)lifecycle_.End(Event::kDone);
       if (target <= generation_) {

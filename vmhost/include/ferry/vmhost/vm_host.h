@@ -101,7 +101,9 @@ class VmHost {
   uint64_t fenced_at_ms_ = 0;
   replication::Standby* standby_ = nullptr;
   std::function<void()> cancel_;
-  std::unique_ptr<replication::Replicator> replicator_;  // kept after it ends, for status
+  // Kept after it ends, for status; shared so a request may use it outside mu_ while a later
+  // "replicate" installs another.
+  std::shared_ptr<replication::Replicator> replicator_;
   bool shutdown_ = false;
 };
 
