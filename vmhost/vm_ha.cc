@@ -36,7 +36,8 @@ json VmHost::Unfence() {
   if (!from.ok()) return ErrorReply(from.status());
   if (!was_fenced) return {{"ok", true}, {"ha", HaJson()}};
   hypervisor::Vm& v = *vm();
-  v.Unseal();
+  // A source whose commit went unanswered stays sealed: only resume --force lifts that.
+  if (lifecycle_.phase() != Phase::kCommitUnknown) v.Unseal();
   {
     std::lock_guard lock(mu_);
     fenced_at_ms_ = 0;
