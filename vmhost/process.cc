@@ -58,13 +58,16 @@ HostOutcome RunVm(std::unique_ptr<hypervisor::Vm> vm, const RunOptions& options)
 
 HostOutcome RunIncoming(const migrate::IncomingOptions& options, const std::string& api_path) {
   VmHost host(Phase::kIncoming, api_path);
+  // Outlives the signal watcher and the API server, whose threads may be cancelling it.
+  std::unique_ptr<migrate::Incoming> owner;
   SignalWatcher signals([&host] { host.Shutdown(); });
   // The API first: a destination that could not serve the VM must not accept it.
   auto api = Serve(host, api_path);
   if (!api.ok()) return {api.status(), std::nullopt};
   auto incoming = migrate::Incoming::Listen(options);
   if (!incoming.ok()) return {incoming.status(), std::nullopt};
-  migrate::Incoming* in = incoming->get();
+  owner = std::move(incoming).value();
+  migrate::Incoming* in = owner.get();
   host.SetCancel([in] { in->Cancel(); });
   std::fprintf(stderr, "ferry incoming: listening on %s%s\n", in->address().c_str(),
                options.key ? "" : " (no --key: loopback sources only)");
