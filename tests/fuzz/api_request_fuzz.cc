@@ -85,8 +85,8 @@ const double kDoubles[] = {std::numeric_limits<double>::quiet_NaN(), -std::numer
                            18446744073709551616.0, 18446744073709549568.0, std::numeric_limits<double>::max(),
                            std::numeric_limits<double>::denorm_min()};
 
-const char* const kStrings[] = {"", "127.0.0.1:4410", "[::1]:7000", "::1:7000", "10.0.0.1:0", "10.0.0.1:65535",
-                                "10.0.0.1:65536", "10.0.0.1:99999", "1.2.3.4:00080", "host:80", ":80", "[::1]",
+const char* const kStrings[] = {"", "127.0.0.1:4410", "[::1]:7000", "::1:7000", "127.0.0.2:0", "127.0.0.2:65535",
+                                "127.0.0.2:65536", "127.0.0.2:99999", "127.1.2.3:00080", "host:80", ":80", "[::1]",
                                 "[]:1", "[fe80::1%lo]:1", "127.0.0.1:", "127.0.0.1:-1", "tcp", "rdma", "zstd",
                                 "none", "TCP", "00112233445566778899aabbccddeeff", "00112233445566778899aabbccddee",
                                 "abc", "zzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzz", "/tmp/ferry-api-fuzz.snap", "op", "status",
