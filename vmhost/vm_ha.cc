@@ -68,12 +68,14 @@ json VmHost::SetGeneration(const SetGenerationRequest& r) {
   std::lock_guard control(control_mu_);
   auto from = lifecycle_.Begin(Event::kSetGeneration);
   if (!from.ok()) return ErrorReply(from.status());
-  std::lock_guard lock(mu_);
-  if (r.generation < generation_) {
-    return ErrorReply(InvalidArgument("the generation may only grow (it is " + std::to_string(generation_) + ")"));
+  {
+    std::lock_guard lock(mu_);
+    if (r.generation < generation_) {
+      return ErrorReply(InvalidArgument("the generation may only grow (it is " + std::to_string(generation_) + ")"));
+    }
+    generation_ = r.generation;
   }
-  generation_ = r.generation;
-  return {{"ok", true}, {"ha", {{"generation", generation_}, {"fenced", lifecycle_.fenced()}, {"fenced_at_ms", fenced_at_ms_}}}};
+  return {{"ok", true}, {"ha", HaJson()}};
 }
 
 json VmHost::Promote(const PromoteRequest& r) {
