@@ -62,7 +62,7 @@ class Planner {
       const Claim* c = state_.claim(v.name);
       if (!c || !hosts_.count(c->host)) continue;
       const Instance* i = state_.instance(c->host, v.name);
-      if (!i || i->role != "primary") continue;
+      if (!i || !i->primary()) continue;
       const json& s = state_.stats(c->host);
       json vm = s.is_object() && s.contains("vms") && s["vms"].contains(v.name) ? s["vms"][v.name] : json::object();
       cpu_[v.name] = NumberField(vm, "cpu_pct");

@@ -25,8 +25,8 @@ ClusterConfig Config(const std::string& policy) {
 Instance Running(const std::string& vm, uint64_t gen = 1) {
   Instance i;
   i.vm = vm;
-  i.role = "primary";
-  i.state = "running";
+  i.role = Role::kPrimary;
+  i.phase = vmhost::Phase::kRunning;
   i.generation = gen;
   return i;
 }
@@ -131,12 +131,12 @@ TEST(Move, TheOwnerReprotectsToTheTargetThenHandsOver) {
   ClusterState s(c, "a");
   s.OnView({"a", "b", "c"}, true);
   Instance p = Running("v1");
-  p.replication = "protected";
+  p.replication = replication::ReplicationState::kProtected;
   p.standby_host = "b";
   Instance sb;
   sb.vm = "v1";
-  sb.role = "standby";
-  sb.state = "replicating";
+  sb.role = Role::kStandby;
+  sb.standby_state = replication::StandbyState::kReplicating;
   sb.generation = 1;
   sb.committed = 4;
   ASSERT_TRUE(s.OnMessage("a", ClusterState::ReportMessage("a", {p})));

@@ -6,26 +6,57 @@ namespace ferry::ha {
 
 using nlohmann::json;
 
-json Instance::ToJson() const {
-  return {{"vm", vm}, {"role", role}, {"state", state}, {"generation", generation}, {"fenced", fenced},
-          {"replication", replication}, {"standby_host", standby_host}, {"output_held", output_held},
-          {"committed", committed}, {"epochs", epochs}, {"tx_frames", tx_frames}};
+const char* RoleName(Role r) { return r == Role::kPrimary ? "primary" : "standby"; }
+
+std::optional<Role> ParseRole(std::string_view name) {
+  if (name == "primary") return Role::kPrimary;
+  if (name == "standby") return Role::kStandby;
+  return std::nullopt;
 }
 
-Instance Instance::FromJson(const json& j) {
-  Instance i;
-  i.vm = j.value("vm", "");
-  i.role = j.value("role", "");
-  i.state = j.value("state", "");
-  i.generation = j.value("generation", uint64_t{0});
-  i.fenced = j.value("fenced", false);
-  i.replication = j.value("replication", "");
-  i.standby_host = j.value("standby_host", "");
-  i.output_held = j.value("output_held", false);
-  i.committed = j.value("committed", uint64_t{0});
-  i.epochs = j.value("epochs", uint64_t{0});
-  i.tx_frames = j.value("tx_frames", uint64_t{0});
-  return i;
+json Instance::ToJson() const {
+  std::string state = "starting";
+  if (primary() && phase) state = vmhost::GuestRuns(*phase) ? "running" : vmhost::PhaseName(*phase);
+  if (standby() && standby_state) state = replication::StandbyStateName(*standby_state);
+  return {{"vm", vm},
+          {"role", RoleName(role)},
+          {"state", state},
+          {"generation", generation},
+          {"fenced", fenced},
+          {"replication", replication ? replication::ReplicationStateName(*replication) : ""},
+          {"standby_host", standby_host},
+          {"output_held", output_held},
+          {"committed", committed},
+          {"epochs", epochs},
+          {"tx_frames", tx_frames}};
+}
+
+std::optional<Instance> Instance::FromJson(const json& j) {
+  if (!j.is_object()) return std::nullopt;
+  try {
+    Instance i;
+    auto role = ParseRole(j.value("role", ""));
+    if (!role) return std::nullopt;
+    i.role = *role;
+    i.vm = j.value("vm", "");
+    const std::string state = j.value("state", "");
+    if (i.primary()) {
+      i.phase = vmhost::ParsePhase(state);
+    } else {
+      i.standby_state = replication::ParseStandbyState(state);
+    }
+    i.generation = j.value("generation", uint64_t{0});
+    i.fenced = j.value("fenced", false);
+    i.replication = replication::ParseReplicationState(j.value("replication", ""));
+    i.standby_host = j.value("standby_host", "");
+    i.output_held = j.value("output_held", false);
+    i.committed = j.value("committed", uint64_t{0});
+    i.epochs = j.value("epochs", uint64_t{0});
+    i.tx_frames = j.value("tx_frames", uint64_t{0});
+    return i;
+  } catch (const json::exception&) {
+    return std::nullopt;
+  }
 }
 
 const char* ActionName(Action::Kind k) {
@@ -88,12 +119,25 @@ const json& ClusterState::stats(const std::string& host) const {
 bool ClusterState::OnMessage(const std::string& host, const std::string& payload) {
   json j = json::parse(payload, nullptr, false);
   if (!j.is_object() || host.empty()) return false;
+  // A member's message with a field of the wrong type is ignored, never an exception.
+  try {
+    return Apply(host, j);
+  } catch (const json::exception&) {
+    return false;
+  }
+}
+
+bool ClusterState::Apply(const std::string& host, const json& j) {
   std::string type = j.value("t", "");
   if (type == "report") {
     std::vector<Instance> list;
-    for (const auto& i : j.value("instances", json::array())) list.push_back(Instance::FromJson(i));
+    for (const auto& i : j.value("instances", json::array())) {
+      auto parsed = Instance::FromJson(i);
+      if (!parsed) return false;  // a malformed report changes nothing
+      list.push_back(std::move(*parsed));
+    }
     for (const auto& i : list) {
-      if (i.role == "primary" && config_.Vm(i.vm)) Accept(i.vm, Claim{i.generation, host, "report"});
+      if (i.primary() && config_.Vm(i.vm)) Accept(i.vm, Claim{i.generation, host, "report"});
     }
     reports_[host] = std::move(list);
     if (j.contains("stats") && j["stats"].is_object()) stats_[host] = j["stats"];
@@ -177,9 +221,10 @@ json ClusterState::ToJson() const {
     json entry = {{"name", v.name}, {"generation", c ? c->generation : 0}, {"owner", c ? c->host : ""},
                   {"claimed_by", c ? c->why : ""}};
     if (c) {
-      if (const Instance* i = instance(c->host, v.name); i && i->role == "primary") {
-        entry["state"] = i->fenced ? "fenced" : i->state;
-        entry["replication"] = i->replication;
+      if (const Instance* i = instance(c->host, v.name); i && i->primary()) {
+        const json ij = i->ToJson();
+        entry["state"] = i->fenced ? "fenced" : ij["state"];
+        entry["replication"] = ij["replication"];
         entry["standby_host"] = i->standby_host;
       }
     }

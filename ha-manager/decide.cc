@@ -1,53 +1,290 @@
 // Decide(): one agent's next steps for every protected VM (cluster_state.h explains the
-// protocol). Each rule is idempotent; the agent marks a VM busy while it carries one out.
+// protocol), as rules. For each VM, the rules of the case it is in (this host owns it, holds
+// its standby, or neither) are tried in order; the first that applies decides, with an
+// action or with a deliberate "nothing now". Every rule is idempotent: it reads the state
+// and the agent's bookkeeping, never its own past output, and the agent marks a VM busy while
+// it carries out an action.
 #include <algorithm>
+#include <array>
+#include <optional>
 
 #include "ferry/ha/cluster_state.h"
 
 namespace ferry::ha {
 namespace {
 
-bool Replicating(const Instance& i) {
-  return i.replication == "connecting" || i.replication == "syncing" || i.replication == "protected";
+using replication::ReplicationState;
+using replication::StandbyState;
+
+// What one VM looks like to this agent now.
+struct Ctx {
+  const ClusterConfig& config;
+  const ClusterState& state;
+  const std::string& self;
+  const VmSpec& v;
+  const Claim* c;            // the agreed owner, if any
+  uint64_t G;                // its generation (0 if unclaimed)
+  const Instance* mine;      // this host's instance of the VM, if any
+  bool claim_pending;        // this agent's claim is on its way
+};
+
+// A rule's verdict: it does not apply (the next rule is tried), or it applies, with an
+// action or without one.
+struct Verdict {
+  bool applies = false;
+  std::optional<Action> action;
+};
+Verdict Pass() { return {}; }
+Verdict Wait() { return {true, std::nullopt}; }
+Verdict Do(Action::Kind k, const Ctx& x, const std::string& host, uint64_t generation, std::string why) {
+  return {true, Action{k, x.v.name, host, generation, std::move(why)}};
 }
+
+struct Rule {
+  const char* name;  // what it is for, in the order it is tried
+  Verdict (*fn)(const Ctx&);
+};
 
 // Where vm's standby should be: its preferred hosts first (the configured primary and backup,
 // so a failed-over VM goes back to being protected by its old home once that returns), then
 // the rest in config order; never the owner, a host out of the view, or one being evacuated.
-std::vector<std::string> BackupCandidates(const ClusterConfig& config, const VmSpec& v, const std::string& owner,
-                                          const ClusterState& state) {
+std::vector<std::string> BackupCandidates(const Ctx& x) {
   std::vector<std::string> order;
   // A VM being moved is protected by its destination first: the move is a handover to it.
-  if (const std::string* to = state.move(v.name)) order.push_back(*to);
-  order.push_back(v.primary);
-  if (!v.backup.empty()) order.push_back(v.backup);
-  for (const auto& h : config.hosts) {
+  if (const std::string* to = x.state.move(x.v.name)) order.push_back(*to);
+  order.push_back(x.v.primary);
+  if (!x.v.backup.empty()) order.push_back(x.v.backup);
+  for (const auto& h : x.config.hosts) {
     if (std::find(order.begin(), order.end(), h.name) == order.end()) order.push_back(h.name);
   }
   std::vector<std::string> out;
   for (const auto& h : order) {
-    if (h != owner && state.live(h) && !state.evacuating(h)) out.push_back(h);
+    if (h != x.self && x.state.live(h) && !x.state.evacuating(h)) out.push_back(h);
+  }
+  auto avoid = x.state.protect_avoid.find(x.v.name);
+  if (avoid != x.state.protect_avoid.end() && x.state.now_ms < avoid->second.second) {
+    auto it = std::find(out.begin(), out.end(), avoid->second.first);
+    if (it != out.end()) std::rotate(it, it + 1, out.end());  // last, not gone: it may be the only one
   }
   return out;
 }
 
 // The host that boots a never-started VM: its preferred primary, else its backup, else the
 // first host in config order, among those in the view and not evacuating.
-std::string StartHost(const ClusterConfig& config, const VmSpec& v, const ClusterState& state) {
-  std::vector<std::string> order = {v.primary};
-  if (!v.backup.empty()) order.push_back(v.backup);
-  for (const auto& h : config.hosts) order.push_back(h.name);
+std::string StartHost(const Ctx& x) {
+  std::vector<std::string> order = {x.v.primary};
+  if (!x.v.backup.empty()) order.push_back(x.v.backup);
+  for (const auto& h : x.config.hosts) order.push_back(h.name);
   for (const auto& h : order) {
-    if (state.live(h) && !state.evacuating(h)) return h;
+    if (x.state.live(h) && !x.state.evacuating(h)) return h;
   }
   return "";
 }
 
 // Is the owner's primary of vm still there: its host in the view and its report listing it.
-bool OwnerAlive(const ClusterState& state, const Claim& c, const std::string& vm) {
-  if (!state.live(c.host)) return false;
-  const Instance* i = state.instance(c.host, vm);
-  return i && i->role == "primary";
+bool OwnerAlive(const Ctx& x) {
+  if (!x.state.live(x.c->host)) return false;
+  const Instance* i = x.state.instance(x.c->host, x.v.name);
+  return i && i->primary();
+}
+
+// --- Rules that come first, wherever the VM is ---
+
+Verdict StaleLocalPrimary(const Ctx& x) {
+  if (!x.mine || !x.mine->primary() || !x.c) return Pass();
+  if (x.mine->generation < x.G || (x.mine->generation == x.G && x.c->host != x.self)) {
+    return Do(Action::kKill, x, x.self, x.mine->generation,
+              "stale: generation " + std::to_string(x.G) + " runs on " + x.c->host);
+  }
+  return Pass();
+}
+
+Verdict HandoverMadeThisThePrimary(const Ctx& x) {
+  if (!x.mine || !x.mine->primary() || x.mine->generation <= x.G) return Pass();
+  if (x.claim_pending) return Wait();
+  return Do(Action::kClaim, x, x.self, x.mine->generation, "handover");
+}
+
+Verdict NeverStarted(const Ctx& x) {
+  if (x.c) return Pass();
+  const bool everyone = std::all_of(x.config.hosts.begin(), x.config.hosts.end(),
+                                    [&](const HostConfig& h) { return x.state.live(h.name); });
+  if ((everyone || x.state.startup_grace_over) && StartHost(x) == x.self && !x.claim_pending) {
+    return Do(Action::kClaim, x, x.self, 1, "start");
+  }
+  return Wait();
+}
+
+// --- Rules for the owner (the claim names this host) ---
+
+Verdict OwnerBootsWhatItClaimed(const Ctx& x) {
+  auto l = x.state.launched.find(x.v.name);
+  if (x.c->why == "start" && (l == x.state.launched.end() || l->second < x.G)) {
+    return Do(Action::kStartPrimary, x, x.self, x.G, "claimed");
+  }
+  return Wait();
+}
+
+Verdict OwnerPromotesItsStandby(const Ctx& x) {
+  if (!x.mine->standby()) return Pass();
+  if (x.c->why == "failover" && x.mine->committed > 0) return Do(Action::kPromote, x, x.self, x.G, "failover");
+  return Wait();
+}
+
+Verdict OwnerUnfences(const Ctx& x) {
+  if (!x.mine->fenced) return Pass();
+  return Do(Action::kUnfence, x, x.self, x.G, "quorum regained, still the owner");
+}
+
+Verdict OwnerWaitsForARunningGuest(const Ctx& x) { return x.mine->Runs() ? Pass() : Wait(); }
+
+// The standby was lost while this partition is quorate: nobody can have promoted it without
+// this owner's knowledge, so the held output goes and the VM is re-protected (rules below).
+Verdict OwnerReleasesHeldOutput(const Ctx& x) {
+  if (!x.mine->ReplicationIs(ReplicationState::kFailed) || !x.mine->output_held) return Pass();
+  if (x.state.output_released.count(x.v.name)) return Pass();  // asked once already
+  return Do(Action::kReleaseOutput, x, x.self, x.G, "standby lost while quorate");
+}
+
+// Evacuation and moves both end in a handover to a standby that is in sync.
+Verdict OwnerHandsOver(const Ctx& x) {
+  const std::string* move_to = x.state.move(x.v.name);
+  const std::string& standby = x.mine->standby_host;
+  const bool wanted = x.state.evacuating(x.self) || (move_to && *move_to == standby);
+  if (!wanted || !x.mine->ReplicationIs(ReplicationState::kProtected) || !x.state.live(standby) ||
+      x.state.evacuating(standby)) {
+    return Pass();
+  }
+  return Do(Action::kHandover, x, standby, x.G + 1,
+            x.state.evacuating(x.self) ? "evacuating " + x.self : "move to " + standby);
+}
+
+Verdict OwnerKeepsOrRedirectsReplication(const Ctx& x) {
+  if (!x.mine->Replicating()) return Pass();
+  auto candidates = BackupCandidates(x);
+  const std::string* move_to = x.state.move(x.v.name);
+  const std::string& cur = x.mine->standby_host;
+  const bool gone = !x.state.live(cur) || x.state.evacuating(cur);
+  const bool to_move_target = move_to && !candidates.empty() && candidates.front() == *move_to;
+  const bool preferred_back = !candidates.empty() && candidates.front() != cur &&
+                              (candidates.front() == x.v.primary || candidates.front() == x.v.backup || to_move_target) &&
+                              (x.mine->ReplicationIs(ReplicationState::kProtected) || to_move_target);
+  if (gone || preferred_back) {
+    return Do(Action::kStopReplication, x, cur, x.G,
+              gone ? "standby host left" : to_move_target ? "move to " + *move_to : "back to " + candidates.front());
+  }
+  return Wait();
+}
+
+Verdict OwnerProtects(const Ctx& x) {
+  auto candidates = BackupCandidates(x);
+  if (candidates.empty()) return Wait();  // nowhere to protect it: runs unprotected (the agent says so)
+  auto nb = x.state.protect_not_before.find(x.v.name);
+  if (nb != x.state.protect_not_before.end() && x.state.now_ms < nb->second) return Wait();  // backing off
+  const std::string& target = candidates.front();
+  const Instance* sb = x.state.instance(target, x.v.name);
+  if (sb && sb->StandbyIs(StandbyState::kWaiting) && sb->generation == x.G) {
+    return Do(Action::kReplicate, x, target, x.G, "standby ready");
+  }
+  if (!sb) {
+    auto sent = x.state.protect_sent.find(x.v.name);
+    if (sent == x.state.protect_sent.end() || sent->second != target) return Do(Action::kProtect, x, target, x.G, "protect");
+  }
+  return Wait();
+}
+
+// --- Rules for the holder of a standby of another host's VM ---
+
+Verdict StandbyTakesOverAGoneOwner(const Ctx& x) {
+  if (OwnerAlive(x)) return Pass();
+  // A host that left gets promote_delay_ms to fence itself first; a VM whose host is still
+  // here but lost its process is taken over at once.
+  const bool waited = x.state.live(x.c->host) || x.state.absent_ms(x.c->host, x.state.now_ms) >= x.config.promote_delay_ms;
+  if (!waited) return Wait();
+  if (x.mine->committed > 0 && x.mine->generation == x.G && !x.claim_pending) {
+    return Do(Action::kClaim, x, x.self, x.G + 1, "failover");
+  }
+  if (x.mine->committed == 0) {
+    return Do(Action::kKill, x, x.self, x.mine->generation, "owner gone before a checkpoint arrived");
+  }
+  return Wait();
+}
+
+// A standby that lost its primary may hold the only replica of a host that is dying (its
+// connection drops before Corosync says so): it goes only once the owner's own report shows
+// the replication to it over.
+Verdict StandbyEndsWhenNoLongerUsed(const Ctx& x) {
+  const Instance* owner = x.state.instance(x.c->host, x.v.name);
+  const bool owner_done = owner && (owner->standby_host != x.self || owner->ReplicationIs(ReplicationState::kFailed) ||
+                                    owner->ReplicationIs(ReplicationState::kStopped) ||
+                                    owner->ReplicationIs(ReplicationState::kHandedOver));
+  const bool over = x.mine->StandbyIs(StandbyState::kEnded) || x.mine->StandbyIs(StandbyState::kCancelled) ||
+                    (x.mine->StandbyIs(StandbyState::kPrimaryLost) && owner_done);
+  auto p = x.state.protect(x.v.name);
+  const bool reassigned =
+      p && (p->first != x.self || p->second != x.mine->generation) && x.mine->StandbyIs(StandbyState::kWaiting);
+  if (over || x.mine->generation < x.G || reassigned) {
+    return Do(Action::kKill, x, x.self, x.mine->generation, "standby no longer used");
+  }
+  return Wait();
+}
+
+// --- A host with nothing of the VM ---
+
+Verdict StartAStandbyWhenAsked(const Ctx& x) {
+  auto p = x.state.protect(x.v.name);
+  if (p && p->first == x.self && p->second == x.G && OwnerAlive(x) && !x.state.evacuating(x.self)) {
+    const Instance* owner = x.state.instance(x.c->host, x.v.name);
+    if (!owner->Replicating()) return Do(Action::kStartStandby, x, x.self, x.G, "asked by " + x.c->host);
+  }
+  return Wait();
+}
+
+constexpr std::array kFirstRules = {
+    Rule{"a primary of an older generation, or of one another host owns, is killed", StaleLocalPrimary},
+    Rule{"a primary a handover made here claims its new generation", HandoverMadeThisThePrimary},
+    Rule{"a VM never started is claimed by its start host", NeverStarted},
+};
+constexpr std::array kOwnerWithNothingHereRules = {
+    Rule{"boot what this host claimed at start", OwnerBootsWhatItClaimed},
+};
+constexpr std::array kOwnerRules = {
+    Rule{"promote the local standby this host claimed at failover", OwnerPromotesItsStandby},
+    Rule{"unfence a primary this host still owns", OwnerUnfences},
+    Rule{"do nothing more until the guest runs", OwnerWaitsForARunningGuest},
+    Rule{"release output held after the standby was lost", OwnerReleasesHeldOutput},
+    Rule{"hand over to an in-sync standby on evacuation or a move", OwnerHandsOver},
+    Rule{"keep replicating, or stop to re-protect where it should be", OwnerKeepsOrRedirectsReplication},
+    Rule{"protect: replicate to a waiting standby, or ask a host for one", OwnerProtects},
+};
+constexpr std::array kStandbyRules = {
+    Rule{"take over from an owner that is gone", StandbyTakesOverAGoneOwner},
+    Rule{"end a standby that is no longer used", StandbyEndsWhenNoLongerUsed},
+};
+constexpr std::array kBystanderRules = {
+    Rule{"start a standby when the owner asks this host", StartAStandbyWhenAsked},
+};
+
+template <size_t N>
+std::optional<Action> Apply(const std::array<Rule, N>& rules, const Ctx& x, bool* decided) {
+  for (const Rule& r : rules) {
+    Verdict v = r.fn(x);
+    if (v.applies) {
+      *decided = true;
+      return v.action;
+    }
+  }
+  return std::nullopt;
+}
+
+std::optional<Action> DecideVm(const Ctx& x) {
+  bool decided = false;
+  auto a = Apply(kFirstRules, x, &decided);
+  if (decided) return a;
+  if (x.c->host == x.self) return x.mine ? Apply(kOwnerRules, x, &decided) : Apply(kOwnerWithNothingHereRules, x, &decided);
+  if (x.mine && x.mine->standby()) return Apply(kStandbyRules, x, &decided);
+  if (!x.mine) return Apply(kBystanderRules, x, &decided);
+  return std::nullopt;
 }
 
 }  // namespace
@@ -55,136 +292,23 @@ bool OwnerAlive(const ClusterState& state, const Claim& c, const std::string& vm
 std::vector<Action> Decide(const ClusterConfig& config, const std::string& self, const ClusterState& state,
                            const std::vector<Instance>& local, const std::set<std::string>& busy) {
   std::vector<Action> out;
-  auto mine_of = [&](const std::string& vm) -> const Instance* {
-    for (const auto& i : local) {
-      if (i.vm == vm) return &i;
-    }
-    return nullptr;
-  };
   if (!state.quorate()) {
     // Cut off from the majority: this host's guests must stop before the others promote.
     for (const auto& i : local) {
-      if (i.role == "primary" && !i.fenced && !busy.count(i.vm)) out.push_back({Action::kFence, i.vm, self, i.generation, "no quorum"});
+      if (i.primary() && !i.fenced && !busy.count(i.vm)) out.push_back({Action::kFence, i.vm, self, i.generation, "no quorum"});
     }
     return out;
   }
   if (!state.complete()) return out;  // not every member heard since the view changed
   for (const auto& v : config.vms) {
     if (busy.count(v.name)) continue;
+    const Instance* mine = nullptr;
+    for (const auto& i : local) {
+      if (i.vm == v.name) mine = &i;
+    }
     const Claim* c = state.claim(v.name);
-    const uint64_t G = c ? c->generation : 0;
-    const Instance* mine = mine_of(v.name);
-    const bool claim_pending = state.pending_claim.count(v.name) > 0;
-
-    if (mine && mine->role == "primary") {
-      if (mine->generation < G || (mine->generation == G && c->host != self)) {
-        out.push_back({Action::kKill, v.name, self, mine->generation,
-                       "stale: generation " + std::to_string(G) + " runs on " + c->host});
-        continue;
-      }
-      if (mine->generation > G) {  // a handover made this one the primary
-        if (!claim_pending) out.push_back({Action::kClaim, v.name, self, mine->generation, "handover"});
-        continue;
-      }
-    }
-    if (!c) {
-      bool everyone = std::all_of(config.hosts.begin(), config.hosts.end(), [&](const HostConfig& h) { return state.live(h.name); });
-      if ((everyone || state.startup_grace_over) && StartHost(config, v, state) == self && !claim_pending) {
-        out.push_back({Action::kClaim, v.name, self, 1, "start"});
-      }
-      continue;
-    }
-    if (c->host == self) {
-      if (!mine) {
-        auto l = state.launched.find(v.name);
-        if (c->why == "start" && (l == state.launched.end() || l->second < G)) {
-          out.push_back({Action::kStartPrimary, v.name, self, G, "claimed"});
-        }
-        continue;
-      }
-      if (mine->role == "standby") {
-        if (c->why == "failover" && mine->committed > 0) out.push_back({Action::kPromote, v.name, self, G, "failover"});
-        continue;
-      }
-      if (mine->fenced) {
-        out.push_back({Action::kUnfence, v.name, self, G, "quorum regained, still the owner"});
-        continue;
-      }
-      if (mine->state != "running") continue;
-      if (mine->replication == "failed" && mine->output_held) {
-        out.push_back({Action::kReleaseOutput, v.name, self, G, "standby lost while quorate"});
-        continue;
-      }
-      auto candidates = BackupCandidates(config, v, self, state);
-      // Evacuation and moves both end in a handover to a standby that is in sync.
-      const std::string* move_to = state.move(v.name);
-      const std::string& standby = mine->standby_host;
-      if ((state.evacuating(self) || (move_to && *move_to == standby)) && mine->replication == "protected" &&
-          state.live(standby) && !state.evacuating(standby)) {
-        out.push_back({Action::kHandover, v.name, standby, G + 1, state.evacuating(self) ? "evacuating " + self : "move to " + standby});
-        continue;
-      }
-      if (Replicating(*mine)) {
-        const std::string& cur = mine->standby_host;
-        bool gone = !state.live(cur) || state.evacuating(cur);
-        const bool to_move_target = move_to && !candidates.empty() && candidates.front() == *move_to;
-        bool preferred_back = !candidates.empty() && candidates.front() != cur &&
-                              (candidates.front() == v.primary || candidates.front() == v.backup || to_move_target) &&
-                              (mine->replication == "protected" || to_move_target);
-        if (gone || preferred_back) {
-          out.push_back({Action::kStopReplication, v.name, cur, G,
-                         gone ? "standby host left" : to_move_target ? "move to " + *move_to : "back to " + candidates.front()});
-        }
-        continue;
-      }
-      if (candidates.empty()) continue;  // nowhere to protect it: runs unprotected
-      const std::string& target = candidates.front();
-      const Instance* sb = state.instance(target, v.name);
-      if (sb && sb->role == "standby" && sb->state == "waiting" && sb->generation == G) {
-        out.push_back({Action::kReplicate, v.name, target, G, "standby ready"});
-      } else if (!sb) {
-        auto sent = state.protect_sent.find(v.name);
-        if (sent == state.protect_sent.end() || sent->second != target) {
-          out.push_back({Action::kProtect, v.name, target, G, "protect"});
-        }
-      }
-      continue;
-    }
-    // Another host owns the VM.
-    if (mine && mine->role == "standby") {
-      if (!OwnerAlive(state, *c, v.name)) {
-        // A host that left gets promote_delay_ms to fence itself first; a VM whose host is
-        // still here but lost its process is taken over at once.
-        bool waited = state.live(c->host) || state.absent_ms(c->host, state.now_ms) >= config.promote_delay_ms;
-        if (!waited) continue;
-        if (mine->committed > 0 && mine->generation == G && !claim_pending) {
-          out.push_back({Action::kClaim, v.name, self, G + 1, "failover"});
-        } else if (mine->committed == 0) {
-          out.push_back({Action::kKill, v.name, self, mine->generation, "owner gone before a checkpoint arrived"});
-        }
-        continue;
-      }
-      // A standby that lost its primary may hold the only replica of a host that is dying
-      // (its connection drops before Corosync says so): it goes only once the owner's own
-      // report shows the replication to it over.
-      const Instance* owner = state.instance(c->host, v.name);
-      const bool owner_done = owner && (owner->standby_host != self || owner->replication == "failed" ||
-                                        owner->replication == "stopped" || owner->replication == "handed-over");
-      bool over = mine->state == "ended" || mine->state == "cancelled" || (mine->state == "primary-lost" && owner_done);
-      auto p = state.protect(v.name);
-      bool reassigned = p && (p->first != self || p->second != mine->generation) && mine->state == "waiting";
-      if (over || mine->generation < G || reassigned) {
-        out.push_back({Action::kKill, v.name, self, mine->generation, "standby no longer used"});
-      }
-      continue;
-    }
-    if (!mine) {
-      auto p = state.protect(v.name);
-      if (p && p->first == self && p->second == G && OwnerAlive(state, *c, v.name) && !state.evacuating(self)) {
-        const Instance* owner = state.instance(c->host, v.name);
-        if (!Replicating(*owner)) out.push_back({Action::kStartStandby, v.name, self, G, "asked by " + c->host});
-      }
-    }
+    Ctx x{config, state, self, v, c, c ? c->generation : 0, mine, state.pending_claim.count(v.name) > 0};
+    if (auto a = DecideVm(x)) out.push_back(std::move(*a));
   }
   return out;
 }

@@ -5,6 +5,9 @@
 namespace ferry::ha {
 namespace {
 
+using replication::ReplicationState;
+using replication::StandbyState;
+
 ClusterConfig Config() {
   auto c = ClusterConfig::Parse(nlohmann::json::parse(R"({
     "hosts": [{"name":"a","nodeid":1,"address":"127.31.0.1","dir":"/tmp/a"},
@@ -15,22 +18,22 @@ ClusterConfig Config() {
   return *c;
 }
 
-Instance Primary(uint64_t gen, const std::string& replication = "protected", const std::string& to = "b") {
+Instance Primary(uint64_t gen, std::optional<ReplicationState> replication = ReplicationState::kProtected, const std::string& to = "b") {
   Instance i;
   i.vm = "kv";
-  i.role = "primary";
-  i.state = "running";
+  i.role = Role::kPrimary;
+  i.phase = vmhost::Phase::kRunning;
   i.generation = gen;
   i.replication = replication;
   i.standby_host = to;
   return i;
 }
 
-Instance Standby(uint64_t gen, uint64_t committed, const std::string& state = "replicating") {
+Instance Standby(uint64_t gen, uint64_t committed, StandbyState state = StandbyState::kReplicating) {
   Instance i;
   i.vm = "kv";
-  i.role = "standby";
-  i.state = state;
+  i.role = Role::kStandby;
+  i.standby_state = state;
   i.generation = gen;
   i.committed = committed;
   return i;
@@ -87,10 +90,10 @@ TEST(Decide, AStandbyWithoutACheckpointNeverPromotes) {
   auto c = Config();
   ClusterState s(c, "b");
   s.OnView({"a", "b", "c"}, true);
-  Hear(s, {{"a", {Primary(1)}}, {"b", {Standby(1, 0, "syncing")}}, {"c", {}}});
+  Hear(s, {{"a", {Primary(1)}}, {"b", {Standby(1, 0, StandbyState::kSyncing)}}, {"c", {}}});
   s.OnView({"b", "c"}, true);
-  Hear(s, {{"b", {Standby(1, 0, "primary-lost")}}, {"c", {}}});
-  for (const auto& a : Decide(c, "b", s, {Standby(1, 0, "primary-lost")}, {})) EXPECT_NE(a.kind, Action::kClaim);
+  Hear(s, {{"b", {Standby(1, 0, StandbyState::kPrimaryLost)}}, {"c", {}}});
+  for (const auto& a : Decide(c, "b", s, {Standby(1, 0, StandbyState::kPrimaryLost)}, {})) EXPECT_NE(a.kind, Action::kClaim);
 }
 
 TEST(Decide, TheOldPrimaryLearnsTheNewGenerationFromReportsAndStops) {
@@ -99,17 +102,17 @@ TEST(Decide, TheOldPrimaryLearnsTheNewGenerationFromReportsAndStops) {
   s.OnView({"a", "b", "c"}, true);
   Hear(s, {{"a", {Primary(1)}}, {"b", {Standby(1, 5)}}, {"c", {}}});
   // a was cut off (fenced); b was promoted to generation 2 meanwhile. After healing:
-  Instance fenced = Primary(1, "failed");
+  Instance fenced = Primary(1, ReplicationState::kFailed);
   fenced.fenced = true;
   s.OnView({"a", "b", "c"}, true);
   s.OnView({"a"}, false);
   s.OnView({"a", "b", "c"}, true);
-  Hear(s, {{"a", {fenced}}, {"b", {Primary(2, "protected", "c")}}, {"c", {Standby(2, 9)}}});
+  Hear(s, {{"a", {fenced}}, {"b", {Primary(2, ReplicationState::kProtected, "c")}}, {"c", {Standby(2, 9)}}});
   auto acts = Decide(c, "a", s, {fenced}, {});
   ASSERT_EQ(acts.size(), 1u);
   EXPECT_EQ(acts[0].kind, Action::kKill) << acts[0].why;
   // The new owner takes its old home back as the backup: stop replicating to c first.
-  acts = Decide(c, "b", s, {Primary(2, "protected", "c")}, {});
+  acts = Decide(c, "b", s, {Primary(2, ReplicationState::kProtected, "c")}, {});
   ASSERT_EQ(acts.size(), 1u);
   EXPECT_EQ(acts[0].kind, Action::kStopReplication);
 }
@@ -139,8 +142,8 @@ TEST(Decide, TheOwnerProtectsThenReplicatesOnceTheStandbyWaits) {
   ClusterState s(c, "a");
   s.OnView({"a", "b", "c"}, true);
   ASSERT_TRUE(s.OnMessage("a", ClusterState::ClaimMessage("kv", Claim{1, "a", "start"})));
-  Hear(s, {{"a", {Primary(1, "")}}, {"b", {}}, {"c", {}}});
-  auto acts = Decide(c, "a", s, {Primary(1, "")}, {});
+  Hear(s, {{"a", {Primary(1, std::nullopt)}}, {"b", {}}, {"c", {}}});
+  auto acts = Decide(c, "a", s, {Primary(1, std::nullopt)}, {});
   ASSERT_EQ(acts.size(), 1u);
   EXPECT_EQ(acts[0].kind, Action::kProtect);
   EXPECT_EQ(acts[0].host, "b");
@@ -148,8 +151,8 @@ TEST(Decide, TheOwnerProtectsThenReplicatesOnceTheStandbyWaits) {
   auto b_acts = Decide(c, "b", s, {}, {});
   ASSERT_EQ(b_acts.size(), 1u);
   EXPECT_EQ(b_acts[0].kind, Action::kStartStandby);
-  Hear(s, {{"b", {Standby(1, 0, "waiting")}}});
-  acts = Decide(c, "a", s, {Primary(1, "")}, {});
+  Hear(s, {{"b", {Standby(1, 0, StandbyState::kWaiting)}}});
+  acts = Decide(c, "a", s, {Primary(1, std::nullopt)}, {});
   ASSERT_EQ(acts.size(), 1u);
   EXPECT_EQ(acts[0].kind, Action::kReplicate);
 }
@@ -192,10 +195,10 @@ TEST(Decide, AStandbyThatLostItsPrimaryStaysUntilTheOwnerSaysSo) {
   auto c = Config();
   ClusterState s(c, "b");
   s.OnView({"a", "b", "c"}, true);
-  Hear(s, {{"a", {Primary(1)}}, {"b", {Standby(1, 9, "primary-lost")}}, {"c", {}}});
-  for (const auto& a : Decide(c, "b", s, {Standby(1, 9, "primary-lost")}, {})) EXPECT_NE(a.kind, Action::kKill);
-  Hear(s, {{"a", {Primary(1, "failed")}}});
-  auto acts = Decide(c, "b", s, {Standby(1, 9, "primary-lost")}, {});
+  Hear(s, {{"a", {Primary(1)}}, {"b", {Standby(1, 9, StandbyState::kPrimaryLost)}}, {"c", {}}});
+  for (const auto& a : Decide(c, "b", s, {Standby(1, 9, StandbyState::kPrimaryLost)}, {})) EXPECT_NE(a.kind, Action::kKill);
+  Hear(s, {{"a", {Primary(1, ReplicationState::kFailed)}}});
+  auto acts = Decide(c, "b", s, {Standby(1, 9, StandbyState::kPrimaryLost)}, {});
   ASSERT_EQ(acts.size(), 1u);
   EXPECT_EQ(acts[0].kind, Action::kKill);
 }

@@ -48,8 +48,8 @@ struct Replicator::Impl {
   bool SleepUntil(uint64_t ns);  // false: Stop() was called
   void Run();
   void Finish(const Status& why);
-  void FinishHandover(const std::string& state, const Status& why);
-  void SetState(const std::string& s);
+  void FinishHandover(ReplicationState state, const Status& why);
+  void SetState(ReplicationState s);
 
   hypervisor::Vm& vm;
   const ReplicateOptions o;
@@ -76,7 +76,7 @@ struct Replicator::Impl {
   uint64_t last_acked_pause_ns = 0;  // guarded by mu
 };
 
-void Replicator::Impl::SetState(const std::string& s) {
+void Replicator::Impl::SetState(ReplicationState s) {
   std::lock_guard lock(mu);
   status.state = s;
   cv.notify_all();
@@ -168,7 +168,7 @@ Status Replicator::Impl::SendDiskWrites(const std::vector<hypervisor::DiskWrite>
 }
 
 Status Replicator::Impl::InitialSync() {
-  SetState("syncing");
+  SetState(ReplicationState::kSyncing);
   uint64_t t0 = MonotonicNs();
   {
     std::lock_guard lock(mu);
@@ -281,7 +281,7 @@ Status Replicator::Impl::Checkpoint(uint64_t epoch, uint64_t* resume_ns, bool fi
   if (plan.throttle != vm.throttle(0)) FERRY_RETURN_IF_ERROR(vm.SetThrottle(-1, plan.throttle));
   std::lock_guard lock(mu);
   log.Add(e);
-  status.state = "protected";
+  status.state = ReplicationState::kProtected;
   status.epochs = epoch;
   status.interval_ms = plan.interval_ms;
   status.throttle = plan.throttle;
@@ -364,11 +364,11 @@ void Replicator::Impl::Finish(const Status& why) {
     stopped = stop_requested && why.ok() && !handed;
   }
   if (handed) {
-    FinishHandover("handed-over", why);
+    FinishHandover(ReplicationState::kHandedOver, why);
     return;
   }
   if (told) {  // the standby may run the replica: this guest must never run again here
-    FinishHandover("handover-indeterminate", why);
+    FinishHandover(ReplicationState::kHandoverIndeterminate, why);
     return;
   }
   if (stopped) {
@@ -395,7 +395,7 @@ void Replicator::Impl::Finish(const Status& why) {
   std::string standby;
   {
     std::lock_guard lock(mu);
-    status.state = stopped ? "stopped" : "failed";
+    status.state = stopped ? ReplicationState::kStopped : ReplicationState::kFailed;
     status.output_held = hold;
     if (!stopped) status.error = why.message();
     status.throttle = 0;
@@ -416,7 +416,7 @@ void Replicator::Impl::Finish(const Status& why) {
 
 // After a handover (done or unanswered) the guest stays paused and its output stays held:
 // the replica is, or may be, the one running.
-void Replicator::Impl::FinishHandover(const std::string& state, const Status& why) {
+void Replicator::Impl::FinishHandover(ReplicationState state, const Status& why) {
   if (!why.ok()) streams->FailAll(why.message());
   streams->CloseAll();
   control->Close();
@@ -436,7 +436,7 @@ Replicator::~Replicator() { Stop(); }
 Result<std::unique_ptr<Replicator>> Replicator::Start(hypervisor::Vm& vm, const ReplicateOptions& options) {
   if (vm.state() != RunState::kRunning) return InvalidArgument("only a running VM can be replicated");
   auto impl = std::make_unique<Impl>(vm, options);
-  impl->status.state = "connecting";
+  impl->status.state = ReplicationState::kConnecting;
   impl->status.generation = options.generation;
   impl->status.interval_ms = options.epochs.interval_ms;
   Status st = impl->Connect();
@@ -459,10 +459,17 @@ Status Replicator::WaitProtected(uint64_t timeout_ms) {
                                      : Status(ErrorCode::kAborted, impl_->status.error);
 }
 
+void Replicator::ReleaseHeldOutput() {
+  std::lock_guard lock(impl_->mu);
+  if (!impl_->done || !impl_->status.output_held) return;
+  impl_->vm.StopOutputBuffering();
+  impl_->status.output_held = false;
+}
+
 Result<HandoverStats> Replicator::Handover(uint64_t generation) {
   if (generation == 0) return InvalidArgument("a handover needs a generation");
   std::unique_lock lock(impl_->mu);
-  if (impl_->done) return Status(ErrorCode::kAborted, "replication has ended (" + impl_->status.state + ")");
+  if (impl_->done) return Status(ErrorCode::kAborted, std::string("replication has ended (") + ReplicationStateName(impl_->status.state) + ")");
   if (impl_->status.epochs == 0) return Status(ErrorCode::kBusy, "the standby holds no checkpoint yet");
   if (impl_->handover_generation) return Status(ErrorCode::kBusy, "a handover is already running");
   impl_->handover_generation = generation;
@@ -496,7 +503,7 @@ ReplicationStatus Replicator::status() const {
   ReplicationStatus s = impl_->status;
   impl_->log.Summarize(&s);
   if (impl_->last_acked_pause_ns && !impl_->done) s.behind_ms = Ms(MonotonicNs() - impl_->last_acked_pause_ns);
-  if (s.state == "syncing" && impl_->streams) {
+  if (s.state == ReplicationState::kSyncing && impl_->streams) {
     // Channel byte counters are atomics: safe to read while the sync thread sends.
     const uint64_t wire = impl_->streams->wire_bytes();
     s.sync_round_sent_bytes = wire - std::min(wire, impl_->sync_round_wire0);

@@ -270,7 +270,7 @@ Status Standby::Impl::Commit(const migrate::CheckpointMsg& msg) {
   committed = std::move(state);
   st.committed_epoch = msg.epoch;
   st.disk_bytes += disk_written;
-  st.state = "replicating";
+  st.state = StandbyState::kReplicating;
   commit_ns = MonotonicNs();
   released = msg.epoch;
   cv.notify_all();
@@ -372,7 +372,7 @@ Status Standby::Impl::AcceptPrimary(migrate::PeerGate& peers) {
     std::lock_guard lock(mu);
     st.primary = control->connection().PeerAddress();
     st.generation = begin.generation;
-    st.state = "syncing";
+    st.state = StandbyState::kSyncing;
     in_session = true;
     channels_set = 1;
   }
@@ -428,7 +428,7 @@ Result<std::unique_ptr<Standby>> Standby::Listen(const StandbyOptions& options) 
   FERRY_ASSIGN_OR_RETURN(migrate::Endpoint at, migrate::ParseEndpoint(options.listen));
   auto impl = std::make_unique<Impl>(options);
   FERRY_ASSIGN_OR_RETURN(impl->listener, migrate::ListenTcp(at));
-  impl->st.state = "waiting";
+  impl->st.state = StandbyState::kWaiting;
   return std::unique_ptr<Standby>(new Standby(std::move(impl)));
 }
 
@@ -451,8 +451,8 @@ Status Standby::Run() {
   for (auto& s : m.staged) s.Clear();
   m.staged_disk.clear();
   m.in_session = false;
-  if (m.st.state != "promoted") {
-    m.st.state = m.cancelled ? "cancelled" : ended ? "ended" : "primary-lost";
+  if (m.st.state != StandbyState::kPromoted) {
+    m.st.state = m.cancelled ? StandbyState::kCancelled : ended ? StandbyState::kEnded : StandbyState::kPrimaryLost;
     m.st.error = why.message();
   }
   m.cv.notify_all();
@@ -470,9 +470,9 @@ StandbyStatus Standby::status() const {
 
 Status Standby::Impl::ActivateLocked(uint64_t generation, PromoteStats* stats) {
   const uint64_t t0 = MonotonicNs();
-  if (st.state == "promoted") return InvalidArgument("this standby was promoted already");
+  if (st.state == StandbyState::kPromoted) return InvalidArgument("this standby was promoted already");
   if (st.committed_epoch == 0) {
-    return InvalidArgument("no whole checkpoint has arrived yet (state " + st.state + "): nothing to promote");
+    return InvalidArgument(std::string("no whole checkpoint has arrived yet (state ") + StandbyStateName(st.state) + "): nothing to promote");
   }
   if (generation == 0) generation = begin.generation + 1;
   if (generation <= begin.generation) {
@@ -483,7 +483,7 @@ Status Standby::Impl::ActivateLocked(uint64_t generation, PromoteStats* stats) {
   if (disk.valid() && ::fdatasync(disk.get()) != 0) return ErrnoError("flush the standby's disk image");
   FERRY_RETURN_IF_ERROR(vm->LoadState(committed).Annotate("load checkpoint " + std::to_string(st.committed_epoch)));
   FERRY_RETURN_IF_ERROR(vm->Start().Annotate("start the promoted VM"));
-  st.state = "promoted";
+  st.state = StandbyState::kPromoted;
   st.generation = generation;
   if (stats) {
     stats->epoch = st.committed_epoch;
@@ -498,9 +498,9 @@ Result<std::unique_ptr<hypervisor::Vm>> Standby::Promote(bool force, uint64_t ge
   Impl& m = *impl_;
   const uint64_t t0 = MonotonicNs();
   std::unique_lock lock(m.mu);
-  if (m.st.state == "promoted") return InvalidArgument("this standby was promoted already");
+  if (m.st.state == StandbyState::kPromoted) return InvalidArgument("this standby was promoted already");
   if (m.st.committed_epoch == 0) {
-    return InvalidArgument("no whole checkpoint has arrived yet (state " + m.st.state + "): nothing to promote");
+    return InvalidArgument(std::string("no whole checkpoint has arrived yet (state ") + StandbyStateName(m.st.state) + "): nothing to promote");
   }
   if (m.in_session) {
     if (!force) {

@@ -14,10 +14,9 @@
 
 namespace ferry::vmhost {
 
-// Plain sockets with poll() deadlines: a client needs no event loop, and a hung VMM must not
-// hang the CLI.
-Result<nlohmann::json> CallApi(const std::string& socket_path, const nlohmann::json& request, int timeout_ms,
-                               const ProgressLineFn& on_progress) {
+namespace {
+
+Result<UniqueFd> Connect(const std::string& socket_path) {
   sockaddr_un addr{};
   if (socket_path.size() >= sizeof addr.sun_path) return InvalidArgument("--api path is too long");
   addr.sun_family = AF_UNIX;
@@ -31,11 +30,18 @@ Result<nlohmann::json> CallApi(const std::string& socket_path, const nlohmann::j
     }
     return ErrnoError("connect " + socket_path, err);
   }
+  return fd;
+}
+
+// One request and its final response on a connected socket. Plain sockets with poll()
+// deadlines: a client needs no event loop, and a hung VMM must not hang the CLI or the agent.
+Result<nlohmann::json> Exchange(int fd, const std::string& socket_path, const nlohmann::json& request, int timeout_ms,
+                                const ProgressLineFn& on_progress) {
   std::string out = request.dump() + "\n";
   // A server that refuses the connection (too many) may have answered and closed before the
   // request went out: read its answer anyway.
   Status sent = Status::Ok();
-  if (::send(fd.get(), out.data(), out.size(), MSG_NOSIGNAL) != static_cast<ssize_t>(out.size())) {
+  if (::send(fd, out.data(), out.size(), MSG_NOSIGNAL) != static_cast<ssize_t>(out.size())) {
     sent = ErrnoError("send to " + socket_path);
     timeout_ms = std::min(timeout_ms, 1000);
   }
@@ -53,23 +59,29 @@ Result<nlohmann::json> CallApi(const std::string& socket_path, const nlohmann::j
         deadline = MonotonicNs() + uint64_t(timeout_ms) * 1000000;
         continue;
       }
+      if (!in.empty()) return Corrupt("the VMM sent more than one response");
       break;
     }
     uint64_t now = MonotonicNs();
     if (now >= deadline && !sent.ok()) return sent;
     if (now >= deadline) return Timeout("the VMM at " + socket_path + " did not answer within " + std::to_string(timeout_ms) + " ms");
-    pollfd p{fd.get(), POLLIN, 0};
+    pollfd p{fd, POLLIN, 0};
     int r = ::poll(&p, 1, static_cast<int>((deadline - now) / 1000000) + 1);
     if (r < 0 && errno == EINTR) continue;
     if (r < 0) return ErrnoError("poll");
     if (r == 0) continue;
-    ssize_t n = ::recv(fd.get(), buf, sizeof buf, 0);
+    ssize_t n = ::recv(fd, buf, sizeof buf, 0);
     if (n < 0 && errno == EINTR) continue;
     if (n <= 0 && !sent.ok()) return sent;
     if (n <= 0) return Status(ErrorCode::kIo, "the VMM at " + socket_path + " closed the connection");
     in.append(buf, n);
     if (in.size() > (8u << 20)) return Corrupt("oversized API response");
   }
+  return response;
+}
+
+// The final response's verdict: the response, or the VMM's error with its code.
+Result<nlohmann::json> Verdict(nlohmann::json response) {
   if (response.is_discarded() || !response.is_object()) return Corrupt("the VMM sent a malformed response");
   auto ok = response.find("ok");
   if (ok == response.end() || !ok->is_boolean()) return Corrupt("the VMM sent a response without \"ok\"");
@@ -80,6 +92,32 @@ Result<nlohmann::json> CallApi(const std::string& socket_path, const nlohmann::j
     return Status(code, e != response.end() && e->is_string() ? e->get<std::string>() : "request failed");
   }
   return response;
+}
+
+}  // namespace
+
+Result<nlohmann::json> CallApi(const std::string& socket_path, const nlohmann::json& request, int timeout_ms,
+                               const ProgressLineFn& on_progress) {
+  FERRY_ASSIGN_OR_RETURN(UniqueFd fd, Connect(socket_path));
+  FERRY_ASSIGN_OR_RETURN(nlohmann::json response, Exchange(fd.get(), socket_path, request, timeout_ms, on_progress));
+  return Verdict(std::move(response));
+}
+
+ApiConnection::~ApiConnection() = default;
+
+void ApiConnection::Close() { fd_ = UniqueFd(); }
+
+Result<nlohmann::json> ApiConnection::Call(const nlohmann::json& request, int timeout_ms) {
+  if (!fd_.valid()) {
+    FERRY_ASSIGN_OR_RETURN(fd_, Connect(path_));
+    ++connects_;
+  }
+  auto response = Exchange(fd_.get(), path_, request, timeout_ms, {});
+  if (!response.ok()) {
+    Close();
+    return response.status();
+  }
+  return Verdict(std::move(*response));
 }
 
 }  // namespace ferry::vmhost

@@ -158,3 +158,41 @@ TEST(ApiServer, RefusesAPathThatIsNotASocketOrIsInUse) {
 
 }  // namespace
 }  // namespace ferry::vmhost
+
+namespace ferry::vmhost {
+namespace {
+
+// The HA agent's probe: one connection for a VMM's whole life, re-opened only after a failure,
+// and a failed exchange never leaves a late answer to be read as the next call's.
+TEST(ApiConnection, ManyCallsShareOneConnectionAndAFailureReconnects) {
+  const std::string path = SocketPath("persistent");
+  auto server = ApiServer::Start(path, Echo);
+  ASSERT_TRUE(server.ok()) << server.status().message();
+  ApiConnection conn(path);
+  for (int i = 0; i < 500; ++i) {
+    auto r = conn.Call({{"op", "status"}, {"i", i}}, 5000);
+    ASSERT_TRUE(r.ok()) << r.status().message();
+    ASSERT_EQ((*r)["echo"]["i"], i) << "an answer to another call";
+  }
+  EXPECT_EQ(conn.connects(), 1u);
+  EXPECT_EQ((*server)->stats().accepted, 1u);
+  EXPECT_EQ((*server)->stats().requests, 500u);
+  // An error reply keeps the connection (it is an answer); a dead server drops it.
+  auto thrown = conn.Call({{"op", "throw"}}, 5000);
+  EXPECT_FALSE(thrown.ok());
+  EXPECT_TRUE(conn.connected());
+  (*server)->Stop();
+  server->reset();
+  auto down = conn.Call({{"op", "status"}}, 1000);
+  EXPECT_FALSE(down.ok());
+  EXPECT_FALSE(conn.connected());
+  auto none = conn.Call({{"op", "status"}}, 1000);
+  EXPECT_EQ(none.status().code(), ErrorCode::kNotFound) << none.status().message();
+  auto again = ApiServer::Start(path, Echo);
+  ASSERT_TRUE(again.ok()) << again.status().message();
+  ASSERT_TRUE(conn.Call({{"op", "status"}}, 5000).ok());
+  EXPECT_EQ(conn.connects(), 2u);
+}
+
+}  // namespace
+}  // namespace ferry::vmhost

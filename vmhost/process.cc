@@ -99,14 +99,14 @@ HostOutcome RunStandby(std::unique_ptr<replication::Standby> standby, const std:
   std::thread receiver([&] {
     Status why = sb->Run();
     auto s = sb->status();
-    if (s.state == "primary-lost") {
+    if (s.state == replication::StandbyState::kPrimaryLost) {
       if (s.committed_epoch > 0) {
         std::fprintf(stderr, "ferry standby: primary lost (%s); the replica holds checkpoint %llu: `ferry promote` activates it\n",
                      why.message().c_str(), static_cast<unsigned long long>(s.committed_epoch));
       } else {
         std::fprintf(stderr, "ferry standby: primary lost before a whole checkpoint arrived (%s)\n", why.message().c_str());
       }
-    } else if (s.state == "ended") {
+    } else if (s.state == replication::StandbyState::kEnded) {
       std::fprintf(stderr, "ferry standby: %s\n", why.message().c_str());
     }
     if (auto handed = sb->TakeHandedOver()) {
@@ -121,13 +121,13 @@ HostOutcome RunStandby(std::unique_ptr<replication::Standby> standby, const std:
     // Over: wait for a promotion only if there is something to promote. "promoted" with no
     // VM yet: a forced promotion ended the session and is handing the VM over right now.
     auto s = sb->status();
-    return !((s.state == "primary-lost" && s.committed_epoch > 0) || s.state == "promoted");
+    return !((s.state == replication::StandbyState::kPrimaryLost && s.committed_epoch > 0) || s.state == replication::StandbyState::kPromoted);
   });
   receiver.join();
   if (!have_vm) {
     auto s = sb->status();
-    if (s.state == "ended" || host.phase() == Phase::kStopped) return {Status::Ok(), std::nullopt};
-    return {Status(ErrorCode::kAborted, "the standby ended without a VM (" + s.state + (s.error.empty() ? "" : ": " + s.error) + ")"),
+    if (s.state == replication::StandbyState::kEnded || host.phase() == Phase::kStopped) return {Status::Ok(), std::nullopt};
+    return {Status(ErrorCode::kAborted, std::string("the standby ended without a VM (") + replication::StandbyStateName(s.state) + (s.error.empty() ? "" : ": " + s.error) + ")"),
             std::nullopt};
   }
   return Finish(host, false);

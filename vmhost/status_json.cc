@@ -63,7 +63,7 @@ void VmStatusJson(hypervisor::Vm& vm, json* out) {
 json ReplicationStatusJson(const replication::ReplicationStatus& s) {
   json recent = json::array();
   for (const auto& e : s.recent) recent.push_back(EpochJson(e));
-  return {{"role", "primary"}, {"state", s.state}, {"standby", s.standby}, {"error", s.error},
+  return {{"role", "primary"}, {"state", replication::ReplicationStateName(s.state)}, {"standby", s.standby}, {"error", s.error},
           {"generation", s.generation}, {"epochs", s.epochs}, {"sync_ms", s.sync_ms},
           {"sync_disk_bytes", s.sync_disk_bytes}, {"wire_bytes", s.wire_bytes}, {"interval_ms", s.interval_ms},
           {"throttle", s.throttle}, {"lagging_epochs", s.lagging_epochs}, {"behind_ms", s.behind_ms},
@@ -75,7 +75,7 @@ json ReplicationStatusJson(const replication::ReplicationStatus& s) {
 }
 
 json StandbyStatusJson(const replication::StandbyStatus& s) {
-  return {{"role", "standby"}, {"state", s.state}, {"primary", s.primary}, {"error", s.error},
+  return {{"role", "standby"}, {"state", replication::StandbyStateName(s.state)}, {"primary", s.primary}, {"error", s.error},
           {"generation", s.generation}, {"handed_over", s.handed_over}, {"committed_epoch", s.committed_epoch},
           {"discarded", s.discarded}, {"since_commit_ms", s.since_commit_ms}, {"apply_ms_p50", s.apply_ms_p50},
           {"wire_bytes", s.wire_bytes}, {"disk_bytes", s.disk_bytes}, {"refused_peers", s.refused_peers}};

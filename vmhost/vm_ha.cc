@@ -54,12 +54,17 @@ json VmHost::ReleaseOutput() {
   std::lock_guard control(control_mu_);
   auto from = lifecycle_.Begin(Event::kReleaseOutput);
   if (!from.ok()) return ErrorReply(from.status());
+  std::shared_ptr<replication::Replicator> r;
   {
     std::lock_guard lock(mu_);
     if (replicator_ && replicator_->running()) {
       return ErrorReply(Refused("replication is running: its acknowledgements release the output"));
     }
+    r = replicator_;
   }
+  // Through the replicator, so its status stops saying the output is held: an agent reading
+  // output_held true would release it again on every tick and never re-protect.
+  if (r) r->ReleaseHeldOutput();
   vm()->StopOutputBuffering();
   return {{"ok", true}};
 }

@@ -21,29 +21,53 @@
 #include <optional>
 #include <set>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include <nlohmann/json.hpp>
 
 #include "ferry/ha/config.h"
+#include "ferry/replication/states.h"
+#include "ferry/vmhost/lifecycle.h"
 
 namespace ferry::ha {
 
+// Which end of a VM an instance is.
+enum class Role : uint8_t { kPrimary, kStandby };
+const char* RoleName(Role r);
+std::optional<Role> ParseRole(std::string_view name);
+
+// One VMM or standby on one host, as its agent last probed it. States are the lifecycle's
+// and the replication's enums; names appear only at the JSON edge (ToJson / FromJson).
 struct Instance {
   std::string vm;
-  std::string role;          // primary | standby
-  std::string state;         // primary: running, paused, ...; standby: waiting, syncing, replicating, primary-lost, ended
+  Role role = Role::kPrimary;
+  std::optional<vmhost::Phase> phase;                         // primary: nullopt until its VMM answers
+  std::optional<replication::StandbyState> standby_state;     // standby: nullopt until it answers
   uint64_t generation = 0;   // primary: the VM's; standby: the oldest it accepts
   bool fenced = false;
-  std::string replication;   // primary: connecting, syncing, protected, failed, stopped, handed-over ("" never)
+  std::optional<replication::ReplicationState> replication;   // primary: nullopt if it never replicated
   std::string standby_host;  // primary: the host it replicates to
   bool output_held = false;  // primary: replication failed and output waits for the agent
   uint64_t committed = 0;    // standby: the last whole checkpoint
   uint64_t epochs = 0;       // primary: checkpoints acknowledged
   uint64_t tx_frames = 0;
 
+  bool primary() const { return role == Role::kPrimary; }
+  bool standby() const { return role == Role::kStandby; }
+  // A primary whose guest runs (running or replicating, not fenced or paused).
+  bool Runs() const { return primary() && phase && vmhost::GuestRuns(*phase); }
+  // A primary whose replication is under way (connecting, syncing or protected).
+  bool Replicating() const { return primary() && replication && replication::ReplicationActive(*replication); }
+  bool ReplicationIs(replication::ReplicationState s) const { return primary() && replication == s; }
+  bool StandbyIs(replication::StandbyState s) const { return standby() && standby_state == s; }
+
+  // "state" is the phase's name ("running" for every phase whose guest runs, "starting"
+  // before the VMM answers) or the standby's state; "replication" is "" if never.
   nlohmann::json ToJson() const;
-  static Instance FromJson(const nlohmann::json& j);
+  // Unknown names parse as "not answering yet"; a missing or unknown role, or a field of the
+  // wrong type, is nullopt (the report is malformed).
+  static std::optional<Instance> FromJson(const nlohmann::json& j);
 };
 
 struct Claim {
@@ -136,8 +160,19 @@ class ClusterState {
   std::map<std::string, uint64_t> pending_claim;    // vm -> generation claimed, not yet delivered
   std::map<std::string, std::string> protect_sent;  // vm -> host asked (until the standby shows up)
   bool startup_grace_over = false;                  // may claim a never-started VM without every host
+  // vm -> the agent's clock before which no new standby is asked for or replicated to (the
+  // backoff after a failed try to re-protect; the agent grows it, Decide() honours it).
+  std::map<std::string, uint64_t> protect_not_before;
+  // vm -> (host, until ms): a host that just failed to hold vm's standby (its VMM died, the
+  // path to it broke) comes last among the candidates until then, so re-protection tries
+  // another host rather than the same broken path, and does not flap back to it.
+  std::map<std::string, std::pair<std::string, uint64_t>> protect_avoid;
+  // VMs whose held output this agent released since their replication failed: a VMM whose
+  // status still says "held" is not asked again on every tick; re-protection goes on.
+  std::set<std::string> output_released;
 
  private:
+  bool Apply(const std::string& host, const nlohmann::json& j);
   void Accept(const std::string& vm, const Claim& c);
 
   const ClusterConfig& config_;

@@ -29,6 +29,7 @@
 #include "ferry/hypervisor/vm.h"
 #include "ferry/migrate/auth.h"
 #include "ferry/replication/epoch_controller.h"
+#include "ferry/replication/states.h"
 
 namespace ferry::replication {
 
@@ -73,7 +74,7 @@ struct HandoverStats {
 };
 
 struct ReplicationStatus {
-  std::string state;  // connecting, syncing, protected, failed, stopped, handed-over, handover-indeterminate
+  ReplicationState state = ReplicationState::kConnecting;
   std::string standby;
   std::string error;  // why it failed
   uint64_t generation = 0;
@@ -117,6 +118,9 @@ class Replicator {
   // before the standby was told, the guest resumes here and replication has ended; if the
   // standby's answer is lost after it was told, the guest stays paused (kIndeterminate).
   Result<HandoverStats> Handover(uint64_t generation);
+  // After a failure with hold_output_on_failure: lets the held output go (the HA agent found
+  // this VM still the owner, quorate) and clears status().output_held. No-op otherwise.
+  void ReleaseHeldOutput();
   bool running() const;
   ReplicationStatus status() const;
 

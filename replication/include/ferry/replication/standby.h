@@ -25,6 +25,7 @@
 #include "ferry/base/status.h"
 #include "ferry/hypervisor/vm.h"
 #include "ferry/migrate/auth.h"
+#include "ferry/replication/states.h"
 
 namespace ferry::replication {
 
@@ -40,7 +41,7 @@ struct StandbyOptions {
 };
 
 struct StandbyStatus {
-  std::string state;  // waiting, syncing, replicating, primary-lost, ended, promoted, cancelled
+  StandbyState state = StandbyState::kWaiting;
   bool handed_over = false;      // promoted by the primary's handover (planned switchover)
   std::string primary;
   std::string error;             // why the primary was lost

@@ -1,13 +1,16 @@
-// ApiClient: one request/response exchange with a VMM's JSON API on a unix socket.
-// Blocking, with a deadline; each call opens its own connection. Thread-safe.
+// The VMM's JSON API from the client side, on a unix socket: CallApi() makes one exchange on
+// a connection of its own (thread-safe); ApiConnection keeps one connection for many
+// exchanges (a poller's: one socket per VMM, not one per call). Blocking, with deadlines.
 #pragma once
 
 #include <functional>
 #include <string>
+#include <utility>
 
 #include <nlohmann/json.hpp>
 
 #include "ferry/base/status.h"
+#include "ferry/base/unique_fd.h"
 
 namespace ferry::vmhost {
 
@@ -18,5 +21,26 @@ namespace ferry::vmhost {
 using ProgressLineFn = std::function<void(const nlohmann::json& line)>;
 Result<nlohmann::json> CallApi(const std::string& socket_path, const nlohmann::json& request, int timeout_ms = 30000,
                                const ProgressLineFn& on_progress = {});
+
+// One persistent connection to a VMM's API. Call() connects on first use and after any
+// failure (the connection is dropped whenever an exchange fails or times out, so a late
+// answer can never be read as the next call's). Not thread-safe: one owner thread.
+class ApiConnection {
+ public:
+  explicit ApiConnection(std::string socket_path) : path_(std::move(socket_path)) {}
+  ~ApiConnection();
+  ApiConnection(const ApiConnection&) = delete;
+  ApiConnection& operator=(const ApiConnection&) = delete;
+
+  Result<nlohmann::json> Call(const nlohmann::json& request, int timeout_ms);
+  bool connected() const { return fd_.valid(); }
+  uint64_t connects() const { return connects_; }  // connections opened so far
+  void Close();
+
+ private:
+  std::string path_;
+  UniqueFd fd_;
+  uint64_t connects_ = 0;
+};
 
 }  // namespace ferry::vmhost

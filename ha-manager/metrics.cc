@@ -1,4 +1,4 @@
-#include "ha_metrics.h"
+#include "ferry/ha/metrics.h"
 
 #include <prometheus/counter.h>
 #include <prometheus/exposer.h>
@@ -8,12 +8,11 @@
 
 #include "ferry/ha/json_fields.h"
 
-namespace ferry::cli {
+namespace ferry::ha {
 
 using nlohmann::json;
 using namespace prometheus;
 
-using ha::NumberField;
 
 Result<std::unique_ptr<AgentMetrics>> AgentMetrics::Start(const std::string& address, const std::string& host) {
   std::unique_ptr<AgentMetrics> m(new AgentMetrics());
@@ -44,6 +43,8 @@ Result<std::unique_ptr<AgentMetrics>> AgentMetrics::Start(const std::string& add
   m->pause_ = histogram("ferry_checkpoint_pause_seconds", "How long the guest stood still per checkpoint");
   m->lag_hist_ = histogram("ferry_checkpoint_lag_seconds", "Checkpoint pause to the standby's acknowledgement");
   m->downtime_ = histogram("ferry_migration_downtime_seconds", "Guest downtime of completed live migrations");
+  m->unprotected_ = gauge("ferry_vm_unprotected_seconds", "How long a VM this host owns has run without a protected standby (0: protected)");
+  m->reprotects_ = counter("ferry_reprotect_attempts_total", "Tries to give a VM this host owns a new standby after it lost one");
   m->fences_->Add({});
   try {
     m->exposer_ = std::make_unique<Exposer>(address, 1);
@@ -110,4 +111,8 @@ void AgentMetrics::OnMigrated(const std::string& vm, double downtime_ms) {
 void AgentMetrics::OnFailover(const std::string& vm) { C(failovers_, vm).Increment(); }
 void AgentMetrics::OnFence() { fences_->Add({}).Increment(); }
 
-}  // namespace ferry::cli
+void AgentMetrics::SetUnprotected(const std::string& vm, double seconds) { G(unprotected_, vm).Set(seconds); }
+
+void AgentMetrics::OnReprotectAttempt(const std::string& vm) { C(reprotects_, vm).Increment(); }
+
+}  // namespace ferry::ha

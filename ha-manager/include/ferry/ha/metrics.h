@@ -24,7 +24,7 @@ template <typename T>
 class Family;
 }  // namespace prometheus
 
-namespace ferry::cli {
+namespace ferry::ha {
 
 class AgentMetrics {
  public:
@@ -38,6 +38,10 @@ class AgentMetrics {
   void OnMigrated(const std::string& vm, double downtime_ms);
   void OnFailover(const std::string& vm);
   void OnFence();
+  // Protection of a VM this host owns: seconds without a protected standby (0 when protected),
+  // and each try to re-protect it.
+  void SetUnprotected(const std::string& vm, double seconds);
+  void OnReprotectAttempt(const std::string& vm);
 
  private:
   AgentMetrics() = default;
@@ -47,8 +51,8 @@ class AgentMetrics {
   std::shared_ptr<prometheus::Registry> registry_;
   std::unique_ptr<prometheus::Exposer> exposer_;
   prometheus::Family<prometheus::Gauge>*quorate_, *members_, *host_cpu_, *host_mem_, *host_bw_;
-  prometheus::Family<prometheus::Gauge>*vm_cpu_, *vm_dirty_, *vm_disk_, *vm_net_, *vm_lag_, *moving_;
-  prometheus::Family<prometheus::Counter>*checkpoints_, *repl_bytes_, *mig_bytes_, *migrations_, *failovers_, *fences_;
+  prometheus::Family<prometheus::Gauge>*vm_cpu_, *vm_dirty_, *vm_disk_, *vm_net_, *vm_lag_, *moving_, *unprotected_;
+  prometheus::Family<prometheus::Counter>*checkpoints_, *repl_bytes_, *mig_bytes_, *migrations_, *failovers_, *fences_, *reprotects_;
   prometheus::Family<prometheus::Histogram>*pause_, *lag_hist_, *downtime_;
   struct Last {
     uint64_t epochs = 0, wire = 0, epoch_seen = 0;
@@ -57,4 +61,4 @@ class AgentMetrics {
   std::string host_;
 };
 
-}  // namespace ferry::cli
+}  // namespace ferry::ha

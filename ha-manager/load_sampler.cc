@@ -1,4 +1,4 @@
-#include "ha_stats.h"
+#include "ferry/ha/load_sampler.h"
 
 #include <unistd.h>
 
@@ -7,9 +7,8 @@
 
 #include "ferry/ha/json_fields.h"
 
-namespace ferry::cli {
+namespace ferry::ha {
 
-using ha::NumberField;
 using nlohmann::json;
 
 namespace {
@@ -48,7 +47,7 @@ uint64_t U64(const json& j, const char* key) { return j.is_object() ? j.value(ke
 
 }  // namespace
 
-LoadSampler::LoadSampler(const ha::HostConfig& host) {
+LoadSampler::LoadSampler(const HostConfig& host) {
   cpus_ = host.cpus > 0 ? host.cpus : static_cast<double>(std::max(1L, ::sysconf(_SC_NPROCESSORS_ONLN)));
   mem_total_ = host.mem_bytes > 0 ? host.mem_bytes : MemTotal();
   ticks_per_s_ = std::max(1L, ::sysconf(_SC_CLK_TCK));
@@ -138,4 +137,4 @@ json LoadSampler::Stats() const {
           {"vms", vms}};
 }
 
-}  // namespace ferry::cli
+}  // namespace ferry::ha

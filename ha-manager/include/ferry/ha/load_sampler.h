@@ -15,11 +15,11 @@
 
 #include "ferry/ha/config.h"
 
-namespace ferry::cli {
+namespace ferry::ha {
 
 class LoadSampler {
  public:
-  explicit LoadSampler(const ha::HostConfig& host);
+  explicit LoadSampler(const HostConfig& host);
 
   // One child's status answer (a primary's or a standby's) at now_ms.
   void Observe(const std::string& vm, pid_t pid, const nlohmann::json& status, uint64_t now_ms);
@@ -48,4 +48,4 @@ class LoadSampler {
   std::map<std::string, Vm> vms_;
 };
 
-}  // namespace ferry::cli
+}  // namespace ferry::ha

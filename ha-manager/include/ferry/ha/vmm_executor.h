@@ -1,0 +1,74 @@
+// VmmExecutor: the real Executor (executor.h). Each VM on this host is one child process,
+// `ferry run` (primary) or `ferry standby`, started from this binary with its API socket at
+// HOSTDIR/VM.sock and its output in HOSTDIR/VM.log. Children inherit no descriptor of the
+// agent's (its API socket, Corosync's) and die with the agent (PR_SET_PDEATHSIG).
+//
+// Probing keeps one API connection per child for its whole life (re-opened only after a
+// failure), so a host's agent costs each VMM one socket, not one per tick.
+//
+// Threads: see executor.h; the children table is guarded by a mutex, and the long
+// operations use connections of their own.
+#pragma once
+
+#include <sys/types.h>
+
+#include <map>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <string>
+
+#include "ferry/ha/executor.h"
+#include "ferry/ha/load_sampler.h"
+#include "ferry/vmhost/api_client.h"
+
+namespace ferry::ha {
+
+class VmmExecutor : public Executor {
+ public:
+  // `exe` is the ferry binary the children run (/proc/self/exe in the agent).
+  VmmExecutor(const ClusterConfig& config, const HostConfig& self, std::string exe = "/proc/self/exe");
+  ~VmmExecutor() override;  // KillAll()
+
+  Status StartPrimary(const VmSpec& v, uint64_t generation) override;
+  Status StartStandby(const VmSpec& v, uint64_t generation) override;
+  void Kill(const std::string& vm) override;
+  std::vector<Ended> Reap() override;
+  std::vector<Instance> Probe() override;
+  nlohmann::json Stats() override;
+  Status Replicate(const VmSpec& v, const HostConfig& to, uint64_t generation) override;
+  Status StopReplication(const std::string& vm) override;
+  Result<PromoteResult> Promote(const std::string& vm, uint64_t generation) override;
+  Result<HandoverResult> Handover(const std::string& vm, uint64_t generation) override;
+  Status Fence(const std::string& vm) override;
+  Status Unfence(const std::string& vm) override;
+  Status ReleaseOutput(const std::string& vm) override;
+
+  // SIGKILLs every child and waits for each (the agent is ending).
+  void KillAll();
+  // vm's local process, if any.
+  std::optional<pid_t> pid(const std::string& vm) const;
+  // Connections the probes opened so far, over all children (a test's leak check).
+  uint64_t probe_connects() const;
+
+ private:
+  struct Child {
+    pid_t pid = -1;
+    Role role = Role::kPrimary;
+    uint64_t generation = 0;
+    std::unique_ptr<vmhost::ApiConnection> api;  // the probe's; agent thread only
+  };
+  std::string Sock(const std::string& vm) const;
+  Status Spawn(const VmSpec& v, Role role, uint64_t generation, std::vector<std::string> args);
+  Instance Parse(const std::string& vm, const Child& child, const nlohmann::json& status);
+
+  const ClusterConfig& config_;
+  const HostConfig& self_;
+  const std::string exe_;
+  LoadSampler sampler_;  // agent thread only
+  mutable std::mutex mu_;
+  std::map<std::string, Child> children_;  // guarded by mu_ (api: agent thread only)
+  uint64_t closed_connects_ = 0;           // guarded by mu_: probe connects of reaped children
+};
+
+}  // namespace ferry::ha

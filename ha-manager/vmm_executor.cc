@@ -1,0 +1,266 @@
+#include "ferry/ha/vmm_executor.h"
+
+#include <fcntl.h>
+#include <signal.h>
+#include <sys/prctl.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "ferry/base/clock.h"
+#include "ferry/migrate/auth.h"
+#include "ferry/vmhost/lifecycle.h"
+#include "ferry/vmhost/requests.h"
+
+namespace ferry::ha {
+
+using nlohmann::json;
+
+VmmExecutor::VmmExecutor(const ClusterConfig& config, const HostConfig& self, std::string exe)
+    : config_(config), self_(self), exe_(std::move(exe)), sampler_(self) {}
+
+VmmExecutor::~VmmExecutor() { KillAll(); }
+
+std::string VmmExecutor::Sock(const std::string& vm) const { return self_.dir + "/" + vm + ".sock"; }
+
+Status VmmExecutor::Spawn(const VmSpec& v, Role role, uint64_t generation, std::vector<std::string> args) {
+  // Everything the child needs is made before fork(): after it, only async-signal-safe calls.
+  const std::string log = self_.dir + "/" + v.name + ".log";
+  args.insert(args.begin(), "ferry");
+  std::vector<char*> argv;
+  for (auto& a : args) argv.push_back(a.data());
+  argv.push_back(nullptr);
+  ::unlink(Sock(v.name).c_str());
+  pid_t pid = fork();
+  if (pid < 0) return ErrnoError("fork");
+  if (pid == 0) {
+    prctl(PR_SET_PDEATHSIG, SIGKILL);
+    int fd = ::open(log.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
+    if (fd >= 0) {
+      ::dup2(fd, 1);
+      ::dup2(fd, 2);
+    }
+    // No descriptor of the agent's leaks into a VMM: not its API socket, not Corosync's.
+    ::syscall(SYS_close_range, 3u, ~0u, 0u);
+    sigset_t none;
+    sigemptyset(&none);
+    sigprocmask(SIG_SETMASK, &none, nullptr);
+    execv(exe_.c_str(), argv.data());
+    _exit(127);
+  }
+  std::lock_guard lock(mu_);
+  Child& c = children_[v.name];
+  c.pid = pid;
+  c.role = role;
+  c.generation = generation;
+  c.api = std::make_unique<vmhost::ApiConnection>(Sock(v.name));
+  return Status::Ok();
+}
+
+Status VmmExecutor::StartPrimary(const VmSpec& v, uint64_t generation) {
+  const std::string disk = self_.dir + "/" + v.name + ".img";
+  if (v.disk_bytes) {
+    struct stat sb {};
+    if (::stat(disk.c_str(), &sb) != 0) {  // a new primary starts blank; an existing image is its disk
+      int fd = ::open(disk.c_str(), O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+      const bool ok = fd >= 0 && ::ftruncate(fd, static_cast<off_t>(v.disk_bytes)) == 0;
+      if (fd >= 0) ::close(fd);
+      if (!ok) return ErrnoError("cannot create the disk image " + disk);
+    }
+  }
+  std::vector<std::string> args = {"run", v.guest, "--mem", v.mem, "--vcpus", std::to_string(v.vcpus), "--generation",
+                                   std::to_string(generation), "--api", Sock(v.name)};
+  if (v.disk_bytes) args.insert(args.end(), {"--disk", disk});
+  if (v.net) args.insert(args.end(), {"--net", "fv" + std::to_string(v.port) + ",bridge=" + self_.guest_bridge});
+  if (!v.guest_args.empty()) {
+    args.push_back("--");
+    args.insert(args.end(), v.guest_args.begin(), v.guest_args.end());
+  }
+  return Spawn(v, Role::kPrimary, generation, std::move(args));
+}
+
+Status VmmExecutor::StartStandby(const VmSpec& v, uint64_t generation) {
+  const std::string disk = self_.dir + "/" + v.name + ".img";
+  if (v.disk_bytes) {  // a standby's image is filled by the initial sync
+    int fd = ::open(disk.c_str(), O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+    const bool ok = fd >= 0 && ::ftruncate(fd, static_cast<off_t>(v.disk_bytes)) == 0;
+    if (fd >= 0) ::close(fd);
+    if (!ok) return ErrnoError("cannot create the disk image " + disk);
+  }
+  std::vector<std::string> args = {"standby", "--listen", self_.address + ":" + std::to_string(v.port), "--min-generation",
+                                   std::to_string(generation), "--io-timeout-ms", std::to_string(config_.io_timeout_ms),
+                                   "--api", Sock(v.name)};
+  if (!config_.key_file.empty()) args.insert(args.end(), {"--key", config_.key_file});
+  if (v.disk_bytes) args.insert(args.end(), {"--disk", disk});
+  if (v.net) args.insert(args.end(), {"--net", "fv" + std::to_string(v.port) + ",bridge=" + self_.guest_bridge});
+  return Spawn(v, Role::kStandby, generation, std::move(args));
+}
+
+void VmmExecutor::Kill(const std::string& vm) {
+  std::lock_guard lock(mu_);
+  auto it = children_.find(vm);
+  if (it != children_.end()) ::kill(it->second.pid, SIGKILL);
+}
+
+std::vector<Ended> VmmExecutor::Reap() {
+  std::vector<Ended> out;
+  std::lock_guard lock(mu_);
+  for (auto it = children_.begin(); it != children_.end();) {
+    int status = 0;
+    if (waitpid(it->second.pid, &status, WNOHANG) == it->second.pid) {
+      out.push_back({it->first, it->second.role,
+                     WIFEXITED(status) ? "exit " + std::to_string(WEXITSTATUS(status))
+                                       : "signal " + std::to_string(WTERMSIG(status))});
+      if (it->second.api) closed_connects_ += it->second.api->connects();
+      it = children_.erase(it);
+    } else {
+      ++it;
+    }
+  }
+  return out;
+}
+
+void VmmExecutor::KillAll() {
+  std::map<std::string, Child> all;
+  {
+    std::lock_guard lock(mu_);
+    all.swap(children_);
+  }
+  for (auto& [vm, c] : all) ::kill(c.pid, SIGKILL);
+  for (auto& [vm, c] : all) waitpid(c.pid, nullptr, 0);
+}
+
+std::optional<pid_t> VmmExecutor::pid(const std::string& vm) const {
+  std::lock_guard lock(mu_);
+  auto it = children_.find(vm);
+  if (it == children_.end()) return std::nullopt;
+  return it->second.pid;
+}
+
+uint64_t VmmExecutor::probe_connects() const {
+  std::lock_guard lock(mu_);
+  uint64_t n = closed_connects_;
+  for (const auto& [vm, c] : children_) n += c.api ? c.api->connects() : 0;
+  return n;
+}
+
+// A child's status answer, read at the JSON edge into the lifecycle's and replication's
+// enums. A field of the wrong type makes the whole answer count as no answer.
+Instance VmmExecutor::Parse(const std::string& vm, const Child& child, const json& r) {
+  Instance i;
+  i.vm = vm;
+  i.role = child.role;
+  i.generation = child.generation;
+  try {
+    const json& rep = r.contains("replication") ? r["replication"] : json();
+    const auto phase = vmhost::ParsePhase(r.value("state", ""));
+    if (phase == vmhost::Phase::kStandby || phase == vmhost::Phase::kPromoting) {
+      i.role = Role::kStandby;
+      if (rep.is_object()) {
+        i.standby_state = replication::ParseStandbyState(rep.value("state", ""));
+        i.committed = rep.value("committed_epoch", uint64_t{0});
+      }
+      return i;
+    }
+    i.role = Role::kPrimary;
+    i.phase = phase;
+    if (r.contains("ha") && r["ha"].is_object()) {
+      i.generation = r["ha"].value("generation", child.generation);
+      i.fenced = r["ha"].value("fenced", false);
+    }
+    if (rep.is_object()) {
+      i.replication = replication::ParseReplicationState(rep.value("state", ""));
+      i.output_held = rep.value("output_held", false);
+      i.epochs = rep.value("epochs", uint64_t{0});
+      const std::string to = rep.value("standby", "");
+      for (const auto& h : config_.hosts) {
+        if (to.rfind(h.address + ":", 0) == 0) i.standby_host = h.name;
+      }
+    }
+    if (r.contains("devices") && r["devices"].contains("nic") && r["devices"]["nic"].is_object()) {
+      i.tx_frames = r["devices"]["nic"].value("tx_frames", uint64_t{0});
+    }
+  } catch (const json::exception&) {
+    Instance none;
+    none.vm = vm;
+    none.role = child.role;
+    none.generation = child.generation;
+    return none;
+  }
+  return i;
+}
+
+std::vector<Instance> VmmExecutor::Probe() {
+  std::vector<std::pair<std::string, Child*>> list;
+  {
+    std::lock_guard lock(mu_);
+    for (auto& [vm, c] : children_) list.emplace_back(vm, &c);
+  }
+  // Children are erased only by Reap() and KillAll(), on this same thread: the pointers hold.
+  std::vector<Instance> out;
+  for (auto& [vm, c] : list) {
+    auto r = c->api->Call({{"op", "status"}}, 1000);
+    if (!r.ok()) {
+      Instance i;
+      i.vm = vm;
+      i.role = c->role;
+      i.generation = c->generation;
+      out.push_back(i);
+      continue;
+    }
+    try {
+      sampler_.Observe(vm, c->pid, *r, RealtimeMs());
+    } catch (const json::exception&) {
+    }
+    out.push_back(Parse(vm, *c, *r));
+  }
+  sampler_.EndRound();
+  return out;
+}
+
+json VmmExecutor::Stats() { return sampler_.Stats(); }
+
+Status VmmExecutor::Replicate(const VmSpec& v, const HostConfig& to, uint64_t generation) {
+  json req = {{"op", "replicate"},
+              {"to", to.address + ":" + std::to_string(v.port)},
+              {"generation", generation},
+              {"hold_on_failure", true},
+              {"interval_ms", config_.interval_ms},
+              {"io_timeout_ms", config_.io_timeout_ms},
+              {"sync_bandwidth", v.sync_bandwidth},
+              {"wait_ms", 60000}};
+  if (!config_.key_file.empty()) {
+    auto key = migrate::LoadKey(config_.key_file);
+    if (!key.ok()) return key.status();
+    req["key"] = vmhost::KeyToHex(key->bytes);
+  }
+  return vmhost::CallApi(Sock(v.name), req, 70000).status();
+}
+
+Status VmmExecutor::StopReplication(const std::string& vm) {
+  return vmhost::CallApi(Sock(vm), {{"op", "replicate_stop"}}, 10000).status();
+}
+
+Result<PromoteResult> VmmExecutor::Promote(const std::string& vm, uint64_t generation) {
+  FERRY_ASSIGN_OR_RETURN(json r, vmhost::CallApi(Sock(vm), {{"op", "promote"}, {"force", true}, {"generation", generation}}, 30000));
+  PromoteResult out;
+  if (r.contains("epoch") && r["epoch"].is_number_unsigned()) out.epoch = r["epoch"].get<uint64_t>();
+  if (r.contains("promote_ms") && r["promote_ms"].is_number()) out.promote_ms = r["promote_ms"].get<double>();
+  return out;
+}
+
+Result<HandoverResult> VmmExecutor::Handover(const std::string& vm, uint64_t generation) {
+  FERRY_ASSIGN_OR_RETURN(json r, vmhost::CallApi(Sock(vm), {{"op", "handover"}, {"generation", generation}}, 30000));
+  HandoverResult out;
+  if (r.contains("downtime_ms") && r["downtime_ms"].is_number()) out.downtime_ms = r["downtime_ms"].get<double>();
+  return out;
+}
+
+Status VmmExecutor::Fence(const std::string& vm) { return vmhost::CallApi(Sock(vm), {{"op", "fence"}}, 3000).status(); }
+Status VmmExecutor::Unfence(const std::string& vm) { return vmhost::CallApi(Sock(vm), {{"op", "unfence"}}, 3000).status(); }
+Status VmmExecutor::ReleaseOutput(const std::string& vm) {
+  return vmhost::CallApi(Sock(vm), {{"op", "release_output"}}, 3000).status();
+}
+
+}  // namespace ferry::ha
