@@ -148,7 +148,7 @@ void Agent::TrackProtection(const std::vector<Instance>& local, uint64_t now_ms)
     if (!i.Runs() || !c || c->host != self_.name || c->generation != i.generation) continue;
     owned.insert(i.vm);
     Protection& p = protection_[i.vm];
-    if (!i.ReplicationIs(ReplicationState::kFailed)) state_->output_released.erase(i.vm);
+    if (i.Replicating()) state_->output_released.erase(i.vm);
     if (i.ReplicationIs(ReplicationState::kProtected)) {
       if (p.unprotected_since_ms) {
         Event("protected", i.vm, "by " + i.standby_host + " after " + std::to_string(now_ms - p.unprotected_since_ms) +

@@ -69,13 +69,33 @@ void Agent::Execute(const Action& a) {
     }
     case Action::kStopReplication:
       Worker(a.vm, [this, a] {
-        Status st = executor_.StopReplication(a.vm);
+        Status st = executor_.StopReplication(a.vm, /*keep_standby=*/false);
         if (!st.ok()) {
           std::lock_guard lock(mu_);
           Event("error", a.vm, "replicate_stop: " + st.message());
         }
       });
       break;
+    case Action::kSwitchStandby: {
+      state_->protect_sent.erase(a.vm);
+      protect_ms_.erase(a.vm);
+      const HostConfig* to = config_.Host(a.host);
+      Worker(a.vm, [this, a, &v, to] {
+        // Make-before-break: the old standby keeps its replica and the output stays held
+        // until the new standby acknowledges; if that fails, the held output is released by
+        // the next decision (the owner is alive and quorate) and another host is tried.
+        Status st = executor_.StopReplication(a.vm, /*keep_standby=*/true);
+        if (st.ok()) st = executor_.Replicate(v, *to, a.generation);
+        std::lock_guard lock(mu_);
+        if (st.ok()) {
+          Event("protected-by", a.vm, a.host + " (" + a.why + ")");
+        } else {
+          Event("switch-failed", a.vm, st.message());
+          ReprotectFailed(a.vm, a.host, "switch to " + a.host + ": " + st.message(), now_ms_);
+        }
+      });
+      break;
+    }
     case Action::kHandover:
       Worker(a.vm, [this, a] {
         auto r = executor_.Handover(a.vm, a.generation);

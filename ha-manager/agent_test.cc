@@ -29,6 +29,8 @@ struct FakeVmm {
   uint64_t epochs = 0;
   StandbyState standby_state = StandbyState::kWaiting;
   uint64_t committed = 0;
+  uint64_t seq = 0;        // primary: the guest's state (one write per step it runs); standby: its checkpoint's
+  int sync_left = 0;       // primary: steps of initial sync still to go
 };
 
 // Every VMM of the simulated cluster, and the faults.
@@ -38,6 +40,11 @@ struct World {
   std::set<std::pair<std::string, std::string>> cut;  // replication paths cut
   std::map<std::string, std::vector<Ended>> ended;    // host -> not reaped yet
   int release_calls = 0, replicate_calls = 0, boots = 0;
+  int sync_steps = 5;  // an initial sync takes this many steps
+  // The clients' view: the newest write whose acknowledgement left a serving primary, per VM,
+  // and the acknowledged writes a promotion or a fresh boot lost (must stay 0).
+  std::map<std::string, uint64_t> acked;
+  std::vector<std::string> lost;
   bool sticky_output_held = false;  // a VMM whose status keeps saying "held" after a release
 
   bool LinkOk(const std::string& a, const std::string& b) const {
@@ -57,29 +64,47 @@ struct World {
     ended[host].push_back({vm, it->second.role, how});
     m.erase(it);
   }
-  // One step of time: every healthy replication ships a checkpoint; a broken one fails with
-  // its output held (hold_on_failure) and its standby, if alive, loses its primary.
+  // One step of time: every running guest takes a write; every healthy replication syncs or
+  // ships a checkpoint (whose acknowledgement releases the output); a broken one fails with
+  // its output held (hold_on_failure) and its standby, if alive, loses its primary. Output
+  // that is not held acknowledges writes at once.
   void Advance() {
     std::set<std::pair<std::string, std::string>> fed;  // (host, vm) of standbys fed this step
     for (auto& [h, m] : vmms) {
       if (dead.count(h)) continue;
       for (auto& [vm, p] : m) {
-        if (p.role != Role::kPrimary || !p.replication || !replication::ReplicationActive(*p.replication)) continue;
+        if (p.role != Role::kPrimary || !vmhost::GuestRuns(p.phase) || p.fenced) continue;
+        ++p.seq;
+        const bool active = p.replication && replication::ReplicationActive(*p.replication);
+        if (!active) {
+          if (!p.output_held) acked[vm] = std::max(acked[vm], p.seq);
+          continue;
+        }
         FakeVmm* sb = Find(p.standby_host, vm);
         if (!sb || sb->role != Role::kStandby || !LinkOk(h, p.standby_host)) {
           p.replication = ReplicationState::kFailed;
           p.output_held = true;
           continue;
         }
+        fed.insert({p.standby_host, vm});
+        if (p.replication == ReplicationState::kSyncing) {
+          sb->standby_state = StandbyState::kSyncing;
+          if (!p.output_held) acked[vm] = std::max(acked[vm], p.seq);  // nothing buffers during a sync
+          if (--p.sync_left > 0) continue;
+          p.replication = ReplicationState::kProtected;
+        }
         ++p.epochs;
         sb->committed = p.epochs;
+        sb->seq = p.seq;
         sb->standby_state = StandbyState::kReplicating;
-        fed.insert({p.standby_host, vm});
+        p.output_held = false;  // the acknowledgement releases everything up to this checkpoint
+        acked[vm] = std::max(acked[vm], p.seq);
       }
     }
     for (auto& [h, m] : vmms) {
       for (auto& [vm, sb] : m) {
-        if (sb.role == Role::kStandby && sb.standby_state == StandbyState::kReplicating && !fed.count({h, vm})) {
+        if (sb.role == Role::kStandby && (sb.standby_state == StandbyState::kReplicating || sb.standby_state == StandbyState::kSyncing) &&
+            !fed.count({h, vm})) {
           sb.standby_state = StandbyState::kPrimaryLost;
         }
       }
@@ -105,6 +130,7 @@ class FakeExecutor : public Executor {
     p.generation = generation;
     w_.vmms[host_][v.name] = p;
     ++w_.boots;
+    if (w_.acked[v.name] > 0) w_.lost.push_back("booted afresh after " + std::to_string(w_.acked[v.name]) + " acked writes");
     return Status::Ok();
   }
   Status StartStandby(const VmSpec& v, uint64_t generation) override {
@@ -148,19 +174,22 @@ class FakeExecutor : public Executor {
       return Status(ErrorCode::kIo, "cannot reach a waiting standby on " + to.name);
     }
     if (generation < sb->generation) return Status(ErrorCode::kRefused, "stale generation");
-    p->replication = ReplicationState::kProtected;
+    // The sync and the first checkpoint run in the world's steps (Advance): the agent sees
+    // "syncing" meanwhile, as it would while the real call waits.
+    p->replication = ReplicationState::kSyncing;
+    p->sync_left = w_.sync_steps;
     p->standby_host = to.name;
-    p->output_held = false;
     p->phase = Phase::kReplicating;
-    sb->committed = ++p->epochs;
-    sb->standby_state = StandbyState::kReplicating;
+    sb->standby_state = StandbyState::kSyncing;
     return Status::Ok();
   }
-  Status StopReplication(const std::string& vm) override {
+  Status StopReplication(const std::string& vm, bool keep_standby) override {
     FakeVmm* p = w_.Find(host_, vm);
     if (!p || !p->replication) return Status::Ok();
-    if (FakeVmm* sb = w_.Find(p->standby_host, vm); sb && sb->role == Role::kStandby) sb->standby_state = StandbyState::kEnded;
+    FakeVmm* sb = w_.Find(p->standby_host, vm);
+    if (sb && sb->role == Role::kStandby) sb->standby_state = keep_standby ? StandbyState::kPrimaryLost : StandbyState::kEnded;
     p->replication = ReplicationState::kStopped;
+    p->output_held = keep_standby;
     p->phase = Phase::kRunning;
     return Status::Ok();
   }
@@ -169,6 +198,10 @@ class FakeExecutor : public Executor {
     if (!sb || sb->role != Role::kStandby || sb->committed == 0) return InvalidArgument("nothing to promote");
     FakeVmm p;
     p.generation = generation;
+    p.seq = sb->seq;
+    if (p.seq < w_.acked[vm]) {
+      w_.lost.push_back("promoted at write " + std::to_string(p.seq) + " after " + std::to_string(w_.acked[vm]) + " were acked");
+    }
     const uint64_t epoch = sb->committed;
     *sb = p;
     return PromoteResult{epoch, 1.0};
@@ -180,6 +213,7 @@ class FakeExecutor : public Executor {
     if (!sb || !w_.LinkOk(host_, p->standby_host)) return Status(ErrorCode::kAborted, "standby unreachable");
     FakeVmm np;
     np.generation = generation;
+    np.seq = p->seq;  // the final checkpoint
     *sb = np;
     p->phase = Phase::kHandedOver;
     p->replication = ReplicationState::kHandedOver;
@@ -306,6 +340,7 @@ class Sim {
     auto serving = world.Serving("kv");
     max_serving = std::max(max_serving, serving.size());
     ASSERT_LE(serving.size(), 1u) << "two copies of kv serve at " << now;
+    ASSERT_TRUE(world.lost.empty()) << "acknowledged writes lost: " << world.lost.front();
   }
   void RunTasks() {
     while (!tasks_.empty()) {
@@ -508,6 +543,44 @@ TEST(AgentSim, MalformedGroupMessagesAndApiRequestsChangeNothing) {
   }
   sim.Run(20);
   EXPECT_TRUE(sim.ProtectedOn("a", "b"));
+}
+
+}  // namespace
+}  // namespace ferry::ha
+
+namespace ferry::ha {
+namespace {
+
+// A move of kv from a to c (b holds its standby), with host a killed `k` steps into it.
+// Returns whether the VM serves again on exactly one host, and from which generation.
+std::pair<bool, std::string> MoveThenKillSource(int k) {
+  Sim sim;
+  if (!sim.RunUntil([&] { return sim.ProtectedOn("a", "b"); }, 100)) return {false, "never protected"};
+  sim.Run(3);
+  if (!sim.agent("b").Handle({{"op", "move"}, {"vm", "kv"}, {"to", "c"}}).value("ok", false)) return {false, "move refused"};
+  sim.Run(k);
+  sim.KillHost("a");
+  const bool back = sim.RunUntil([&] { return !sim.PrimaryHost().empty(); }, 300);
+  if (!back) return {false, "lost"};
+  return {sim.world.boots == 1, sim.PrimaryHost()};
+}
+
+TEST(AgentSim, AMoveCompletesByHandoverToItsTarget) {
+  Sim sim;
+  ASSERT_TRUE(sim.RunUntil([&] { return sim.ProtectedOn("a", "b"); }, 100));
+  sim.Run(3);
+  ASSERT_TRUE(sim.agent("b").Handle({{"op", "move"}, {"vm", "kv"}, {"to", "c"}}).value("ok", false));
+  ASSERT_TRUE(sim.RunUntil([&] { return sim.PrimaryHost() == "c"; }, 200));
+  ASSERT_TRUE(sim.RunUntil([&] { return sim.ProtectedOn("c"); }, 200));
+}
+
+TEST(AgentSim, AHostKilledAtAnyStepOfAMoveNeverLosesTheVm) {
+  std::string lost;
+  for (int k = 0; k <= 30; ++k) {
+    auto [ok, where] = MoveThenKillSource(k);
+    if (!ok) lost += " " + std::to_string(k) + "(" + where + ")";
+  }
+  EXPECT_TRUE(lost.empty()) << "killed at these steps of the move, the VM was lost:" << lost;
 }
 
 }  // namespace

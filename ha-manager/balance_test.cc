@@ -144,9 +144,21 @@ TEST(Move, TheOwnerReprotectsToTheTargetThenHandsOver) {
   ASSERT_TRUE(s.OnMessage("c", ClusterState::ReportMessage("c", {})));
   ASSERT_TRUE(s.OnMessage("a", ClusterState::MoveMessage("v1", "c")));
   ASSERT_NE(s.move("v1"), nullptr);
+  // Make-before-break: a standby on c first, while b's keeps receiving checkpoints.
   auto acts = ForV1(Decide(c, "a", s, {p}, {}));
   ASSERT_EQ(acts.size(), 1u);
-  EXPECT_EQ(acts[0].kind, Action::kStopReplication);
+  EXPECT_EQ(acts[0].kind, Action::kProtect);
+  EXPECT_EQ(acts[0].host, "c");
+  Instance waiting;
+  waiting.vm = "v1";
+  waiting.role = Role::kStandby;
+  waiting.standby_state = replication::StandbyState::kWaiting;
+  waiting.generation = 1;
+  ASSERT_TRUE(s.OnMessage("c", ClusterState::ReportMessage("c", {waiting})));
+  acts = ForV1(Decide(c, "a", s, {p}, {}));
+  ASSERT_EQ(acts.size(), 1u);
+  EXPECT_EQ(acts[0].kind, Action::kSwitchStandby);
+  EXPECT_EQ(acts[0].host, "c");
   // Protected by c now: hand over at the next generation.
   p.standby_host = "c";
   acts = ForV1(Decide(c, "a", s, {p}, {}));

@@ -67,6 +67,7 @@ const char* ActionName(Action::Kind k) {
     case Action::kPromote: return "promote";
     case Action::kReplicate: return "replicate";
     case Action::kStopReplication: return "stop-replication";
+    case Action::kSwitchStandby: return "switch-standby";
     case Action::kProtect: return "protect";
     case Action::kHandover: return "handover";
     case Action::kReleaseOutput: return "release-output";

@@ -138,10 +138,11 @@ Verdict OwnerUnfences(const Ctx& x) {
 
 Verdict OwnerWaitsForARunningGuest(const Ctx& x) { return x.mine->Runs() ? Pass() : Wait(); }
 
-// The standby was lost while this partition is quorate: nobody can have promoted it without
-// this owner's knowledge, so the held output goes and the VM is re-protected (rules below).
+// Output is held but nothing will release it: the standby was lost, or a switch to a new one
+// failed, while this partition is quorate. Nobody can have promoted the old replica without
+// this owner's knowledge, so the output goes and the VM is re-protected (rules below).
 Verdict OwnerReleasesHeldOutput(const Ctx& x) {
-  if (!x.mine->ReplicationIs(ReplicationState::kFailed) || !x.mine->output_held) return Pass();
+  if (x.mine->Replicating() || !x.mine->output_held) return Pass();
   if (x.state.output_released.count(x.v.name)) return Pass();  // asked once already
   return Do(Action::kReleaseOutput, x, x.self, x.G, "standby lost while quorate");
 }
@@ -159,19 +160,31 @@ Verdict OwnerHandsOver(const Ctx& x) {
             x.state.evacuating(x.self) ? "evacuating " + x.self : "move to " + standby);
 }
 
+// Replicating: keep it, stop it if the standby's host left, or move the standby where it
+// should be (a move's target, or back to a preferred host) make-before-break: the new standby
+// is asked for and must be waiting before the switch, and the switch leaves the old one its
+// replica with the output held until the new one acknowledges, so a host may die at any
+// instant of it and a replica that no output has outrun still exists.
 Verdict OwnerKeepsOrRedirectsReplication(const Ctx& x) {
   if (!x.mine->Replicating()) return Pass();
   auto candidates = BackupCandidates(x);
   const std::string* move_to = x.state.move(x.v.name);
   const std::string& cur = x.mine->standby_host;
-  const bool gone = !x.state.live(cur) || x.state.evacuating(cur);
+  if (!x.state.live(cur) || x.state.evacuating(cur)) return Do(Action::kStopReplication, x, cur, x.G, "standby host left");
   const bool to_move_target = move_to && !candidates.empty() && candidates.front() == *move_to;
   const bool preferred_back = !candidates.empty() && candidates.front() != cur &&
                               (candidates.front() == x.v.primary || candidates.front() == x.v.backup || to_move_target) &&
                               (x.mine->ReplicationIs(ReplicationState::kProtected) || to_move_target);
-  if (gone || preferred_back) {
-    return Do(Action::kStopReplication, x, cur, x.G,
-              gone ? "standby host left" : to_move_target ? "move to " + *move_to : "back to " + candidates.front());
+  if (!preferred_back) return Wait();
+  auto nb = x.state.protect_not_before.find(x.v.name);
+  if (nb != x.state.protect_not_before.end() && x.state.now_ms < nb->second) return Wait();  // backing off
+  const std::string& target = candidates.front();
+  const std::string why = to_move_target ? "move to " + target : "back to " + target;
+  const Instance* sb = x.state.instance(target, x.v.name);
+  if (sb && sb->StandbyIs(StandbyState::kWaiting) && sb->generation == x.G) return Do(Action::kSwitchStandby, x, target, x.G, why);
+  if (!sb) {
+    auto sent = x.state.protect_sent.find(x.v.name);
+    if (sent == x.state.protect_sent.end() || sent->second != target) return Do(Action::kProtect, x, target, x.G, why);
   }
   return Wait();
 }
@@ -214,10 +227,18 @@ Verdict StandbyTakesOverAGoneOwner(const Ctx& x) {
 // connection drops before Corosync says so): it goes only once the owner's own report shows
 // the replication to it over.
 Verdict StandbyEndsWhenNoLongerUsed(const Ctx& x) {
+  // While the owner holds its output after leaving this standby (a switch under way), this
+  // replica is the fallback: it goes once another standby protects the VM or the output left.
   const Instance* owner = x.state.instance(x.c->host, x.v.name);
-  const bool owner_done = owner && (owner->standby_host != x.self || owner->ReplicationIs(ReplicationState::kFailed) ||
-                                    owner->ReplicationIs(ReplicationState::kStopped) ||
-                                    owner->ReplicationIs(ReplicationState::kHandedOver));
+  bool owner_done = false;
+  if (owner && owner->ReplicationIs(ReplicationState::kHandedOver)) {
+    owner_done = true;
+  } else if (owner && owner->standby_host != x.self) {
+    owner_done = owner->ReplicationIs(ReplicationState::kProtected) || !owner->output_held;
+  } else if (owner) {
+    owner_done = owner->ReplicationIs(ReplicationState::kFailed) ||
+                 (owner->ReplicationIs(ReplicationState::kStopped) && !owner->output_held);
+  }
   const bool over = x.mine->StandbyIs(StandbyState::kEnded) || x.mine->StandbyIs(StandbyState::kCancelled) ||
                     (x.mine->StandbyIs(StandbyState::kPrimaryLost) && owner_done);
   auto p = x.state.protect(x.v.name);
@@ -235,7 +256,10 @@ Verdict StartAStandbyWhenAsked(const Ctx& x) {
   auto p = x.state.protect(x.v.name);
   if (p && p->first == x.self && p->second == x.G && OwnerAlive(x) && !x.state.evacuating(x.self)) {
     const Instance* owner = x.state.instance(x.c->host, x.v.name);
-    if (!owner->Replicating()) return Do(Action::kStartStandby, x, x.self, x.G, "asked by " + x.c->host);
+    // Asked while the owner replicates elsewhere: the new standby of a make-before-break switch.
+    if (!owner->Replicating() || owner->standby_host != x.self) {
+      return Do(Action::kStartStandby, x, x.self, x.G, "asked by " + x.c->host);
+    }
   }
   return Wait();
 }
@@ -252,9 +276,10 @@ constexpr std::array kOwnerRules = {
     Rule{"promote the local standby this host claimed at failover", OwnerPromotesItsStandby},
     Rule{"unfence a primary this host still owns", OwnerUnfences},
     Rule{"do nothing more until the guest runs", OwnerWaitsForARunningGuest},
-    Rule{"release output held after the standby was lost", OwnerReleasesHeldOutput},
+    Rule{"release output held that nothing else will release", OwnerReleasesHeldOutput},
     Rule{"hand over to an in-sync standby on evacuation or a move", OwnerHandsOver},
-    Rule{"keep replicating, or stop to re-protect where it should be", OwnerKeepsOrRedirectsReplication},
+    Rule{"keep replicating, stop if the standby's host left, or switch standbys make-before-break",
+         OwnerKeepsOrRedirectsReplication},
     Rule{"protect: replicate to a waiting standby, or ask a host for one", OwnerProtects},
 };
 constexpr std::array kStandbyRules = {

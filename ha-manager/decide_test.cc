@@ -111,10 +111,37 @@ TEST(Decide, TheOldPrimaryLearnsTheNewGenerationFromReportsAndStops) {
   auto acts = Decide(c, "a", s, {fenced}, {});
   ASSERT_EQ(acts.size(), 1u);
   EXPECT_EQ(acts[0].kind, Action::kKill) << acts[0].why;
-  // The new owner takes its old home back as the backup: stop replicating to c first.
+  // The new owner takes its old home back as the backup, make-before-break: it asks a for a
+  // standby while c still holds one, and switches only once a's is waiting. Not while a still
+  // lists its stale primary:
+  EXPECT_TRUE(Decide(c, "b", s, {Primary(2, ReplicationState::kProtected, "c")}, {}).empty());
+  Hear(s, {{"a", {}}});
   acts = Decide(c, "b", s, {Primary(2, ReplicationState::kProtected, "c")}, {});
   ASSERT_EQ(acts.size(), 1u);
-  EXPECT_EQ(acts[0].kind, Action::kStopReplication);
+  EXPECT_EQ(acts[0].kind, Action::kProtect);
+  EXPECT_EQ(acts[0].host, "a");
+  ASSERT_TRUE(s.OnMessage("b", ClusterState::ProtectMessage("kv", "a", 2)));
+  // a, asked while b replicates to c, starts the new standby.
+  acts = Decide(c, "a", s, {}, {});
+  ASSERT_EQ(acts.size(), 1u);
+  EXPECT_EQ(acts[0].kind, Action::kStartStandby);
+  Hear(s, {{"a", {Standby(2, 0, StandbyState::kWaiting)}}});
+  acts = Decide(c, "b", s, {Primary(2, ReplicationState::kProtected, "c")}, {});
+  ASSERT_EQ(acts.size(), 1u);
+  EXPECT_EQ(acts[0].kind, Action::kSwitchStandby);
+  EXPECT_EQ(acts[0].host, "a");
+  // c's replica is the fallback while b's output is held and a syncs; it goes once a protects.
+  Hear(s, {{"b", {Primary(2, ReplicationState::kSyncing, "a")}}});
+  s.protect_sent.clear();
+  Instance c_lost = Standby(2, 9, StandbyState::kPrimaryLost);
+  Instance held = Primary(2, ReplicationState::kSyncing, "a");
+  held.output_held = true;
+  Hear(s, {{"b", {held}}, {"c", {c_lost}}});
+  EXPECT_TRUE(Decide(c, "c", s, {c_lost}, {}).empty()) << "the fallback must stay while output is held";
+  Hear(s, {{"b", {Primary(2, ReplicationState::kProtected, "a")}}});
+  acts = Decide(c, "c", s, {c_lost}, {});
+  ASSERT_EQ(acts.size(), 1u);
+  EXPECT_EQ(acts[0].kind, Action::kKill);
 }
 
 TEST(Decide, OnlyThePreferredHostStartsANewVmAndOnlyOnce) {

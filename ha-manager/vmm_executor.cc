@@ -238,8 +238,8 @@ Status VmmExecutor::Replicate(const VmSpec& v, const HostConfig& to, uint64_t ge
   return vmhost::CallApi(Sock(v.name), req, 70000).status();
 }
 
-Status VmmExecutor::StopReplication(const std::string& vm) {
-  return vmhost::CallApi(Sock(vm), {{"op", "replicate_stop"}}, 10000).status();
+Status VmmExecutor::StopReplication(const std::string& vm, bool keep_standby) {
+  return vmhost::CallApi(Sock(vm), {{"op", "replicate_stop"}, {"keep_standby", keep_standby}}, 10000).status();
 }
 
 Result<PromoteResult> VmmExecutor::Promote(const std::string& vm, uint64_t generation) {

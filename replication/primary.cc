@@ -66,6 +66,7 @@ struct Replicator::Impl {
   mutable std::mutex mu;
   std::condition_variable cv;
   bool stop_requested = false;   // guarded by mu
+  bool keep_standby = false;     // guarded by mu: Stop(true): leave the standby its replica, hold output
   uint64_t handover_generation = 0;  // guarded by mu: non-zero once Handover() asked
   bool handover_told = false;    // guarded by mu: the standby was told to run the replica
   bool handed_over = false;      // guarded by mu
@@ -356,12 +357,13 @@ void Replicator::Impl::Run() {
 }
 
 void Replicator::Impl::Finish(const Status& why) {
-  bool stopped, handed, told;
+  bool stopped, handed, told, keep;
   {
     std::lock_guard lock(mu);
     handed = handed_over && why.ok();
     told = handover_told;
     stopped = stop_requested && why.ok() && !handed;
+    keep = stopped && keep_standby;
   }
   if (handed) {
     FinishHandover(ReplicationState::kHandedOver, why);
@@ -371,7 +373,10 @@ void Replicator::Impl::Finish(const Status& why) {
     FinishHandover(ReplicationState::kHandoverIndeterminate, why);
     return;
   }
-  if (stopped) {
+  if (keep) {
+    // Nothing said: an abort or an error would end the standby; a closed stream leaves it
+    // its last committed checkpoint, promotable.
+  } else if (stopped) {
     control->set_timeout_ms(2000);
     // Tell the standby first and let it hang up, so it reads the reason rather than seeing a
     // data stream close under it (which would look like a lost primary).
@@ -388,7 +393,7 @@ void Replicator::Impl::Finish(const Status& why) {
   control->Close();
   if (tracker) (void)tracker->Stop();
   vm.StopDiskJournal();
-  const bool hold = !stopped && o.hold_output_on_failure;
+  const bool hold = keep || (!stopped && o.hold_output_on_failure);
   if (!hold) vm.StopOutputBuffering();  // the guest runs on unprotected: its output leaves again
   (void)vm.SetThrottle(-1, 0);
   if (paused_here) (void)vm.Resume();
@@ -403,7 +408,10 @@ void Replicator::Impl::Finish(const Status& why) {
     done = true;
     cv.notify_all();
   }
-  if (stopped) {
+  if (keep) {
+    std::fprintf(stderr, "ferry: replication to %s stopped; the standby keeps its replica and the VM's output is held\n",
+                 standby.c_str());
+  } else if (stopped) {
     std::fprintf(stderr, "ferry: replication to %s stopped\n", standby.c_str());
   } else if (hold) {
     std::fprintf(stderr, "ferry: replication to %s failed: %s; the VM's output is held until the HA agent decides\n",
@@ -483,11 +491,12 @@ Result<HandoverStats> Replicator::Handover(uint64_t generation) {
   return Status(ErrorCode::kAborted, why + "; the VM runs on here, unprotected");
 }
 
-void Replicator::Stop() {
+void Replicator::Stop(bool keep_standby) {
   if (!impl_ || !impl_->thread.joinable()) return;
   {
     std::lock_guard lock(impl_->mu);
     impl_->stop_requested = true;
+    impl_->keep_standby = keep_standby;
     impl_->cv.notify_all();
   }
   impl_->thread.join();

@@ -141,6 +141,12 @@ RequestBody DecodeSetGeneration(FieldReader& r, const DecodeLimits& l) {
   return q;
 }
 
+RequestBody DecodeReplicateStop(FieldReader& r, const DecodeLimits&) {
+  ReplicateStopRequest q;
+  r.Bool("keep_standby", &q.keep_standby);
+  return q;
+}
+
 RequestBody DecodePromote(FieldReader& r, const DecodeLimits&) {
   PromoteRequest q;
   r.Bool("force", &q.force);
@@ -171,7 +177,7 @@ const OpSpec kOps[] = {
     {"throttle", Event::kThrottle, DecodeThrottle},
     {"migrate", Event::kMigrate, DecodeMigrate},
     {"replicate", Event::kReplicate, DecodeReplicate},
-    {"replicate_stop", Event::kReplicateStop, Empty<ReplicateStopRequest>},
+    {"replicate_stop", Event::kReplicateStop, DecodeReplicateStop},
     {"handover", Event::kHandover, DecodeHandover},
     {"fence", Event::kFence, Empty<FenceRequest>},
     {"unfence", Event::kUnfence, Empty<UnfenceRequest>},

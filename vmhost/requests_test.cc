@@ -121,3 +121,20 @@ TEST(Requests, KeysRoundTripThroughHex) {
 
 }  // namespace
 }  // namespace ferry::vmhost
+
+namespace ferry::vmhost {
+namespace {
+
+TEST(Requests, ReplicateStopTakesAKeepStandbyFlagAndNothingElse) {
+  auto r = DecodeRequest({{"op", "replicate_stop"}, {"keep_standby", true}}, Limits());
+  ASSERT_TRUE(r.ok()) << r.status().message();
+  EXPECT_TRUE(std::get<ReplicateStopRequest>(r->body).keep_standby);
+  r = DecodeRequest({{"op", "replicate_stop"}}, Limits());
+  ASSERT_TRUE(r.ok());
+  EXPECT_FALSE(std::get<ReplicateStopRequest>(r->body).keep_standby);
+  EXPECT_FALSE(Decode({{"op", "replicate_stop"}, {"keep_standby", "yes"}}).ok());
+  EXPECT_FALSE(Decode({{"op", "replicate_stop"}, {"keep_standbys", true}}).ok());
+}
+
+}  // namespace
+}  // namespace ferry::vmhost

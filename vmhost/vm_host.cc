@@ -114,7 +114,7 @@ json VmHost::Dispatch(const Request& q, const ApiEmit& emit) {
         else if constexpr (std::is_same_v<T, ThrottleRequest>) return Throttle(body);
         else if constexpr (std::is_same_v<T, MigrateRequest>) return Migrate(body, emit);
         else if constexpr (std::is_same_v<T, ReplicateRequest>) return Replicate(body);
-        else if constexpr (std::is_same_v<T, ReplicateStopRequest>) return ReplicateStop();
+        else if constexpr (std::is_same_v<T, ReplicateStopRequest>) return ReplicateStop(body);
         else if constexpr (std::is_same_v<T, HandoverRequest>) return Handover(body);
         else if constexpr (std::is_same_v<T, FenceRequest>) return Fence();
         else if constexpr (std::is_same_v<T, UnfenceRequest>) return Unfence();

@@ -32,7 +32,7 @@ json VmHost::Replicate(const ReplicateRequest& r) {
   if (o.epochs.max_interval_ms < o.epochs.interval_ms) o.epochs.max_interval_ms = o.epochs.interval_ms;
   o.epochs.throttle = r.throttle;
 
-  std::shared_ptr<replication::Replicator> previous;  // ended; dropped so SyncReplication sees only the new one
+  std::shared_ptr<replication::Replicator> previous;  // ended; out of replicator_ so SyncReplication sees only the new one
   {
     std::lock_guard control(control_mu_);
     auto from = lifecycle_.Begin(Event::kReplicate);
@@ -40,15 +40,21 @@ json VmHost::Replicate(const ReplicateRequest& r) {
     std::lock_guard lock(mu_);
     previous.swap(replicator_);
   }
-  previous.reset();
   o.generation = r.generation.value_or(generation());
   // Connecting may take the io timeout: not under control_mu_, so a fence is never delayed.
   auto started = replication::Replicator::Start(v, o);
   if (!started.ok()) {
     std::lock_guard control(control_mu_);
     (void)lifecycle_.End(Event::kReplicationEnded);
+    // A previous replication that left the output held (keep_standby, or a failure under
+    // HA) stays in the status, so the agent still sees the output held and can release it.
+    if (previous && previous->status().output_held) {
+      std::lock_guard lock(mu_);
+      if (!replicator_) replicator_ = std::move(previous);
+    }
     return ErrorReply(started.status());
   }
+  previous.reset();
   std::shared_ptr<replication::Replicator> rep = std::move(started).value();
   {
     std::lock_guard lock(mu_);
@@ -63,7 +69,7 @@ json VmHost::Replicate(const ReplicateRequest& r) {
   return {{"ok", true}, {"replication", ReplicationStatusJson(rep->status())}};
 }
 
-json VmHost::ReplicateStop() {
+json VmHost::ReplicateStop(const ReplicateStopRequest& r) {
   std::shared_ptr<replication::Replicator> rep;
   {
     std::lock_guard control(control_mu_);
@@ -73,7 +79,7 @@ json VmHost::ReplicateStop() {
     rep = replicator_;
   }
   if (!rep) return ErrorReply(Refused("this VM is not being replicated"));
-  rep->Stop();  // after the checkpoint in flight: outside the locks
+  rep->Stop(r.keep_standby);  // after the checkpoint in flight: outside the locks
   return {{"ok", true}, {"replication", ReplicationStatusJson(rep->status())}};
 }
 

@@ -83,7 +83,10 @@ struct Action {
     kStartStandby,    // hold a standby here accepting generation
     kPromote,         // promote the local standby to generation
     kReplicate,       // replicate the local primary to host
-    kStopReplication, // stop replicating (to re-protect elsewhere)
+    kStopReplication, // stop replicating (its standby's host left)
+    kSwitchStandby,   // make-before-break: leave the old standby its replica (output held),
+                      // replicate to the new one, waiting on `host`; the first acknowledgement
+                      // there releases the output
     kProtect,         // send protect {vm, host, generation}
     kHandover,        // hand the local primary over to its standby at generation
     kReleaseOutput,   // replication failed while quorate: let held output go

@@ -58,7 +58,9 @@ class Executor {
 
   // Replicates the local primary to `to`'s standby until it is protected (or fails).
   virtual Status Replicate(const VmSpec& v, const HostConfig& to, uint64_t generation) = 0;
-  virtual Status StopReplication(const std::string& vm) = 0;
+  // Ends replication; keep_standby: without telling the standby, and with the output held
+  // (the VMM's replicate_stop keep_standby), so the standby's replica stays a fallback.
+  virtual Status StopReplication(const std::string& vm, bool keep_standby) = 0;
   virtual Result<PromoteResult> Promote(const std::string& vm, uint64_t generation) = 0;
   virtual Result<HandoverResult> Handover(const std::string& vm, uint64_t generation) = 0;
   virtual Status Fence(const std::string& vm) = 0;

@@ -37,7 +37,7 @@ class VmmExecutor : public Executor {
   std::vector<Instance> Probe() override;
   nlohmann::json Stats() override;
   Status Replicate(const VmSpec& v, const HostConfig& to, uint64_t generation) override;
-  Status StopReplication(const std::string& vm) override;
+  Status StopReplication(const std::string& vm, bool keep_standby) override;
   Result<PromoteResult> Promote(const std::string& vm, uint64_t generation) override;
   Result<HandoverResult> Handover(const std::string& vm, uint64_t generation) override;
   Status Fence(const std::string& vm) override;

@@ -110,8 +110,11 @@ class Replicator {
   // failed, or timeout_ms passed.
   Status WaitProtected(uint64_t timeout_ms);
   // Ends replication (after the checkpoint in flight) and tells the standby; returns at once
-  // if it already ended. Held output is released.
-  void Stop();
+  // if it already ended. Held output is released. With keep_standby, the standby is not told
+  // (it sees its primary lost and keeps its last checkpoint) and the output stays held
+  // (status().output_held) until a new replication's first acknowledgement on this VM, or
+  // ReleaseHeldOutput(): so that checkpoint stays a valid fallback meanwhile.
+  void Stop(bool keep_standby = false);
   // Planned switchover (HA evacuation): pauses the guest, ships a final checkpoint, and once
   // it is acknowledged tells the standby to run it at `generation`. On success the guest
   // stays paused here for good (the caller stops this VM); the replica runs there. If it fails

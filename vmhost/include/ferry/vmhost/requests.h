@@ -86,7 +86,11 @@ struct ReplicateRequest {
   bool throttle = true;
   uint64_t wait_ms = 300000;
 };
-struct ReplicateStopRequest {};
+struct ReplicateStopRequest {
+  // Close without telling the standby and keep the guest's output held: the standby keeps its
+  // last checkpoint as a valid fallback until a new standby holds one (make-before-break).
+  bool keep_standby = false;
+};
 struct HandoverRequest { std::optional<uint64_t> generation; };
 struct FenceRequest {};
 struct UnfenceRequest {};

@@ -86,7 +86,7 @@ class VmHost {
   nlohmann::json Migrate(const MigrateRequest& r, const ApiEmit& emit);
   // vm_replicate.cc
   nlohmann::json Replicate(const ReplicateRequest& r);
-  nlohmann::json ReplicateStop();
+  nlohmann::json ReplicateStop(const ReplicateStopRequest& r);
   nlohmann::json Handover(const HandoverRequest& r);
   void StopReplication();
 
