@@ -22,6 +22,8 @@ struct ConsoleFlags {
   std::string config;
   std::string listen = "127.0.0.1:8080";
   std::string token_file;
+  std::string read_token_file;
+  std::vector<std::string> server_names;
 };
 
 std::string RandomToken() {
@@ -29,6 +31,20 @@ std::string RandomToken() {
   char buf[33];
   for (int i = 0; i < 32; i += 8) std::snprintf(buf + i, 9, "%08x", rd());
   return std::string(buf, 32);
+}
+
+// The token on a file's first line; empty when it is shorter than 16 characters.
+std::string ReadToken(const std::string& path) {
+  std::ifstream in(path);
+  std::string token;
+  std::getline(in, token);
+  return token.size() < 16 ? std::string() : token;
+}
+
+// addr:port as a URL carries it (an IPv6 address in brackets).
+std::string UrlAuthority(const std::string& address, int port) {
+  const bool ipv6 = address.find(':') != std::string::npos;
+  return (ipv6 ? "[" + address + "]" : address) + ":" + std::to_string(port);
 }
 
 std::string SelfExe() {
@@ -51,17 +67,29 @@ int DoConsole(const ConsoleFlags& f) {
   }
   if (o.port < 0 || o.port > 65535) return Fail("--listen: the port must be 0..65535", kExitUsage);
   if (!f.token_file.empty()) {
-    std::ifstream in(f.token_file);
-    std::getline(in, o.token);
-    if (o.token.size() < 16) return Fail("--token-file " + f.token_file + " must hold a token of 16 characters or more", kExitUsage);
+    o.token = ReadToken(f.token_file);
+    if (o.token.empty()) return Fail("--token-file " + f.token_file + " must hold a token of 16 characters or more", kExitUsage);
   } else {
     o.token = RandomToken();
   }
+  if (!f.read_token_file.empty()) {
+    o.read_token = ReadToken(f.read_token_file);
+    if (o.read_token.empty()) {
+      return Fail("--read-token-file " + f.read_token_file + " must hold a token of 16 characters or more", kExitUsage);
+    }
+    if (o.read_token == o.token) return Fail("--read-token-file must hold another token than the action token", kExitUsage);
+  }
+  o.server_names = f.server_names;
   o.web_dir = FERRY_CONSOLE_WEB_DIR;
   o.chart_js = FERRY_CONSOLE_CHART_JS;
   if (o.address.rfind("127.", 0) != 0 && o.address != "::1" && o.address != "localhost") {
-    std::fprintf(stderr, "ferry console: warning: listening on %s, not loopback: anyone who can reach it sees the cluster\n",
+    std::fprintf(stderr,
+                 "ferry console: warning: listening on %s, not loopback: anyone who can reach it may try the token\n",
                  o.address.c_str());
+    if (f.server_names.empty()) {
+      std::fprintf(stderr, "ferry console: only Host %s is answered (with localhost when on every address): "
+                   "--server-name NAME adds the names browsers use\n", UrlAuthority(o.address, o.port).c_str());
+    }
   }
   const std::string config_path = f.config, exe = SelfExe();
   auto agent = [](const ha::HostConfig& h, const json& req) { return CallApi(AgentSocket(h), req, 3000); };
@@ -86,7 +114,9 @@ int DoConsole(const ConsoleFlags& f) {
   pthread_sigmask(SIG_BLOCK, &set, nullptr);
   auto con = console::Console::Start(*c, o, agent, drill);
   if (!con.ok()) return Fail(con.status().message());
-  std::printf("ferry console: http://%s:%d/?token=%s\n", o.address.c_str(), (*con)->port(), o.token.c_str());
+  const std::string at = UrlAuthority(o.address, (*con)->port());
+  std::printf("ferry console: http://%s/?token=%s\n", at.c_str(), o.token.c_str());
+  if (!o.read_token.empty()) std::printf("ferry console: read-only: http://%s/?token=%s\n", at.c_str(), o.read_token.c_str());
   std::fflush(stdout);
   int sig = 0;
   sigwait(&set, &sig);
@@ -101,8 +131,15 @@ void AddConsoleCommand(CLI::App& app, CommandFn* selected) {
   CLI::App* c = app.add_subcommand("console", "Serve the operator console (web page, JSON API) for an HA cluster");
   c->add_option("--config", f->config, "The cluster's HA config (JSON)")->required()->check(CLI::ExistingFile);
   c->add_option("--listen", f->listen, "ADDR:PORT to serve on (loopback by default; port 0: any free one)")->capture_default_str();
-  c->add_option("--token-file", f->token_file, "A file holding the token actions need (default: a random one, printed in the URL)")
+  c->add_option("--token-file", f->token_file,
+                "A file holding the token every /api/ request needs (default: a random one, printed in the URL)")
       ->check(CLI::ExistingFile);
+  c->add_option("--read-token-file", f->read_token_file,
+                "A file holding a read-only token: it reads the cluster (GET /api/cluster) but cannot act")
+      ->check(CLI::ExistingFile);
+  c->add_option("--server-name", f->server_names,
+                "A Host name the console also answers to: NAME (at its port) or NAME:PORT; repeatable")
+      ->allow_extra_args(false);
   c->callback([selected, f] { *selected = [f] { return DoConsole(*f); }; });
 }
 

@@ -1,28 +1,243 @@
 #include "ferry/console/server.h"
 
 #include <httplib.h>
+#include <netdb.h>
+#include <poll.h>
+#include <sys/socket.h>
 
+#include <algorithm>
 #include <atomic>
+#include <cerrno>
+#include <charconv>
+#include <chrono>
+#include <cstring>
 #include <fstream>
 #include <mutex>
+#include <optional>
+#include <set>
+#include <string_view>
 #include <thread>
 #include <vector>
 
 #include "ferry/base/clock.h"
+#include "ferry/base/unique_fd.h"
 #include "ferry/console/view.h"
 
 namespace ferry::console {
 
 using nlohmann::json;
 
+namespace {
+
+constexpr auto kReadDeadline = std::chrono::seconds(10);  // a whole request, line, headers and body
+constexpr int kIoTimeoutMs = 5000;                        // one read or write, as cpp-httplib's default
+
+// A connection's one request, read through a byte budget and a deadline. cpp-httplib 0.11
+// keeps a request line, a header or a chunked body of any length in memory while it reads
+// it, so the budget is what bounds what one client can make the server hold.
+class CappedStream final : public httplib::Stream {
+ public:
+  CappedStream(int fd, size_t budget) : fd_(fd), budget_(budget) {}
+
+  bool over_budget() const { return over_budget_; }
+  bool wrote() const { return wrote_; }
+
+  bool is_readable() const override { return pos_ < len_ || Ready(POLLIN, ReadWaitMs()); }
+  bool is_writable() const override { return Ready(POLLOUT, kIoTimeoutMs); }
+
+  ssize_t read(char* ptr, size_t size) override {
+    if (pos_ == len_) {
+      if (budget_ == 0) {
+        over_budget_ = true;
+        return -1;
+      }
+      if (!Ready(POLLIN, ReadWaitMs())) return -1;
+      ssize_t n;
+      do n = ::recv(fd_, buf_, std::min(sizeof buf_, budget_), 0);
+      while (n < 0 && errno == EINTR);
+      if (n <= 0) return n;
+      budget_ -= static_cast<size_t>(n);
+      pos_ = 0;
+      len_ = static_cast<size_t>(n);
+    }
+    const size_t n = std::min(size, len_ - pos_);
+    std::memcpy(ptr, buf_ + pos_, n);
+    pos_ += n;
+    return static_cast<ssize_t>(n);
+  }
+
+  using httplib::Stream::write;
+  // All of it or -1 (cpp-httplib writes a status line with one call).
+  ssize_t write(const char* ptr, size_t size) override {
+    size_t done = 0;
+    while (done < size) {
+      if (!Ready(POLLOUT, kIoTimeoutMs)) return -1;
+      ssize_t n = ::send(fd_, ptr + done, size - done, MSG_NOSIGNAL);
+      if (n < 0 && errno == EINTR) continue;
+      if (n <= 0) return -1;
+      done += static_cast<size_t>(n);
+      wrote_ = true;
+    }
+    return static_cast<ssize_t>(size);
+  }
+
+  void get_remote_ip_and_port(std::string& ip, int& port) const override { Name(true, ip, port); }
+  void get_local_ip_and_port(std::string& ip, int& port) const override { Name(false, ip, port); }
+  socket_t socket() const override { return fd_; }
+
+ private:
+  int ReadWaitMs() const {
+    auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline_ - std::chrono::steady_clock::now());
+    return static_cast<int>(std::min<int64_t>(kIoTimeoutMs, left.count()));
+  }
+  bool Ready(short events, int timeout_ms) const {
+    if (timeout_ms <= 0) return false;
+    pollfd p{fd_, events, 0};
+    int n;
+    do n = ::poll(&p, 1, timeout_ms);
+    while (n < 0 && errno == EINTR);
+    return n > 0;
+  }
+  void Name(bool peer, std::string& ip, int& port) const {
+    sockaddr_storage a{};
+    socklen_t len = sizeof a;
+    auto* sa = reinterpret_cast<sockaddr*>(&a);
+    if ((peer ? ::getpeername(fd_, sa, &len) : ::getsockname(fd_, sa, &len)) != 0) return;
+    char host[NI_MAXHOST], serv[NI_MAXSERV];
+    if (::getnameinfo(sa, len, host, sizeof host, serv, sizeof serv, NI_NUMERICHOST | NI_NUMERICSERV) != 0) return;
+    ip = host;
+    port = std::atoi(serv);
+  }
+
+  const int fd_;
+  size_t budget_;  // bytes the request may still bring
+  const std::chrono::steady_clock::time_point deadline_ = std::chrono::steady_clock::now() + kReadDeadline;
+  bool over_budget_ = false, wrote_ = false;
+  char buf_[4096];
+  size_t pos_ = 0, len_ = 0;  // buf_[pos_, len_) is read but not yet taken
+};
+
+// cpp-httplib's Server, one request per connection through a CappedStream. Its own loop keeps
+// a connection for further requests, and reads a refused request's unread body as the next
+// request line.
+class HttpServer final : public httplib::Server {
+ private:
+  bool process_and_close_socket(socket_t sock) override {
+    UniqueFd fd(sock);
+    CappedStream stream(sock, kMaxHeadBytes + kMaxBodyBytes);
+    bool connection_closed = false;
+    const bool ok = process_request(stream, /*close_connection=*/true, connection_closed, nullptr);
+    // The body is checked against its Content-Length before it is read, so a request that
+    // ran out of budget was refused for its line and headers.
+    if (!ok && stream.over_budget() && !stream.wrote()) {
+      const std::string body = R"({"ok":false,"error":"the request line and headers exceed )" +
+                               std::to_string(kMaxHeadBytes / 1024) + R"( KiB"})";
+      stream.write_format("HTTP/1.1 431 Request Header Fields Too Large\r\nContent-Type: application/json\r\n"
+                          "Content-Length: %zu\r\nConnection: close\r\n\r\n",
+                          body.size());
+      stream.write(body);
+    }
+    ::shutdown(sock, SHUT_RDWR);
+    return ok;
+  }
+};
+
+// Compared in a time that depends on the length of what was sent, never on where it differs.
+bool SameSecret(std::string_view given, std::string_view secret) {
+  if (secret.empty()) return false;
+  volatile unsigned char diff = given.size() != secret.size();
+  for (size_t i = 0; i < given.size(); ++i) diff = diff | (given[i] ^ secret[i % secret.size()]);
+  return diff == 0;
+}
+
+std::string Lower(std::string s) {
+  for (char& c : s) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+  return s;
+}
+
+// "name:port" as a Host header carries it (an IPv6 address in brackets).
+std::string Authority(const std::string& name, int port) {
+  const bool ipv6 = name.find(':') != std::string::npos && !name.starts_with('[');
+  return Lower(ipv6 ? "[" + name + "]" : name) + ":" + std::to_string(port);
+}
+
+bool IsLoopbackOrAny(const std::string& address) {
+  return address.starts_with("127.") || address == "::1" || address == "localhost" || address == "0.0.0.0" ||
+         address == "::";
+}
+
+std::set<std::string> HostNames(const ConsoleOptions& o, int port) {
+  std::set<std::string> out;
+  auto add = [&out](const std::string& authority) {
+    out.insert(authority);
+    if (authority.ends_with(":80")) out.insert(authority.substr(0, authority.size() - 3));  // browsers omit it
+  };
+  add(Authority(o.address, port));
+  if (IsLoopbackOrAny(o.address)) {
+    for (const char* name : {"localhost", "127.0.0.1", "::1"}) add(Authority(name, port));
+  }
+  for (const std::string& name : o.server_names) {
+    const bool has_port = name.starts_with('[') ? name.find("]:") != std::string::npos : name.find(':') != std::string::npos;
+    add(has_port ? Lower(name) : Authority(name, port));
+  }
+  return out;
+}
+
+bool ValidServerName(const std::string& name) {
+  if (name.empty() || name.size() > 260) return false;
+  if (name.find(':') != name.rfind(':') && !name.starts_with('[')) return false;  // bare IPv6: ambiguous
+  return std::all_of(name.begin(), name.end(), [](unsigned char c) {
+    return std::isalnum(c) || c == '.' || c == '-' || c == '_' || c == ':' || c == '[' || c == ']';
+  });
+}
+
+enum class Access { kNone, kRead, kAct };
+
+struct Refusal {
+  int status;
+  std::string error;
+};
+
+void Reply(httplib::Response& res, const json& body, int status = 200) {
+  res.status = status;
+  res.set_content(body.dump(), "application/json");
+}
+
+void Refuse(httplib::Response& res, const Refusal& r) {
+  Reply(res, {{"ok", false}, {"error", r.error}}, r.status);
+  if (r.status == 401) res.set_header("WWW-Authenticate", "Bearer");
+}
+
+// For the errors cpp-httplib answers itself, with an empty body.
+std::string ErrorText(int status) {
+  switch (status) {
+    case 400: return "the request is malformed, or its headers exceed " + std::to_string(kMaxHeadBytes / 1024) + " KiB";
+    case 404: return "no such page";
+    case 413: return "the body is larger than " + std::to_string(kMaxBodyBytes / 1024) + " KiB";
+    case 414: return "the URI is too long";
+    default: return "HTTP " + std::to_string(status);
+  }
+}
+
+const char* ContentType(const std::string& path) {
+  if (path.ends_with(".html")) return "text/html; charset=utf-8";
+  if (path.ends_with(".js")) return "text/javascript; charset=utf-8";
+  if (path.ends_with(".css")) return "text/css; charset=utf-8";
+  return "application/octet-stream";
+}
+
+}  // namespace
+
 struct Console::Impl {
   const ha::ClusterConfig& config;
   ConsoleOptions o;
   AgentCall agent;
   DrillRunner drill;
-  httplib::Server http;
+  HttpServer http;
   std::thread thread;
+  std::atomic<bool> listen_returned = false;
   int port = 0;
+  std::set<std::string> served_hosts;  // the Host values accepted; set before the server starts
 
   std::mutex mu;  // guards the drill state below
   bool drill_running = false;
@@ -33,6 +248,59 @@ struct Console::Impl {
 
   Impl(const ha::ClusterConfig& c, ConsoleOptions opts, AgentCall a, DrillRunner d)
       : config(c), o(std::move(opts)), agent(std::move(a)), drill(std::move(d)) {}
+
+  Access Authorize(const httplib::Request& req) const {
+    const std::string header = req.get_header_value("Authorization");
+    constexpr std::string_view kBearer = "Bearer ";
+    if (!header.starts_with(kBearer)) return Access::kNone;
+    const std::string_view given = std::string_view(header).substr(kBearer.size());
+    if (SameSecret(given, o.token)) return Access::kAct;
+    if (SameSecret(given, o.read_token)) return Access::kRead;
+    return Access::kNone;
+  }
+
+  // Why a request is refused on its line and headers alone, before any of its body is read;
+  // nothing when it may go on. Runs on the server's threads; reads only what Start() set.
+  std::optional<Refusal> Admit(const httplib::Request& req) const {
+    const std::string host = Lower(req.get_header_value("Host"));
+    if (!served_hosts.contains(host)) {
+      std::string names;
+      for (const auto& n : served_hosts) names += (names.empty() ? "" : ", ") + n;
+      return Refusal{421, "this console does not answer to Host \"" + host.substr(0, 100) + "\" (it answers to " + names +
+                              "; ferry console --server-name adds a name)"};
+    }
+    if (req.path == "/api" || req.path.starts_with("/api/")) {
+      const Access access = Authorize(req);
+      if (access == Access::kNone) {
+        return Refusal{401, "this needs the console's token (Authorization: Bearer TOKEN): open the page with "
+                            "?token=TOKEN or paste the token at the top right"};
+      }
+      if (access == Access::kRead && req.method != "GET" && req.method != "HEAD") {
+        return Refusal{403, "the read-only token cannot act: this needs the console's action token"};
+      }
+    }
+    if (req.has_header("Transfer-Encoding")) return Refusal{411, "send the body with a Content-Length, not chunked"};
+    const size_t lengths = req.get_header_value_count("Content-Length");
+    if (lengths > 1) return Refusal{400, "more than one Content-Length"};
+    if (lengths == 0) {
+      // cpp-httplib would read these methods' bodies to the end of the connection.
+      const bool body_method = req.method == "POST" || req.method == "PUT" || req.method == "PATCH" ||
+                               req.method == "DELETE" || req.method == "PRI";
+      if (body_method) return Refusal{411, "a request body needs a Content-Length"};
+      return std::nullopt;
+    }
+    const std::string value = req.get_header_value("Content-Length");
+    uint64_t length = 0;
+    auto [end, ec] = std::from_chars(value.data(), value.data() + value.size(), length);
+    if (value.empty() || ec != std::errc() || end != value.data() + value.size()) {
+      return Refusal{400, "Content-Length is not a number"};
+    }
+    if (length > kMaxBodyBytes) {
+      return Refusal{413, "the body is larger than " + std::to_string(kMaxBodyBytes / 1024) +
+                              " KiB (an action's body is a small JSON object)"};
+    }
+    return std::nullopt;
+  }
 
   // Every agent that answers: the view comes from the first quorate one (else the first).
   json Cluster() {
@@ -91,28 +359,38 @@ struct Console::Impl {
   }
 };
 
-namespace {
-
-void Reply(httplib::Response& res, const json& body, int status = 200) {
-  res.status = status;
-  res.set_content(body.dump(), "application/json");
-}
-
-const char* ContentType(const std::string& path) {
-  if (path.ends_with(".html")) return "text/html; charset=utf-8";
-  if (path.ends_with(".js")) return "text/javascript; charset=utf-8";
-  if (path.ends_with(".css")) return "text/css; charset=utf-8";
-  return "application/octet-stream";
-}
-
-}  // namespace
-
 Result<std::unique_ptr<Console>> Console::Start(const ha::ClusterConfig& config, ConsoleOptions options, AgentCall agent,
                                                 DrillRunner drill) {
   if (options.token.empty()) return InvalidArgument("the console needs a token for actions");
+  if (options.read_token == options.token) return InvalidArgument("the read-only token must differ from the action token");
+  for (const std::string& name : options.server_names) {
+    if (!ValidServerName(name)) {
+      return InvalidArgument("server name \"" + name + "\" is not NAME, NAME:PORT or [IPV6]:PORT");
+    }
+  }
   auto impl = std::make_unique<Impl>(config, std::move(options), std::move(agent), std::move(drill));
   Impl* s = impl.get();
   httplib::Server& http = s->http;
+  http.set_payload_max_length(kMaxBodyBytes);  // Admit() refuses a larger one first
+  // Every request passes Admit() on its line and headers; a client that asks before sending
+  // its body ("Expect: 100-continue") hears the refusal instead of "100 Continue".
+  http.set_pre_routing_handler([s](const httplib::Request& req, httplib::Response& res) {
+    auto refusal = s->Admit(req);
+    if (!refusal) return httplib::Server::HandlerResponse::Unhandled;
+    Refuse(res, *refusal);
+    return httplib::Server::HandlerResponse::Handled;
+  });
+  http.set_expect_100_continue_handler([s](const httplib::Request& req, httplib::Response& res) {
+    auto refusal = s->Admit(req);
+    if (!refusal) return 100;
+    Refuse(res, *refusal);
+    return refusal->status;
+  });
+  http.set_error_handler(httplib::Server::HandlerWithResponse([](const httplib::Request&, httplib::Response& res) {
+    if (!res.body.empty()) return httplib::Server::HandlerResponse::Unhandled;
+    Reply(res, {{"ok", false}, {"error", ErrorText(res.status)}}, res.status);
+    return httplib::Server::HandlerResponse::Handled;
+  }));
   http.set_default_headers({{"Content-Security-Policy",
                              "default-src 'self'; img-src 'self' data:; style-src 'self'; script-src 'self'; connect-src 'self'"},
                             {"X-Content-Type-Options", "nosniff"},
@@ -136,11 +414,9 @@ Result<std::unique_ptr<Console>> Console::Start(const ha::ClusterConfig& config,
   http.Get("/style.css", file(w + "/style.css"));
   http.Get("/vendor/chart.umd.js", file(s->o.chart_js));
   http.Get("/api/cluster", [s](const httplib::Request&, httplib::Response& res) { Reply(res, s->Cluster()); });
-  auto action = [s](std::function<json(const json&)> fn) {
-    return [s, fn](const httplib::Request& req, httplib::Response& res) {
-      if (req.get_header_value("Authorization") != "Bearer " + s->o.token) {
-        return Reply(res, {{"ok", false}, {"error", "this action needs the console's token (Authorization: Bearer ...)"}}, 401);
-      }
+  // Admit() has checked the action token.
+  auto action = [](std::function<json(const json&)> fn) {
+    return [fn](const httplib::Request& req, httplib::Response& res) {
       json body = json::parse(req.body, nullptr, false);
       if (!body.is_object()) return Reply(res, {{"ok", false}, {"error", "the request body must be a JSON object"}}, 400);
       json out = fn(body);
@@ -171,7 +447,19 @@ Result<std::unique_ptr<Console>> Console::Start(const ha::ClusterConfig& config,
     }
     s->port = s->o.port;
   }
-  s->thread = std::thread([s] { s->http.listen_after_bind(); });
+  s->served_hosts = HostNames(s->o, s->port);
+  s->thread = std::thread([s] {
+    s->http.listen_after_bind();
+    s->listen_returned = true;
+  });
+  // cpp-httplib's stop() does nothing until the server runs: a Console stopped right after
+  // Start() would otherwise serve on, and its destructor wait for ever. listen_after_bind()
+  // marks it running first thing, or returns.
+  while (!http.is_running() && !s->listen_returned) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  if (!http.is_running()) {
+    s->thread.join();
+    return Internal("the console's HTTP server did not start on " + s->o.address);
+  }
   return std::unique_ptr<Console>(new Console(std::move(impl)));
 }
 
@@ -180,11 +468,19 @@ Console::Console(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
 Console::~Console() {
   Stop();
   if (impl_->thread.joinable()) impl_->thread.join();
-  std::lock_guard lock(impl_->mu);
-  if (impl_->drill_thread.joinable()) impl_->drill_thread.join();
+  std::thread drill_thread;
+  {
+    std::lock_guard lock(impl_->mu);  // a running drill takes mu as it ends: join without it
+    drill_thread = std::move(impl_->drill_thread);
+  }
+  if (drill_thread.joinable()) drill_thread.join();
 }
 
 int Console::port() const { return impl_->port; }
+
+std::vector<std::string> Console::ServedHosts() const {
+  return {impl_->served_hosts.begin(), impl_->served_hosts.end()};
+}
 
 void Console::Wait() {
   if (impl_->thread.joinable()) impl_->thread.join();

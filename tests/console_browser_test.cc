@@ -73,7 +73,7 @@ TEST(ConsoleBrowser, DraggingAVmOntoAHostLiveMigratesItThere) {
   EXPECT_EQ(post("/api/drill", R"({"fault":"kill-vm","target":"kv0"})", true), "200");
   json drill;
   EXPECT_TRUE(WaitUntil([&] {
-    auto r = RunCommand({"curl", "-s", base + "/api/cluster"}, c.tc->dir() + "/get", 10000);
+    auto r = RunCommand({"curl", "-s", "-H", "Authorization: Bearer browser-test-token-0123456789", base + "/api/cluster"}, c.tc->dir() + "/get", 10000);
     json v = json::parse(r.out, nullptr, false);
     if (!v.is_object()) return false;
     drill = v["drill"];

@@ -125,7 +125,9 @@ async function fetchCluster(base) {
   const url = new URL('/api/cluster', base);
   let res;
   try {
-    res = await fetch(url, { signal: AbortSignal.timeout(remaining(10000)) });
+    // Every /api/ route needs the token, reads too (the console checks it before anything else).
+    const token = new URL(base).searchParams.get('token') || '';
+    res = await fetch(url, { headers: { Authorization: `Bearer ${token}` }, signal: AbortSignal.timeout(remaining(10000)) });
   } catch (e) {
     const why = (e && e.cause && (e.cause.code || e.cause.message)) || (e && e.name === 'TimeoutError' ? 'timed out' : String(e && e.message || e));
     throw new Error(`cannot reach ${url.origin}/api/cluster: ${why}`);

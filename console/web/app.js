@@ -839,7 +839,7 @@
     initToken();
     initDrill();
     if (!state.token) {
-      status('No action token: viewing only. Open the console with ?token=... or paste the token at the top right to move VMs or run drills.', 'warn', true);
+      status('No token: the console needs one even to show the cluster. Open it with ?token=... (or the read-only token) or paste a token at the top right.', 'warn', true);
     }
     poll();
   }

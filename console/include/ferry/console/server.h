@@ -1,14 +1,26 @@
 // Console: `ferry console`'s web server (cpp-httplib). It serves the page (console/web, and
 // chart.js from console/node_modules), GET /api/cluster (view.h, asked afresh of the agents on
-// every call) and the actions POST /api/move, /api/evacuate, /api/drill, which need the
-// token ("Authorization: Bearer TOKEN"). The agents and drills are reached through the
-// functions given to Start(), so this library needs no VMM or Corosync code. HTTP requests
-// run on the server's threads; a drill runs on its own thread, one at a time.
+// every call) and the actions POST /api/move, /api/evacuate, /api/balance, /api/drill. The
+// agents and drills are reached through the functions given to Start(), so this library needs
+// no VMM or Corosync code. HTTP requests run on the server's threads; a drill runs on its own
+// thread, one at a time.
+//
+// The HTTP edge, checked on the request line and headers before any body is read:
+// - Host must be a name this console serves (ServedHosts): else 421, so a page on another
+//   site cannot reach it through DNS rebinding.
+// - Every /api/ route needs "Authorization: Bearer TOKEN": the action token for anything, the
+//   read token (if any) for GET only. Missing or wrong: 401; the read token on an action: 403.
+// - A body must come with a Content-Length (411 otherwise) of at most kMaxBodyBytes (413).
+// - One request per connection, of at most kMaxHeadBytes of request line and headers (431),
+//   read within a deadline: a client cannot make the server hold more than that for it.
+// Refusals are JSON {"ok":false,"error":"..."}, as are the actions' own errors.
 #pragma once
 
+#include <cstddef>
 #include <functional>
 #include <memory>
 #include <string>
+#include <vector>
 
 #include <nlohmann/json.hpp>
 
@@ -17,10 +29,18 @@
 
 namespace ferry::console {
 
+inline constexpr size_t kMaxBodyBytes = 64 * 1024;  // action bodies are small JSON objects
+inline constexpr size_t kMaxHeadBytes = 64 * 1024;  // request line and headers, cookies included
+
 struct ConsoleOptions {
   std::string address = "127.0.0.1";
   int port = 8080;  // 0: any free port (port() says which)
-  std::string token;       // required for actions; never empty
+  std::string token;       // reads and actions; never empty
+  std::string read_token;  // reads only (GET /api/cluster); empty: none. Must differ from token
+  // Host names the console also answers to, beyond its address (and localhost, 127.0.0.1 and
+  // [::1] when it listens on loopback or on every address): "NAME" (at the console's port) or
+  // "NAME:PORT" (behind a proxy that keeps the Host it was asked for).
+  std::vector<std::string> server_names;
   std::string web_dir;     // index.html, app.js, style.css
   std::string chart_js;    // chart.js's UMD build, served as /vendor/chart.umd.js
 };
@@ -32,6 +52,7 @@ using DrillRunner = std::function<Result<nlohmann::json>(const std::string& faul
 
 class Console {
  public:
+  // `config` must outlive the Console.
   static Result<std::unique_ptr<Console>> Start(const ha::ClusterConfig& config, ConsoleOptions options, AgentCall agent,
                                                 DrillRunner drill);
   ~Console();  // Stop()
@@ -39,6 +60,8 @@ class Console {
   Console& operator=(const Console&) = delete;
 
   int port() const;
+  // The Host header values accepted ("name:port", lower case), known once listening.
+  std::vector<std::string> ServedHosts() const;
   // Blocks until Stop() (from another thread or a signal handler's thread).
   void Wait();
   void Stop();
