@@ -10,7 +10,7 @@
 #include "ferry/console/server.h"
 #include "ferry/ha/config.h"
 #include "ha_agent.h"
-#include "subprocess.h"
+#include "ferry/ha/subprocess.h"
 #include "cli_util.h"
 
 namespace ferry::cli {
@@ -95,7 +95,7 @@ int DoConsole(const ConsoleFlags& f) {
   auto agent = [](const ha::HostConfig& h, const json& req) { return CallApi(AgentSocket(h), req, 3000); };
   auto drill = [config_path, exe](const std::string& fault, const std::string& target) -> Result<json> {
     std::string out;
-    int rc = RunQuiet({exe, "drill", "--config", config_path, "--json", "--" + fault, target}, &out, 300);
+    int rc = ha::RunQuiet({exe, "drill", "--config", config_path, "--json", "--" + fault, target}, &out, 300);
     while (!out.empty() && out.back() == '\n') out.pop_back();
     const size_t nl = out.rfind('\n');
     json card = json::parse(nl == std::string::npos ? out : out.substr(nl + 1), nullptr, false);

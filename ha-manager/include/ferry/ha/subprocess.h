@@ -6,8 +6,8 @@
 #include <string>
 #include <vector>
 
-namespace ferry::cli {
+namespace ferry::ha {
 
 int RunQuiet(std::vector<std::string> argv, std::string* out = nullptr, int timeout_s = 10);
 
-}  // namespace ferry::cli
+}  // namespace ferry::ha

@@ -1,11 +1,11 @@
-#include "subprocess.h"
+#include "ferry/ha/subprocess.h"
 
 #include <fcntl.h>
 #include <signal.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
-namespace ferry::cli {
+namespace ferry::ha {
 
 int RunQuiet(std::vector<std::string> argv, std::string* out, int timeout_s) {
   argv.insert(argv.begin(), {"timeout", std::to_string(timeout_s)});
@@ -42,4 +42,4 @@ int RunQuiet(std::vector<std::string> argv, std::string* out, int timeout_s) {
   return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
 }
 
-}  // namespace ferry::cli
+}  // namespace ferry::ha

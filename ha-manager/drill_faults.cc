@@ -1,0 +1,95 @@
+// The faults a drill injects, one function each, and what heals them. Processes are found by
+// PID (an agent's or a VMM's own status says it, or `ip netns pids` for a whole host);
+// links are cut with `ip link`; one path (a port) with a policy-routing blackhole inside the
+// host's namespace, so nothing else on that host is touched.
+#include "drill_faults.h"
+
+#include <signal.h>
+#include <unistd.h>
+
+#include <fstream>
+#include <sstream>
+
+#include "ferry/ha/subprocess.h"
+#include "ferry/vmhost/api_client.h"
+
+namespace ferry::ha {
+
+using nlohmann::json;
+
+namespace {
+
+constexpr int kCutTable = 100;  // the routing table that holds the drills' blackhole
+
+Result<pid_t> PidOf(const std::string& socket, const std::string& what) {
+  auto st = vmhost::CallApi(socket, {{"op", "status"}}, 2000);
+  if (!st.ok()) return Status(st.status().code(), "cannot reach " + what + ": " + st.status().message());
+  auto p = st->find("pid");
+  if (p == st->end() || !p->is_number_integer() || p->get<int64_t>() <= 1) return Corrupt(what + " reported no pid");
+  return static_cast<pid_t>(p->get<int64_t>());
+}
+
+Status Run(std::vector<std::string> argv) {
+  std::string joined;
+  for (const auto& a : argv) joined += (joined.empty() ? "" : " ") + a;
+  int rc = RunQuiet(std::move(argv));
+  return rc == 0 ? Status::Ok() : Status(ErrorCode::kIo, "`" + joined + "` failed (exit " + std::to_string(rc) + ")");
+}
+
+Status NeedNetns(const HostConfig& h) {
+  if (h.netns.empty() || h.uplink.empty()) {
+    return InvalidArgument("host " + h.name + " has no netns/uplink in the config: host faults are for test clusters");
+  }
+  return Status::Ok();
+}
+
+std::vector<std::string> RuleArgs(const HostConfig& h, const char* verb, const std::string& proto, uint16_t port) {
+  return {"ip", "netns", "exec", h.netns, "ip", "rule", verb, "priority", std::to_string(kCutTable), "ipproto", proto,
+          "dport", std::to_string(port), "table", std::to_string(kCutTable)};
+}
+
+}  // namespace
+
+Result<pid_t> AgentPid(const HostConfig& h) { return PidOf(h.dir + "/agent.sock", "host " + h.name + "'s agent"); }
+
+Result<pid_t> VmmPid(const HostConfig& h, const std::string& vm) {
+  return PidOf(h.dir + "/" + vm + ".sock", vm + "'s VMM on " + h.name);
+}
+
+Status KillHost(const HostConfig& h) {
+  FERRY_RETURN_IF_ERROR(NeedNetns(h));
+  std::string pids;
+  if (RunQuiet({"ip", "netns", "pids", h.netns}, &pids) != 0) return Status(ErrorCode::kIo, "cannot list " + h.netns + "'s processes");
+  std::istringstream ps(pids);
+  for (pid_t p; ps >> p;) {
+    if (p > 1 && p != ::getpid()) ::kill(p, SIGKILL);
+  }
+  return LinkDown(h);
+}
+
+Status LinkDown(const HostConfig& h) {
+  FERRY_RETURN_IF_ERROR(NeedNetns(h));
+  return Run({"ip", "link", "set", h.uplink, "down"});
+}
+
+Status LinkUp(const HostConfig& h) { return Run({"ip", "link", "set", h.uplink, "up"}); }
+
+Status CutPort(const HostConfig& h, const std::string& proto, uint16_t port) {
+  FERRY_RETURN_IF_ERROR(NeedNetns(h));
+  // Packets to that port leave by the rule's table, which holds only a blackhole: sends and
+  // connects to every other host fail; the host's own (local table, looked up first) do not.
+  FERRY_RETURN_IF_ERROR(Run({"ip", "netns", "exec", h.netns, "ip", "route", "replace", "blackhole", "127.0.0.0/8", "table",
+                             std::to_string(kCutTable)}));
+  return Run(RuleArgs(h, "add", proto, port));
+}
+
+Status HealPort(const HostConfig& h, const std::string& proto, uint16_t port) {
+  return Run(RuleArgs(h, "del", proto, port));
+}
+
+Status Signal(pid_t pid, int sig) {
+  if (::kill(pid, sig) != 0) return ErrnoError("kill " + std::to_string(pid));
+  return Status::Ok();
+}
+
+}  // namespace ferry::ha

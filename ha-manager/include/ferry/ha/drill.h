@@ -1,0 +1,75 @@
+// Drills: a fault injected on purpose into a running HA cluster, with a load client on the
+// VM's service, and a scorecard (what an operator runs to trust the cluster, and what the
+// cluster tests run). `ferry drill` and the console are thin over RunDrill().
+//
+// Each fault has an expected outcome:
+//   failover  - the VM must run again elsewhere at a newer generation: kill-host,
+//               partition-host, kill-vm, kill-agent (its VMMs die with it), cut-corosync,
+//               kill-host-mid-move;
+//   reprotect - the VM must keep running where it is and be protected again by some standby:
+//               kill-standby, cut-replication;
+//   nothing   - the VM must keep running where it is, at the same generation: stop-agent
+//               (SIGSTOP for stop_s, then SIGCONT).
+// Every card reports acknowledged writes lost and whether two primaries ever served; a card
+// with either, or without its expected outcome, is a failed drill.
+//
+// Host faults act on test clusters (the config's netns/uplink): processes are found with
+// `ip netns pids`, links cut with `ip link`, single paths cut with a policy-routing blackhole
+// for one destination port (no netfilter needed). One caller thread; RunDrill blocks.
+#pragma once
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <string_view>
+
+#include <nlohmann/json.hpp>
+
+#include "ferry/base/status.h"
+#include "ferry/ha/config.h"
+
+namespace ferry::ha {
+
+enum class Fault : uint8_t {
+  kKillHost,
+  kPartitionHost,
+  kKillVm,
+  kKillAgent,
+  kStopAgent,
+  kCutReplication,
+  kCutCorosync,
+  kKillStandby,
+  kKillHostMidMove,
+};
+inline constexpr int kFaultCount = static_cast<int>(Fault::kKillHostMidMove) + 1;
+
+enum class Outcome : uint8_t { kFailover, kReprotect, kNothing };
+
+const char* FaultName(Fault f);  // "kill-host", ... (the CLI flag without its dashes)
+std::optional<Fault> ParseFault(std::string_view name);
+Outcome Expected(Fault f);
+const char* OutcomeName(Outcome o);
+// Whether the target names a VM (kill-vm, kill-standby, cut-replication) or a host.
+bool TargetsVm(Fault f);
+
+struct DrillOptions {
+  Fault fault = Fault::kKillHost;
+  std::string target;      // a host or a VM (TargetsVm)
+  std::string vm;          // the VM whose service is loaded (default: the first on the target host)
+  std::string move_to;     // kill-host-mid-move: the move's target (default: a host with no copy)
+  double rate = 400;       // client requests per second
+  uint32_t keys = 64;
+  double heal_after_s = 2;  // partition-host, cut-corosync, cut-replication: heal this long after
+  double stop_s = 10;       // stop-agent: how long the agent stays stopped
+  double after_s = 0.5;     // kill-host-mid-move: how long after the switch began
+  double timeout_s = 30;    // the expected outcome must come by then
+  std::string exe;          // the ferry binary (for the load client)
+};
+
+// Runs one drill and returns its scorecard (JSON); an error if it could not be run at all
+// (bad target, VM not protected, no agent answering). A card carries "ok": false when the
+// drill failed (DrillFailed()).
+Result<nlohmann::json> RunDrill(const ClusterConfig& config, const DrillOptions& options);
+bool DrillFailed(const nlohmann::json& card);
+
+}  // namespace ferry::ha
