@@ -19,6 +19,7 @@ struct StandbyFlags {
   uint64_t io_timeout_ms = 3000;
   double accept_timeout_s = 0;
   uint64_t min_generation = 0;
+  uint64_t lease_ms = 0;
 };
 
 struct ReplicateFlags {
@@ -60,7 +61,7 @@ int DoStandby(const StandbyFlags& f) {
   if (!standby.ok()) return Fail(standby.status().message());
   std::fprintf(stderr, "ferry standby: listening on %s%s\n", (*standby)->address().c_str(),
                o.key ? "" : " (no --key: loopback primaries only)");
-  return ExitCodeFor(vmhost::RunStandby(std::move(standby).value(), f.api));
+  return ExitCodeFor(vmhost::RunStandby(std::move(standby).value(), f.api, f.lease_ms));
 }
 
 void PrintReplication(const json& r) {
@@ -136,6 +137,9 @@ void AddReplicationCommands(CLI::App& app, CommandFn* selected) {
   standby->add_option("--net", s->devices.net, "TAP[,bridge=BR] for the NIC once promoted");
   standby->add_option("--io-timeout-ms", s->io_timeout_ms, "A primary silent this long is lost")->capture_default_str();
   standby->add_option("--min-generation", s->min_generation, "Refuse a primary whose VM generation is older (HA fencing)");
+  standby->add_option("--lease-ms", s->lease_ms,
+                      "HA watchdog: a VM this standby comes to run is fenced unless the \"lease\" is renewed within this")
+      ->check(CLI::Range(uint64_t{0}, vmhost::kMaxLeaseMs));
   standby->add_option("--accept-timeout-s", s->accept_timeout_s, "Give up if no primary connects in time (0: wait)")->check(kFinite);
   standby->callback([selected, s] { *selected = [s] { return DoStandby(*s); }; });
 

@@ -24,6 +24,7 @@ struct RunFlags {
   DeviceFlags devices;
   std::vector<std::string> guest_args;
   uint64_t generation = 0;
+  uint64_t lease_ms = 0;
   bool overcommit = false;
 };
 
@@ -64,7 +65,7 @@ int DoRun(const RunFlags& f) {
   }
   auto vm = hypervisor::Vm::Boot(config, StdoutConsole());
   if (!vm.ok()) return Fail(vm.status());
-  return ExitCodeFor(vmhost::RunVm(std::move(vm).value(), {f.api, false, f.generation}));
+  return ExitCodeFor(vmhost::RunVm(std::move(vm).value(), {f.api, false, f.generation, f.lease_ms}));
 }
 
 int DoRestore(const RestoreFlags& f) {
@@ -107,6 +108,9 @@ void AddVmmCommands(CLI::App& app, CommandFn* selected) {
   AddDeviceFlags(run, &run_flags->devices);
   run->add_flag("--overcommit", run_flags->overcommit, "Allow --mem beyond this host's memory");
   run->add_option("--generation", run_flags->generation, "The VM's generation (HA fencing token; carried in migration and replication)");
+  run->add_option("--lease-ms", run_flags->lease_ms,
+                  "HA watchdog: fence the VM unless the API's \"lease\" is renewed within this (0: no lease)")
+      ->check(CLI::Range(uint64_t{0}, vmhost::kMaxLeaseMs));
   run->add_option("guest_args", run_flags->guest_args, "key=value words for the guest, after --");
   run->callback([selected, run_flags] { *selected = [run_flags] { return DoRun(*run_flags); }; });
 

@@ -194,6 +194,12 @@ void Agent::TrackProtection(const std::vector<Instance>& local, uint64_t now_ms)
 }
 
 void Agent::Tick(uint64_t now_ms) {
+  if (!adopted_) {  // a restarted agent takes on the VMMs still running here first
+    adopted_ = true;
+    std::vector<std::string> vms = executor_.Adopt();
+    std::lock_guard lock(mu_);
+    for (const auto& vm : vms) Event("adopted", vm, "a VMM that outlived the previous agent");
+  }
   // Processes and probes first, without the lock: a slow VMM never delays the API.
   std::vector<Ended> ended = executor_.Reap();
   std::vector<Instance> local = executor_.Probe();

@@ -31,6 +31,8 @@ struct FakeVmm {
   uint64_t committed = 0;
   uint64_t seq = 0;        // primary: the guest's state (one write per step it runs); standby: its checkpoint's
   int sync_left = 0;       // primary: steps of initial sync still to go
+  uint64_t lease_until = 0;  // the watchdog lease (0: none); past it, a primary fences itself
+  bool ever_fenced = false;
 };
 
 // Every VMM of the simulated cluster, and the faults.
@@ -46,6 +48,7 @@ struct World {
   std::map<std::string, uint64_t> acked;
   std::vector<std::string> lost;
   bool sticky_output_held = false;  // a VMM whose status keeps saying "held" after a release
+  uint64_t now = 0;                 // the cluster's clock, set by the simulation
 
   bool LinkOk(const std::string& a, const std::string& b) const {
     return !dead.count(a) && !dead.count(b) && !cut.count(std::minmax(a, b));
@@ -69,6 +72,14 @@ struct World {
   // its output held (hold_on_failure) and its standby, if alive, loses its primary. Output
   // that is not held acknowledges writes at once.
   void Advance() {
+    for (auto& [h, m] : vmms) {
+      for (auto& [vm, p] : m) {
+        if (p.role == Role::kPrimary && p.lease_until && now > p.lease_until && !p.fenced) {
+          p.fenced = p.ever_fenced = true;  // the watchdog: no agent renewed the lease
+          p.phase = Phase::kFenced;
+        }
+      }
+    }
     std::set<std::pair<std::string, std::string>> fed;  // (host, vm) of standbys fed this step
     for (auto& [h, m] : vmms) {
       if (dead.count(h)) continue;
@@ -123,11 +134,18 @@ struct World {
 
 class FakeExecutor : public Executor {
  public:
-  FakeExecutor(World& w, std::string host) : w_(w), host_(std::move(host)) {}
+  FakeExecutor(World& w, std::string host, uint64_t lease_ms) : w_(w), host_(std::move(host)), lease_ms_(lease_ms) {}
 
+  std::vector<std::string> Adopt() override {
+    std::vector<std::string> out;
+    if (!lease_ms_) return out;
+    for (auto& [vm, p] : w_.vmms[host_]) out.push_back(vm);
+    return out;
+  }
   Status StartPrimary(const VmSpec& v, uint64_t generation) override {
     FakeVmm p;
     p.generation = generation;
+    if (lease_ms_) p.lease_until = w_.now + lease_ms_;
     w_.vmms[host_][v.name] = p;
     ++w_.boots;
     if (w_.acked[v.name] > 0) w_.lost.push_back("booted afresh after " + std::to_string(w_.acked[v.name]) + " acked writes");
@@ -137,6 +155,7 @@ class FakeExecutor : public Executor {
     FakeVmm s;
     s.role = Role::kStandby;
     s.generation = generation;
+    if (lease_ms_) s.lease_until = w_.now + lease_ms_;
     w_.vmms[host_][v.name] = s;
     return Status::Ok();
   }
@@ -145,6 +164,7 @@ class FakeExecutor : public Executor {
   std::vector<Instance> Probe() override {
     std::vector<Instance> out;
     for (auto& [vm, p] : w_.vmms[host_]) {
+      if (lease_ms_) p.lease_until = w_.now + lease_ms_;  // probing renews the lease
       Instance i;
       i.vm = vm;
       i.role = p.role;
@@ -196,8 +216,18 @@ class FakeExecutor : public Executor {
   Result<PromoteResult> Promote(const std::string& vm, uint64_t generation) override {
     FakeVmm* sb = w_.Find(host_, vm);
     if (!sb || sb->role != Role::kStandby || sb->committed == 0) return InvalidArgument("nothing to promote");
+    // A forced promotion cuts the primary off: its replication fails, its output stays held.
+    for (auto& [h, m] : w_.vmms) {
+      auto it = m.find(vm);
+      if (it == m.end() || it->second.role != Role::kPrimary || it->second.standby_host != host_) continue;
+      if (it->second.replication && replication::ReplicationActive(*it->second.replication)) {
+        it->second.replication = ReplicationState::kFailed;
+        it->second.output_held = true;
+      }
+    }
     FakeVmm p;
     p.generation = generation;
+    if (lease_ms_) p.lease_until = w_.now + lease_ms_;
     p.seq = sb->seq;
     if (p.seq < w_.acked[vm]) {
       w_.lost.push_back("promoted at write " + std::to_string(p.seq) + " after " + std::to_string(w_.acked[vm]) + " were acked");
@@ -223,12 +253,13 @@ class FakeExecutor : public Executor {
     FakeVmm* p = w_.Find(host_, vm);
     if (!p) return NotFound("no VMM");
     p->phase = Phase::kFenced;
-    p->fenced = true;
+    p->fenced = p->ever_fenced = true;
     return Status::Ok();
   }
   Status Unfence(const std::string& vm) override {
     FakeVmm* p = w_.Find(host_, vm);
     if (!p) return NotFound("no VMM");
+    if (p->lease_until && w_.now > p->lease_until) return Status(ErrorCode::kRefused, "the lease ran out");
     p->fenced = false;
     p->phase = p->replication && replication::ReplicationActive(*p->replication) ? Phase::kReplicating : Phase::kRunning;
     return Status::Ok();
@@ -244,6 +275,7 @@ class FakeExecutor : public Executor {
  private:
   World& w_;
   const std::string host_;
+  const uint64_t lease_ms_;
 };
 
 struct Bus {
@@ -270,8 +302,8 @@ class FakeGroup : public Group {
 // Three hosts a, b, c (a preferred, b its backup) and one protected VM, "kv".
 class Sim {
  public:
-  Sim() {
-    auto c = ClusterConfig::Parse(json::parse(R"({
+  explicit Sim(uint64_t lease_ms = 0) {
+    auto c = ClusterConfig::Parse(json::parse(R"({"lease_ms": )" + std::to_string(lease_ms) + R"(,
       "hosts": [{"name":"a","nodeid":1,"address":"127.31.0.1","dir":"/tmp/ferry-sim-a"},
                 {"name":"b","nodeid":2,"address":"127.31.0.2","dir":"/tmp/ferry-sim-b"},
                 {"name":"c","nodeid":3,"address":"127.31.0.3","dir":"/tmp/ferry-sim-c"}],
@@ -287,7 +319,7 @@ class Sim {
   }
 
   void StartAgent(const std::string& h) {
-    exec_[h] = std::make_unique<FakeExecutor>(world, h);
+    exec_[h] = std::make_unique<FakeExecutor>(world, h, config_.lease_ms);
     groups_[h] = std::make_unique<FakeGroup>(bus_, world, h);
     AgentOptions o;
     o.run_async = [this, h](std::function<void()> fn) { tasks_.emplace_back(h, std::move(fn)); };
@@ -330,6 +362,7 @@ class Sim {
   // long operations complete; then the world is checked.
   void Step() {
     now += 100;
+    world.now = now;
     world.Advance();
     for (auto& [h, a] : agents_) {
       if (!world.dead.count(h)) a->Tick(now);
@@ -366,6 +399,22 @@ class Sim {
     world.dead.insert(h);
     world.vmms.erase(h);
     std::erase_if(tasks_, [&](const auto& t) { return t.first == h; });
+    Views();
+  }
+  // The agent alone dies (SIGKILL); without a lease its VMMs die with it (PDEATHSIG).
+  void KillAgent(const std::string& h) {
+    std::erase_if(tasks_, [&](const auto& t) { return t.first == h; });
+    agents_.erase(h);
+    if (!config_.lease_ms) {
+      std::vector<std::string> vms;
+      for (auto& [vm, p] : world.vmms[h]) vms.push_back(vm);
+      for (const auto& vm : vms) world.End(h, vm, "signal 9");
+      world.ended[h].clear();
+    }
+    Views();
+  }
+  void RestartAgent(const std::string& h) {
+    StartAgent(h);
     Views();
   }
   void Partition(const std::string& h) {
@@ -581,6 +630,74 @@ TEST(AgentSim, AHostKilledAtAnyStepOfAMoveNeverLosesTheVm) {
     if (!ok) lost += " " + std::to_string(k) + "(" + where + ")";
   }
   EXPECT_TRUE(lost.empty()) << "killed at these steps of the move, the VM was lost:" << lost;
+}
+
+}  // namespace
+}  // namespace ferry::ha
+
+namespace ferry::ha {
+namespace {
+
+// Without a lease a VMM dies with its agent: a killed agent is a failed-over host.
+TEST(AgentSim, WithoutALeaseAKilledAgentsVmIsFailedOverAtOnce) {
+  Sim sim;
+  ASSERT_TRUE(sim.RunUntil([&] { return sim.ProtectedOn("a", "b"); }, 100));
+  sim.KillAgent("a");
+  ASSERT_TRUE(sim.RunUntil([&] { return sim.PrimaryHost() == "b"; }, 10)) << "within promote_delay_ms and a few ticks";
+  sim.RestartAgent("a");
+  ASSERT_TRUE(sim.RunUntil([&] { return sim.ProtectedOn("b"); }, 200));
+}
+
+// With a 2 s lease, an agent restarted within it adopts its VMMs: no failover, no fence,
+// protection never lost.
+TEST(AgentSim, WithALeaseAnAgentRestartedInTimeAdoptsItsVmmsWithoutAFailover) {
+  Sim sim(2000);
+  ASSERT_TRUE(sim.RunUntil([&] { return sim.ProtectedOn("a", "b"); }, 100));
+  sim.Run(5);
+  sim.KillAgent("a");
+  sim.Run(10);  // 1 s without an agent on a
+  EXPECT_EQ(sim.PrimaryHost(), "a") << "the VMM outlives its agent and serves on";
+  sim.RestartAgent("a");
+  sim.Run(50);
+  EXPECT_EQ(sim.PrimaryHost(), "a");
+  EXPECT_EQ(sim.world.Find("a", "kv")->generation, 1u) << "no failover";
+  EXPECT_FALSE(sim.world.Find("a", "kv")->ever_fenced);
+  EXPECT_TRUE(sim.ProtectedOn("a", "b"));
+  EXPECT_EQ(sim.world.boots, 1);
+  EXPECT_TRUE(HasEvent(sim.agent("a"), "adopted"));
+}
+
+// An agent gone longer than the lease: its VMM fences itself, the backup waits the lease
+// before it claims, and the restarted agent finds a stale VMM and ends it.
+TEST(AgentSim, WithALeaseAnAgentGoneTooLongIsFailedOverAfterItsVmmFencedItself) {
+  Sim sim(2000);
+  ASSERT_TRUE(sim.RunUntil([&] { return sim.ProtectedOn("a", "b"); }, 100));
+  sim.Run(5);
+  const uint64_t killed = sim.now;
+  sim.KillAgent("a");
+  ASSERT_TRUE(sim.RunUntil([&] { return sim.PrimaryHost() == "b"; }, 60));
+  EXPECT_GE(sim.now - killed, 2000u) << "the backup waited for the lease";
+  EXPECT_TRUE(sim.world.Find("a", "kv")->fenced) << "the old VMM fenced itself";
+  sim.RestartAgent("a");
+  ASSERT_TRUE(sim.RunUntil([&] {
+    FakeVmm* old = sim.world.Find("a", "kv");
+    return !old || old->role == Role::kStandby;
+  }, 100)) << "the stale primary on a must go";
+  ASSERT_TRUE(sim.RunUntil([&] { return sim.ProtectedOn("b"); }, 300));
+  EXPECT_EQ(sim.world.boots, 1);
+}
+
+// The standby's agent restarted in time: the standby is adopted and keeps the VM protected.
+TEST(AgentSim, WithALeaseTheStandbysAgentRestartedInTimeKeepsItsStandby) {
+  Sim sim(2000);
+  ASSERT_TRUE(sim.RunUntil([&] { return sim.ProtectedOn("a", "b"); }, 100));
+  sim.Run(5);
+  sim.KillAgent("b");
+  sim.Run(5);
+  sim.RestartAgent("b");
+  sim.Run(50);
+  EXPECT_TRUE(sim.ProtectedOn("a", "b"));
+  EXPECT_EQ(sim.world.Find("a", "kv")->generation, 1u);
 }
 
 }  // namespace

@@ -53,6 +53,10 @@ Result<ClusterConfig> ClusterConfig::Parse(const json& j) {
   FERRY_RETURN_IF_ERROR(Read(j, "interval_ms", &c.interval_ms, false, "config"));
   FERRY_RETURN_IF_ERROR(Read(j, "io_timeout_ms", &c.io_timeout_ms, false, "config"));
   FERRY_RETURN_IF_ERROR(Read(j, "promote_delay_ms", &c.promote_delay_ms, false, "config"));
+  FERRY_RETURN_IF_ERROR(Read(j, "lease_ms", &c.lease_ms, false, "config"));
+  if (c.lease_ms != 0 && (c.lease_ms < 300 || c.lease_ms > 600000)) {
+    return InvalidArgument("config: \"lease_ms\" must be 0 (no lease) or 300..600000");
+  }
   FERRY_RETURN_IF_ERROR(Read(j, "client_netns", &c.client_netns, false, "config"));
   if (!j.contains("hosts") || !j["hosts"].is_array() || j["hosts"].empty()) {
     return InvalidArgument("config: \"hosts\" must be a non-empty array");

@@ -210,9 +210,11 @@ Verdict OwnerProtects(const Ctx& x) {
 
 Verdict StandbyTakesOverAGoneOwner(const Ctx& x) {
   if (OwnerAlive(x)) return Pass();
-  // A host that left gets promote_delay_ms to fence itself first; a VM whose host is still
+  // A host that left gets promote_delay_ms to fence itself first (with a watchdog lease: the
+  // lease, by which its VMMs fence themselves even if its agent is gone); a VM whose host is still
   // here but lost its process is taken over at once.
-  const bool waited = x.state.live(x.c->host) || x.state.absent_ms(x.c->host, x.state.now_ms) >= x.config.promote_delay_ms;
+  const bool waited = x.state.live(x.c->host) || x.state.absent_ms(x.c->host, x.state.now_ms) >=
+                                                       std::max(x.config.promote_delay_ms, x.config.lease_ms);
   if (!waited) return Wait();
   if (x.mine->committed > 0 && x.mine->generation == x.G && !x.claim_pending) {
     return Do(Action::kClaim, x, x.self, x.G + 1, "failover");

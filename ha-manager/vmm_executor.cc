@@ -5,6 +5,7 @@
 #include <sys/prctl.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
+#include <poll.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -28,14 +29,20 @@ Status VmmExecutor::Spawn(const VmSpec& v, Role role, uint64_t generation, std::
   // Everything the child needs is made before fork(): after it, only async-signal-safe calls.
   const std::string log = self_.dir + "/" + v.name + ".log";
   args.insert(args.begin(), "ferry");
+  ::unlink(Sock(v.name).c_str());
+  const bool leased = config_.lease_ms > 0;
+  if (leased) args.insert(args.begin() + 2, {"--lease-ms", std::to_string(config_.lease_ms)});
   std::vector<char*> argv;
   for (auto& a : args) argv.push_back(a.data());
   argv.push_back(nullptr);
-  ::unlink(Sock(v.name).c_str());
   pid_t pid = fork();
   if (pid < 0) return ErrnoError("fork");
   if (pid == 0) {
-    prctl(PR_SET_PDEATHSIG, SIGKILL);
+    if (leased) {
+      ::setsid();  // outlives the agent; its lease fences it if no agent renews it
+    } else {
+      prctl(PR_SET_PDEATHSIG, SIGKILL);
+    }
     int fd = ::open(log.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
     if (fd >= 0) {
       ::dup2(fd, 1);
@@ -100,7 +107,12 @@ Status VmmExecutor::StartStandby(const VmSpec& v, uint64_t generation) {
 void VmmExecutor::Kill(const std::string& vm) {
   std::lock_guard lock(mu_);
   auto it = children_.find(vm);
-  if (it != children_.end()) ::kill(it->second.pid, SIGKILL);
+  if (it == children_.end()) return;
+  if (it->second.pidfd >= 0) {
+    ::syscall(SYS_pidfd_send_signal, it->second.pidfd, SIGKILL, nullptr, 0);  // never a reused pid
+  } else {
+    ::kill(it->second.pid, SIGKILL);
+  }
 }
 
 std::vector<Ended> VmmExecutor::Reap() {
@@ -108,11 +120,17 @@ std::vector<Ended> VmmExecutor::Reap() {
   std::lock_guard lock(mu_);
   for (auto it = children_.begin(); it != children_.end();) {
     int status = 0;
-    if (waitpid(it->second.pid, &status, WNOHANG) == it->second.pid) {
-      out.push_back({it->first, it->second.role,
-                     WIFEXITED(status) ? "exit " + std::to_string(WEXITSTATUS(status))
-                                       : "signal " + std::to_string(WTERMSIG(status))});
+    std::string how;
+    if (it->second.pidfd >= 0) {
+      pollfd p{it->second.pidfd, POLLIN, 0};
+      if (::poll(&p, 1, 0) == 1) how = "ended (adopted: no exit status)";
+    } else if (waitpid(it->second.pid, &status, WNOHANG) == it->second.pid) {
+      how = WIFEXITED(status) ? "exit " + std::to_string(WEXITSTATUS(status)) : "signal " + std::to_string(WTERMSIG(status));
+    }
+    if (!how.empty()) {
+      out.push_back({it->first, it->second.role, how});
       if (it->second.api) closed_connects_ += it->second.api->connects();
+      if (it->second.pidfd >= 0) ::close(it->second.pidfd);
       it = children_.erase(it);
     } else {
       ++it;
@@ -128,7 +146,47 @@ void VmmExecutor::KillAll() {
     all.swap(children_);
   }
   for (auto& [vm, c] : all) ::kill(c.pid, SIGKILL);
-  for (auto& [vm, c] : all) waitpid(c.pid, nullptr, 0);
+  for (auto& [vm, c] : all) {
+    if (c.pidfd < 0) {
+      waitpid(c.pid, nullptr, 0);
+      continue;
+    }
+    pollfd p{c.pidfd, POLLIN, 0};
+    (void)::poll(&p, 1, 5000);
+    ::close(c.pidfd);
+  }
+}
+
+// With a lease, a VMM outlives a crashed agent: the next one finds it by its socket, asks it
+// its pid, role and generation, and watches it through a pidfd (it is not our child).
+std::vector<std::string> VmmExecutor::Adopt() {
+  std::vector<std::string> out;
+  if (config_.lease_ms == 0) return out;
+  for (const auto& v : config_.vms) {
+    {
+      std::lock_guard lock(mu_);
+      if (children_.count(v.name)) continue;
+    }
+    auto api = std::make_unique<vmhost::ApiConnection>(Sock(v.name));
+    auto r = api->Call({{"op", "status"}}, 1000);
+    if (!r.ok()) continue;
+    auto pid = r->find("pid");
+    if (pid == r->end() || !pid->is_number_integer() || pid->get<int64_t>() <= 1) continue;
+    const int pidfd = static_cast<int>(::syscall(SYS_pidfd_open, static_cast<pid_t>(pid->get<int64_t>()), 0));
+    if (pidfd < 0) continue;
+    ::fcntl(pidfd, F_SETFD, FD_CLOEXEC);
+    Child c;
+    c.pid = static_cast<pid_t>(pid->get<int64_t>());
+    c.pidfd = pidfd;
+    c.api = std::move(api);
+    Instance i = Parse(v.name, c, *r);
+    c.role = i.role;
+    c.generation = i.generation;
+    std::lock_guard lock(mu_);
+    children_[v.name] = std::move(c);
+    out.push_back(v.name);
+  }
+  return out;
 }
 
 std::optional<pid_t> VmmExecutor::pid(const std::string& vm) const {
@@ -160,6 +218,7 @@ Instance VmmExecutor::Parse(const std::string& vm, const Child& child, const jso
       if (rep.is_object()) {
         i.standby_state = replication::ParseStandbyState(rep.value("state", ""));
         i.committed = rep.value("committed_epoch", uint64_t{0});
+        if (!child.generation) i.generation = rep.value("generation", uint64_t{0});  // adopted
       }
       return i;
     }
@@ -201,6 +260,9 @@ std::vector<Instance> VmmExecutor::Probe() {
   std::vector<Instance> out;
   for (auto& [vm, c] : list) {
     auto r = c->api->Call({{"op", "status"}}, 1000);
+    // The watchdog lease, renewed on the same connection: an agent that stops probing (dead,
+    // hung, stopped) lets it run out and the VM fences itself.
+    if (r.ok() && config_.lease_ms) (void)c->api->Call({{"op", "lease"}, {"ttl_ms", config_.lease_ms}}, 1000);
     if (!r.ok()) {
       Instance i;
       i.vm = vm;

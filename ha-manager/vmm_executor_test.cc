@@ -8,10 +8,12 @@
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <gtest/gtest.h>
 
+#include <atomic>
 #include <chrono>
 #include <cstdlib>
 #include <fstream>
@@ -19,6 +21,7 @@
 #include <thread>
 
 #include "ferry/base/unique_fd.h"
+#include "ferry/vmhost/api_server.h"
 
 namespace ferry::ha {
 namespace {
@@ -92,6 +95,63 @@ TEST(VmmExecutor, ChildrenInheritNoDescriptorOfTheAgentsAndTheirEndIsReaped) {
   EXPECT_TRUE(exec.Probe().empty());
   ::unlink(fake.c_str());
   ::unlink((dir + "/kv.log").c_str());
+  ::rmdir(dir.c_str());
+}
+
+// With a lease, a restarted agent adopts a VMM it did not start: found by its socket, watched
+// through a pidfd, its lease renewed on every probe, its end reaped. The VMM here is an API
+// server in the test answering for a sleeping process.
+TEST(VmmExecutor, WithALeaseARunningVmmIsAdoptedLeasedWatchedAndReaped) {
+  char dir_template[] = "/tmp/ferry-adopt-test-XXXXXX";
+  ASSERT_NE(::mkdtemp(dir_template), nullptr);
+  const std::string dir = dir_template;
+  pid_t sleeper = fork();
+  ASSERT_GE(sleeper, 0);
+  if (sleeper == 0) {
+    execlp("sleep", "sleep", "30", static_cast<char*>(nullptr));
+    _exit(127);
+  }
+  std::atomic<int> leases{0};
+  auto server = vmhost::ApiServer::Start(dir + "/kv.sock", [&](const nlohmann::json& r, const vmhost::ApiEmit&) {
+    if (r.value("op", "") == "lease") {
+      ++leases;
+      return nlohmann::json{{"ok", true}};
+    }
+    return nlohmann::json{{"ok", true}, {"state", "replicating"}, {"pid", sleeper}, {"ha", {{"generation", 3}, {"fenced", false}}},
+                          {"replication", {{"state", "protected"}, {"standby", "127.31.0.2:7100"}, {"epochs", 9}}}};
+  });
+  ASSERT_TRUE(server.ok()) << server.status().message();
+  auto config = ClusterConfig::Parse(nlohmann::json::parse(R"({"lease_ms": 1500,
+    "hosts": [{"name":"a","nodeid":1,"address":"127.31.0.1","dir":")" + dir + R"("},
+              {"name":"b","nodeid":2,"address":"127.31.0.2","dir":")" + dir + R"("}],
+    "vms": [{"name":"kv","guest":"kvstore.elf","primary":"a","backup":"b","port":7100}]})"));
+  ASSERT_TRUE(config.ok()) << config.status().message();
+  {
+    VmmExecutor exec(*config, *config->Host("a"), "/nonexistent");
+    EXPECT_EQ(exec.Adopt(), std::vector<std::string>{"kv"});
+    EXPECT_EQ(exec.pid("kv"), sleeper);
+    auto local = exec.Probe();
+    ASSERT_EQ(local.size(), 1u);
+    EXPECT_TRUE(local[0].Runs());
+    EXPECT_EQ(local[0].generation, 3u);
+    EXPECT_EQ(local[0].standby_host, "b");
+    EXPECT_EQ(leases.load(), 1) << "probing renews the lease";
+    exec.Probe();
+    EXPECT_EQ(leases.load(), 2);
+    EXPECT_EQ(exec.probe_connects(), 1u) << "one connection, kept";
+    EXPECT_TRUE(exec.Reap().empty());
+    exec.Kill("kv");
+    std::vector<Ended> ended;
+    for (int i = 0; i < 500 && ended.empty(); ++i) {
+      ended = exec.Reap();
+      if (ended.empty()) std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    }
+    ASSERT_EQ(ended.size(), 1u);
+    EXPECT_EQ(ended[0].vm, "kv");
+    EXPECT_NE(ended[0].how.find("adopted"), std::string::npos) << ended[0].how;
+  }
+  ::waitpid(sleeper, nullptr, 0);  // ours (the test's child): reaped here
+  (*server)->Stop();
   ::rmdir(dir.c_str());
 }
 

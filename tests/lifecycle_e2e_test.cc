@@ -266,3 +266,40 @@ TEST(LifecycleE2E, AHostileGuestsReportFailsItsVerificationNotTheVmm) {
 
 }  // namespace
 }  // namespace ferry::e2e
+
+namespace ferry::e2e {
+namespace {
+
+// The HA watchdog lease: a VMM whose lease is not renewed fences its VM within the lease,
+// refuses unfence until it is renewed, and the guest verifies after the agent's way back
+// (renew, unfence).
+TEST(LifecycleE2E, AVmWhoseLeaseRunsOutIsFencedUntilRenewedAndUnfenced) {
+  REQUIRE_KVM();
+  TempDir dir;
+  const std::string sock = dir.File("vm.sock");
+  Process vm({FerryBin(), "run", GuestPath("memcheck"), "--mem", "64M", "--api", sock, "--lease-ms", "400"}, dir.File("vm"));
+  ASSERT_TRUE(WaitForReport(sock, "verify_seq", 20000).ok()) << vm.Stderr();
+  // Renewed: it runs on past several leases.
+  for (int i = 0; i < 10; ++i) {
+    ASSERT_TRUE(Api(sock, {{"op", "lease"}, {"ttl_ms", 400}}).ok());
+    usleep(100 * 1000);
+  }
+  EXPECT_EQ(Phase(sock), "running");
+  // Not renewed: fenced within the lease (and a scheduling margin).
+  std::string phase;
+  for (int i = 0; i < 100 && (phase = Phase(sock)) != "fenced"; ++i) usleep(20 * 1000);
+  ASSERT_EQ(phase, "fenced") << vm.Stderr();
+  auto st = Api(sock, {{"op", "status"}});
+  ASSERT_TRUE(st.ok());
+  EXPECT_EQ((*st)["ha"]["lease"]["expired"], true);
+  auto un = Api(sock, {{"op", "unfence"}});
+  EXPECT_FALSE(un.ok());
+  EXPECT_EQ(un.status().code(), ErrorCode::kRefused) << un.status().message();
+  EXPECT_FALSE(Api(sock, {{"op", "resume"}, {"force", true}}).ok());
+  ASSERT_TRUE(Api(sock, {{"op", "lease"}, {"ttl_ms", 60000}}).ok());
+  ASSERT_TRUE(Api(sock, {{"op", "unfence"}}).ok());
+  ExpectVerifiesThenStop(dir, sock, vm);
+}
+
+}  // namespace
+}  // namespace ferry::e2e

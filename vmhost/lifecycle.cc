@@ -16,11 +16,11 @@ constexpr std::array<const char*, kPhaseCount> kPhaseNames = {
 constexpr std::array<const char*, kEventCount> kEventNames = {
     "pause", "resume", "force-resume", "stop", "snapshot", "migrate", "replicate", "replicate_stop", "handover",
     "fence", "unfence", "promote", "verify", "dirty_rate", "throttle", "release_output", "set_generation", "status",
-    "arrived", "started", "done", "done-stopped", "committed", "commit-unknown", "replication-ended", "promoted",
+    "lease", "arrived", "started", "done", "done-stopped", "committed", "commit-unknown", "replication-ended", "promoted",
     "promote-failed", "guest-shutdown", "guest-crashed", "vm-stopped"};
 
-// The lifecycle. A (phase, event) pair that is not here is refused. Status is admitted in
-// every phase and fence as the header says; neither is listed.
+// The lifecycle. A (phase, event) pair that is not here is refused. Status and lease are
+// admitted in every phase and fence as the header says; none is listed.
 constexpr TransitionRow kRows[] = {
     // Before a VM exists.
     {P::kIncoming, E::kArrived, P::kRunning},
@@ -144,7 +144,7 @@ std::string TransitionTableMarkdown() {
 }
 
 std::optional<Phase> Transition(Phase from, Event event, Phase before) {
-  if (event == E::kStatus) return from;
+  if (event == E::kStatus || event == E::kLease) return from;
   const TransitionRow* r = Find(from, event);
   if (!r) return std::nullopt;
   return r->back ? before : r->to;
@@ -196,7 +196,7 @@ bool Lifecycle::fenced() const {
 Result<Phase> Lifecycle::Begin(Event event) {
   std::lock_guard lock(mu_);
   const Phase from = phase_;
-  if (event == E::kStatus) return from;
+  if (event == E::kStatus || event == E::kLease) return from;
   if (event == E::kFence) {
     if (!HasVm(from) || IsTerminal(from)) return Refused(RefusalReason(from, event));
     if (from == P::kFenced) return from;  // twice: still fenced

@@ -50,6 +50,7 @@ HostOutcome Finish(VmHost& host, bool verify_on_start) {
 HostOutcome RunVm(std::unique_ptr<hypervisor::Vm> vm, const RunOptions& options) {
   VmHost host(Phase::kBooting, options.api_path);
   SignalWatcher signals([&host] { host.Shutdown(); });  // before any other thread starts
+  if (options.lease_ms) host.Lease(options.lease_ms);
   host.Attach(std::move(vm), options.generation, /*arrived=*/false);
   auto api = Serve(host, options.api_path);
   if (!api.ok()) return {api.status(), std::nullopt};
@@ -87,10 +88,11 @@ HostOutcome RunIncoming(const migrate::IncomingOptions& options, const std::stri
   return Finish(host, false);
 }
 
-HostOutcome RunStandby(std::unique_ptr<replication::Standby> standby, const std::string& api_path) {
+HostOutcome RunStandby(std::unique_ptr<replication::Standby> standby, const std::string& api_path, uint64_t lease_ms) {
   VmHost host(Phase::kStandby, api_path);
   replication::Standby* sb = standby.get();
   SignalWatcher signals([&host] { host.Shutdown(); });
+  if (lease_ms) host.Lease(lease_ms);
   host.SetStandby(sb);
   host.SetCancel([sb] { sb->Cancel(); });
   auto api = Serve(host, api_path);

@@ -147,6 +147,12 @@ RequestBody DecodeReplicateStop(FieldReader& r, const DecodeLimits&) {
   return q;
 }
 
+RequestBody DecodeLease(FieldReader& r, const DecodeLimits&) {
+  LeaseRequest q;
+  r.U64("ttl_ms", &q.ttl_ms, 0, kMaxLeaseMs, /*required=*/true);
+  return q;
+}
+
 RequestBody DecodePromote(FieldReader& r, const DecodeLimits&) {
   PromoteRequest q;
   r.Bool("force", &q.force);
@@ -183,6 +189,7 @@ const OpSpec kOps[] = {
     {"unfence", Event::kUnfence, Empty<UnfenceRequest>},
     {"release_output", Event::kReleaseOutput, Empty<ReleaseOutputRequest>},
     {"set_generation", Event::kSetGeneration, DecodeSetGeneration},
+    {"lease", Event::kLease, DecodeLease},
     {"promote", Event::kPromote, DecodePromote},
 };
 

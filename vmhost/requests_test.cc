@@ -104,6 +104,7 @@ TEST(Requests, EveryOpDecodesWithItsDefaults) {
     if (op == "throttle") j["percent"] = 0;
     if (op == "migrate" || op == "replicate") j["to"] = "127.0.0.1:4410";
     if (op == "set_generation") j["generation"] = 5;
+    if (op == "lease") j["ttl_ms"] = 1000;
     EXPECT_TRUE(Decode(j).ok()) << op << ": " << Decode(j).message();
   }
 }

@@ -30,6 +30,10 @@ json VmHost::Fence() {
 }
 
 json VmHost::Unfence() {
+  {
+    std::lock_guard lock(lease_mu_);
+    if (lease_expired_) return ErrorReply(Refused("unfence is refused: the HA agent's lease ran out (renew it first)"));
+  }
   std::lock_guard control(control_mu_);
   const bool was_fenced = lifecycle_.fenced();
   auto from = lifecycle_.Begin(Event::kUnfence);

@@ -15,7 +15,15 @@ using nlohmann::json;
 
 VmHost::VmHost(Phase initial, std::string api_path) : api_path_(std::move(api_path)), lifecycle_(initial) {}
 
-VmHost::~VmHost() { StopReplication(); }
+VmHost::~VmHost() {
+  {
+    std::lock_guard lock(lease_mu_);
+    lease_stop_ = true;
+    lease_cv_.notify_all();
+  }
+  if (lease_thread_.joinable()) lease_thread_.join();
+  StopReplication();
+}
 
 void VmHost::SetStandby(replication::Standby* standby) {
   std::lock_guard lock(mu_);
@@ -98,7 +106,8 @@ json VmHost::Handle(const json& request, const ApiEmit& emit) {
 json VmHost::Dispatch(const Request& q, const ApiEmit& emit) {
   const Phase now = lifecycle_.phase();
   // Requests that need a VM fail clearly where there is none yet.
-  if (!vm() && q.event != Event::kStatus && q.event != Event::kStop && q.event != Event::kPromote) {
+  if (!vm() && q.event != Event::kStatus && q.event != Event::kStop && q.event != Event::kPromote &&
+      q.event != Event::kLease) {
     return ErrorReply(Refused(RefusalReason(now, q.event)));
   }
   return std::visit(
@@ -118,6 +127,10 @@ json VmHost::Dispatch(const Request& q, const ApiEmit& emit) {
         else if constexpr (std::is_same_v<T, HandoverRequest>) return Handover(body);
         else if constexpr (std::is_same_v<T, FenceRequest>) return Fence();
         else if constexpr (std::is_same_v<T, UnfenceRequest>) return Unfence();
+        else if constexpr (std::is_same_v<T, LeaseRequest>) {
+          Lease(body.ttl_ms);
+          return json{{"ok", true}, {"ha", HaJson()}};
+        }
         else if constexpr (std::is_same_v<T, ReleaseOutputRequest>) return ReleaseOutput();
         else if constexpr (std::is_same_v<T, SetGenerationRequest>) return SetGeneration(body);
         else return Promote(body);
@@ -126,8 +139,9 @@ json VmHost::Dispatch(const Request& q, const ApiEmit& emit) {
 }
 
 json VmHost::HaJson() const {
+  json lease = LeaseJson();  // lease_mu_ is never taken under mu_
   std::lock_guard lock(mu_);
-  return {{"generation", generation_}, {"fenced", lifecycle_.fenced()}, {"fenced_at_ms", fenced_at_ms_}};
+  return {{"generation", generation_}, {"fenced", lifecycle_.fenced()}, {"fenced_at_ms", fenced_at_ms_}, {"lease", lease}};
 }
 
 json VmHost::ReplicationJson() const {

@@ -55,3 +55,37 @@ TEST(VmHost, AStandbyWithoutAReplicaRefusesPromotionAndStaysAStandby) {
 
 }  // namespace
 }  // namespace ferry::vmhost
+
+namespace ferry::vmhost {
+namespace {
+
+// The watchdog lease without a VM: it runs out, says so, refuses unfence until renewed, and a
+// renewal clears it. (With a VM, running out fences it: lifecycle_e2e_test, kvm.)
+TEST(VmHost, ALeaseRunsOutRefusesUnfenceUntilRenewedAndCanBeEnded) {
+  VmHost host(Phase::kIncoming);
+  EXPECT_TRUE(host.Handle({{"op", "status"}}, kNoEmit)["ha"]["lease"].is_null());
+  json r = host.Handle({{"op", "lease"}, {"ttl_ms", 100}}, kNoEmit);
+  ASSERT_EQ(r["ok"], true) << r.dump();
+  EXPECT_EQ(r["ha"]["lease"]["ttl_ms"], 100);
+  EXPECT_EQ(r["ha"]["lease"]["expired"], false);
+  json st;
+  for (int i = 0; i < 100; ++i) {
+    st = host.Handle({{"op", "status"}}, kNoEmit);
+    if (st["ha"]["lease"]["expired"] == true) break;
+    usleep(20 * 1000);
+  }
+  EXPECT_EQ(st["ha"]["lease"]["expired"], true) << st.dump();
+  EXPECT_EQ(st["state"], "incoming") << "no VM: nothing to fence";
+  EXPECT_EQ(host.Handle({{"op", "unfence"}}, kNoEmit)["ok"], false);
+  r = host.Handle({{"op", "lease"}, {"ttl_ms", 60000}}, kNoEmit);
+  EXPECT_EQ(r["ha"]["lease"]["expired"], false);
+  EXPECT_GT(r["ha"]["lease"]["remaining_ms"].get<uint64_t>(), 50000u);
+  r = host.Handle({{"op", "lease"}, {"ttl_ms", 0}}, kNoEmit);
+  EXPECT_TRUE(r["ha"]["lease"].is_null()) << r.dump();
+  EXPECT_EQ(host.Handle({{"op", "lease"}}, kNoEmit)["code"], "invalid_argument");
+  EXPECT_EQ(host.Handle({{"op", "lease"}, {"ttl_ms", 600001}}, kNoEmit)["code"], "invalid_argument");
+  EXPECT_EQ(host.Handle({{"op", "lease"}, {"ttl_ms", -1}}, kNoEmit)["code"], "invalid_argument");
+}
+
+}  // namespace
+}  // namespace ferry::vmhost

@@ -131,6 +131,7 @@ class Agent {
   std::deque<nlohmann::json> events_;
   std::unique_ptr<Workers> workers_;
   bool shut_down_ = false;
+  bool adopted_ = false;  // Tick's thread only
 };
 
 }  // namespace ferry::ha

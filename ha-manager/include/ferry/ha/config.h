@@ -65,6 +65,13 @@ struct ClusterConfig {
   // it fence first. Output commit already keeps its unacknowledged output in; this makes
   // the order certain rather than likely.
   uint64_t promote_delay_ms = 200;
+  // The agents' watchdog lease on their VMMs (0: none). With one, a VMM outlives its agent:
+  // it fences its VM unless the agent (or one restarted in time, which adopts it) renews the
+  // lease within lease_ms, and a backup waits lease_ms (not promote_delay_ms) after its
+  // owner's host left the view before it claims the VM. Without one, VMMs die with their
+  // agent and a failover waits promote_delay_ms. The trade: lease_ms added to every host
+  // failure's recovery time, for an agent crash or upgrade that costs no failover.
+  uint64_t lease_ms = 0;
   std::string client_netns;     // test clusters: where drills run the load client
   PlacementPolicy policy;
   std::vector<HostConfig> hosts;

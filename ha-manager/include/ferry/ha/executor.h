@@ -50,8 +50,11 @@ class Executor {
   virtual void Kill(const std::string& vm) = 0;
   // The local processes that ended since the last call.
   virtual std::vector<Ended> Reap() = 0;
+  // A restarted agent's first act (with a watchdog lease, VMMs outlive their agent): takes on
+  // the VMMs of this host that still run, as if it had started them; returns their VMs.
+  virtual std::vector<std::string> Adopt() { return {}; }
   // This host's instances now, one per local process; one that does not answer yet has no
-  // phase (primary) or standby_state (standby).
+  // phase (primary) or standby_state (standby). With a watchdog lease, probing renews it.
   virtual std::vector<Instance> Probe() = 0;
   // The load figures of the last Probe() (LoadSampler::Stats()'s shape).
   virtual nlohmann::json Stats() = 0;

@@ -1,7 +1,10 @@
 // VmmExecutor: the real Executor (executor.h). Each VM on this host is one child process,
 // `ferry run` (primary) or `ferry standby`, started from this binary with its API socket at
 // HOSTDIR/VM.sock and its output in HOSTDIR/VM.log. Children inherit no descriptor of the
-// agent's (its API socket, Corosync's) and die with the agent (PR_SET_PDEATHSIG).
+// agent's (its API socket, Corosync's). Without a watchdog lease (config lease_ms 0) they die
+// with the agent (PR_SET_PDEATHSIG); with one they run in a session of their own, hold the
+// lease from their start (--lease-ms), have it renewed at every probe, and a restarted agent
+// adopts them (Adopt(): found by their sockets, watched through a pidfd).
 //
 // Probing keeps one API connection per child for its whole life (re-opened only after a
 // failure), so a host's agent costs each VMM one socket, not one per tick.
@@ -34,6 +37,7 @@ class VmmExecutor : public Executor {
   Status StartStandby(const VmSpec& v, uint64_t generation) override;
   void Kill(const std::string& vm) override;
   std::vector<Ended> Reap() override;
+  std::vector<std::string> Adopt() override;
   std::vector<Instance> Probe() override;
   nlohmann::json Stats() override;
   Status Replicate(const VmSpec& v, const HostConfig& to, uint64_t generation) override;
@@ -57,6 +61,7 @@ class VmmExecutor : public Executor {
     Role role = Role::kPrimary;
     uint64_t generation = 0;
     std::unique_ptr<vmhost::ApiConnection> api;  // the probe's; agent thread only
+    int pidfd = -1;  // adopted (not our child): its end is seen here, not by waitpid
   };
   std::string Sock(const std::string& vm) const;
   Status Spawn(const VmSpec& v, Role role, uint64_t generation, std::vector<std::string> args);

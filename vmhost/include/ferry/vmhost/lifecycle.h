@@ -51,6 +51,7 @@ enum class Event : uint8_t {
   kPause, kResume, kForceResume, kStop, kSnapshot, kMigrate, kReplicate, kReplicateStop, kHandover,
   kFence, kUnfence, kPromote, kVerify, kDirtyRate, kThrottle, kReleaseOutput, kSetGeneration,
   kStatus,
+  kLease,  // the HA agent's watchdog lease: admitted in every phase, changes none
   // Outcomes, reported by the code that runs an operation or watches the VM.
   kArrived,        // incoming: the migrated VM runs here
   kStarted,        // a booted VM's vCPUs run

@@ -46,11 +46,12 @@ struct RunOptions {
   std::string api_path;         // empty: no API
   bool verify_on_start = false; // deliver a verify event before the first instruction
   uint64_t generation = 0;
+  uint64_t lease_ms = 0;        // the HA agent's watchdog lease from the start (0: none)
 };
 
 HostOutcome RunVm(std::unique_ptr<hypervisor::Vm> vm, const RunOptions& options);
 // Listens (options.listen), receives one migration, then runs the VM like RunVm.
 HostOutcome RunIncoming(const migrate::IncomingOptions& options, const std::string& api_path);
-HostOutcome RunStandby(std::unique_ptr<replication::Standby> standby, const std::string& api_path);
+HostOutcome RunStandby(std::unique_ptr<replication::Standby> standby, const std::string& api_path, uint64_t lease_ms = 0);
 
 }  // namespace ferry::vmhost

@@ -96,6 +96,8 @@ struct FenceRequest {};
 struct UnfenceRequest {};
 struct ReleaseOutputRequest {};
 struct SetGenerationRequest { uint64_t generation = 0; };
+// The HA agent's watchdog lease: renewed for ttl_ms more (0 ends it).
+struct LeaseRequest { uint64_t ttl_ms = 0; };
 struct PromoteRequest {
   bool force = false;
   uint64_t generation = 0;  // 0: the replica's own
@@ -104,7 +106,7 @@ struct PromoteRequest {
 using RequestBody = std::variant<StatusRequest, PauseRequest, ResumeRequest, StopRequest, SnapshotRequest,
                                  VerifyRequest, DirtyRateRequest, ThrottleRequest, MigrateRequest, ReplicateRequest,
                                  ReplicateStopRequest, HandoverRequest, FenceRequest, UnfenceRequest,
-                                 ReleaseOutputRequest, SetGenerationRequest, PromoteRequest>;
+                                 ReleaseOutputRequest, SetGenerationRequest, PromoteRequest, LeaseRequest>;
 
 struct Request {
   Event event;  // what the lifecycle is asked to admit (resume with force: kForceResume)
@@ -113,6 +115,7 @@ struct Request {
 
 // The largest generation a request may carry (beyond it, JSON numbers lose precision).
 inline constexpr uint64_t kMaxGeneration = (1ull << 53) - 1;
+inline constexpr uint64_t kMaxLeaseMs = 600000;  // a lease longer than 10 minutes is no watchdog
 
 Result<Request> DecodeRequest(const nlohmann::json& request, const DecodeLimits& limits);
 

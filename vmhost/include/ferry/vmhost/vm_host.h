@@ -16,6 +16,7 @@
 #include <functional>
 #include <memory>
 #include <mutex>
+#include <thread>
 #include <string>
 
 #include <nlohmann/json.hpp>
@@ -54,6 +55,11 @@ class VmHost {
   bool WaitForVm(const std::function<bool()>& give_up);
   // A signal: stops the VM, or cancels a host that has none.
   void Shutdown();
+  // The watchdog lease (the HA agent's): unless renewed within ttl_ms, the VM is fenced (a
+  // VM that arrives after it expired too) and unfence is refused until it is renewed. So a
+  // VMM whose agent crashed, hangs or was stopped sends nothing after a bounded time, with
+  // no hardware watchdog. 0 ends the lease. Call after the SignalWatcher exists.
+  void Lease(uint64_t ttl_ms);
 
   Phase phase() const { return lifecycle_.phase(); }
   uint64_t generation() const;
@@ -79,6 +85,8 @@ class VmHost {
   // vm_ha.cc
   nlohmann::json Fence();
   nlohmann::json Unfence();
+  nlohmann::json LeaseJson() const;
+  void LeaseWatchdog();
   nlohmann::json ReleaseOutput();
   nlohmann::json SetGeneration(const SetGenerationRequest& r);
   nlohmann::json Promote(const PromoteRequest& r);
@@ -105,6 +113,15 @@ class VmHost {
   // "replicate" installs another.
   std::shared_ptr<replication::Replicator> replicator_;
   bool shutdown_ = false;
+
+  // The lease, guarded by lease_mu_ (never taken with the others held).
+  mutable std::mutex lease_mu_;
+  std::condition_variable lease_cv_;
+  uint64_t lease_ttl_ms_ = 0;       // 0: no lease
+  uint64_t lease_deadline_ns_ = 0;  // monotonic
+  bool lease_expired_ = false;
+  bool lease_stop_ = false;
+  std::thread lease_thread_;        // started by the first Lease(), joined by the destructor
 };
 
 }  // namespace ferry::vmhost
