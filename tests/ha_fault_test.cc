@@ -1,0 +1,81 @@
+// The faults an HA agent must survive beyond a host's death (label `cluster`, a real 3-host
+// Corosync cluster in namespaces, a kvstore VM under `ferry kv-load`): each is the drill an
+// operator runs (`ferry drill`), and each card must show its expected outcome, no
+// acknowledged write lost and never two primaries serving.
+#include <gtest/gtest.h>
+
+#include "e2e_util.h"
+#include "ha_cluster_util.h"
+#include "test_cluster.h"
+
+namespace ferry::e2e {
+namespace {
+
+using nlohmann::json;
+
+json Drill(const Cluster& c, const std::vector<std::string>& fault, int timeout_ms) {
+  std::vector<std::string> args = {"drill", "--config", c.config, "--json", "--timeout-s", "60"};
+  args.insert(args.end(), fault.begin(), fault.end());
+  auto d = RunFerry(args, c.tc->dir() + "/drill", timeout_ms);
+  json card = LastJsonLine(d.out);
+  std::printf("scorecard: %s\n", card.dump().c_str());
+  EXPECT_EQ(d.code, 0) << d.out << d.err << Logs(c);
+  EXPECT_EQ(card.value("ok", false), true) << card;
+  EXPECT_EQ(card.value("lost_writes", uint64_t{1}), 0u) << card;
+  EXPECT_EQ(card.value("split_brain", true), false) << card;
+  EXPECT_EQ(card.value("outcome_met", false), true) << card;
+  return card;
+}
+
+TEST(HaFaults, AKilledStandbyIsReplacedWhileTheVmServesOn) {
+  START_CLUSTER(c, 1);
+  ASSERT_TRUE(AllProtected(c, 1, 60000)) << HaStatus(c).dump() << Logs(c);
+  json card = Drill(c, {"--kill-standby", "kv0"}, 120000);
+  EXPECT_EQ(card["expected"], "reprotect");
+  EXPECT_EQ(card["generation"], 1) << "no failover";
+  EXPECT_GE(card.value("reprotect_ms", int64_t{-1}), 0) << card;
+}
+
+TEST(HaFaults, ACutReplicationPathIsReprotectedAndTheOutputReleased) {
+  START_CLUSTER(c, 1);
+  ASSERT_TRUE(AllProtected(c, 1, 60000)) << HaStatus(c).dump() << Logs(c);
+  json card = Drill(c, {"--cut-replication", "kv0", "--heal-after-s", "10"}, 120000);
+  EXPECT_EQ(card["expected"], "reprotect");
+  EXPECT_EQ(card["generation"], 1);
+  EXPECT_NE(card.value("reprotected_by", ""), "") << card;
+}
+
+TEST(HaFaults, AStoppedAgentChangesNothing) {
+  START_CLUSTER(c, 1);
+  ASSERT_TRUE(AllProtected(c, 1, 60000)) << HaStatus(c).dump() << Logs(c);
+  json card = Drill(c, {"--stop-agent", "h0", "--stop-s", "10"}, 120000);
+  EXPECT_EQ(card["expected"], "nothing");
+  EXPECT_EQ(card["generation"], 1);
+}
+
+TEST(HaFaults, AKilledAgentFailsItsVmOver) {
+  START_CLUSTER(c, 1);
+  ASSERT_TRUE(AllProtected(c, 1, 60000)) << HaStatus(c).dump() << Logs(c);
+  json card = Drill(c, {"--kill-agent", "h0"}, 120000);
+  EXPECT_EQ(card["expected"], "failover");
+  EXPECT_EQ(card["generation"], 2);
+}
+
+TEST(HaFaults, CuttingOnlyCorosyncFencesTheOwnerBeforeTheBackupRunsIt) {
+  START_CLUSTER(c, 1);
+  ASSERT_TRUE(AllProtected(c, 1, 60000)) << HaStatus(c).dump() << Logs(c);
+  json card = Drill(c, {"--cut-corosync", "h0", "--heal-after-s", "2"}, 150000);
+  EXPECT_EQ(card["fenced_before_promote"], true) << card;
+  EXPECT_EQ(card["rejoined_as"], "standby") << card << Logs(c);
+}
+
+TEST(HaFaults, AHostKilledInTheMiddleOfAMoveLosesNothing) {
+  START_CLUSTER(c, 1);
+  ASSERT_TRUE(AllProtected(c, 1, 60000)) << HaStatus(c).dump() << Logs(c);
+  json card = Drill(c, {"--kill-host-mid-move", "h0", "--after-s", "0.3"}, 150000);
+  EXPECT_EQ(card["expected"], "failover");
+  EXPECT_GE(card["generation"].get<uint64_t>(), 2u);
+}
+
+}  // namespace
+}  // namespace ferry::e2e
