@@ -12,6 +12,8 @@
 #include "ferry/base/clock.h"
 #include "ferry/migrate/accept.h"
 
+#include "ferry/migrate/tls.h"
+
 namespace ferry::migrate {
 namespace {
 
@@ -208,12 +210,31 @@ void PeerGate::Handshake(std::unique_ptr<Connection> connection) {
     }
   };
   std::unique_ptr<Channel> ch;  // declared before the guard: destroyed after it
+  std::unique_ptr<TlsConnection> tls;  // likewise: the registered connection lives inside it
   Unregister guard{this, raw};
   const std::string peer = raw->PeerAddress();
-  ch = std::make_unique<Channel>(std::move(connection), "handshake");
-  ch->set_timeout_ms(o_.handshake_timeout_ms);
-  ch->set_max_payload(MaxHandshakePayload());
-  Result<Hello> hello = AuthenticateSource(*ch, o_.key, o_.session);
+  Result<Hello> hello = Status(ErrorCode::kRefused, "no handshake");
+  if (o_.key) {
+    // Keyed: TLS 1.3 with the key as its PSK first, then the protocol's own handshake inside.
+    auto wrapped = TlsConnection::Wrap(std::move(connection), *o_.key, TlsConnection::Side::kServer);
+    if (wrapped.ok()) {
+      tls = std::move(*wrapped);
+      Status st = tls->Handshake(o_.handshake_timeout_ms);
+      if (st.ok()) {
+        connection = std::move(tls);
+      } else {
+        hello = Status(st.code(), "refused " + peer + ": " + st.message());
+      }
+    } else {
+      hello = wrapped.status();
+    }
+  }
+  if (connection) {
+    ch = std::make_unique<Channel>(std::move(connection), "handshake");
+    ch->set_timeout_ms(o_.handshake_timeout_ms);
+    ch->set_max_payload(MaxHandshakePayload());
+    hello = AuthenticateSource(*ch, o_.key, o_.session);
+  }
 
   std::unique_lock lock(mu_);
   const bool expired = UnregisterLocked(raw);

@@ -59,7 +59,12 @@ void SendBytes(int fd, std::span<const uint8_t> bytes) {
   ASSERT_EQ(::send(fd, bytes.data(), bytes.size(), MSG_NOSIGNAL), static_cast<ssize_t>(bytes.size()));
 }
 
-// A real hello frame (as a source would send first).
+// The start of a TLS record carrying a ClientHello of 512 bytes, as a keyed source sends
+// first (keyed connections are TLS; a stranger that sends this much and stalls holds its
+// handshake until the deadline).
+std::vector<uint8_t> TlsRecordStart() { return {0x16, 0x03, 0x01, 0x02, 0x00, 0x01}; }
+
+// A real hello frame (as a keyless source would send first; a keyed gate refuses it as not TLS).
 std::vector<uint8_t> HelloFrame() {
   Hello h;
   h.have_key = true;
@@ -107,13 +112,13 @@ class PeerGateTest : public ::testing::Test {
     }
   }
 
-  // Strangers that send the first bytes of a hello, then stall.
+  // Strangers that send the first bytes of a TLS ClientHello, then stall.
   void OpenSlow(int n) {
-    auto hello = HelloFrame();
+    auto start = TlsRecordStart();
     for (int i = 0; i < n; ++i) {
       strangers_.push_back(Dial(at_.port));
       ASSERT_TRUE(strangers_.back().valid());
-      SendBytes(strangers_.back().get(), std::span(hello).first(10));
+      SendBytes(strangers_.back().get(), start);
     }
   }
 
@@ -161,7 +166,7 @@ TEST_F(PeerGateTest, AWrongKeyIsRefusedAndCountedWhileTheRealPeerGetsIn) {
   ASSERT_TRUE(gate);
   auto wrong = Source(MakeKey('x'), Role::kControl).get();
   ASSERT_FALSE(wrong.ok());
-  EXPECT_NE(wrong.status().message().find("authentication failed"), std::string::npos) << wrong.status().message();
+  EXPECT_NE(wrong.status().message().find("key"), std::string::npos) << wrong.status().message();
   auto source = Source(*options_.key, Role::kControl);
   auto peer = gate->Next(Role::kControl, 10000);
   ASSERT_TRUE(peer.ok()) << peer.status().message();
@@ -232,15 +237,15 @@ TEST_F(PeerGateTest, AHandshakeIsCutAtItsDeadlineInAllNotPerRead) {
   ASSERT_TRUE(gate);
   UniqueFd fd = Dial(at_.port);
   ASSERT_TRUE(fd.valid());
-  auto hello = HelloFrame();
-  // The header after 350 ms, the payload after 700: each read finishes within 600 ms, so only
-  // the whole handshake's deadline cuts it at ~600 (per-read timeouts alone: ~1300, at auth).
+  auto start = TlsRecordStart();
+  // Half a TLS record header after 350 ms, the rest after 700: each read finishes within
+  // 600 ms, so only the whole handshake's deadline cuts it at ~600.
   uint64_t t0 = MonotonicNs();
   std::thread slow([&] {
     std::this_thread::sleep_for(std::chrono::milliseconds(350));
-    (void)::send(fd.get(), hello.data(), kHeaderSize, MSG_NOSIGNAL);
+    (void)::send(fd.get(), start.data(), 3, MSG_NOSIGNAL);
     std::this_thread::sleep_for(std::chrono::milliseconds(350));
-    (void)::send(fd.get(), hello.data() + kHeaderSize, hello.size() - kHeaderSize, MSG_NOSIGNAL);
+    (void)::send(fd.get(), start.data() + 3, start.size() - 3, MSG_NOSIGNAL);
   });
   EXPECT_TRUE(WaitFor([&] { return gate->refused() == 1; }, 3000));
   double ms = MsSince(t0);

@@ -125,6 +125,24 @@ class TcpConnection final : public Connection {
     return Status::Ok();
   }
 
+  Result<size_t> ReadSome(std::span<uint8_t> out, uint64_t timeout_ms) override {
+    if (closed_) return Status(ErrorCode::kAborted, "connection to " + peer_ + " is closed");
+    bool done = false;
+    boost::system::error_code ec;
+    size_t got = 0;
+    socket_.async_read_some(asio::buffer(out.data(), out.size()), [&](const boost::system::error_code& e, size_t n) {
+      ec = e;
+      got = n;
+      done = true;
+    });
+    if (!RunUntil(*io_, done, timeout_ms, socket_)) {
+      return Timeout("receive from " + peer_ + ": nothing arrived for " + std::to_string(timeout_ms) + " ms");
+    }
+    if (ec == asio::error::eof) return Status(ErrorCode::kIo, "receive from " + peer_ + ": the peer closed the connection");
+    if (ec) return IoError("receive from " + peer_, ec);
+    return got;
+  }
+
   void Close() override {
     if (closed_.exchange(true)) return;
     // shutdown(2) from any thread wakes an operation blocked in another; the socket itself is

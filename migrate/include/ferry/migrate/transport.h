@@ -23,6 +23,13 @@ class Connection {
   virtual Status Write(std::span<const uint8_t> a, std::span<const uint8_t> b, uint64_t timeout_ms) = 0;
   // Fills `out` completely; a peer that closes first is an error naming what was missing.
   virtual Status Read(std::span<uint8_t> out, uint64_t timeout_ms) = 0;
+  // Reads what has arrived, at least one byte and at most out.size() (a layer above that
+  // frames bytes itself, as TLS does); a closed stream is an error.
+  virtual Result<size_t> ReadSome(std::span<uint8_t> out, uint64_t timeout_ms) {
+    (void)out;
+    (void)timeout_ms;
+    return Status(ErrorCode::kUnsupported, "this transport cannot carry TLS");
+  }
   virtual void Close() = 0;
   virtual std::string PeerAddress() const = 0;
   virtual bool PeerIsLoopback() const = 0;
