@@ -24,6 +24,8 @@ struct ConsoleFlags {
   std::string token_file;
   std::string read_token_file;
   std::vector<std::string> server_names;
+  std::string tls_cert;  // both or neither: HTTPS
+  std::string tls_key;
 };
 
 std::string RandomToken() {
@@ -80,6 +82,11 @@ int DoConsole(const ConsoleFlags& f) {
     if (o.read_token == o.token) return Fail("--read-token-file must hold another token than the action token", kExitUsage);
   }
   o.server_names = f.server_names;
+  if (f.tls_cert.empty() != f.tls_key.empty()) {
+    return Fail("--tls-cert and --tls-key go together: give both to serve HTTPS, or neither for HTTP", kExitUsage);
+  }
+  o.tls_cert = f.tls_cert;
+  o.tls_key = f.tls_key;
   o.web_dir = FERRY_CONSOLE_WEB_DIR;
   o.chart_js = FERRY_CONSOLE_CHART_JS;
   if (o.address.rfind("127.", 0) != 0 && o.address != "::1" && o.address != "localhost") {
@@ -112,11 +119,24 @@ int DoConsole(const ConsoleFlags& f) {
   sigaddset(&set, SIGINT);
   sigaddset(&set, SIGTERM);
   pthread_sigmask(SIG_BLOCK, &set, nullptr);
+  // Start() checks the certificate and key before it listens.
   auto con = console::Console::Start(*c, o, agent, drill);
-  if (!con.ok()) return Fail(con.status().message());
+  if (!con.ok()) {
+    const bool usage = con.status().code() == ErrorCode::kInvalidArgument;  // a bad certificate or key among them
+    return Fail("console: " + con.status().message(), usage ? kExitUsage : kExitError);
+  }
   const std::string at = UrlAuthority(o.address, (*con)->port());
-  std::printf("ferry console: http://%s/?token=%s\n", at.c_str(), o.token.c_str());
-  if (!o.read_token.empty()) std::printf("ferry console: read-only: http://%s/?token=%s\n", at.c_str(), o.read_token.c_str());
+  const char* scheme = (*con)->tls() ? "https" : "http";
+  // The URL with the token comes first: scripts and the browser test take the first URL printed.
+  std::printf("ferry console: %s://%s/?token=%s\n", scheme, at.c_str(), o.token.c_str());
+  if (!o.read_token.empty()) {
+    std::printf("ferry console: read-only: %s://%s/?token=%s\n", scheme, at.c_str(), o.read_token.c_str());
+  }
+  if ((*con)->tls()) {
+    std::printf("ferry console: serving https://%s (TLS)\n", at.c_str());
+  } else {
+    std::printf("ferry console: serving http://%s (plain HTTP, no TLS: --tls-cert and --tls-key serve HTTPS)\n", at.c_str());
+  }
   std::fflush(stdout);
   int sig = 0;
   sigwait(&set, &sig);
@@ -140,6 +160,10 @@ void AddConsoleCommand(CLI::App& app, CommandFn* selected) {
   c->add_option("--server-name", f->server_names,
                 "A Host name the console also answers to: NAME (at its port) or NAME:PORT; repeatable")
       ->allow_extra_args(false);
+  c->add_option("--tls-cert", f->tls_cert,
+                "Serve HTTPS with this PEM certificate (its chain may follow it); needs --tls-key")
+      ->check(CLI::ExistingFile);
+  c->add_option("--tls-key", f->tls_key, "The PEM private key (unencrypted) of --tls-cert")->check(CLI::ExistingFile);
   c->callback([selected, f] { *selected = [f] { return DoConsole(*f); }; });
 }
 

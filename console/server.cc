@@ -1,16 +1,12 @@
 #include "ferry/console/server.h"
 
 #include <httplib.h>
-#include <netdb.h>
-#include <poll.h>
 #include <sys/socket.h>
 
 #include <algorithm>
 #include <atomic>
-#include <cerrno>
 #include <charconv>
 #include <chrono>
-#include <cstring>
 #include <fstream>
 #include <mutex>
 #include <optional>
@@ -19,9 +15,12 @@
 #include <thread>
 #include <vector>
 
+#include "capped_stream.h"
 #include "ferry/base/clock.h"
+#include "ferry/base/log.h"
 #include "ferry/base/unique_fd.h"
 #include "ferry/console/view.h"
+#include "tls.h"
 
 namespace ferry::console {
 
@@ -29,102 +28,53 @@ using nlohmann::json;
 
 namespace {
 
-constexpr auto kReadDeadline = std::chrono::seconds(10);  // a whole request, line, headers and body
-constexpr int kIoTimeoutMs = 5000;                        // one read or write, as cpp-httplib's default
-
-// A connection's one request, read through a byte budget and a deadline. cpp-httplib 0.11
-// keeps a request line, a header or a chunked body of any length in memory while it reads
-// it, so the budget is what bounds what one client can make the server hold.
-class CappedStream final : public httplib::Stream {
- public:
-  CappedStream(int fd, size_t budget) : fd_(fd), budget_(budget) {}
-
-  bool over_budget() const { return over_budget_; }
-  bool wrote() const { return wrote_; }
-
-  bool is_readable() const override { return pos_ < len_ || Ready(POLLIN, ReadWaitMs()); }
-  bool is_writable() const override { return Ready(POLLOUT, kIoTimeoutMs); }
-
-  ssize_t read(char* ptr, size_t size) override {
-    if (pos_ == len_) {
-      if (budget_ == 0) {
-        over_budget_ = true;
-        return -1;
-      }
-      if (!Ready(POLLIN, ReadWaitMs())) return -1;
-      ssize_t n;
-      do n = ::recv(fd_, buf_, std::min(sizeof buf_, budget_), 0);
-      while (n < 0 && errno == EINTR);
-      if (n <= 0) return n;
-      budget_ -= static_cast<size_t>(n);
-      pos_ = 0;
-      len_ = static_cast<size_t>(n);
-    }
-    const size_t n = std::min(size, len_ - pos_);
-    std::memcpy(ptr, buf_ + pos_, n);
-    pos_ += n;
-    return static_cast<ssize_t>(n);
-  }
-
-  using httplib::Stream::write;
-  // All of it or -1 (cpp-httplib writes a status line with one call).
-  ssize_t write(const char* ptr, size_t size) override {
-    size_t done = 0;
-    while (done < size) {
-      if (!Ready(POLLOUT, kIoTimeoutMs)) return -1;
-      ssize_t n = ::send(fd_, ptr + done, size - done, MSG_NOSIGNAL);
-      if (n < 0 && errno == EINTR) continue;
-      if (n <= 0) return -1;
-      done += static_cast<size_t>(n);
-      wrote_ = true;
-    }
-    return static_cast<ssize_t>(size);
-  }
-
-  void get_remote_ip_and_port(std::string& ip, int& port) const override { Name(true, ip, port); }
-  void get_local_ip_and_port(std::string& ip, int& port) const override { Name(false, ip, port); }
-  socket_t socket() const override { return fd_; }
-
- private:
-  int ReadWaitMs() const {
-    auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline_ - std::chrono::steady_clock::now());
-    return static_cast<int>(std::min<int64_t>(kIoTimeoutMs, left.count()));
-  }
-  bool Ready(short events, int timeout_ms) const {
-    if (timeout_ms <= 0) return false;
-    pollfd p{fd_, events, 0};
-    int n;
-    do n = ::poll(&p, 1, timeout_ms);
-    while (n < 0 && errno == EINTR);
-    return n > 0;
-  }
-  void Name(bool peer, std::string& ip, int& port) const {
-    sockaddr_storage a{};
-    socklen_t len = sizeof a;
-    auto* sa = reinterpret_cast<sockaddr*>(&a);
-    if ((peer ? ::getpeername(fd_, sa, &len) : ::getsockname(fd_, sa, &len)) != 0) return;
-    char host[NI_MAXHOST], serv[NI_MAXSERV];
-    if (::getnameinfo(sa, len, host, sizeof host, serv, sizeof serv, NI_NUMERICHOST | NI_NUMERICSERV) != 0) return;
-    ip = host;
-    port = std::atoi(serv);
-  }
-
-  const int fd_;
-  size_t budget_;  // bytes the request may still bring
-  const std::chrono::steady_clock::time_point deadline_ = std::chrono::steady_clock::now() + kReadDeadline;
-  bool over_budget_ = false, wrote_ = false;
-  char buf_[4096];
-  size_t pos_ = 0, len_ = 0;  // buf_[pos_, len_) is read but not yet taken
-};
-
-// cpp-httplib's Server, one request per connection through a CappedStream. Its own loop keeps
-// a connection for further requests, and reads a refused request's unread body as the next
-// request line.
+// cpp-httplib's Server, one request per connection through a CappedStream, over the socket
+// as it is or (with a TlsServer) over a TLS session on it. Its own loop keeps a connection
+// for further requests, and reads a refused request's unread body as the next request line.
 class HttpServer final : public httplib::Server {
+ public:
+  // Both set before the server starts, read-only after.
+  void Configure(std::unique_ptr<TlsServer> tls, std::chrono::milliseconds read_deadline) {
+    tls_ = std::move(tls);
+    read_deadline_ = read_deadline;
+  }
+  bool tls() const { return tls_ != nullptr; }
+
  private:
+  // Runs on cpp-httplib's pool threads, which an exception would end with the process.
   bool process_and_close_socket(socket_t sock) override {
     UniqueFd fd(sock);
-    CappedStream stream(sock, kMaxHeadBytes + kMaxBodyBytes);
+    try {
+      return Serve(sock);
+    } catch (const std::exception& e) {
+      FERRY_LOG_ERROR("console: serving %s failed: %s; connection closed", PeerName(sock).c_str(), e.what());
+    } catch (...) {
+      FERRY_LOG_ERROR("console: serving %s failed; connection closed", PeerName(sock).c_str());
+    }
+    ::shutdown(sock, SHUT_RDWR);
+    return false;
+  }
+
+  // The handshake (under TLS) and the request share one deadline: a client that is silent or
+  // slow at either holds a thread for that long at most.
+  bool Serve(int sock) {
+    const Deadline deadline = std::chrono::steady_clock::now() + read_deadline_;
+    if (!tls_) {
+      PlainWire wire(sock);
+      return ServeOn(wire, deadline);
+    }
+    auto wire = tls_->Handshake(sock, deadline);
+    if (!wire.ok()) {
+      FERRY_LOG_WARN("console: TLS connection from %s refused: %s", PeerName(sock).c_str(),
+                     wire.status().message().c_str());
+      ::shutdown(sock, SHUT_RDWR);
+      return false;
+    }
+    return ServeOn(**wire, deadline);
+  }
+
+  bool ServeOn(Wire& wire, Deadline deadline) {
+    CappedStream stream(wire, kMaxHeadBytes + kMaxBodyBytes, deadline);
     bool connection_closed = false;
     const bool ok = process_request(stream, /*close_connection=*/true, connection_closed, nullptr);
     // The body is checked against its Content-Length before it is read, so a request that
@@ -137,9 +87,13 @@ class HttpServer final : public httplib::Server {
                           body.size());
       stream.write(body);
     }
-    ::shutdown(sock, SHUT_RDWR);
+    wire.Finish();
+    ::shutdown(wire.fd(), SHUT_RDWR);
     return ok;
   }
+
+  std::unique_ptr<TlsServer> tls_;  // null: plaintext HTTP
+  std::chrono::milliseconds read_deadline_{kDefaultReadDeadline};
 };
 
 // Compared in a time that depends on the length of what was sent, never on where it differs.
@@ -166,11 +120,15 @@ bool IsLoopbackOrAny(const std::string& address) {
          address == "::";
 }
 
-std::set<std::string> HostNames(const ConsoleOptions& o, int port) {
+// `tls`: whether the console serves https (default port 443) or http (80).
+std::set<std::string> HostNames(const ConsoleOptions& o, int port, bool tls) {
   std::set<std::string> out;
-  auto add = [&out](const std::string& authority) {
+  const std::string default_port = tls ? ":443" : ":80";
+  auto add = [&out, &default_port](const std::string& authority) {
     out.insert(authority);
-    if (authority.ends_with(":80")) out.insert(authority.substr(0, authority.size() - 3));  // browsers omit it
+    if (authority.ends_with(default_port)) {
+      out.insert(authority.substr(0, authority.size() - default_port.size()));  // browsers omit it
+    }
   };
   add(Authority(o.address, port));
   if (IsLoopbackOrAny(o.address)) {
@@ -345,7 +303,14 @@ struct Console::Impl {
     drill_running = true;
     drill_error.clear();
     drill_thread = std::thread([this, fault, target] {
-      auto r = drill(fault, target);
+      Result<json> r = Internal("the drill did not run");
+      try {
+        r = drill(fault, target);
+      } catch (const std::exception& e) {
+        r = Internal(std::string("the drill failed: ") + e.what());
+      } catch (...) {
+        r = Internal("the drill failed");
+      }
       std::lock_guard lock(mu);
       drill_running = false;
       if (r.ok()) {
@@ -368,8 +333,20 @@ Result<std::unique_ptr<Console>> Console::Start(const ha::ClusterConfig& config,
       return InvalidArgument("server name \"" + name + "\" is not NAME, NAME:PORT or [IPV6]:PORT");
     }
   }
+  if (options.tls_cert.empty() != options.tls_key.empty()) {
+    return InvalidArgument("HTTPS needs both a certificate and its key (or neither, for HTTP)");
+  }
+  if (options.read_deadline.count() <= 0) return InvalidArgument("the read deadline must be positive");
+  // The certificate and key are loaded and checked now, before anything listens.
+  std::unique_ptr<TlsServer> tls;
+  if (!options.tls_cert.empty()) {
+    auto t = TlsServer::Create(options.tls_cert, options.tls_key);
+    if (!t.ok()) return t.status();
+    tls = std::move(*t);
+  }
   auto impl = std::make_unique<Impl>(config, std::move(options), std::move(agent), std::move(drill));
   Impl* s = impl.get();
+  s->http.Configure(std::move(tls), s->o.read_deadline);
   httplib::Server& http = s->http;
   http.set_payload_max_length(kMaxBodyBytes);  // Admit() refuses a larger one first
   // Every request passes Admit() on its line and headers; a client that asks before sending
@@ -447,9 +424,15 @@ Result<std::unique_ptr<Console>> Console::Start(const ha::ClusterConfig& config,
     }
     s->port = s->o.port;
   }
-  s->served_hosts = HostNames(s->o, s->port);
+  s->served_hosts = HostNames(s->o, s->port, s->http.tls());
   s->thread = std::thread([s] {
-    s->http.listen_after_bind();
+    try {
+      s->http.listen_after_bind();
+    } catch (const std::exception& e) {
+      FERRY_LOG_ERROR("console: the HTTP server stopped: %s", e.what());
+    } catch (...) {
+      FERRY_LOG_ERROR("console: the HTTP server stopped");
+    }
     s->listen_returned = true;
   });
   // cpp-httplib's stop() does nothing until the server runs: a Console stopped right after
@@ -477,6 +460,8 @@ Console::~Console() {
 }
 
 int Console::port() const { return impl_->port; }
+
+bool Console::tls() const { return impl_->http.tls(); }
 
 std::vector<std::string> Console::ServedHosts() const {
   return {impl_->served_hosts.begin(), impl_->served_hosts.end()};

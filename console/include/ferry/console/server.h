@@ -13,9 +13,13 @@
 // - A body must come with a Content-Length (411 otherwise) of at most kMaxBodyBytes (413).
 // - One request per connection, of at most kMaxHeadBytes of request line and headers (431),
 //   read within a deadline: a client cannot make the server hold more than that for it.
+// - With a certificate (ConsoleOptions::tls_cert, tls_key) every connection is HTTPS: a TLS
+//   1.2+ handshake within the same deadline, then the same checks on what it carries. A
+//   connection whose handshake fails (plaintext HTTP, for one) is logged and closed.
 // Refusals are JSON {"ok":false,"error":"..."}, as are the actions' own errors.
 #pragma once
 
+#include <chrono>
 #include <cstddef>
 #include <functional>
 #include <memory>
@@ -31,6 +35,7 @@ namespace ferry::console {
 
 inline constexpr size_t kMaxBodyBytes = 64 * 1024;  // action bodies are small JSON objects
 inline constexpr size_t kMaxHeadBytes = 64 * 1024;  // request line and headers, cookies included
+inline constexpr std::chrono::milliseconds kDefaultReadDeadline = std::chrono::seconds(10);
 
 struct ConsoleOptions {
   std::string address = "127.0.0.1";
@@ -43,6 +48,12 @@ struct ConsoleOptions {
   std::vector<std::string> server_names;
   std::string web_dir;     // index.html, app.js, style.css
   std::string chart_js;    // chart.js's UMD build, served as /vendor/chart.umd.js
+  // HTTPS: a PEM certificate (its chain may follow it) and its unencrypted PEM private key,
+  // both or neither (neither: plain HTTP). Loaded and checked by Start(), before it listens.
+  std::string tls_cert;
+  std::string tls_key;
+  // A connection's TLS handshake and its request, together, within this (tests shorten it).
+  std::chrono::milliseconds read_deadline = kDefaultReadDeadline;
 };
 
 // Asks host's agent (its API socket) `request`; the answer, or why there was none.
@@ -60,6 +71,8 @@ class Console {
   Console& operator=(const Console&) = delete;
 
   int port() const;
+  // Whether it serves HTTPS (ConsoleOptions::tls_cert) rather than HTTP.
+  bool tls() const;
   // The Host header values accepted ("name:port", lower case), known once listening.
   std::vector<std::string> ServedHosts() const;
   // Blocks until Stop() (from another thread or a signal handler's thread).

@@ -1,0 +1,100 @@
+#include "capped_stream.h"
+
+#include <netdb.h>
+#include <poll.h>
+#include <sys/socket.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstdlib>
+#include <cstring>
+
+namespace ferry::console {
+
+bool WaitFor(int fd, short events, int timeout_ms) {
+  if (timeout_ms <= 0) return false;
+  pollfd p{fd, events, 0};
+  int n;
+  do n = ::poll(&p, 1, timeout_ms);
+  while (n < 0 && errno == EINTR);
+  return n > 0;
+}
+
+int MsUntil(Deadline deadline) {
+  const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - std::chrono::steady_clock::now());
+  return static_cast<int>(std::clamp<int64_t>(left.count(), 0, INT32_MAX));
+}
+
+void SocketName(int fd, bool peer, std::string& ip, int& port) {
+  sockaddr_storage a{};
+  socklen_t len = sizeof a;
+  auto* sa = reinterpret_cast<sockaddr*>(&a);
+  if ((peer ? ::getpeername(fd, sa, &len) : ::getsockname(fd, sa, &len)) != 0) return;
+  char host[NI_MAXHOST], serv[NI_MAXSERV];
+  if (::getnameinfo(sa, len, host, sizeof host, serv, sizeof serv, NI_NUMERICHOST | NI_NUMERICSERV) != 0) return;
+  ip = host;
+  port = std::atoi(serv);
+}
+
+std::string PeerName(int fd) {
+  std::string ip;
+  int port = 0;
+  SocketName(fd, true, ip, port);
+  if (ip.empty()) return "an unknown peer";
+  return (ip.find(':') != std::string::npos ? "[" + ip + "]" : ip) + ":" + std::to_string(port);
+}
+
+ssize_t PlainWire::Recv(char* buf, size_t size, int timeout_ms) {
+  if (!WaitFor(fd_, POLLIN, timeout_ms)) return -1;
+  ssize_t n;
+  do n = ::recv(fd_, buf, size, 0);
+  while (n < 0 && errno == EINTR);
+  return n;
+}
+
+bool PlainWire::SendAll(const char* p, size_t size) {
+  size_t done = 0;
+  while (done < size) {
+    if (!WaitFor(fd_, POLLOUT, kIoTimeoutMs)) return false;
+    ssize_t n = ::send(fd_, p + done, size - done, MSG_NOSIGNAL);
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) return false;
+    done += static_cast<size_t>(n);
+  }
+  return true;
+}
+
+int CappedStream::ReadWaitMs() const { return std::min(kIoTimeoutMs, MsUntil(deadline_)); }
+
+bool CappedStream::is_readable() const {
+  return pos_ < len_ || wire_.HasBuffered() || WaitFor(wire_.fd(), POLLIN, ReadWaitMs());
+}
+
+bool CappedStream::is_writable() const { return WaitFor(wire_.fd(), POLLOUT, kIoTimeoutMs); }
+
+ssize_t CappedStream::read(char* ptr, size_t size) {
+  if (pos_ == len_) {
+    if (budget_ == 0) {
+      over_budget_ = true;
+      return -1;
+    }
+    const ssize_t n = wire_.Recv(buf_, std::min(sizeof buf_, budget_), ReadWaitMs());
+    if (n <= 0) return n;
+    budget_ -= static_cast<size_t>(n);
+    pos_ = 0;
+    len_ = static_cast<size_t>(n);
+  }
+  const size_t n = std::min(size, len_ - pos_);
+  std::memcpy(ptr, buf_ + pos_, n);
+  pos_ += n;
+  return static_cast<ssize_t>(n);
+}
+
+ssize_t CappedStream::write(const char* ptr, size_t size) {
+  if (size == 0) return 0;
+  wrote_ = true;  // an answer has begun: no other may follow it
+  if (!wire_.SendAll(ptr, size)) return -1;
+  return static_cast<ssize_t>(size);
+}
+
+}  // namespace ferry::console
