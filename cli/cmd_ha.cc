@@ -1,4 +1,7 @@
-// ferry ha agent / ha status / ha evacuate: the HA manager's commands (ha_agent.h).
+// ferry ha agent / ha status / ha evacuate / ha move / ha balance: the HA manager's commands
+// (ha_agent.h); ferry ha corosync-conf: Corosync's config for the cluster (corosync_conf.h).
+#include <errno.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <cstdio>
@@ -6,6 +9,7 @@
 
 #include "commands.h"
 #include "ferry/base/clock.h"
+#include "ferry/ha/corosync_conf.h"
 #include "ha_agent.h"
 #include "cli_util.h"
 
@@ -191,6 +195,99 @@ int DoMove(const HaFlags& f) {
   return Fail("moving " + f.vm + " to " + f.to + " did not finish in " + std::to_string(static_cast<int>(f.timeout_s)) + " s");
 }
 
+struct CorosyncFlags {
+  std::string config, out, cluster_name;
+  ha::CorosyncSpec spec;  // timers and keyfile as given; nodes from the config
+  std::string cipher, hash;  // "": aes256 / sha256 (none / none with --insecure-no-crypto)
+  bool insecure_no_crypto = false;
+  bool keep_key = false, replace_key = false;
+};
+
+// Renders DIR/corosync.conf for the config's hosts (nodeid, name, address as ring0_addr) and
+// writes DIR/authkey; the library validates and writes, this parses and prints.
+int DoCorosyncConf(CorosyncFlags f) {
+  auto c = ha::ClusterConfig::Load(f.config);
+  if (!c.ok()) return Fail(c.status().message(), kExitUsage);
+  ha::CorosyncSpec& spec = f.spec;
+  spec.cluster_name = f.cluster_name.empty() ? c->name : f.cluster_name;
+  for (const auto& h : c->hosts) spec.nodes.push_back({h.nodeid, h.name, h.address});
+  spec.allow_no_crypto = f.insecure_no_crypto;
+  if (f.insecure_no_crypto) {
+    spec.cipher = ha::CorosyncCipher::kNone;
+    spec.hash = ha::CorosyncHash::kNone;
+  }
+  if (!f.cipher.empty() && !ha::ParseCorosyncCipher(f.cipher, &spec.cipher)) {
+    return Fail("--cipher: unknown cipher " + f.cipher + " (aes256, aes192, aes128)", kExitUsage);
+  }
+  if (!f.hash.empty() && !ha::ParseCorosyncHash(f.hash, &spec.hash)) {
+    return Fail("--hash: unknown hash " + f.hash + " (sha256, sha384, sha512)", kExitUsage);
+  }
+  auto conf = ha::RenderCorosyncConf(spec);
+  if (!conf.ok()) return Fail(conf.status());
+  for (const auto& w : conf->warnings) std::fprintf(stderr, "ferry: WARNING: %s\n", w.c_str());
+
+  if (::mkdir(f.out.c_str(), 0700) != 0 && errno != EEXIST) return Fail(ErrnoError("mkdir " + f.out));
+  const std::string conf_path = f.out + "/corosync.conf", key_path = f.out + "/authkey";
+  const bool keyed = spec.hash != ha::CorosyncHash::kNone;
+  std::string key_note;
+  if (keyed && f.keep_key && ::access(key_path.c_str(), F_OK) == 0) {
+    if (Status st = ha::CheckCorosyncAuthkey(key_path); !st.ok()) return Fail(st.Annotate("--keep-key"));
+    key_note = "kept " + key_path;
+  } else if (keyed) {
+    Status st = ha::WriteCorosyncAuthkey(key_path, {.overwrite = f.replace_key});
+    if (st.code() == ErrorCode::kRefused) {
+      return Fail(key_path + " exists: --keep-key to keep it, --replace-key for a new one (then on every host)", kExitRefused);
+    }
+    if (!st.ok()) return Fail(st);
+    key_note = "wrote " + key_path + " (" + std::to_string(ha::kCorosyncAuthkeyBytes) + " random bytes, mode 0400)";
+  }
+  if (Status st = ha::WriteCorosyncConf(conf_path, conf->text); !st.ok()) return Fail(st);
+
+  std::printf("wrote %s: cluster %s, knet, crypto %s/%s, token %d ms, %zu nodes:", conf_path.c_str(),
+              spec.cluster_name.c_str(), ha::CorosyncCipherName(spec.cipher), ha::CorosyncHashName(spec.hash),
+              spec.token_ms, spec.nodes.size());
+  for (const auto& n : spec.nodes) std::printf(" %s=%s(%u)", n.name.c_str(), n.ring0_addr.c_str(), n.nodeid);
+  std::printf("\n");
+  if (!keyed) {
+    std::printf("no authkey: Corosync runs without authentication on this cluster\n");
+    return kExitOk;
+  }
+  std::printf("%s\n", key_note.c_str());
+  std::printf("copy both to every host; every host needs the SAME authkey, or it cannot join:\n"
+              "  install -D -m 0644 %s /etc/corosync/corosync.conf\n"
+              "  install -D -m 0400 -o root -g root %s %s\n"
+              "then restart corosync on each host\n",
+              conf_path.c_str(), key_path.c_str(), spec.keyfile.c_str());
+  return kExitOk;
+}
+
+void AddCorosyncConfCommand(CLI::App* ha, CommandFn* selected) {
+  auto f = std::make_shared<CorosyncFlags>();
+  CLI::App* cc = ha->add_subcommand(
+      "corosync-conf", "Write corosync.conf for the config's hosts (knet, aes256/sha256) and a fresh shared authkey");
+  cc->add_option("--config", f->config, "The cluster's HA config (JSON): hosts' node ids, names, addresses")
+      ->required()->check(CLI::ExistingFile);
+  cc->add_option("--out", f->out, "Write DIR/corosync.conf and DIR/authkey (DIR is created, mode 0700)")->required();
+  cc->add_option("--cluster-name", f->cluster_name, "Corosync's cluster_name (default: the config's name)");
+  cc->add_option("--token-ms", f->spec.token_ms, "Token timeout: how long until a silent node is declared failed")
+      ->capture_default_str();
+  cc->add_option("--token-coefficient-ms", f->spec.token_coefficient_ms, "Added to the token per node past two")
+      ->capture_default_str();
+  cc->add_option("--consensus-ms", f->spec.consensus_ms, "0: 1.2 * token")->capture_default_str();
+  cc->add_option("--knet-ping-interval-ms", f->spec.knet_ping_interval_ms, "knet link pings (0 and 0: from the token)");
+  cc->add_option("--knet-ping-timeout-ms", f->spec.knet_ping_timeout_ms, "knet declares a link dead after this");
+  cc->add_option("--keyfile", f->spec.keyfile, "Where every host keeps the authkey (written into corosync.conf)")
+      ->capture_default_str();
+  cc->add_option("--cipher", f->cipher, "aes256 (default), aes192 or aes128");
+  cc->add_option("--hash", f->hash, "sha256 (default), sha384 or sha512");
+  cc->add_flag("--insecure-no-crypto", f->insecure_no_crypto,
+               "Cipher and hash none (or what --cipher/--hash say): Corosync traffic in the clear and "
+               "unauthenticated, anyone on the network can join; only for a lab");
+  auto* keep = cc->add_flag("--keep-key", f->keep_key, "Keep DIR/authkey if it exists (only the config is rewritten)");
+  cc->add_flag("--replace-key", f->replace_key, "Replace DIR/authkey (every host then needs the new one)")->excludes(keep);
+  cc->callback([selected, f] { *selected = [f] { return DoCorosyncConf(*f); }; });
+}
+
 }  // namespace
 
 void AddHaCommands(CLI::App& app, CommandFn* selected) {
@@ -234,6 +331,8 @@ void AddHaCommands(CLI::App& app, CommandFn* selected) {
   mv->add_flag("--cancel", f->cancel, "Cancel a move in flight");
   mv->add_flag("--json", f->json_out, "Print the result as JSON");
   mv->callback([selected, f] { *selected = [f] { return DoMove(*f); }; });
+
+  AddCorosyncConfCommand(ha, selected);
 }
 
 }  // namespace ferry::cli

@@ -2,7 +2,9 @@
 // whole group, quorate, and every other agent's messages; when one host is cut off, the two
 // others see a quorate 2-member view and the cut-off one loses quorum (the time each took is
 // printed); after healing, all three are members again. The agents are membership_probe
-// processes, one per host namespace, read through their JSON event lines.
+// processes, one per host namespace, read through their JSON event lines. TestClusterTest
+// checks the cluster itself: a crash drill, and Corosync's knet crypto (the running config
+// says aes256/sha256; a host holding another authkey cannot join).
 #include <signal.h>
 #include <unistd.h>
 
@@ -19,6 +21,7 @@
 
 #include "e2e_util.h"
 #include "ferry/base/clock.h"
+#include "ferry/ha/corosync_conf.h"
 #include "test_cluster.h"
 
 namespace ferry::e2e {
@@ -143,6 +146,54 @@ TEST(TestClusterTest, KillAndRestartCorosync) {
   ASSERT_TRUE(c.KillCorosync(2).ok());
   EXPECT_TRUE(WaitUntil([&] { return c.Quorate(0, 2) && c.Quorate(1, 2); }, 10000)) << c.Log(0);
   EXPECT_FALSE(c.Quorate(2));
+  ASSERT_TRUE(c.RestartCorosync(2).ok());
+  ASSERT_TRUE(c.WaitQuorate(2, true, 15000).ok()) << c.Log(2);
+  EXPECT_TRUE(WaitUntil([&] { return c.Quorate(0, 3) && c.Quorate(2, 3); }, 10000)) << c.Log(2);
+}
+
+// The cluster runs the config users get (`ferry ha corosync-conf`): every running corosync
+// reports knet crypto on (aes256 / sha256) with the cluster's one authkey, and knet loaded its
+// crypto module.
+TEST(TestClusterTest, CorosyncRunsWithKnetCryptoOn) {
+  if (geteuid() != 0) GTEST_SKIP() << "needs root (network and mount namespaces for the corosync hosts)";
+  auto cluster = TestCluster::Create(3, ClusterOptions{});
+  if (!cluster.ok() && cluster.status().code() == ErrorCode::kUnsupported) GTEST_SKIP() << cluster.status().message();
+  ASSERT_TRUE(cluster.ok()) << cluster.status().message();
+  TestCluster& c = **cluster;
+  for (int i = 0; i < c.size(); ++i) {
+    auto cipher = c.Cmap(i, "totem.crypto_cipher");
+    auto hash = c.Cmap(i, "totem.crypto_hash");
+    auto keyfile = c.Cmap(i, "totem.keyfile");
+    ASSERT_TRUE(cipher.ok() && hash.ok() && keyfile.ok())
+        << cipher.status().message() << hash.status().message() << keyfile.status().message();
+    EXPECT_EQ(*cipher, "aes256") << "host " << i;
+    EXPECT_EQ(*hash, "sha256") << "host " << i;
+    EXPECT_EQ(*keyfile, c.authkey()) << "host " << i;
+    EXPECT_NE(c.Log(i).find("crypto_nss.so has been loaded"), std::string::npos) << c.Log(i);
+  }
+}
+
+// knet really authenticates with the key: a host restarted with another authkey cannot
+// decrypt its peers' packets and never joins; with the cluster's key back, it does.
+TEST(TestClusterTest, AHostWithAnotherAuthkeyCannotJoin) {
+  if (geteuid() != 0) GTEST_SKIP() << "needs root (network and mount namespaces for the corosync hosts)";
+  auto cluster = TestCluster::Create(3, ClusterOptions{});
+  if (!cluster.ok() && cluster.status().code() == ErrorCode::kUnsupported) GTEST_SKIP() << cluster.status().message();
+  ASSERT_TRUE(cluster.ok()) << cluster.status().message();
+  TestCluster& c = **cluster;
+  // Hosts 0 and 1 keep the key they loaded at start; host 2 reads the file again on restart.
+  const std::string good = c.authkey() + ".good";
+  ASSERT_TRUE(c.KillCorosync(2).ok());
+  ASSERT_EQ(::rename(c.authkey().c_str(), good.c_str()), 0);
+  ASSERT_TRUE(ha::WriteCorosyncAuthkey(c.authkey()).ok());
+  ASSERT_TRUE(c.RestartCorosync(2).ok());
+  EXPECT_TRUE(WaitUntil([&] { return c.Log(2).find("Unable to decrypt packet") != std::string::npos; }, 10000))
+      << c.Log(2);
+  EXPECT_FALSE(WaitUntil([&] { return c.Quorate(2); }, 4000)) << "host 2 joined with another key\n" << c.Log(2);
+  EXPECT_TRUE(c.Quorate(0, 2) && c.Quorate(1, 2)) << c.Log(0);
+
+  ASSERT_TRUE(c.KillCorosync(2).ok());
+  ASSERT_EQ(::rename(good.c_str(), c.authkey().c_str()), 0);
   ASSERT_TRUE(c.RestartCorosync(2).ok());
   ASSERT_TRUE(c.WaitQuorate(2, true, 15000).ok()) << c.Log(2);
   EXPECT_TRUE(WaitUntil([&] { return c.Quorate(0, 3) && c.Quorate(2, 3); }, 10000)) << c.Log(2);

@@ -10,6 +10,8 @@
 #include <fstream>
 #include <sstream>
 
+#include "ferry/ha/corosync_conf.h"
+
 namespace ferry::e2e {
 namespace {
 
@@ -52,8 +54,8 @@ Result<std::unique_ptr<TestCluster>> TestCluster::Create(int hosts, ClusterOptio
     std::error_code ec;
     for (const char* sub : {"lib", "run"}) std::filesystem::create_directories(c->host_dir(i) + "/" + sub, ec);
     if (ec) return Internal("cannot create " + c->host_dir(i) + ": " + ec.message());
-    FERRY_RETURN_IF_ERROR(c->WriteConfig(i, hosts, options));
   }
+  FERRY_RETURN_IF_ERROR(c->WriteConfig(hosts, options));
   for (int i = 0; i < hosts; ++i) FERRY_RETURN_IF_ERROR(c->StartCorosync(i));
   // Formation takes a few seconds (knet links come up, then totem and votequorum sync).
   bool formed = WaitUntil([&] {
@@ -74,48 +76,22 @@ TestCluster::~TestCluster() {
   for (auto& p : corosync_) p.reset();  // SIGKILL and reap, by PID
 }
 
-Status TestCluster::WriteConfig(int i, int hosts, const ClusterOptions& o) const {
-  std::ostringstream conf;
-  conf << "# Written by TestCluster for host " << i << "\n"
-       << "totem {\n"
-       << "  version: 2\n"
-       << "  cluster_name: " << o.cluster_name << "\n"
-       << "  transport: knet\n"
-       << "  crypto_cipher: none\n"
-       << "  crypto_hash: none\n"
-       << "  token: " << o.token_ms << "\n"
-       << "  token_coefficient: " << o.token_coefficient_ms << "\n";
-  if (o.consensus_ms > 0) conf << "  consensus: " << o.consensus_ms << "\n";
-  conf << "  interface {\n"
-       << "    linknumber: 0\n"
-       << "    knet_ping_interval: " << std::max(1, o.knet_ping_timeout_ms / 10) << "\n"
-       << "    knet_ping_timeout: " << o.knet_ping_timeout_ms << "\n"
-       << "  }\n"
-       << "}\n"
-       << "nodelist {\n";
-  for (int n = 0; n < hosts; ++n) {
-    conf << "  node {\n"
-         << "    ring0_addr: " << address(n) << "\n"
-         << "    nodeid: " << nodeid(n) << "\n"
-         << "    name: host" << n << "\n"
-         << "  }\n";
-  }
-  conf << "}\n"
-       << "quorum {\n"
-       << "  provider: corosync_votequorum\n"
-       << "}\n"
-       << "logging {\n"
-       << "  to_stderr: yes\n"
-       << "  to_logfile: no\n"
-       << "  to_syslog: no\n"
-       << "  timestamp: hires\n"
-       << "}\n";
-  std::string path = host_dir(i) + "/corosync.conf";
-  std::ofstream out(path);
-  out << conf.str();
-  out.close();
-  if (!out) return Internal("cannot write " + path);
-  return Status::Ok();
+// The cluster's one corosync.conf and authkey, as users get them from `ferry ha corosync-conf`
+// (crypto on), with the test cluster's faster timers and corosync logging to stderr.
+Status TestCluster::WriteConfig(int hosts, const ClusterOptions& o) const {
+  ha::CorosyncSpec spec;
+  spec.cluster_name = o.cluster_name;
+  for (int n = 0; n < hosts; ++n) spec.nodes.push_back({nodeid(n), "host" + std::to_string(n), address(n)});
+  spec.token_ms = o.token_ms;
+  spec.token_coefficient_ms = o.token_coefficient_ms;
+  spec.consensus_ms = o.consensus_ms;
+  spec.knet_ping_interval_ms = std::max(1, o.knet_ping_timeout_ms / 10);
+  spec.knet_ping_timeout_ms = o.knet_ping_timeout_ms;
+  spec.keyfile = authkey();
+  spec.log = ha::CorosyncLog::kStderr;
+  FERRY_ASSIGN_OR_RETURN(ha::RenderedCorosyncConf conf, ha::RenderCorosyncConf(spec));
+  FERRY_RETURN_IF_ERROR(ha::WriteCorosyncAuthkey(authkey()));
+  return ha::WriteCorosyncConf(corosync_conf(), conf.text);
 }
 
 Status TestCluster::StartCorosync(int i) {
@@ -124,7 +100,7 @@ Status TestCluster::StartCorosync(int i) {
   // `ip netns exec`, unshare and sh all exec: the PID we hold is corosync's own. unshare makes
   // the mount namespace private, so the bind mounts never reach the root namespace.
   const std::string script = "mount --bind " + d + "/lib /var/lib/corosync && mount --bind " + d +
-                             "/run /run && exec corosync -f -c " + d + "/corosync.conf";
+                             "/run /run && exec corosync -f -c " + corosync_conf();
   auto p = std::make_unique<Process>(In(i, {"unshare", "-m", "sh", "-c", script}),
                                      d + "/corosync-" + std::to_string(starts_++));
   if (p->pid() <= 0) return Internal("cannot spawn corosync for host " + std::to_string(i));
@@ -184,6 +160,19 @@ std::string TestCluster::WriteHaConfig(int vms) const {
   std::string path = dir_.File("ha.json");
   std::ofstream(path) << cfg.dump(2);
   return path;
+}
+
+Result<std::string> TestCluster::Cmap(int i, const std::string& key) const {
+  CommandResult r = RunCommand(In(i, {"corosync-cmapctl", "-g", key}), host_dir(i) + "/cmapctl", 5000);
+  // "totem.crypto_cipher (str) = aes256"
+  const size_t eq = r.out.find(" = ");
+  if (r.code != 0 || eq == std::string::npos) {
+    return NotFound("corosync-cmapctl -g " + key + " on host " + std::to_string(i) + " failed (exit " +
+                    std::to_string(r.code) + "): " + r.out + r.err);
+  }
+  std::string value = r.out.substr(eq + 3);
+  while (!value.empty() && (value.back() == '\n' || value.back() == '\r')) value.pop_back();
+  return value;
 }
 
 std::string TestCluster::Log(int i) const { return corosync_[i] ? corosync_[i]->Stderr() : last_log_[i]; }

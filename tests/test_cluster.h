@@ -1,9 +1,11 @@
 // TestCluster: a real Corosync 3 cluster over TestHosts for end-to-end HA tests
 // (shared/notes/corosync-in-namespaces.md). One corosync per host, in the host's network
 // namespace and in a private mount namespace whose /run and /var/lib/corosync are bind
-// mounts of the host's scratch directories (DIR/hostN/{run,lib}); knet transport, no crypto,
-// votequorum, nodeid = i + 1, ring0_addr = the host's 127.31.0.x address. Each corosync logs
-// to its stderr, captured in DIR/hostN/corosync.err.
+// mounts of the host's scratch directories (DIR/hostN/{run,lib}). Every host runs the same
+// DIR/corosync.conf, rendered by ha::RenderCorosyncConf as `ferry ha corosync-conf` renders
+// it for users: knet with crypto on (aes256, sha256) keyed by one fresh DIR/authkey per
+// cluster, votequorum, nodeid = i + 1, name hostI, ring0_addr = the host's 127.31.0.x address.
+// Each corosync logs to its stderr, captured in DIR/hostN/corosync-K.err.
 //
 // The hosts have guest networks (TestHosts::Options::guest_network), so VMs started on them
 // are reachable from the client namespace.
@@ -51,6 +53,8 @@ class TestCluster {
   std::string address(int i) const { return hosts_->address(i); }
   uint32_t nodeid(int i) const { return static_cast<uint32_t>(i + 1); }
   const std::string& dir() const { return dir_.path(); }
+  std::string corosync_conf() const { return dir_.File("corosync.conf"); }
+  std::string authkey() const { return dir_.File("authkey"); }
   std::string host_dir(int i) const { return dir_.File("host" + std::to_string(i)); }
   // argv prefixed to run inside host i's network namespace (where libcpg reaches its corosync).
   std::vector<std::string> In(int i, std::vector<std::string> argv) const { return hosts_->In(i, std::move(argv)); }
@@ -67,6 +71,9 @@ class TestCluster {
   Status WaitQuorate(int i, bool expected, int timeout_ms);
   // Whether host i is quorate now with `members` nodes voting (-1: any number).
   bool Quorate(int i, int members = -1) const;
+  // A key of host i's running corosync, read with `corosync-cmapctl -g KEY` in its namespace
+  // ("totem.crypto_cipher" -> "aes256"); an error if the key is absent or corosync is down.
+  Result<std::string> Cmap(int i, const std::string& key) const;
   // Host i's corosync log so far (for failure messages).
   std::string Log(int i) const;
   // Writes an HA config (`ferry ha agent --config`) for these hosts with `vms` kvstore VMs
@@ -76,7 +83,7 @@ class TestCluster {
 
  private:
   TestCluster() = default;
-  Status WriteConfig(int i, int hosts, const ClusterOptions& o) const;
+  Status WriteConfig(int hosts, const ClusterOptions& o) const;
   Status StartCorosync(int i);
 
   // Declaration order is teardown order reversed: the corosyncs die first, then the
