@@ -7,6 +7,7 @@
 #include "cli_util.h"
 #include "commands.h"
 #include "device_flags.h"
+#include "security_flags.h"
 #include "ferry/base/units.h"
 #include "ferry/migrate/incoming.h"
 #include "ferry/vmhost/api_client.h"
@@ -20,7 +21,7 @@ using nlohmann::json;
 
 struct IncomingFlags {
   std::string listen;
-  std::string key;
+  SecurityFlags security;
   std::string api;
   DeviceFlags devices;
   double accept_timeout_s = 0;
@@ -30,7 +31,7 @@ struct IncomingFlags {
 struct MigrateFlags {
   std::string api;
   std::string to;
-  std::string key;
+  SecurityFlags security;
   uint32_t streams = 2;
   std::string compress = "zstd";
   double downtime_ms = 50;
@@ -52,11 +53,9 @@ int DoIncoming(const IncomingFlags& f) {
   auto overrides = f.devices.Overrides();
   if (!overrides.ok()) return Fail(overrides.status().message());
   o.devices = *overrides;
-  if (!f.key.empty()) {
-    auto key = migrate::LoadKey(f.key);
-    if (!key.ok()) return Fail(key.status().message());
-    o.key = std::move(key).value();
-  }
+  auto security = f.security.Load();
+  if (!security.ok()) return Fail(security.status());
+  o.security = std::move(security).value();
   if (f.accept_timeout_s < 0) return Fail("--accept-timeout-s must not be negative", kExitUsage);
   return ExitCodeFor(vmhost::RunIncoming(o, f.api));
 }
@@ -82,11 +81,9 @@ int DoMigrate(const MigrateFlags& f) {
     return Fail("--xbzrle-cache " + f.xbzrle_cache + " is more than half of this host's available memory", kExitUsage);
   }
   req["xbzrle_cache"] = *cache;
-  if (!f.key.empty()) {
-    auto key = migrate::LoadKey(f.key);
-    if (!key.ok()) return Fail(key.status().message());
-    req["key"] = vmhost::KeyToHex(key->bytes);  // the API socket is owner-only
-  }
+  auto security = f.security.Load();
+  if (!security.ok()) return Fail(security.status());
+  vmhost::SecurityToRequest(*security, &req);  // the API socket is owner-only
   const bool tty = isatty(STDERR_FILENO);
   auto progress = [tty](const json& p) {
     if (!tty) return;
@@ -128,7 +125,7 @@ void AddMigrateCommands(CLI::App& app, CommandFn* selected) {
   auto in = std::make_shared<IncomingFlags>();
   CLI::App* incoming = app.add_subcommand("incoming", "Wait for a live migration, then run the migrated VM here");
   incoming->add_option("--listen", in->listen, "HOST:PORT to listen on (port 0: any; the bound address is printed)")->required();
-  incoming->add_option("--key", in->key, "Shared key file (owner-only); without it only loopback sources are accepted");
+  AddSecurityFlags(incoming, &in->security, /*listener=*/true);
   incoming->add_option("--api", in->api, "Serve the migrated VM's JSON API on this unix socket");
   incoming->add_option("--min-generation", in->min_generation, "Refuse a source whose VM generation is older (HA fencing)");
   AddDeviceFlags(incoming, &in->devices);
@@ -140,7 +137,7 @@ void AddMigrateCommands(CLI::App& app, CommandFn* selected) {
   CLI::App* mig = app.add_subcommand("migrate", "Live-migrate a running VM to a `ferry incoming` destination");
   mig->add_option("--api", m->api, "The source VMM's API socket")->required();
   mig->add_option("--to", m->to, "HOST:PORT of the destination")->required();
-  mig->add_option("--key", m->key, "Shared key file (owner-only), the same as the destination's");
+  AddSecurityFlags(mig, &m->security, /*listener=*/false);
   mig->add_option("--streams", m->streams, "Parallel TCP streams")->check(CLI::Range(1, 16))->capture_default_str();
   mig->add_option("--compress", m->compress, "zstd (where it pays) or none")->capture_default_str();
   mig->add_option("--downtime-ms", m->downtime_ms, "Target downtime of the final stop-and-copy")->check(kFinite)->capture_default_str();

@@ -4,6 +4,8 @@
 
 #include "commands.h"
 #include "device_flags.h"
+#include "security_flags.h"
+#include "ferry/vmhost/requests.h"
 #include "ferry/migrate/transport.h"
 #include "ferry/replication/standby.h"
 #include "cli_util.h"
@@ -14,7 +16,8 @@ namespace {
 using nlohmann::json;
 
 struct StandbyFlags {
-  std::string listen, key, api;
+  std::string listen, api;
+  SecurityFlags security;
   DeviceFlags devices;
   uint64_t io_timeout_ms = 3000;
   double accept_timeout_s = 0;
@@ -23,7 +26,8 @@ struct StandbyFlags {
 };
 
 struct ReplicateFlags {
-  std::string api, to, key;
+  std::string api, to;
+  SecurityFlags security;
   double interval_ms = 25;
   double max_interval_ms = 1000;
   uint32_t streams = 2;
@@ -52,15 +56,13 @@ int DoStandby(const StandbyFlags& f) {
   auto overrides = f.devices.Overrides();
   if (!overrides.ok()) return Fail(overrides.status().message(), kExitUsage);
   o.devices = *overrides;
-  if (!f.key.empty()) {
-    auto key = migrate::LoadKey(f.key);
-    if (!key.ok()) return Fail(key.status().message());
-    o.key = std::move(key).value();
-  }
+  auto security = f.security.Load();
+  if (!security.ok()) return Fail(security.status());
+  o.security = std::move(security).value();
   auto standby = replication::Standby::Listen(o);
   if (!standby.ok()) return Fail(standby.status().message());
   std::fprintf(stderr, "ferry standby: listening on %s%s\n", (*standby)->address().c_str(),
-               o.key ? "" : " (no --key: loopback primaries only)");
+               (" (" + o.security.Describe() + ")").c_str());
   return ExitCodeFor(vmhost::RunStandby(std::move(standby).value(), f.api, f.lease_ms));
 }
 
@@ -87,11 +89,9 @@ int DoReplicate(const ReplicateFlags& f) {
            {"max_interval_ms", static_cast<uint64_t>(std::max(f.max_interval_ms, f.interval_ms))}, {"streams", f.streams},
            {"compress", f.compress}, {"io_timeout_ms", f.io_timeout_ms}, {"throttle", !f.no_throttle},
            {"wait_ms", static_cast<uint64_t>(f.wait_s * 1000)}};
-    if (!f.key.empty()) {
-      auto key = migrate::LoadKey(f.key);
-      if (!key.ok()) return Fail(key.status().message());
-      req["key"] = KeyToHex(key->bytes);  // the API socket is owner-only
-    }
+    auto security = f.security.Load();
+    if (!security.ok()) return Fail(security.status());
+    vmhost::SecurityToRequest(*security, &req);  // the API socket is owner-only
   }
   auto r = CallApi(f.api, req, static_cast<int>(f.wait_s * 1000) + 30000);
   if (!r.ok()) {
@@ -131,7 +131,7 @@ void AddReplicationCommands(CLI::App& app, CommandFn* selected) {
   auto s = std::make_shared<StandbyFlags>();
   CLI::App* standby = app.add_subcommand("standby", "Hold a hot replica of a VM that `ferry replicate` keeps up to date");
   standby->add_option("--listen", s->listen, "HOST:PORT to listen on (port 0: any; the bound address is printed)")->required();
-  standby->add_option("--key", s->key, "Shared key file (owner-only); without it only loopback primaries are accepted");
+  AddSecurityFlags(standby, &s->security, /*listener=*/true);
   standby->add_option("--api", s->api, "Serve the standby's API (status, promote; the VM's once promoted)");
   standby->add_option("--disk", s->devices.disk, "This host's own copy of the disk image (same size; replication fills it)");
   standby->add_option("--net", s->devices.net, "TAP[,bridge=BR] for the NIC once promoted");
@@ -147,7 +147,7 @@ void AddReplicationCommands(CLI::App& app, CommandFn* selected) {
   CLI::App* rep = app.add_subcommand("replicate", "Replicate a running VM continuously to a `ferry standby`");
   rep->add_option("--api", r->api, "The primary VMM's API socket")->required();
   rep->add_option("--to", r->to, "HOST:PORT of the standby");
-  rep->add_option("--key", r->key, "Shared key file (owner-only), the same as the standby's");
+  AddSecurityFlags(rep, &r->security, /*listener=*/false);
   rep->add_option("--interval-ms", r->interval_ms, "Guest run time between checkpoints")->check(kFinite)->capture_default_str();
   rep->add_option("--max-interval-ms", r->max_interval_ms, "How far epochs may stretch when shipping is slow")->check(kFinite)->capture_default_str();
   rep->add_option("--streams", r->streams, "Parallel TCP streams")->check(CLI::Range(1, 16))->capture_default_str();

@@ -54,6 +54,17 @@ Result<ClusterConfig> ClusterConfig::Parse(const json& j) {
   FERRY_RETURN_IF_ERROR(Read(j, "io_timeout_ms", &c.io_timeout_ms, false, "config"));
   FERRY_RETURN_IF_ERROR(Read(j, "promote_delay_ms", &c.promote_delay_ms, false, "config"));
   FERRY_RETURN_IF_ERROR(Read(j, "lease_ms", &c.lease_ms, false, "config"));
+  FERRY_RETURN_IF_ERROR(Read(j, "tls_cert", &c.tls_cert, false, "config"));
+  FERRY_RETURN_IF_ERROR(Read(j, "tls_key", &c.tls_key, false, "config"));
+  FERRY_RETURN_IF_ERROR(Read(j, "tls_ca", &c.tls_ca, false, "config"));
+  FERRY_RETURN_IF_ERROR(Read(j, "insecure", &c.insecure, false, "config"));
+  const bool some_tls = !c.tls_cert.empty() || !c.tls_key.empty() || !c.tls_ca.empty();
+  if (some_tls && (c.tls_cert.empty() || c.tls_key.empty() || c.tls_ca.empty())) {
+    return InvalidArgument("config: \"tls_cert\", \"tls_key\" and \"tls_ca\" go together");
+  }
+  if (some_tls + !c.key_file.empty() + c.insecure > 1) {
+    return InvalidArgument("config: choose one of \"key_file\", certificates (\"tls_cert\"...) and \"insecure\"");
+  }
   if (c.lease_ms != 0 && (c.lease_ms < 300 || c.lease_ms > 600000)) {
     return InvalidArgument("config: \"lease_ms\" must be 0 (no lease) or 300..600000");
   }
@@ -164,6 +175,12 @@ const VmSpec* ClusterConfig::Vm(const std::string& name) const {
     if (v.name == name) return &v;
   }
   return nullptr;
+}
+
+std::string ClusterConfig::TlsPath(const std::string& path, const std::string& host) const {
+  std::string out = path;
+  for (size_t at; (at = out.find("{host}")) != std::string::npos;) out.replace(at, 6, host);
+  return out;
 }
 
 }  // namespace ferry::ha

@@ -99,6 +99,11 @@ Status VmmExecutor::StartStandby(const VmSpec& v, uint64_t generation) {
                                    std::to_string(generation), "--io-timeout-ms", std::to_string(config_.io_timeout_ms),
                                    "--api", Sock(v.name)};
   if (!config_.key_file.empty()) args.insert(args.end(), {"--key", config_.key_file});
+  if (!config_.tls_cert.empty()) {
+    args.insert(args.end(), {"--tls-cert", config_.TlsPath(config_.tls_cert, self_.name), "--tls-key",
+                             config_.TlsPath(config_.tls_key, self_.name), "--tls-ca", config_.TlsPath(config_.tls_ca, self_.name)});
+  }
+  if (config_.insecure) args.push_back("--insecure");
   if (v.disk_bytes) args.insert(args.end(), {"--disk", disk});
   if (v.net) args.insert(args.end(), {"--net", "fv" + std::to_string(v.port) + ",bridge=" + self_.guest_bridge});
   return Spawn(v, Role::kStandby, generation, std::move(args));
@@ -292,11 +297,18 @@ Status VmmExecutor::Replicate(const VmSpec& v, const HostConfig& to, uint64_t ge
               {"io_timeout_ms", config_.io_timeout_ms},
               {"sync_bandwidth", v.sync_bandwidth},
               {"wait_ms", 60000}};
+  migrate::Security security;
   if (!config_.key_file.empty()) {
-    auto key = migrate::LoadKey(config_.key_file);
-    if (!key.ok()) return key.status();
-    req["key"] = vmhost::KeyToHex(key->bytes);
+    FERRY_ASSIGN_OR_RETURN(security.key, migrate::LoadKey(config_.key_file));
   }
+  if (!config_.tls_cert.empty()) {
+    // The standby's certificate must name its host, as the config names it.
+    FERRY_ASSIGN_OR_RETURN(security.certs, migrate::LoadCertificates(config_.TlsPath(config_.tls_cert, self_.name),
+                                                                     config_.TlsPath(config_.tls_key, self_.name),
+                                                                     config_.TlsPath(config_.tls_ca, self_.name), to.name));
+  }
+  security.insecure = config_.insecure;
+  vmhost::SecurityToRequest(security, &req);
   return vmhost::CallApi(Sock(v.name), req, 70000).status();
 }
 

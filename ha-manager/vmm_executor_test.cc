@@ -157,3 +157,53 @@ TEST(VmmExecutor, WithALeaseARunningVmmIsAdoptedLeasedWatchedAndReaped) {
 
 }  // namespace
 }  // namespace ferry::ha
+
+namespace ferry::ha {
+namespace {
+
+// The cluster's TLS settings reach the VMMs an agent starts ("{host}" is each host's own
+// file), and a config that mixes kinds of protection is refused.
+TEST(VmmExecutor, TheClustersCertificatesReachTheStandbyItStarts) {
+  char dir_template[] = "/tmp/ferry-exec-tls-XXXXXX";
+  ASSERT_NE(::mkdtemp(dir_template), nullptr);
+  const std::string dir = dir_template;
+  const std::string fake = dir + "/fake-ferry", argv_file = dir + "/argv";
+  {
+    std::ofstream f(fake);
+    f << "#!/bin/sh\nprintf '%s\\n' \"$@\" > " << argv_file << "\nexec sleep 30\n";
+  }
+  ASSERT_EQ(::chmod(fake.c_str(), 0755), 0);
+  const std::string hosts = R"("hosts": [{"name":"a","nodeid":1,"address":"127.31.0.1","dir":")" + dir + R"("},
+              {"name":"b","nodeid":2,"address":"127.31.0.2","dir":")" + dir + R"("}],
+    "vms": [{"name":"kv","guest":"kvstore.elf","primary":"a","backup":"b","port":7100}])";
+  auto config = ClusterConfig::Parse(nlohmann::json::parse(
+      R"({"tls_cert": "/etc/ferry/{host}.pem", "tls_key": "/etc/ferry/{host}.key", "tls_ca": "/etc/ferry/ca.pem", )" + hosts + "}"));
+  ASSERT_TRUE(config.ok()) << config.status().message();
+  {
+    VmmExecutor exec(*config, *config->Host("b"), fake);
+    ASSERT_TRUE(exec.StartStandby(*config->Vm("kv"), 1).ok());
+    std::string args;
+    const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+    while (args.find("--tls-ca") == std::string::npos && std::chrono::steady_clock::now() < deadline) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(10));
+      std::ifstream in(argv_file);
+      args.assign(std::istreambuf_iterator<char>(in), {});
+    }
+    EXPECT_NE(args.find("--tls-cert\n/etc/ferry/b.pem\n--tls-key\n/etc/ferry/b.key\n--tls-ca\n/etc/ferry/ca.pem\n"), std::string::npos)
+        << args;
+    EXPECT_EQ(args.find("--insecure"), std::string::npos);
+    exec.Kill("kv");
+    const auto end = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+    while (exec.Reap().empty() && std::chrono::steady_clock::now() < end) std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  for (const char* bad : {R"("tls_cert": "/c.pem", )", R"("tls_cert": "/c", "tls_key": "/k", "tls_ca": "/ca", "key_file": "/x", )",
+                          R"("key_file": "/x", "insecure": true, )", R"("insecure": "yes", )"}) {
+    auto refused = ClusterConfig::Parse(nlohmann::json::parse(std::string("{") + bad + hosts + "}"));
+    EXPECT_FALSE(refused.ok()) << bad;
+  }
+  for (const char* f : {"/fake-ferry", "/argv", "/kv.log", "/kv.img"}) ::unlink((dir + f).c_str());
+  ::rmdir(dir.c_str());
+}
+
+}  // namespace
+}  // namespace ferry::ha

@@ -90,7 +90,7 @@ Result<Session> AuthenticateToDestination(Channel& ch, const std::optional<Key>&
   return DecodeSession(f.payload);
 }
 
-Result<Hello> AuthenticateSource(Channel& ch, const std::optional<Key>& key, const Session& session) {
+Result<Hello> AuthenticateSource(Channel& ch, const std::optional<Key>& key, bool accept_remote, const Session& session) {
   std::string peer = ch.connection().PeerAddress();
   Frame f;
   FERRY_RETURN_IF_ERROR(ch.Expect(MsgType::kHello, &f));
@@ -99,8 +99,8 @@ Result<Hello> AuthenticateSource(Channel& ch, const std::optional<Key>& key, con
     ch.Fail(why);
     return Status(ErrorCode::kAborted, "refused " + peer + ": " + why);
   };
-  if (!key && !ch.connection().PeerIsLoopback()) {
-    return refuse("this destination has no --key and accepts loopback peers only");
+  if (!key && !accept_remote && !ch.connection().PeerIsLoopback()) {
+    return refuse("this destination has no --key (nor certificates) and accepts loopback peers only");
   }
   if (key && !hello.have_key) return refuse("authentication required: this destination has a --key and the source has none");
   if (!key && hello.have_key) return refuse("this destination has no --key; give both ends the same key");

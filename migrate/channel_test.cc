@@ -277,7 +277,7 @@ AuthOutcome Handshake(const std::optional<Key>& src_key, const std::optional<Key
   src.set_timeout_ms(2000);
   dst.set_timeout_ms(2000);
   AuthOutcome out;
-  std::thread t([&] { out.dst = AuthenticateSource(dst, dst_key, dst_session); });
+  std::thread t([&] { out.dst = AuthenticateSource(dst, dst_key, false, dst_session); });
   out.src = AuthenticateToDestination(src, src_key, role, stream, src_session);
   t.join();
   return out;
@@ -353,7 +353,7 @@ Result<Hello> ForgedSource(const Hello& hello, const std::vector<uint8_t>& auth_
   src.set_timeout_ms(2000);
   dst.set_timeout_ms(2000);
   Result<Hello> out = Internal("not run");
-  std::thread t([&] { out = AuthenticateSource(dst, dst_key, NewSession()); });
+  std::thread t([&] { out = AuthenticateSource(dst, dst_key, false, NewSession()); });
   Frame f;
   if (src.Send(MsgType::kHello, EncodeHello(hello)).ok() && src.Expect(MsgType::kChallenge, &f).ok()) {
     (void)src.Send(MsgType::kAuth, auth_payload);
@@ -378,7 +378,7 @@ TEST(AuthTest, ADestinationRefusesAForgedOrReplayedProof) {
   auto tape = p.to_dst;
   Channel src(std::move(p.src), "src control"), dst(std::move(p.dst), "dst control");
   Result<Hello> genuine = Internal("not run");
-  std::thread t([&] { genuine = AuthenticateSource(dst, key, NewSession()); });
+  std::thread t([&] { genuine = AuthenticateSource(dst, key, false, NewSession()); });
   ASSERT_TRUE(AuthenticateToDestination(src, key, Role::kControl, 0, {}).ok());
   t.join();
   ASSERT_TRUE(genuine.ok());

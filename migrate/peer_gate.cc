@@ -214,12 +214,22 @@ void PeerGate::Handshake(std::unique_ptr<Connection> connection) {
   Unregister guard{this, raw};
   const std::string peer = raw->PeerAddress();
   Result<Hello> hello = Status(ErrorCode::kRefused, "no handshake");
-  if (o_.key) {
-    // Keyed: TLS 1.3 with the key as its PSK first, then the protocol's own handshake inside.
-    auto wrapped = TlsConnection::Wrap(std::move(connection), *o_.key, TlsConnection::Side::kServer);
+  std::optional<Key> hmac = o_.security.key;
+  if (o_.security.tls()) {
+    // TLS 1.3 first (the key as its PSK, or certificates both ways), then the protocol's own
+    // handshake inside, keyed with certificates by the session's exporter.
+    auto wrapped = TlsConnection::Wrap(std::move(connection), o_.security, TlsConnection::Side::kServer);
     if (wrapped.ok()) {
       tls = std::move(*wrapped);
       Status st = tls->Handshake(o_.handshake_timeout_ms);
+      if (st.ok() && o_.security.certs) {
+        auto exported = tls->ExportKey();
+        if (exported.ok()) {
+          hmac = std::move(*exported);
+        } else {
+          st = exported.status();
+        }
+      }
       if (st.ok()) {
         connection = std::move(tls);
       } else {
@@ -233,7 +243,7 @@ void PeerGate::Handshake(std::unique_ptr<Connection> connection) {
     ch = std::make_unique<Channel>(std::move(connection), "handshake");
     ch->set_timeout_ms(o_.handshake_timeout_ms);
     ch->set_max_payload(MaxHandshakePayload());
-    hello = AuthenticateSource(*ch, o_.key, o_.session);
+    hello = AuthenticateSource(*ch, hmac, o_.security.insecure, o_.session);
   }
 
   std::unique_lock lock(mu_);

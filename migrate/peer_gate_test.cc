@@ -85,7 +85,7 @@ class PeerGateTest : public ::testing::Test {
     auto ep = ParseEndpoint(listener_->LocalAddress());
     ASSERT_TRUE(ep.ok());
     at_ = *ep;
-    options_.key = MakeKey('k');
+    options_.security.key = MakeKey('k');
     options_.session = NewSession();
     options_.io_timeout_ms = kIoTimeoutMs;
     options_.who = "peer_gate_test";
@@ -101,7 +101,7 @@ class PeerGateTest : public ::testing::Test {
   std::future<Result<std::unique_ptr<Channel>>> Source(const Key& key, Role role, const Session& session = {}) {
     return std::async(std::launch::async, [this, key, role, session] {
       Session assigned{};
-      return ConnectPeer(at_, "tcp", key, kIoTimeoutMs, role, 0, session, &assigned);
+      return ConnectPeer(at_, "tcp", Security::Keyed(key), kIoTimeoutMs, role, 0, session, &assigned);
     });
   }
 
@@ -140,7 +140,7 @@ TEST_F(PeerGateTest, TheRealPeerGetsInPastSilentAndStallingStrangers) {
   ASSERT_TRUE(WaitFor([&] { return TaskCount() >= threads_before + 1 + 220; }, 5000)) << TaskCount();
 
   uint64_t t0 = MonotonicNs();
-  auto source = Source(*options_.key, Role::kControl);
+  auto source = Source(*options_.security.key, Role::kControl);
   auto peer = gate->Next(Role::kControl, 10000);
   double ms = MsSince(t0);
   ASSERT_TRUE(peer.ok()) << peer.status().message();
@@ -167,7 +167,7 @@ TEST_F(PeerGateTest, AWrongKeyIsRefusedAndCountedWhileTheRealPeerGetsIn) {
   auto wrong = Source(MakeKey('x'), Role::kControl).get();
   ASSERT_FALSE(wrong.ok());
   EXPECT_NE(wrong.status().message().find("key"), std::string::npos) << wrong.status().message();
-  auto source = Source(*options_.key, Role::kControl);
+  auto source = Source(*options_.security.key, Role::kControl);
   auto peer = gate->Next(Role::kControl, 10000);
   ASSERT_TRUE(peer.ok()) << peer.status().message();
   ASSERT_TRUE(source.get().ok());
@@ -178,14 +178,14 @@ TEST_F(PeerGateTest, DataPeersMustCarryTheSessionAndTheRoleMustMatch) {
   auto gate = StartGate();
   ASSERT_TRUE(gate);
   // Both authenticate (the session is checked by the one who waits for data streams) ...
-  ASSERT_TRUE(Source(*options_.key, Role::kData, NewSession()).get().ok());
-  ASSERT_TRUE(Source(*options_.key, Role::kControl).get().ok());
+  ASSERT_TRUE(Source(*options_.security.key, Role::kData, NewSession()).get().ok());
+  ASSERT_TRUE(Source(*options_.security.key, Role::kControl).get().ok());
   // ... and are refused when a data stream of this session is wanted.
   auto none = gate->Next(Role::kData, 300);
   ASSERT_FALSE(none.ok());
   EXPECT_EQ(none.status().code(), ErrorCode::kTimeout);
   EXPECT_EQ(gate->refused(), 2u);
-  auto good = Source(*options_.key, Role::kData, options_.session);
+  auto good = Source(*options_.security.key, Role::kData, options_.session);
   auto peer = gate->Next(Role::kData, 10000);
   ASSERT_TRUE(peer.ok()) << peer.status().message();
   EXPECT_EQ(peer->hello.session, options_.session);
@@ -225,7 +225,7 @@ TEST_F(PeerGateTest, StrangersThatResetCloseOrSendGarbageDoNotEndTheGate) {
     strangers_.push_back(std::move(fd));
   }
   ASSERT_TRUE(WaitFor([&] { return gate->refused() == 5; }, 5000)) << gate->refused();
-  auto source = Source(*options_.key, Role::kControl);
+  auto source = Source(*options_.security.key, Role::kControl);
   auto peer = gate->Next(Role::kControl, 10000);
   ASSERT_TRUE(peer.ok()) << peer.status().message();
   ASSERT_TRUE(source.get().ok());

@@ -314,7 +314,7 @@ std::string Incoming::address() const { return listener_->LocalAddress(); }
 
 Result<Received> Incoming::Receive() {
   PeerGateOptions g;
-  g.key = options_.key;
+  g.security = options_.security;
   g.session = NewSession();
   g.io_timeout_ms = options_.io_timeout_ms;
   g.who = "ferry incoming";

@@ -59,7 +59,7 @@ class ProgressTicker {
 
 Result<std::unique_ptr<Channel>> Open(const Endpoint& to, const MigrateOptions& o, Role role, uint32_t stream,
                                       const Session& session, Session* assigned) {
-  return ConnectPeer(to, o.transport, o.key, o.io_timeout_ms, role, stream, session, assigned);
+  return ConnectPeer(to, o.transport, o.security, o.io_timeout_ms, role, stream, session, assigned);
 }
 
 // Everything Migrate() holds; Fail() undoes what the source changed so the VM runs on.

@@ -2,7 +2,10 @@
 
 #include <openssl/err.h>
 #include <openssl/hmac.h>
+#include <openssl/pem.h>
 #include <openssl/ssl.h>
+#include <openssl/x509v3.h>
+#include <arpa/inet.h>
 
 #include <cstring>
 
@@ -14,6 +17,7 @@ namespace {
 constexpr char kPskIdentity[] = "ferry-psk-v1";
 constexpr char kPskLabel[] = "ferry tls13 external psk v1";
 constexpr unsigned char kAes128GcmSha256[] = {0x13, 0x01};
+constexpr char kExporterLabel[] = "EXPORTER-ferry-hmac-v1";
 constexpr size_t kRecordBytes = 16384;  // TLS's largest record payload
 
 // The error queue as text, emptied.
@@ -43,6 +47,8 @@ struct TlsConnection::Impl {
   std::vector<uint8_t> psk;  // derived from the shared key
   std::vector<uint8_t> buf = std::vector<uint8_t>(64 * 1024);
   Side side = Side::kClient;
+  SecurityMode mode = SecurityMode::kKey;
+  std::string peer_name;  // what the peer's certificate must name ("" for a server: CA only)
   bool handshaken = false;
   Connection* inner = nullptr;
 
@@ -96,19 +102,52 @@ struct TlsConnection::Impl {
   // A TLS failure in words an operator can act on.
   Status Describe(const char* what) const {
     const std::string errors = TlsErrors();
+    auto has = [&](const char* text) { return errors.find(text) != std::string::npos; };
+    const bool certs = mode == SecurityMode::kCertificates;
     std::string hint;
-    if (errors.find("wrong version number") != std::string::npos || errors.find("packet length too long") != std::string::npos ||
-        errors.find("record layer failure") != std::string::npos) {
-      hint = "the peer does not speak TLS (a ferry without --key, or not a ferry at all)";
-    } else if (errors.find("binder") != std::string::npos || errors.find("decrypt error") != std::string::npos ||
-               errors.find("illegal parameter") != std::string::npos || errors.find("no suitable") != std::string::npos ||
-               errors.find("handshake failure") != std::string::npos) {
+    const long verify = SSL_get_verify_result(ssl);
+    if (has("wrong version number") || has("packet length too long") || has("record layer failure")) {
+      hint = "the peer does not speak TLS (a ferry with neither --key nor certificates, or not a ferry at all)";
+    } else if (certs && has("certificate verify failed") && verify != X509_V_OK) {
+      hint = PeerCertificateProblem(verify);
+    } else if (has("alert certificate expired")) {
+      hint = "the peer refused our certificate: it has expired";
+    } else if (has("alert unknown ca") || (certs && has("alert decrypt error"))) {
+      hint = "the peer refused our certificate: it is not signed by the peer's --tls-ca";
+    } else if (has("alert bad certificate") || has("alert certificate unknown")) {
+      hint = "the peer refused our certificate (its CA or the name it expects)";
+    } else if (has("alert certificate required")) {
+      hint = "the peer requires a certificate and we have none (it uses certificates; give this end --tls-cert/--tls-key/--tls-ca)";
+    } else if (has("peer did not return a certificate")) {
+      hint = "the peer presented no certificate (it uses --key? both ends need the same kind of authentication)";
+    } else if (!certs && (has("binder") || has("decrypt error") || has("illegal parameter"))) {
       hint = "the peer's key differs (both ends need the same --key)";
-    } else if (errors.find("bad record mac") != std::string::npos || errors.find("decryption failed") != std::string::npos) {
+    } else if (has("handshake failure") || has("no suitable") || has("no shared cipher")) {
+      hint = certs ? "the peer does not use certificates (it has --key? both ends need the same kind of authentication)"
+                   : "the peer has no matching key (a different --key, or it uses certificates)";
+    } else if (has("bad record mac") || has("decryption failed")) {
       hint = "a record failed authentication: the bytes were changed on the way (or replayed)";
     }
     return Status(ErrorCode::kRefused, std::string("TLS ") + what + " with " + inner->PeerAddress() + " failed: " +
                                            (hint.empty() ? errors : hint + " (" + errors + ")"));
+  }
+
+  std::string PeerCertificateProblem(long verify) const {
+    switch (verify) {
+      case X509_V_ERR_CERT_HAS_EXPIRED: return "the peer's certificate has expired";
+      case X509_V_ERR_CERT_NOT_YET_VALID: return "the peer's certificate is not valid yet";
+      case X509_V_ERR_UNABLE_TO_GET_ISSUER_CERT_LOCALLY:
+      case X509_V_ERR_UNABLE_TO_GET_ISSUER_CERT:
+      case X509_V_ERR_DEPTH_ZERO_SELF_SIGNED_CERT:
+      case X509_V_ERR_SELF_SIGNED_CERT_IN_CHAIN:
+      case X509_V_ERR_UNABLE_TO_VERIFY_LEAF_SIGNATURE:
+      case X509_V_ERR_CERT_SIGNATURE_FAILURE:
+        return "the peer's certificate is not signed by our --tls-ca";
+      case X509_V_ERR_HOSTNAME_MISMATCH:
+      case X509_V_ERR_IP_ADDRESS_MISMATCH:
+        return "the peer's certificate is not for " + peer_name + " (give --tls-peer-name if it names the host otherwise)";
+      default: return std::string("the peer's certificate is refused: ") + X509_verify_cert_error_string(verify);
+    }
   }
 };
 
@@ -133,45 +172,114 @@ int FindPsk(SSL* ssl, const unsigned char* id, size_t idlen, SSL_SESSION** sess)
 
 }  // namespace
 
-Result<std::unique_ptr<TlsConnection>> TlsConnection::Wrap(std::unique_ptr<Connection> inner, const Key& key, Side side) {
+namespace {
+
+// This end's certificate (with its chain), key and trusted CAs, and mutual verification.
+Status UseCertificates(SSL_CTX* ctx, const Certificates& c) {
+  BIO* cert = BIO_new_mem_buf(c.cert_pem.data(), static_cast<int>(c.cert_pem.size()));
+  BIO* key = BIO_new_mem_buf(c.key_pem.data(), static_cast<int>(c.key_pem.size()));
+  BIO* ca = BIO_new_mem_buf(c.ca_pem.data(), static_cast<int>(c.ca_pem.size()));
+  Status st = Status::Ok();
+  X509* leaf = cert ? PEM_read_bio_X509(cert, nullptr, nullptr, nullptr) : nullptr;
+  EVP_PKEY* pkey = key ? PEM_read_bio_PrivateKey(key, nullptr, nullptr, nullptr) : nullptr;
+  if (!leaf || !pkey || SSL_CTX_use_certificate(ctx, leaf) != 1 || SSL_CTX_use_PrivateKey(ctx, pkey) != 1) {
+    st = InvalidArgument("TLS: the certificate or key cannot be used: " + TlsErrors());
+  }
+  while (st.ok()) {  // intermediates after the leaf
+    X509* more = PEM_read_bio_X509(cert, nullptr, nullptr, nullptr);
+    if (!more) break;
+    if (SSL_CTX_add0_chain_cert(ctx, more) != 1) {
+      X509_free(more);
+      st = InvalidArgument("TLS: the certificate chain cannot be used: " + TlsErrors());
+    }
+  }
+  X509_STORE* store = SSL_CTX_get_cert_store(ctx);
+  int cas = 0;
+  while (st.ok() && ca) {
+    X509* one = PEM_read_bio_X509(ca, nullptr, nullptr, nullptr);
+    if (!one) break;
+    if (X509_STORE_add_cert(store, one) == 1) ++cas;
+    X509_free(one);
+  }
+  ERR_clear_error();  // the ends of the PEM texts
+  if (st.ok() && cas == 0) st = InvalidArgument("TLS: the CA file holds no usable certificate");
+  X509_free(leaf);
+  EVP_PKEY_free(pkey);
+  BIO_free(cert);
+  BIO_free(key);
+  BIO_free(ca);
+  SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER | SSL_VERIFY_FAIL_IF_NO_PEER_CERT, nullptr);
+  return st;
+}
+
+// The peer's certificate must carry `name`: an address or a DNS name.
+Status ExpectName(SSL* ssl, const std::string& name) {
+  X509_VERIFY_PARAM* param = SSL_get0_param(ssl);
+  in6_addr probe{};
+  const bool ip = ::inet_pton(AF_INET, name.c_str(), &probe) == 1 || ::inet_pton(AF_INET6, name.c_str(), &probe) == 1;
+  const int ok = ip ? X509_VERIFY_PARAM_set1_ip_asc(param, name.c_str()) : X509_VERIFY_PARAM_set1_host(param, name.c_str(), 0);
+  if (ok != 1) return InvalidArgument("TLS: cannot check the peer's name " + name + ": " + TlsErrors());
+  if (!ip) {
+    X509_VERIFY_PARAM_set_hostflags(param, X509_CHECK_FLAG_NO_PARTIAL_WILDCARDS);
+    if (SSL_is_server(ssl) == 0) SSL_set_tlsext_host_name(ssl, name.c_str());
+  }
+  return Status::Ok();
+}
+
+}  // namespace
+
+Result<std::unique_ptr<TlsConnection>> TlsConnection::Wrap(std::unique_ptr<Connection> inner, const Security& security, Side side,
+                                                           const std::string& dialled_host) {
+  FERRY_RETURN_IF_ERROR(CheckSecurity(security));
+  if (!security.tls()) return InvalidArgument("TLS needs a key or certificates");
   auto impl = std::make_unique<Impl>();
   impl->side = side;
+  impl->mode = security.mode();
   impl->inner = inner.get();
-  // The PSK is derived from the key file (never the key itself on the wire or in TLS state).
-  impl->psk.resize(32);
-  unsigned int len = 0;
-  if (!HMAC(EVP_sha256(), key.bytes.data(), static_cast<int>(key.bytes.size()), reinterpret_cast<const unsigned char*>(kPskLabel),
-            sizeof kPskLabel - 1, impl->psk.data(), &len) ||
-      len != 32) {
-    return Internal("TLS: deriving the PSK failed: " + TlsErrors());
-  }
   impl->ctx = SSL_CTX_new(side == Side::kClient ? TLS_client_method() : TLS_server_method());
   if (!impl->ctx) return Internal("TLS: " + TlsErrors());
   SSL_CTX_set_min_proto_version(impl->ctx, TLS1_3_VERSION);
   SSL_CTX_set_max_proto_version(impl->ctx, TLS1_3_VERSION);
-  SSL_CTX_set_num_tickets(impl->ctx, 0);  // no resumption: every connection proves the key afresh
+  SSL_CTX_set_num_tickets(impl->ctx, 0);  // no resumption: every connection proves itself afresh
   SSL_CTX_set_options(impl->ctx, SSL_OP_NO_TICKET);
   if (!SSL_CTX_set_ciphersuites(impl->ctx, "TLS_AES_128_GCM_SHA256:TLS_CHACHA20_POLY1305_SHA256")) {
     return Internal("TLS: " + TlsErrors());
   }
-  if (side == Side::kClient) {
-    SSL_CTX_set_psk_use_session_callback(impl->ctx, UsePsk);
+  if (security.key) {
+    // The PSK is derived from the key file (never the key itself on the wire or in TLS state).
+    const Key& key = *security.key;
+    impl->psk.resize(32);
+    unsigned int len = 0;
+    if (!HMAC(EVP_sha256(), key.bytes.data(), static_cast<int>(key.bytes.size()), reinterpret_cast<const unsigned char*>(kPskLabel),
+              sizeof kPskLabel - 1, impl->psk.data(), &len) ||
+        len != 32) {
+      return Internal("TLS: deriving the PSK failed: " + TlsErrors());
+    }
+    if (side == Side::kClient) {
+      SSL_CTX_set_psk_use_session_callback(impl->ctx, UsePsk);
+    } else {
+      SSL_CTX_set_psk_find_session_callback(impl->ctx, FindPsk);
+    }
   } else {
-    SSL_CTX_set_psk_find_session_callback(impl->ctx, FindPsk);
+    FERRY_RETURN_IF_ERROR(UseCertificates(impl->ctx, *security.certs));
+    impl->peer_name = !security.certs->peer_name.empty() ? security.certs->peer_name
+                      : side == Side::kClient            ? dialled_host
+                                                         : "";
   }
   impl->ssl = SSL_new(impl->ctx);
   if (!impl->ssl) return Internal("TLS: " + TlsErrors());
+  if (side == Side::kClient) {
+    SSL_set_connect_state(impl->ssl);
+  } else {
+    SSL_set_accept_state(impl->ssl);
+  }
+  if (!impl->peer_name.empty()) FERRY_RETURN_IF_ERROR(ExpectName(impl->ssl, impl->peer_name));
   impl->in = BIO_new(BIO_s_mem());
   impl->out = BIO_new(BIO_s_mem());
   if (!impl->in || !impl->out) return Internal("TLS: " + TlsErrors());
   BIO_set_mem_eof_return(impl->in, -1);  // empty: "want read", not end of stream
   SSL_set_bio(impl->ssl, impl->in, impl->out);
   SSL_set_app_data(impl->ssl, impl.get());
-  if (side == Side::kClient) {
-    SSL_set_connect_state(impl->ssl);
-  } else {
-    SSL_set_accept_state(impl->ssl);
-  }
   return std::unique_ptr<TlsConnection>(new TlsConnection(std::move(inner), std::move(impl)));
 }
 
@@ -190,8 +298,13 @@ Status TlsConnection::Handshake(uint64_t timeout_ms) {
     if (MonotonicNs() >= deadline) return Timeout("TLS handshake with " + PeerAddress() + " took over " + std::to_string(timeout_ms) + " ms");
   }
   FERRY_RETURN_IF_ERROR(impl_->Flush(deadline));
-  if (!SSL_session_reused(impl_->ssl)) {
-    return Status(ErrorCode::kRefused, "TLS handshake with " + PeerAddress() + " did not use the shared key");
+  if (impl_->mode == SecurityMode::kKey && !SSL_session_reused(impl_->ssl)) {
+    return Status(ErrorCode::kRefused, "TLS handshake with " + PeerAddress() +
+                                           " did not use the shared key (the peer uses certificates? both ends need the same kind of authentication)");
+  }
+  if (impl_->mode == SecurityMode::kCertificates &&
+      (SSL_get_verify_result(impl_->ssl) != X509_V_OK || SSL_get0_peer_certificate(impl_->ssl) == nullptr)) {
+    return Status(ErrorCode::kRefused, "TLS handshake with " + PeerAddress() + " did not verify the peer's certificate");
   }
   impl_->handshaken = true;
   return Status::Ok();
@@ -257,6 +370,16 @@ Status TlsConnection::Read(std::span<uint8_t> out, uint64_t timeout_ms) {
     done += *n;
   }
   return Status::Ok();
+}
+
+Result<Key> TlsConnection::ExportKey() const {
+  if (!impl_->handshaken) return Status(ErrorCode::kAborted, "TLS: no handshake yet");
+  Key key{std::vector<uint8_t>(32)};
+  if (SSL_export_keying_material(impl_->ssl, key.bytes.data(), key.bytes.size(), kExporterLabel, sizeof kExporterLabel - 1,
+                                 nullptr, 0, 0) != 1) {
+    return Internal("TLS: exporting the session key failed: " + TlsErrors());
+  }
+  return key;
 }
 
 std::string TlsConnection::Describe() const {

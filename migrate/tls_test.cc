@@ -13,7 +13,7 @@
 namespace ferry::migrate {
 namespace {
 
-Key TestKey(char fill = 'k') { return Key{std::vector<uint8_t>(32, static_cast<uint8_t>(fill))}; }
+Security TestKey(char fill = 'k') { return Security::Keyed(Key{std::vector<uint8_t>(32, static_cast<uint8_t>(fill))}); }
 
 // A listener on 127.0.0.1 and one accepted connection, with the client's.
 struct Pair {

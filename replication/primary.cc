@@ -89,7 +89,7 @@ Status Replicator::Impl::Connect() {
     return InvalidArgument("--streams must be 1.." + std::to_string(migrate::kMaxStreams));
   }
   migrate::Session session{};
-  FERRY_ASSIGN_OR_RETURN(control, migrate::ConnectPeer(to, o.transport, o.key, o.io_timeout_ms, migrate::Role::kControl,
+  FERRY_ASSIGN_OR_RETURN(control, migrate::ConnectPeer(to, o.transport, o.security, o.io_timeout_ms, migrate::Role::kControl,
                                                        0, migrate::Session{}, &session));
   migrate::Begin begin;
   begin.config = vm.config();
@@ -102,7 +102,7 @@ Status Replicator::Impl::Connect() {
   std::vector<std::unique_ptr<migrate::Channel>> data;
   for (uint32_t i = 0; i < o.streams; ++i) {
     migrate::Session ignored;
-    FERRY_ASSIGN_OR_RETURN(auto ch, migrate::ConnectPeer(to, o.transport, o.key, o.io_timeout_ms,
+    FERRY_ASSIGN_OR_RETURN(auto ch, migrate::ConnectPeer(to, o.transport, o.security, o.io_timeout_ms,
                                                          migrate::Role::kData, i, session, &ignored));
     data.push_back(std::move(ch));
   }

@@ -325,7 +325,7 @@ Status Standby::Impl::ControlLoop() {
 
 Status Standby::Impl::Session() {
   migrate::PeerGateOptions g;
-  g.key = o.key;
+  g.security = o.security;
   g.session = session;
   g.io_timeout_ms = o.sync_timeout_ms;
   g.who = "ferry standby";

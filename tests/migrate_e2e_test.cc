@@ -11,6 +11,7 @@
 #include <poll.h>
 #include <signal.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 
 #include <atomic>
 #include <fstream>
@@ -18,6 +19,7 @@
 #include <thread>
 
 #include "e2e_util.h"
+#include "test_pki.h"
 #include "fault_proxy.h"
 #include "ferry/base/clock.h"
 #include "ferry/base/unique_fd.h"
@@ -108,6 +110,53 @@ TEST(MigrateE2E, MemcheckOnLoopbackPassesVerification) {
   EXPECT_EQ(dst.process->Wait(20000), 0) << dst.process->Stderr();
 }
 
+// Writes a PEM file (owner-only, as a private key must be).
+std::string WritePem(const TempDir& dir, const std::string& name, const std::string& pem) {
+  const std::string path = dir.File(name);
+  std::ofstream(path) << pem;
+  ::chmod(path.c_str(), 0600);
+  return path;
+}
+
+TEST(MigrateE2E, MemcheckBetweenNamespaceHostsWithCertificates) {
+  REQUIRE_KVM();
+  auto hosts = TestHosts::Create(2);
+  if (!hosts.ok()) GTEST_SKIP() << hosts.status().message();
+  TempDir dir;
+  migrate::testing::TestPki pki, stranger("Stranger CA");
+  const std::string dst_ip = (*hosts)->address(1);
+  auto dst_cert = pki.Issue({"host1", dst_ip}), src_cert = pki.Issue({"host0"}), bad_cert = stranger.Issue({"host0"});
+  const std::string ca = WritePem(dir, "ca.pem", pki.ca_pem());
+  auto src = StartGuest(dir, "src", "memcheck", "128M", {}, hosts->get(), 0);
+  AwaitMemcheckBusy(dir.File("src.sock"));
+  auto dst = StartIncoming(dir, "dst", dst_ip + ":4412",
+                           {"--tls-cert", WritePem(dir, "dst.pem", dst_cert.cert_pem), "--tls-key",
+                            WritePem(dir, "dst.key", dst_cert.key_pem), "--tls-ca", ca},
+                           hosts->get(), 1);
+  // A source whose certificate another CA signed is refused on both ends; the VM runs on.
+  auto bad = RunCommand((*hosts)->In(0, {FerryBin(), "migrate", "--api", dir.File("src.sock"), "--to", dst.address, "--tls-cert",
+                                         WritePem(dir, "bad.pem", bad_cert.cert_pem), "--tls-key",
+                                         WritePem(dir, "bad.key", bad_cert.key_pem), "--tls-ca", ca}),
+                        dir.File("bad"));
+  EXPECT_EQ(bad.code, 1);
+  EXPECT_NE(bad.err.find("refused our certificate"), std::string::npos) << bad.err;
+  EXPECT_TRUE(WaitUntil([&] { return dst.process->Stderr().find("not signed by our --tls-ca") != std::string::npos; }, 5000))
+      << dst.process->Stderr();
+  ExpectRunning(dir.File("src.sock"));
+  auto r = RunCommand((*hosts)->In(0, {FerryBin(), "migrate", "--api", dir.File("src.sock"), "--to", dst.address, "--tls-cert",
+                                       WritePem(dir, "src.pem", src_cert.cert_pem), "--tls-key",
+                                       WritePem(dir, "src.key", src_cert.key_pem), "--tls-ca", ca, "--streams", "3",
+                                       "--verify", "--json"}),
+                      dir.File("mig"));
+  ASSERT_EQ(r.code, 0) << r.err << dst.process->Stderr();
+  json s = LastJsonLine(r.out);
+  EXPECT_TRUE(s["verify_passed"].get<bool>()) << s["verify_report"];
+  EXPECT_EQ(src->Wait(20000), 0) << src->Stderr();
+  ExpectVerifies(dir.File("dst.sock"));
+  EXPECT_TRUE(Api(dir.File("dst.sock"), {{"op", "stop"}, {"force", true}}).ok());
+  EXPECT_EQ(dst.process->Wait(20000), 0);
+}
+
 TEST(MigrateE2E, MemcheckBetweenNamespaceHostsWithKey) {
   REQUIRE_KVM();
   auto hosts = TestHosts::Create(2);
@@ -138,10 +187,18 @@ TEST(MigrateE2E, KeylessDestinationRefusesAnotherHost) {
   auto src = StartGuest(dir, "src", "hello", "32M", {"mode=spin"}, hosts->get(), 0);
   ASSERT_TRUE(WaitForReport(dir.File("src.sock"), "guest", 20000).ok());
   auto dst = StartIncoming(dir, "dst", (*hosts)->address(1) + ":4411", {}, hosts->get(), 1);
+  // The source itself will not send guest memory in the clear to another host...
   auto r = RunCommand((*hosts)->In(0, {FerryBin(), "migrate", "--api", dir.File("src.sock"), "--to", dst.address}),
                     dir.File("mig"));
   EXPECT_EQ(r.code, 1);
-  EXPECT_NE(r.err.find("loopback peers only"), std::string::npos) << r.err;
+  EXPECT_NE(r.err.find("in the clear"), std::string::npos) << r.err;
+  // ... and with --insecure (warned), the keyless destination still refuses it.
+  auto insecure = RunCommand((*hosts)->In(0, {FerryBin(), "migrate", "--api", dir.File("src.sock"), "--to", dst.address,
+                                              "--insecure"}),
+                             dir.File("mig-insecure"));
+  EXPECT_EQ(insecure.code, 1);
+  EXPECT_NE(insecure.err.find("WARNING: --insecure"), std::string::npos) << insecure.err;
+  EXPECT_NE(insecure.err.find("loopback peers only"), std::string::npos) << insecure.err;
   EXPECT_TRUE(WaitUntil([&] { return dst.process->Stderr().find("loopback peers only") != std::string::npos; }, 5000))
       << dst.process->Stderr();
   ExpectRunning(dir.File("src.sock"));
@@ -159,13 +216,13 @@ TEST(MigrateE2E, WrongKeyOrNoKeyIsRefusedOnBothEnds) {
 
   auto wrong = RunFerry({"migrate", "--api", dir.File("src.sock"), "--to", dst.address, "--key", bad}, dir.File("wrong"));
   EXPECT_EQ(wrong.code, 1);
-  EXPECT_NE(wrong.err.find("authentication failed"), std::string::npos) << wrong.err;
+  // A keyed connection is TLS 1.3 with the key as its PSK: a wrong key fails its handshake.
+  EXPECT_NE(wrong.err.find("key differs"), std::string::npos) << wrong.err;
   auto none = RunFerry({"migrate", "--api", dir.File("src.sock"), "--to", dst.address}, dir.File("none"));
   EXPECT_EQ(none.code, 1);
-  EXPECT_NE(none.err.find("key"), std::string::npos) << none.err;
   EXPECT_TRUE(WaitUntil([&] {
     std::string e = dst.process->Stderr();
-    return e.find("authentication failed") != std::string::npos && e.find("authentication required") != std::string::npos;
+    return e.find("key differs") != std::string::npos && e.find("does not speak TLS") != std::string::npos;
   }, 5000)) << dst.process->Stderr();
   // Nothing was loaded there; the source runs on, intact; the listener still waits.
   EXPECT_EQ(dst.process->Stderr().find("VM received"), std::string::npos);
@@ -363,7 +420,7 @@ double KeyedHandshakeMs(const std::string& address, const std::string& key_path)
   if (!ep.ok() || !key.ok()) return -1;
   migrate::Session assigned{};
   uint64_t t0 = MonotonicNs();
-  auto ch = migrate::ConnectPeer(*ep, "tcp", *key, 10000, migrate::Role::kData, 0, migrate::NewSession(), &assigned);
+  auto ch = migrate::ConnectPeer(*ep, "tcp", migrate::Security::Keyed(*key), 10000, migrate::Role::kData, 0, migrate::NewSession(), &assigned);
   double ms = (MonotonicNs() - t0) / 1e6;
   EXPECT_TRUE(ch.ok()) << ch.status().message();
   return ch.ok() ? ms : -1;

@@ -71,7 +71,7 @@ HostOutcome RunIncoming(const migrate::IncomingOptions& options, const std::stri
   migrate::Incoming* in = owner.get();
   host.SetCancel([in] { in->Cancel(); });
   std::fprintf(stderr, "ferry incoming: listening on %s%s\n", in->address().c_str(),
-               options.key ? "" : " (no --key: loopback sources only)");
+               (" (" + options.security.Describe() + ")").c_str());
   auto r = in->Receive();
   if (!r.ok() && host.phase() == Phase::kStopped) {
     // Nothing runs here: a destination stopped while waiting did not do its job (exit 1).

@@ -14,6 +14,7 @@ using nlohmann::json;
 
 constexpr uint64_t kMaxTimeoutMs = 3600000;  // an hour: longer is a typo
 constexpr size_t kMaxPath = 4096;
+constexpr size_t kMaxPem = 256 * 1024;
 
 void ReadPeer(FieldReader& r, PeerFields* p) {
   r.String("to", &p->to, 256, /*required=*/true);
@@ -27,8 +28,32 @@ void ReadPeer(FieldReader& r, PeerFields* p) {
     if (!key.ok()) {
       r.Fail("\"key\": " + key.status().message());
     } else {
-      p->key = std::move(key).value();
+      p->security.key = std::move(key).value();
     }
+  }
+  // Certificates travel as PEM text (the CLI reads the files; the API socket is owner-only).
+  std::string cert, cert_key, ca, peer_name;
+  r.String("tls_cert", &cert, kMaxPem);
+  r.String("tls_key", &cert_key, kMaxPem);
+  r.String("tls_ca", &ca, kMaxPem);
+  r.String("tls_peer_name", &peer_name, 253);
+  r.Bool("insecure", &p->security.insecure);
+  if (r.ok() && (!cert.empty() || !cert_key.empty() || !ca.empty())) {
+    if (cert.empty() || cert_key.empty() || ca.empty()) {
+      r.Fail("\"tls_cert\", \"tls_key\" and \"tls_ca\" go together");
+    } else {
+      auto certs = migrate::ParseCertificates(std::move(cert), std::move(cert_key), std::move(ca), std::move(peer_name));
+      if (!certs.ok()) {
+        r.Fail(certs.status().message());
+      } else {
+        p->security.certs = std::move(certs).value();
+      }
+    }
+  } else if (r.ok() && !peer_name.empty()) {
+    r.Fail("\"tls_peer_name\" needs certificates");
+  }
+  if (r.ok()) {
+    if (Status st = migrate::CheckSecurity(p->security); !st.ok()) r.Fail(st.message());
   }
   r.Choice("transport", &p->transport, {"tcp", "rdma"});
   uint64_t streams = p->streams;
@@ -247,6 +272,17 @@ std::string KeyToHex(const std::vector<uint8_t>& bytes) {
     out += kDigits[v & 15];
   }
   return out;
+}
+
+void SecurityToRequest(const migrate::Security& s, nlohmann::json* req) {
+  if (s.key) (*req)["key"] = KeyToHex(s.key->bytes);
+  if (s.certs) {
+    (*req)["tls_cert"] = s.certs->cert_pem;
+    (*req)["tls_key"] = s.certs->key_pem;
+    (*req)["tls_ca"] = s.certs->ca_pem;
+    if (!s.certs->peer_name.empty()) (*req)["tls_peer_name"] = s.certs->peer_name;
+  }
+  if (s.insecure) (*req)["insecure"] = true;
 }
 
 Result<migrate::Key> KeyFromHex(const std::string& hex) {

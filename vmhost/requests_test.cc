@@ -5,6 +5,8 @@
 #include <cmath>
 #include <limits>
 
+#include "test_pki.h"
+
 namespace ferry::vmhost {
 namespace {
 
@@ -125,6 +127,39 @@ TEST(Requests, KeysRoundTripThroughHex) {
 
 namespace ferry::vmhost {
 namespace {
+
+TEST(Requests, SecurityFieldsRoundTripAndContradictionsAreRefused) {
+  migrate::testing::TestPki pki;
+  auto cert = pki.Issue({"host-b"});
+  migrate::Security sent;
+  sent.certs = migrate::Certificates{cert.cert_pem, cert.key_pem, pki.ca_pem(), "host-b"};
+  json j = {{"op", "replicate"}, {"to", "127.0.0.1:4410"}};
+  SecurityToRequest(sent, &j);
+  auto r = DecodeRequest(j, Limits());
+  ASSERT_TRUE(r.ok()) << r.status().message();
+  const auto& got = std::get<ReplicateRequest>(r->body).peer.security;
+  ASSERT_TRUE(got.certs.has_value());
+  EXPECT_EQ(got.certs->peer_name, "host-b");
+  EXPECT_EQ(got.mode(), migrate::SecurityMode::kCertificates);
+  // Two of the three PEM texts, a key that is not the certificate's, both kinds at once,
+  // --insecure with a key, a peer name without certificates: refused.
+  json partial = j;
+  partial.erase("tls_ca");
+  EXPECT_FALSE(Decode(partial).ok());
+  json wrong_key = j;
+  wrong_key["tls_key"] = pki.Issue({"host-c"}).key_pem;
+  EXPECT_NE(Decode(wrong_key).message().find("does not belong"), std::string::npos) << Decode(wrong_key).message();
+  json both = j;
+  both["key"] = KeyToHex(std::vector<uint8_t>(32, 7));
+  EXPECT_FALSE(Decode(both).ok());
+  json insecure_keyed = {{"op", "migrate"}, {"to", "127.0.0.1:1"}, {"key", KeyToHex(std::vector<uint8_t>(32, 7))}, {"insecure", true}};
+  EXPECT_FALSE(Decode(insecure_keyed).ok());
+  EXPECT_FALSE(Decode({{"op", "migrate"}, {"to", "127.0.0.1:1"}, {"tls_peer_name", "host-b"}}).ok());
+  EXPECT_FALSE(Decode({{"op", "migrate"}, {"to", "127.0.0.1:1"}, {"insecure", "yes"}}).ok());
+  auto plain = DecodeRequest({{"op", "migrate"}, {"to", "127.0.0.1:1"}, {"insecure", true}}, Limits());
+  ASSERT_TRUE(plain.ok());
+  EXPECT_EQ(std::get<MigrateRequest>(plain->body).peer.security.mode(), migrate::SecurityMode::kInsecure);
+}
 
 TEST(Requests, ReplicateStopTakesAKeepStandbyFlagAndNothingElse) {
   auto r = DecodeRequest({{"op", "replicate_stop"}, {"keep_standby", true}}, Limits());

@@ -31,7 +31,7 @@ Ends Connect(bool tls) {
   e.client = std::move(*c);
   t.join();
   if (tls) {
-    Key key{std::vector<uint8_t>(32, 'k')};
+    Security key = Security::Keyed(Key{std::vector<uint8_t>(32, 'k')});
     auto c_tls = TlsConnection::Wrap(std::move(e.client), key, TlsConnection::Side::kClient);
     auto s_tls = TlsConnection::Wrap(std::move(e.server), key, TlsConnection::Side::kServer);
     std::thread h([&] { (void)(*s_tls)->Handshake(5000); });

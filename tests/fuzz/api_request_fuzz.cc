@@ -167,7 +167,8 @@ uint64_t MemoryCap(const DecodeLimits& l) {
 
 void CheckPeer(const PeerFields& p) {
   Check(!p.to.empty() && p.to.size() <= 256);
-  Check(!p.key || p.key->bytes.size() >= 16);
+  Check(!p.security.key || p.security.key->bytes.size() >= 16);
+  Check(!(p.security.key && p.security.certs) && !(p.security.insecure && p.security.tls()));
   Check(p.transport == "tcp" || p.transport == "rdma");
   Check(p.streams >= 1 && p.streams <= 16);
 }

@@ -57,7 +57,14 @@ struct VmSpec {
 
 struct ClusterConfig {
   std::string name = "ferry";
-  std::string key_file;         // shared replication key (optional)
+  // How replication between hosts is protected (migrate/security.h), handed by every agent
+  // to the VMMs it starts: a shared key (TLS 1.3 PSK), or certificates (mutual TLS 1.3; a
+  // "{host}" in a path is the host's name, so one config names each host's own files, and a
+  // standby's certificate must name its host), or "insecure": true for plaintext between
+  // hosts. With none, replication between hosts is refused.
+  std::string key_file;
+  std::string tls_cert, tls_key, tls_ca;
+  bool insecure = false;
   double interval_ms = 25;      // replication epochs
   uint64_t io_timeout_ms = 1000;  // replication: a silent peer is lost after this
   // How long a primary's host must have been out of the view before its backup claims the
@@ -78,6 +85,8 @@ struct ClusterConfig {
   std::vector<VmSpec> vms;
 
   static Result<ClusterConfig> Parse(const nlohmann::json& j);
+  // A tls_* path for `host` ("{host}" replaced by its name).
+  std::string TlsPath(const std::string& path, const std::string& host) const;
   static Result<ClusterConfig> Load(const std::string& path);
   const HostConfig* Host(const std::string& name) const;
   const HostConfig* HostByNode(uint32_t nodeid) const;

@@ -27,15 +27,16 @@
 
 #include "ferry/migrate/auth.h"
 #include "ferry/migrate/channel.h"
+#include "ferry/migrate/security.h"
 #include "ferry/migrate/transport.h"
 
 namespace ferry::migrate {
 
 // Connects (tcp or rdma) and authenticates as `role`; for a data stream, `session` is the
 // control connection's. Returns the channel, its I/O timeout set; *assigned gets the session
-// the peer assigned.
+// the peer assigned. Plaintext to a peer on another host needs security.insecure.
 Result<std::unique_ptr<Channel>> ConnectPeer(const Endpoint& to, const std::string& transport,
-                                             const std::optional<Key>& key, uint64_t io_timeout_ms, Role role,
+                                             const Security& security, uint64_t io_timeout_ms, Role role,
                                              uint32_t stream, const Session& session, Session* assigned);
 
 struct AcceptedPeer {
@@ -49,7 +50,7 @@ inline constexpr uint64_t kHandshakeTimeoutMs = 2000;
 inline constexpr uint32_t kMaxHandshakes = 256;
 
 struct PeerGateOptions {
-  std::optional<Key> key;  // none: loopback peers only
+  Security security;  // plaintext: loopback peers only, unless insecure
   Session session{};       // sent in every welcome; data streams must carry it back
   uint64_t io_timeout_ms = 20000;  // the accepted peer's channel timeout
   uint64_t handshake_timeout_ms = kHandshakeTimeoutMs;

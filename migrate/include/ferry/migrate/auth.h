@@ -30,8 +30,9 @@ Result<Session> AuthenticateToDestination(Channel& channel, const std::optional<
                                           const Session& session);
 
 // Destination side. Returns the peer's hello once it proved the key (or, keyless, once it is
-// known to be a loopback peer); `session` goes back in the welcome.
-Result<Hello> AuthenticateSource(Channel& channel, const std::optional<Key>& key, const Session& session);
+// known to be a loopback peer or `accept_remote` says any peer will do: --insecure);
+// `session` goes back in the welcome.
+Result<Hello> AuthenticateSource(Channel& channel, const std::optional<Key>& key, bool accept_remote, const Session& session);
 
 Session NewSession();
 

@@ -18,6 +18,7 @@
 #include "ferry/base/status.h"
 #include "ferry/hypervisor/vm.h"
 #include "ferry/migrate/auth.h"
+#include "ferry/migrate/security.h"
 #include "ferry/migrate/transport.h"
 
 namespace ferry::migrate {
@@ -26,7 +27,7 @@ class PeerGate;
 
 struct IncomingOptions {
   std::string listen;              // HOST:PORT
-  std::optional<Key> key;          // none: loopback peers only
+  Security security;               // plaintext: loopback peers only, unless insecure
   uint64_t accept_timeout_ms = 0;  // 0: wait for a source forever
   uint64_t io_timeout_ms = 20000;
   uint64_t min_generation = 0;     // refuse a source whose VM generation is older (HA fencing)

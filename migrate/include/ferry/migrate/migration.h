@@ -28,12 +28,13 @@
 #include "ferry/migrate/auth.h"
 #include "ferry/migrate/convergence.h"
 #include "ferry/migrate/page_codec.h"
+#include "ferry/migrate/security.h"
 
 namespace ferry::migrate {
 
 struct MigrateOptions {
   std::string to;                   // HOST:PORT of `ferry incoming`
-  std::optional<Key> key;
+  Security security;                // TLS (key or certificates), or plaintext
   std::string transport = "tcp";    // tcp | rdma
   uint32_t streams = 2;
   bool compress = true;             // zstd where it pays

@@ -27,7 +27,7 @@
 
 #include "ferry/base/status.h"
 #include "ferry/hypervisor/vm.h"
-#include "ferry/migrate/auth.h"
+#include "ferry/migrate/security.h"
 #include "ferry/replication/epoch_controller.h"
 #include "ferry/replication/states.h"
 
@@ -35,7 +35,7 @@ namespace ferry::replication {
 
 struct ReplicateOptions {
   std::string to;  // HOST:PORT of `ferry standby`
-  std::optional<migrate::Key> key;
+  migrate::Security security;  // TLS (key or certificates), or plaintext
   std::string transport = "tcp";
   uint32_t streams = 2;
   bool compress = true;

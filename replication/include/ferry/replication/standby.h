@@ -24,14 +24,14 @@
 
 #include "ferry/base/status.h"
 #include "ferry/hypervisor/vm.h"
-#include "ferry/migrate/auth.h"
+#include "ferry/migrate/security.h"
 #include "ferry/replication/states.h"
 
 namespace ferry::replication {
 
 struct StandbyOptions {
   std::string listen;              // HOST:PORT
-  std::optional<migrate::Key> key; // none: loopback primaries only
+  migrate::Security security;      // plaintext: loopback primaries only, unless insecure
   uint64_t accept_timeout_ms = 0;  // 0: wait for a primary forever
   uint64_t io_timeout_ms = 3000;   // a primary silent this long (after the sync) is lost
   uint64_t sync_timeout_ms = 60000;  // ... and during the initial sync

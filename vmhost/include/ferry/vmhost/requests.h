@@ -16,6 +16,7 @@
 
 #include "ferry/base/status.h"
 #include "ferry/migrate/auth.h"
+#include "ferry/migrate/security.h"
 #include "ferry/vmhost/lifecycle.h"
 
 namespace ferry::vmhost {
@@ -31,7 +32,7 @@ struct DecodeLimits {
 // The connection fields a migration and a replication share.
 struct PeerFields {
   std::string to;                   // HOST:PORT, checked
-  std::optional<migrate::Key> key;  // hex in JSON
+  migrate::Security security;       // key (hex), tls_* PEM text, insecure in JSON
   std::string transport = "tcp";    // tcp | rdma
   uint32_t streams = 2;
   bool compress = true;
@@ -41,7 +42,7 @@ struct PeerFields {
 template <class Options>
 void ApplyPeer(const PeerFields& p, Options* o) {
   o->to = p.to;
-  o->key = p.key;
+  o->security = p.security;
   o->transport = p.transport;
   o->streams = p.streams;
   o->compress = p.compress;
@@ -127,6 +128,9 @@ std::vector<std::string> ApiFields(const std::string& op);
 // Hex text for a key in a request (the CLI loads the key file; the API socket is owner-only).
 std::string KeyToHex(const std::vector<uint8_t>& bytes);
 Result<migrate::Key> KeyFromHex(const std::string& hex);
+// The request fields for `security` ("key", "tls_cert", "tls_key", "tls_ca", "tls_peer_name",
+// "insecure"): what DecodeRequest reads back into PeerFields::security.
+void SecurityToRequest(const migrate::Security& security, nlohmann::json* request);
 
 // This host's MemAvailable from /proc/meminfo (0 if unreadable).
 uint64_t HostMemAvailable();
