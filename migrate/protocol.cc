@@ -56,6 +56,8 @@ const char* MsgTypeName(uint16_t type) {
     case MsgType::kEpochEnd: return "epoch-end";
     case MsgType::kHandover: return "handover";
     case MsgType::kHandoverDone: return "handover-done";
+    case MsgType::kPageRequest: return "page-request";
+    case MsgType::kPageReply: return "page-reply";
   }
   return "unknown";
 }
@@ -81,6 +83,8 @@ uint32_t MaxPayload(uint16_t type) {
     case MsgType::kHandover:
     case MsgType::kHandoverDone: return 8;
     case MsgType::kSync: return 4 + 8 * kMaxStreams;
+    case MsgType::kPageRequest: return 8 + 8 + 4;
+    case MsgType::kPageReply: return 8 + 8 + 4 + kMaxPagesPerBatch * kPageBytes;
     case MsgType::kSynced:
     case MsgType::kReady:
     case MsgType::kPrepared:

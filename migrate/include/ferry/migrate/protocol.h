@@ -57,6 +57,8 @@ enum class MsgType : uint16_t {
   kStreamEnd = 21,    // src -> dst (data): the last frame on this stream
   kEpochEnd = 22,     // primary -> standby (data): the last frame of an epoch's pages on this stream
   kHandoverDone = 23, // standby -> primary (control): the replica runs; the primary must stay stopped
+  kPageRequest = 24,  // dst -> src (post-copy stream): send these pages now
+  kPageReply = 25,    // src -> dst (post-copy stream): the pages a request asked for, raw
 };
 const char* MsgTypeName(uint16_t type);
 
