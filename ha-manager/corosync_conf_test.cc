@@ -23,7 +23,7 @@ using ::testing::Not;
 CorosyncSpec ThreeNodes() {
   CorosyncSpec s;
   s.cluster_name = "prod-1";
-  s.nodes = {{1, "h0", "10.0.0.1"}, {2, "h1", "10.0.0.2"}, {3, "h2", "10.0.0.3"}};
+  s.nodes = {{1, "h0", "127.33.0.1"}, {2, "h1", "127.33.0.2"}, {3, "h2", "127.33.0.3"}};
   return s;
 }
 
@@ -49,9 +49,9 @@ TEST(CorosyncConf, ThreeNodesRenderWithCryptoOnByDefault) {
   EXPECT_THAT(t, Not(HasSubstr("consensus")));
   EXPECT_THAT(t, Not(HasSubstr("knet_ping")));
   EXPECT_THAT(t, Not(HasSubstr("WARNING")));
-  EXPECT_THAT(t, HasSubstr("  node {\n    nodeid: 1\n    name: h0\n    ring0_addr: 10.0.0.1\n  }\n"
-                           "  node {\n    nodeid: 2\n    name: h1\n    ring0_addr: 10.0.0.2\n  }\n"
-                           "  node {\n    nodeid: 3\n    name: h2\n    ring0_addr: 10.0.0.3\n  }\n"));
+  EXPECT_THAT(t, HasSubstr("  node {\n    nodeid: 1\n    name: h0\n    ring0_addr: 127.33.0.1\n  }\n"
+                           "  node {\n    nodeid: 2\n    name: h1\n    ring0_addr: 127.33.0.2\n  }\n"
+                           "  node {\n    nodeid: 3\n    name: h2\n    ring0_addr: 127.33.0.3\n  }\n"));
   EXPECT_THAT(t, HasSubstr("provider: corosync_votequorum"));
   EXPECT_THAT(t, HasSubstr("  to_syslog: yes\n"));
 }
@@ -111,8 +111,8 @@ TEST(CorosyncConf, RefusesDuplicateAndMalformedNodes) {
   s.nodes[2].nodeid = 1;
   EXPECT_THAT(Refusal(s), HasSubstr("nodeid 1 is used twice"));
   s = ThreeNodes();
-  s.nodes[2].ring0_addr = "10.0.0.1";
-  EXPECT_THAT(Refusal(s), HasSubstr("ring0_addr 10.0.0.1 is used twice"));
+  s.nodes[2].ring0_addr = "127.33.0.1";
+  EXPECT_THAT(Refusal(s), HasSubstr("ring0_addr 127.33.0.1 is used twice"));
   s = ThreeNodes();
   s.nodes.clear();
   EXPECT_THAT(Refusal(s), HasSubstr("nodelist is empty"));
@@ -126,7 +126,7 @@ TEST(CorosyncConf, RefusesDuplicateAndMalformedNodes) {
     s.nodes[1].nodeid = id;
     EXPECT_THAT(Refusal(s), HasSubstr("out of range 1..65535")) << id;
   }
-  for (const char* bad : {"", "10.0.0.300", "host.example", "10.0.0.2 ", "10.0.0.2/24"}) {
+  for (const char* bad : {"", "127.33.0.300", "host.example", "127.33.0.2 ", "127.33.0.2/24"}) {
     s = ThreeNodes();
     s.nodes[1].ring0_addr = bad;
     EXPECT_THAT(Refusal(s), HasSubstr("is not an IPv4 or IPv6 address")) << bad;
