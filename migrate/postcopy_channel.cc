@@ -20,6 +20,12 @@ std::vector<uint8_t> EncodePageRequest(const PageRequest& r) {
   return e.Take();
 }
 
+std::vector<uint8_t> EncodePageReply(const PageRequest& r, const uint8_t* pages) {
+  std::vector<uint8_t> reply = EncodePageRequest(r);  // the same three fields lead the reply
+  reply.insert(reply.end(), pages, pages + static_cast<size_t>(r.count) * kPageBytes);
+  return reply;
+}
+
 Result<PageRequest> DecodePageRequest(std::span<const uint8_t> payload) {
   Decoder d(payload);
   PageRequest r;
@@ -58,7 +64,6 @@ Result<PageServerStats> ServePageRequests(Channel& channel, const uint8_t* memor
                                           const std::atomic<bool>& stop) {
   PageServerStats stats;
   Frame f;
-  std::vector<uint8_t> reply;
   while (!stop.load(std::memory_order_relaxed)) {
     FERRY_RETURN_IF_ERROR(channel.Receive(&f));
     if (f.type == static_cast<uint16_t>(MsgType::kStreamEnd)) return stats;  // every page has arrived there
@@ -78,14 +83,7 @@ Result<PageServerStats> ServePageRequests(Channel& channel, const uint8_t* memor
       channel.Fail(req.status().message());
       return req.status();
     }
-    Encoder e;
-    e.PutU64(req->id);
-    e.PutU64(req->first);
-    e.PutU32(req->count);
-    reply = e.Take();
-    const uint8_t* from = memory + req->first * kPageBytes;
-    reply.insert(reply.end(), from, from + static_cast<size_t>(req->count) * kPageBytes);
-    FERRY_RETURN_IF_ERROR(channel.Send(MsgType::kPageReply, reply));
+    FERRY_RETURN_IF_ERROR(channel.Send(MsgType::kPageReply, EncodePageReply(*req, memory + req->first * kPageBytes)));
     ++stats.requests;
     stats.pages += req->count;
   }

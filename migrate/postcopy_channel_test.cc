@@ -120,14 +120,7 @@ TEST(PostcopyChannel, ASourceThatGoesAwayFailsTheDestinationOnceAndTouchersWait)
     Frame f;
     if (!link.src->Expect(MsgType::kPageRequest, &f).ok()) return;
     auto req = DecodePageRequest(f.payload);
-    Encoder e;
-    e.PutU64(req->id);
-    e.PutU64(req->first);
-    e.PutU32(req->count);
-    auto reply = e.Take();
-    reply.insert(reply.end(), source.begin() + static_cast<long>(req->first * kPage),
-                 source.begin() + static_cast<long>((req->first + req->count) * kPage));
-    (void)link.src->Send(MsgType::kPageReply, reply);
+    (void)link.src->Send(MsgType::kPageReply, EncodePageReply(*req, source.data() + req->first * kPage));
     link.src->Close();
   });
   EXPECT_EQ(std::memcmp(r.base, source.data(), kPage), 0);
@@ -173,13 +166,10 @@ TEST(PostcopyChannel, RequestsBeyondTheVmAndRepliesToAnotherRequestAreRefused) {
       Frame f;
       if (!link.src->Expect(MsgType::kPageRequest, &f).ok()) return;
       auto req = DecodePageRequest(f.payload);
-      Encoder e;
-      e.PutU64(req->id + 1);  // answers some other request
-      e.PutU64(req->first);
-      e.PutU32(req->count);
-      auto reply = e.Take();
-      reply.resize(reply.size() + req->count * kPage);
-      (void)link.src->Send(MsgType::kPageReply, reply);
+      PageRequest other = *req;
+      other.id += 1;  // answers some other request
+      std::vector<uint8_t> zeros(other.count * kPage);
+      (void)link.src->Send(MsgType::kPageReply, EncodePageReply(other, zeros.data()));
     });
     PageRequester requester(*link.dst);
     std::vector<uint8_t> out(kPage);

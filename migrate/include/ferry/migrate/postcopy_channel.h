@@ -21,6 +21,8 @@ struct PageRequest {
 };
 std::vector<uint8_t> EncodePageRequest(const PageRequest& r);
 Result<PageRequest> DecodePageRequest(std::span<const uint8_t> payload);
+// The page-reply answering `r`: its id, range, then r.count pages from `pages`.
+std::vector<uint8_t> EncodePageReply(const PageRequest& r, const uint8_t* pages);
 
 // Destination side: PostcopyOptions::fetch. A reply that is not the one asked for (another
 // id, range or size), an error frame or silence beyond the channel's timeout is an error.
