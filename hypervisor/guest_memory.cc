@@ -1,5 +1,6 @@
 #include "ferry/hypervisor/guest_memory.h"
 
+#include <fcntl.h>
 #include <limits.h>
 #include <sys/uio.h>
 
@@ -111,6 +112,17 @@ Status GuestMemory::WriteVThroughFd(uint64_t gpa, std::span<const std::span<cons
       n -= take;
       if (iov[first].iov_len == 0) ++first;
     }
+  }
+  return Status::Ok();
+}
+
+Status GuestMemory::Discard(uint64_t gpa, uint64_t len) {
+  if (!Contains(gpa, len) || gpa % kPageSize != 0 || len % kPageSize != 0) {
+    return InvalidArgument("discard of a range that is not whole pages of guest memory");
+  }
+  if (len == 0) return Status::Ok();
+  if (::fallocate(fd_.get(), FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, static_cast<off_t>(gpa), static_cast<off_t>(len)) != 0) {
+    return ErrnoError("discard guest memory (punch a hole in the memfd)");
   }
   return Status::Ok();
 }

@@ -2,6 +2,7 @@
 
 #include <cstring>
 
+#include "ferry/migrate/postcopy_memory.h"
 #include "ferry/migrate/stream_set.h"
 
 namespace ferry::migrate {
@@ -30,6 +31,17 @@ Status ApplyStaged(hypervisor::GuestMemory& memory, const StagedPages& staged) {
 
 Status PageSink::Flush() {
   if (run_.empty()) return Status::Ok();
+  if (postcopy_) {
+    for (size_t i = 0; i < run_.size(); ++i) {
+      Status st = postcopy_->Place(run_first_ + i, run_[i].data());
+      if (!st.ok()) {
+        run_.clear();
+        return st;
+      }
+    }
+    run_.clear();
+    return Status::Ok();
+  }
   if (staged_) {
     for (size_t i = 0; i < run_.size(); ++i) {
       staged_->index.push_back(run_first_ + i);
@@ -63,6 +75,7 @@ Result<uint64_t> PageSink::Apply(std::span<const uint8_t> payload) {
         ++used;
         break;
       case PageEncoding::kXbzrle:
+        if (postcopy_) return Corrupt("page " + std::to_string(r.page) + " arrived as a delta after the post-copy switchover");
         // The delta applies to the page as last sent, which is what guest memory holds now:
         // a batch names each page at most once, so no earlier record of it is still pending.
         FERRY_RETURN_IF_ERROR(memory_.Read(r.page * kPageBytes, slot, kPageBytes));

@@ -42,6 +42,7 @@ Result<PageRequest> DecodePageRequest(std::span<const uint8_t> payload) {
 
 Status PageRequester::Fetch(uint64_t first, uint32_t count, uint8_t* out) {
   if (count == 0 || count > kMaxPagesPerBatch) return InvalidArgument("a page request asks for 1..256 pages");
+  std::lock_guard lock(mu_);
   const PageRequest req{next_id_++, first, count};
   FERRY_RETURN_IF_ERROR(channel_.Send(MsgType::kPageRequest, EncodePageRequest(req)));
   FERRY_RETURN_IF_ERROR(channel_.Expect(MsgType::kPageReply, &frame_));
@@ -58,6 +59,11 @@ Status PageRequester::Fetch(uint64_t first, uint32_t count, uint8_t* out) {
   }
   std::memcpy(out, frame_.payload.data() + kReplyHeader, static_cast<size_t>(count) * kPageBytes);
   return Status::Ok();
+}
+
+Status PageRequester::End() {
+  std::lock_guard lock(mu_);
+  return channel_.Send(MsgType::kStreamEnd, EncodeStreamEnd(StreamEnd{0, channel_.frames_sent()}));
 }
 
 Result<PageServerStats> ServePageRequests(Channel& channel, const uint8_t* memory, uint64_t pages,

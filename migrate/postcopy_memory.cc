@@ -36,6 +36,9 @@ Result<std::unique_ptr<PostcopyMemory>> PostcopyMemory::Register(uint8_t* base, 
   }
   if (!options.fetch) return InvalidArgument("post-copy memory needs a fetch function");
   if (options.window_pages == 0 || options.window_pages > 256) return InvalidArgument("post-copy window must be 1..256 pages");
+  if (options.outstanding && options.outstanding->size() != bytes / kPage) {
+    return InvalidArgument("post-copy: the outstanding pages do not describe this memory");
+  }
   UniqueFd uffd(static_cast<int>(::syscall(SYS_userfaultfd, O_CLOEXEC | O_NONBLOCK)));
   if (!uffd.valid()) return ErrnoError("userfaultfd (post-copy needs it: vm.unprivileged_userfaultfd or CAP_SYS_PTRACE)", errno);
   uffdio_api api{};
@@ -56,8 +59,16 @@ Result<std::unique_ptr<PostcopyMemory>> PostcopyMemory::Register(uint8_t* base, 
 
 PostcopyMemory::PostcopyMemory(uint8_t* base, uint64_t bytes, UniqueFd uffd, UniqueFd wake, PostcopyOptions options)
     : base_(base), pages_(bytes / kPage), uffd_(std::move(uffd)), wake_(std::move(wake)), options_(std::move(options)),
-      present_(new std::atomic<uint8_t>[bytes / kPage]), missing_(bytes / kPage) {
-  for (uint64_t i = 0; i < pages_; ++i) present_[i].store(0, std::memory_order_relaxed);
+      present_(new std::atomic<uint8_t>[bytes / kPage]), missing_(0) {
+  const Bitmap* want = options_.outstanding;
+  uint64_t missing = 0;
+  for (uint64_t i = 0; i < pages_; ++i) {
+    const bool fetch = !want || want->Test(i);
+    present_[i].store(fetch ? 0 : 1, std::memory_order_relaxed);
+    missing += fetch;
+  }
+  missing_.store(missing);
+  options_.outstanding = nullptr;  // the caller's: not kept
 }
 
 PostcopyMemory::~PostcopyMemory() {
@@ -105,7 +116,15 @@ void PostcopyMemory::ServeFault(uint64_t address) {
   const uint64_t page = (address - reinterpret_cast<uintptr_t>(base_)) / kPage;
   if (page >= pages_) return;
   if (present_[page].load(std::memory_order_acquire)) {
-    // Placed after the fault was queued: that copy woke the toucher already; wake to be sure.
+    // Not the source's to send: a hole it never wrote, filled with zeros here. Or placed after
+    // the fault was queued (EEXIST): that copy woke the toucher already; wake to be sure.
+    uffdio_zeropage zero{};
+    zero.range = {reinterpret_cast<uintptr_t>(base_) + page * kPage, kPage};
+    if (::ioctl(uffd_.get(), UFFDIO_ZEROPAGE, &zero) == 0) {
+      std::lock_guard lock(mu_);
+      ++zero_filled_;
+      return;
+    }
     uffdio_range range{reinterpret_cast<uintptr_t>(base_) + page * kPage, kPage};
     (void)::ioctl(uffd_.get(), UFFDIO_WAKE, &range);
     return;
@@ -206,6 +225,7 @@ PostcopyStats PostcopyMemory::stats() const {
     s.faults = faults_;
     s.fetched_pages = fetched_;
     s.placed_pages = placed_;
+    s.zero_filled = zero_filled_;
   }
   s.missing_pages = missing();
   s.fault_p50_us = Percentile(samples, 0.5);

@@ -6,6 +6,7 @@
 #include "ferry/base/coding.h"
 #include "ferry/hypervisor/vm_state_codec.h"
 #include "ferry/migrate/checkpoint_protocol.h"
+#include "ferry/migrate/postcopy_protocol.h"
 
 namespace ferry::migrate {
 namespace {
@@ -58,6 +59,9 @@ const char* MsgTypeName(uint16_t type) {
     case MsgType::kHandoverDone: return "handover-done";
     case MsgType::kPageRequest: return "page-request";
     case MsgType::kPageReply: return "page-reply";
+    case MsgType::kPostcopyState: return "postcopy-state";
+    case MsgType::kPostcopyComplete: return "postcopy-complete";
+    case MsgType::kPostcopyEnd: return "postcopy-end";
   }
   return "unknown";
 }
@@ -85,6 +89,9 @@ uint32_t MaxPayload(uint16_t type) {
     case MsgType::kSync: return 4 + 8 * kMaxStreams;
     case MsgType::kPageRequest: return 8 + 8 + 4;
     case MsgType::kPageReply: return 8 + 8 + 4 + kMaxPagesPerBatch * kPageBytes;
+    case MsgType::kPostcopyState: return kMaxPostcopyStatePayload;
+    case MsgType::kPostcopyComplete: return kPostcopyCompletePayload;
+    case MsgType::kPostcopyEnd:
     case MsgType::kSynced:
     case MsgType::kReady:
     case MsgType::kPrepared:
@@ -204,7 +211,7 @@ std::vector<uint8_t> EncodeBegin(const Begin& m) {
   e.PutU32(m.streams);
   e.PutU32(kPageBytes);
   e.PutU64(m.generation);
-  e.PutU32((m.verify ? 1u : 0u) | (m.replication ? 2u : 0u));  // flags
+  e.PutU32((m.verify ? 1u : 0u) | (m.replication ? 2u : 0u) | (m.postcopy ? 4u : 0u));  // flags
   return e.Take();
 }
 
@@ -221,9 +228,11 @@ Result<Begin> DecodeBegin(std::span<const uint8_t> p) {
   uint32_t flags = 0;
   d.GetU32(&flags);
   if (!d.ok() || d.remaining() != 0) return Malformed("begin");
-  if (flags > 3) return Unsupported("begin carries unknown flags");
+  if (flags > 7) return Unsupported("begin carries unknown flags");
   m.verify = flags & 1;
   m.replication = flags & 2;
+  m.postcopy = flags & 4;
+  if (m.replication && m.postcopy) return Corrupt("begin asks for replication and post-copy at once");
   if (m.streams == 0 || m.streams > kMaxStreams) return Corrupt("begin asks for " + std::to_string(m.streams) + " streams");
   if (page != kPageBytes) return Unsupported("peer uses " + std::to_string(page) + "-byte pages");
   return m;

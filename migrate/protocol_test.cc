@@ -266,7 +266,7 @@ TEST(MessageTest, BeginRoundTripsAndRefusesBadFields) {
   EXPECT_EQ(r.status().code(), ErrorCode::kUnsupported);
   EXPECT_NE(r.status().message().find("8192-byte pages"), std::string::npos) << r.status().message();
   bad = p;
-  bad[tail + 16] = 4;  // an unknown flag
+  bad[tail + 16] = 8;  // an unknown flag
   EXPECT_EQ(DecodeBegin(bad).status().code(), ErrorCode::kUnsupported);
   m = SampleBegin();
   m.replication = true;

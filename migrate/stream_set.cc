@@ -34,6 +34,12 @@ Status StreamSet::SendRound(const Bitmap& pages, const uint8_t* source) {
   return Status::Ok();
 }
 
+void StreamSet::BeginPostcopy(const Bitmap& outstanding) {
+  for (uint64_t w = 0; w < outstanding.word_count(); ++w) {
+    for (uint64_t bits = outstanding.words()[w]; bits; bits &= bits - 1) sent_hash_[w * 64 + __builtin_ctzll(bits)] = 0;
+  }
+}
+
 Status StreamSet::SendStream(size_t stream, const Bitmap& pages, const uint8_t* host) {
   Channel& ch = *channels_[stream];
   PageEncoder& enc = *encoders_[stream];

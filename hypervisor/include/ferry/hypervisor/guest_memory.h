@@ -55,6 +55,10 @@ class GuestMemory {
   // Gathers `parts` (each a whole number of pages, together contiguous from `gpa`) into one
   // pwritev: how a migration receiver lands a run of pages taken from several buffers.
   Status WriteVThroughFd(uint64_t gpa, std::span<const std::span<const uint8_t>> parts);
+  // Drops [gpa, gpa + len) (whole pages) from guest RAM: those pages are holes again (they
+  // read as zero, or raise a userfaultfd MISSING fault while one is registered). A post-copy
+  // destination drops the pages the source changed after sending them.
+  Status Discard(uint64_t gpa, uint64_t len);
   // Calls fn(offset, length) for each populated range of the memfd (SEEK_DATA/SEEK_HOLE);
   // memory outside them was never written and reads as zero.
   Status ForEachPopulatedRange(const std::function<void(uint64_t, uint64_t)>& fn) const;

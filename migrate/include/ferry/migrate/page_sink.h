@@ -25,12 +25,18 @@ struct StagedPages {
 // Writes staged pages into guest memory (runs of consecutive pages in one pwritev each).
 Status ApplyStaged(hypervisor::GuestMemory& memory, const StagedPages& staged);
 
+class PostcopyMemory;
+
 class PageSink {
  public:
   PageSink(hypervisor::GuestMemory& memory, uint32_t stream, uint32_t streams);
   // Non-null: decoded pages go to `staged` instead of guest memory (XBZRLE deltas still
   // apply to guest memory's copy, the last committed one).
   void set_staging(StagedPages* staged) { staged_ = staged; }
+  // Non-null: post-copy has begun. Pages are placed through userfaultfd (once each: a page
+  // the guest already faulted in is never overwritten), and a delta (XBZRLE), which would
+  // need the discarded old copy, is refused.
+  void set_postcopy(PostcopyMemory* memory) { postcopy_ = memory; }
   // Validates and applies a kPages payload; returns the pages applied.
   Result<uint64_t> Apply(std::span<const uint8_t> payload);
 
@@ -44,6 +50,7 @@ class PageSink {
   std::vector<std::span<const uint8_t>> run_;     // the current run of consecutive pages
   uint64_t run_first_ = 0;
   StagedPages* staged_ = nullptr;
+  PostcopyMemory* postcopy_ = nullptr;
 };
 
 }  // namespace ferry::migrate

@@ -6,6 +6,7 @@
 #pragma once
 
 #include <atomic>
+#include <mutex>
 #include <cstdint>
 #include <vector>
 
@@ -26,15 +27,19 @@ std::vector<uint8_t> EncodePageReply(const PageRequest& r, const uint8_t* pages)
 
 // Destination side: PostcopyOptions::fetch. A reply that is not the one asked for (another
 // id, range or size), an error frame or silence beyond the channel's timeout is an error.
+// Thread-safe: a fetch and the end are serialized.
 class PageRequester {
  public:
   explicit PageRequester(Channel& channel) : channel_(channel) {}
   Status Fetch(uint64_t first, uint32_t count, uint8_t* out);
+  // Every page has arrived: ends the stream (stream-end), after any fetch in flight.
+  Status End();
 
  private:
   Channel& channel_;
-  uint64_t next_id_ = 1;
-  Frame frame_;
+  std::mutex mu_;
+  uint64_t next_id_ = 1;  // guarded by mu_
+  Frame frame_;           // guarded by mu_
 };
 
 struct PageServerStats {

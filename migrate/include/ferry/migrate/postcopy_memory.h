@@ -21,6 +21,7 @@
 #include <thread>
 #include <vector>
 
+#include "ferry/base/bitmap.h"
 #include "ferry/base/status.h"
 #include "ferry/base/unique_fd.h"
 
@@ -32,6 +33,10 @@ struct PostcopyOptions {
   // fault thread; its latency is what a faulting vCPU waits.
   std::function<Status(uint64_t first, uint32_t count, uint8_t* out)> fetch;
   std::function<void(const Status&)> on_failure;  // the first failed fetch, once
+  // The pages to fetch from the source (null: every page). A page outside it is either in
+  // memory already (never faults) or a hole the source never wrote: its first touch gets a
+  // zero page here, without a round trip.
+  const Bitmap* outstanding = nullptr;
 };
 
 struct PostcopyStats {
@@ -39,13 +44,14 @@ struct PostcopyStats {
   uint64_t fetched_pages = 0;   // installed by the fault thread (faulting pages and windows)
   uint64_t placed_pages = 0;    // installed from the background stream
   uint64_t missing_pages = 0;   // still to arrive
+  uint64_t zero_filled = 0;     // holes touched, filled with zeros here
   double fault_p50_us = 0, fault_p99_us = 0, fault_max_us = 0;  // fault read to page installed
 };
 
 class PostcopyMemory {
  public:
-  // Registers [base, base + bytes) (page-aligned, anonymous private memory none of whose pages
-  // has been touched: they must all be missing) and starts the fault thread.
+  // Registers [base, base + bytes) (page-aligned; anonymous private memory or a shared memfd
+  // mapping, whose outstanding pages must all be holes) and starts the fault thread.
   static Result<std::unique_ptr<PostcopyMemory>> Register(uint8_t* base, uint64_t bytes, PostcopyOptions options);
   ~PostcopyMemory();  // stops the fault thread and unregisters (blocked touchers then see zero pages: stop them first)
 
@@ -76,7 +82,7 @@ class PostcopyMemory {
   std::condition_variable complete_cv_;
   Status error_ = Status::Ok();
   bool failed_ = false;
-  uint64_t faults_ = 0, fetched_ = 0, placed_ = 0;
+  uint64_t faults_ = 0, fetched_ = 0, placed_ = 0, zero_filled_ = 0;
   std::vector<uint32_t> fault_us_;  // latencies, capped in count
   std::thread thread_;
 };

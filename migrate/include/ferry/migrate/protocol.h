@@ -22,7 +22,8 @@ namespace ferry::migrate {
 inline constexpr uint32_t kMagic = 0x47494d46;  // "FMIG" on the wire
 // Version 2: the VM config and state carry the PV devices (disk, NIC).
 // Version 3: replication (checkpoints, epoch ends, disk writes; begin's replication flag).
-inline constexpr uint16_t kVersion = 3;
+// Version 4: post-copy (begin's post-copy flag, its request stream, switchover and completion).
+inline constexpr uint16_t kVersion = 4;
 inline constexpr size_t kHeaderSize = 24;
 inline constexpr uint32_t kPageBytes = 4096;
 inline constexpr uint32_t kMaxPagesPerBatch = 256;
@@ -59,6 +60,9 @@ enum class MsgType : uint16_t {
   kHandoverDone = 23, // standby -> primary (control): the replica runs; the primary must stay stopped
   kPageRequest = 24,  // dst -> src (post-copy stream): send these pages now
   kPageReply = 25,    // src -> dst (post-copy stream): the pages a request asked for, raw
+  kPostcopyState = 26,     // src -> dst (control): switchover: frame counts, pages to follow, state
+  kPostcopyComplete = 27,  // dst -> src (control): every page is here; waiting for the source's word
+  kPostcopyEnd = 28,       // src -> dst (control): the source has stopped for good: release the output
 };
 const char* MsgTypeName(uint16_t type);
 
@@ -106,6 +110,8 @@ struct Begin {
   uint64_t generation = 0;  // fencing token (HA); 0 until the HA manager assigns one
   bool verify = false;      // the destination reports the guest's self-verification
   bool replication = false; // a standby: checkpoints follow, no commit
+  bool postcopy = false;    // the migration may switch to post-copy: one more data connection
+                            // (stream index == streams) carries page requests
 };
 std::vector<uint8_t> EncodeBegin(const Begin& m);
 Result<Begin> DecodeBegin(std::span<const uint8_t> p);

@@ -26,6 +26,9 @@ class StreamSet {
   // `source + p * kPageBytes` (null: guest memory itself; replication passes its staging
   // copy, laid out like guest memory).
   Status SendRound(const Bitmap& pages, const uint8_t* source = nullptr);
+  // Post-copy switchover: the destination dropped `outstanding` (or never had it), so those
+  // pages are sent whole from now on (zero, zstd or raw: never unchanged, never a delta).
+  void BeginPostcopy(const Bitmap& outstanding);
   // Replication: ends epoch `epoch` on every stream (kEpochEnd with the pages sent since the
   // previous epoch end); returns the frames each stream carried so far, the end included.
   Result<std::vector<uint64_t>> EndEpoch(uint64_t epoch);
