@@ -38,19 +38,21 @@ Result<std::unique_ptr<BlockDevice>> BlockDevice::Open(const std::string& path, 
 }
 
 uint32_t BlockDevice::Setup(uint64_t ring_gpa, uint64_t entries) {
+  std::lock_guard serve(serve_mu_);
   std::lock_guard lock(mu_);
   return queue_.Setup(ring_gpa, entries);
 }
 
 uint32_t BlockDevice::Notify() {
-  std::lock_guard lock(mu_);
+  std::lock_guard serve(serve_mu_);
+  std::unique_lock lock(mu_);
   if (queue_.broken()) return FERRY_E_BROKEN;
   if (!queue_.ready()) return FERRY_E_INVAL;
-  while (auto d = queue_.Peek()) queue_.Complete(Serve(*d));
+  while (auto d = queue_.Peek()) queue_.Complete(Serve(*d, lock));
   return queue_.broken() ? FERRY_E_BROKEN : FERRY_E_OK;
 }
 
-uint16_t BlockDevice::Serve(const ferry_desc& d) {
+uint16_t BlockDevice::Serve(const ferry_desc& d, std::unique_lock<std::mutex>& lock) {
   auto bad = [&] {
     ++stats_.bad_requests;
     return static_cast<uint16_t>(FERRY_STATUS_BAD_REQUEST);
@@ -58,6 +60,11 @@ uint16_t BlockDevice::Serve(const ferry_desc& d) {
   if (d.op == FERRY_BLK_FLUSH) {
     if (d.len != 0) return bad();
     ++stats_.flushes;
+    if (writes_refused_) {
+      ++stats_.io_errors;
+      return FERRY_STATUS_IOERR;
+    }
+    if (overlay_on_) return FERRY_STATUS_OK;  // durable at commit (see StartOverlay)
     // Sticky: after a failed fdatasync the kernel may have dropped dirty pages, and a later
     // successful one would not prove the earlier writes durable.
     if (flush_failed_ || (unflushed_ && ::fdatasync(fd_.get()) != 0)) {
@@ -83,40 +90,106 @@ uint16_t BlockDevice::Serve(const ferry_desc& d) {
       ++stats_.io_errors;
       return FERRY_STATUS_IOERR;
     }
+    if (overlay_on_) overlay_.ReadOver(d.sector, count, buf);
     ++stats_.reads;
     stats_.bytes_read += d.len;
     return FERRY_STATUS_OK;
   }
+  return ServeWrite(d, buf, lock);
+}
+
+uint16_t BlockDevice::ServeWrite(const ferry_desc& d, uint8_t* buf, std::unique_lock<std::mutex>& lock) {
+  const uint64_t count = d.len / FERRY_BLK_SECTOR;
+  const uint64_t offset = d.sector * FERRY_BLK_SECTOR;
+  if (!WaitForOverlayRoom(d.sector, count, lock)) {
+    ++stats_.io_errors;
+    return FERRY_STATUS_IOERR;
+  }
+  // With the journal on, one copy serves both: the guest may rewrite its buffer meanwhile, and
+  // the journal must hold exactly what the write stored.
+  std::vector<uint8_t> copy;
   if (journaling_) {
-    // One copy serves both: the guest may rewrite its buffer meanwhile, and the journal must
-    // hold exactly what reached the image.
-    DiskWrite w{offset, std::vector<uint8_t>(buf, buf + d.len)};
-    bool ok = TransferAll([fd](uint8_t* b, uint64_t n, off_t o) { return ::pwrite(fd, b, n, o); }, w.data.data(),
-                          d.len, offset);
+    copy.assign(buf, buf + d.len);
+    buf = copy.data();
+  }
+  if (overlay_on_) {
+    overlay_.Put(d.sector, count, buf);
+    ++stats_.overlay_writes;
+  } else {
+    const int fd = fd_.get();
+    bool ok = TransferAll([fd](uint8_t* b, uint64_t n, off_t o) { return ::pwrite(fd, b, n, o); }, buf, d.len, offset);
     unflushed_ = true;
     if (!ok) {
       ++stats_.io_errors;
       return FERRY_STATUS_IOERR;
     }
+  }
+  if (journaling_) {
     if (journal_bytes_ + d.len > journal_cap_) {
       journal_overflow_ = true;
     } else {
       journal_bytes_ += d.len;
-      journal_.push_back(std::move(w));
+      journal_.push_back(DiskWrite{offset, std::move(copy)});
     }
-    ++stats_.writes;
-    stats_.bytes_written += d.len;
-    return FERRY_STATUS_OK;
-  }
-  bool ok = TransferAll([fd](uint8_t* b, uint64_t n, off_t o) { return ::pwrite(fd, b, n, o); }, buf, d.len, offset);
-  unflushed_ = true;
-  if (!ok) {
-    ++stats_.io_errors;
-    return FERRY_STATUS_IOERR;
   }
   ++stats_.writes;
   stats_.bytes_written += d.len;
   return FERRY_STATUS_OK;
+}
+
+bool BlockDevice::WaitForOverlayRoom(uint64_t sector, uint64_t count, std::unique_lock<std::mutex>& lock) {
+  bool counted = false;
+  while (!writes_refused_ && overlay_on_ && overlay_.bytes() + overlay_.Growth(sector, count) > overlay_cap_) {
+    if (!counted) ++stats_.overlay_waits;
+    counted = true;
+    const uint64_t epoch = overlay_epoch_;
+    overlay_cv_.wait(lock, [&] { return overlay_epoch_ != epoch; });
+  }
+  return !writes_refused_;
+}
+
+void BlockDevice::StartOverlay(uint64_t cap_bytes) {
+  std::lock_guard lock(mu_);
+  overlay_on_ = true;
+  overlay_cap_ = cap_bytes;
+  ++overlay_epoch_;
+  overlay_cv_.notify_all();
+}
+
+Status BlockDevice::CommitOverlay() {
+  std::lock_guard lock(mu_);
+  if (writes_refused_) return Refused("the disk overlay was discarded");
+  if (!overlay_on_) return Status::Ok();
+  unflushed_ = true;
+  if (!overlay_.WriteTo(fd_.get())) {
+    ++stats_.io_errors;
+    return ErrnoError("commit the disk overlay to the image");
+  }
+  if (::fdatasync(fd_.get()) != 0) {
+    flush_failed_ = true;
+    return ErrnoError("flush the committed disk overlay");
+  }
+  unflushed_ = false;
+  overlay_.Clear();
+  overlay_on_ = false;
+  ++overlay_epoch_;
+  overlay_cv_.notify_all();
+  return Status::Ok();
+}
+
+void BlockDevice::DiscardOverlay() {
+  std::lock_guard lock(mu_);
+  if (!overlay_on_) return;
+  overlay_.Clear();
+  overlay_on_ = false;
+  writes_refused_ = true;
+  ++overlay_epoch_;
+  overlay_cv_.notify_all();
+}
+
+uint64_t BlockDevice::overlay_bytes() const {
+  std::lock_guard lock(mu_);
+  return overlay_.bytes();
 }
 
 void BlockDevice::StartJournal(uint64_t cap_bytes) {
@@ -171,13 +244,16 @@ Status BlockDevice::Restore(const BlockState& saved) {
     return InvalidArgument("the disk image has " + std::to_string(sectors_) + " sectors but the saved VM had " +
                            std::to_string(saved.sectors) + " (a different disk?)");
   }
+  std::lock_guard serve(serve_mu_);
   std::lock_guard lock(mu_);
   return queue_.Restore(saved.queue);
 }
 
 BlockStats BlockDevice::stats() const {
   std::lock_guard lock(mu_);
-  return stats_;
+  BlockStats s = stats_;
+  s.overlay_bytes = overlay_.bytes();
+  return s;
 }
 
 }  // namespace ferry::hypervisor

@@ -7,10 +7,13 @@
 // device's saved position picks it up after a restore or migration (never lost, never run
 // twice). FLUSH makes everything completed before it durable (fdatasync); Quiesce() flushes
 // unflushed writes so a destination on shared storage reads what the source wrote.
-// Thread-safe: one lock serializes the queue.
+// The write-back overlay (post-copy) holds guest writes in memory instead of the image; see
+// StartOverlay.
+// Thread-safe: serve_mu_ serializes serving the ring, mu_ guards the device's state.
 #pragma once
 
 #include <atomic>
+#include <condition_variable>
 #include <cstdint>
 #include <memory>
 #include <mutex>
@@ -18,6 +21,7 @@
 #include <vector>
 
 #include "device_queue.h"
+#include "disk_overlay.h"
 #include "ferry/base/status.h"
 #include "ferry/base/unique_fd.h"
 #include "ferry/hypervisor/device_state.h"
@@ -42,6 +46,25 @@ class BlockDevice {
   void StartJournal(uint64_t cap_bytes);
   Result<std::vector<DiskWrite>> TakeJournal();
   void StopJournal();
+  // Write-back overlay (post-copy destination; independent of the journal): while on, every
+  // guest write is held in memory and never reaches the image, reads see the held sectors
+  // over the image's, and FLUSH succeeds without touching the image: held writes become
+  // durable only at CommitOverlay (a crash before it loses them, as it loses the VM).
+  // A write that would take the overlay past `cap_bytes` (held sector payload) blocks the
+  // vCPU serving it, and every vCPU ringing this disk after it, until CommitOverlay (the
+  // write then reaches the image like any other) or DiscardOverlay (it fails with
+  // FERRY_STATUS_IOERR). A blocked vCPU cannot park: commit or discard without pausing first.
+  // Called again while on, it only changes the cap (and wakes a blocked write to re-check).
+  void StartOverlay(uint64_t cap_bytes);
+  // Writes every held sector to the image in sector order, fdatasyncs, turns the overlay
+  // off. On failure the overlay stays on and whole (a retry writes it all again), though the
+  // image may hold part of it. Off: Ok; after a discard: kRefused.
+  Status CommitOverlay();
+  // Drops every held write and turns the overlay off for good: every later write and flush
+  // fails with FERRY_STATUS_IOERR, since the VM is being thrown away and the source that
+  // takes it back shares the image. No overlay on: a no-op.
+  void DiscardOverlay();
+  uint64_t overlay_bytes() const;
   BlockState Save() const;
   Status Restore(const BlockState& saved);
   BlockStats stats() const;
@@ -49,11 +72,18 @@ class BlockDevice {
  private:
   BlockDevice(UniqueFd fd, uint64_t sectors, GuestMemory& memory)
       : fd_(std::move(fd)), sectors_(sectors), memory_(memory), queue_(memory) {}
-  uint16_t Serve(const ferry_desc& d);
+  uint16_t Serve(const ferry_desc& d, std::unique_lock<std::mutex>& lock);
+  uint16_t ServeWrite(const ferry_desc& d, uint8_t* buf, std::unique_lock<std::mutex>& lock);
+  // Waits (releasing mu_) while the write would take the overlay past its cap; false if
+  // writes are refused (the overlay was discarded).
+  bool WaitForOverlayRoom(uint64_t sector, uint64_t count, std::unique_lock<std::mutex>& lock);
 
   const UniqueFd fd_;
   const uint64_t sectors_;
   GuestMemory& memory_;
+  // Held by Notify and Setup around mu_: requests are served one at a time in ring order,
+  // even while an overlay wait releases mu_ (a blocked request is still posted: Save() sees it).
+  std::mutex serve_mu_;
   mutable std::mutex mu_;
   DeviceQueue queue_;         // guarded by mu_
   bool unflushed_ = false;    // guarded by mu_: writes since the last fdatasync
@@ -63,6 +93,12 @@ class BlockDevice {
   bool journal_overflow_ = false;      // guarded by mu_
   uint64_t journal_cap_ = 0, journal_bytes_ = 0;  // guarded by mu_
   std::vector<DiskWrite> journal_;     // guarded by mu_
+  DiskOverlay overlay_;                // guarded by mu_
+  bool overlay_on_ = false;            // guarded by mu_
+  bool writes_refused_ = false;        // guarded by mu_: the overlay was discarded (for good)
+  uint64_t overlay_cap_ = 0;           // guarded by mu_
+  uint64_t overlay_epoch_ = 0;         // guarded by mu_: bumped by start, commit, discard
+  std::condition_variable overlay_cv_; // with mu_: signals overlay_epoch_
 };
 
 }  // namespace ferry::hypervisor

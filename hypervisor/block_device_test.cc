@@ -7,9 +7,13 @@
 #include <unistd.h>
 
 #include <atomic>
+#include <chrono>
 #include <cstdio>
 #include <cstring>
+#include <future>
+#include <thread>
 #include <string>
+#include <vector>
 
 #include <gtest/gtest.h>
 
@@ -53,6 +57,30 @@ class BlockDeviceTest : public ::testing::Test {
     EXPECT_EQ(desc(i)->id, 42u);
     return desc(i)->status;
   }
+
+  // The image file's bytes, read behind the device's back.
+  std::vector<uint8_t> Image() {
+    std::vector<uint8_t> b(kDiskSectors * 512);
+    int fd = open(path_.c_str(), O_RDONLY);
+    EXPECT_EQ(pread(fd, b.data(), b.size(), 0), static_cast<ssize_t>(b.size()));
+    close(fd);
+    return b;
+  }
+  // Fills the image with a pattern no write in these tests produces: byte i is i * 7 + 1.
+  void FillImage() {
+    std::vector<uint8_t> b(kDiskSectors * 512);
+    for (size_t i = 0; i < b.size(); ++i) b[i] = static_cast<uint8_t>(i * 7 + 1);
+    int fd = open(path_.c_str(), O_WRONLY);
+    ASSERT_EQ(pwrite(fd, b.data(), b.size(), 0), static_cast<ssize_t>(b.size()));
+    close(fd);
+  }
+  // Guest buffer `n` (64 KiB apart from kBuf on), filled with `tag`.
+  uint64_t Buf(int n, uint8_t tag, uint32_t len) {
+    uint64_t gpa = kBuf + uint64_t(n) * 0x10000;
+    std::memset(mem_->host() + gpa, tag, len);
+    return gpa;
+  }
+  const uint8_t* At(uint64_t gpa) { return mem_->host() + gpa; }
 
   std::string path_;
   std::unique_ptr<GuestMemory> mem_;
@@ -160,6 +188,141 @@ TEST_F(BlockDeviceTest, JournalRecordsExactlyTheCompletedWritesUntilItOverflows)
   EXPECT_EQ(Submit(FERRY_BLK_WRITE, 12, kBuf, 512), FERRY_STATUS_OK) << "the guest's write still succeeds";
   EXPECT_EQ(dev_->TakeJournal().status().code(), ErrorCode::kBusy) << "2.5 KiB into a 2 KiB journal";
   dev_->StopJournal();
+}
+
+TEST_F(BlockDeviceTest, OverlayHoldsWritesReadsMergeThemAndCommitWritesExactlyThem) {
+  FillImage();
+  const std::vector<uint8_t> before = Image();
+  dev_->StartOverlay(1 << 20);
+  EXPECT_EQ(Submit(FERRY_BLK_WRITE, 4, Buf(0, 0xa1, 2048), 2048), FERRY_STATUS_OK);  // sectors 4-7
+  EXPECT_EQ(Submit(FERRY_BLK_WRITE, 6, Buf(1, 0xb2, 1536), 1536), FERRY_STATUS_OK);  // 6-8 replace 6-7
+  EXPECT_EQ(Submit(FERRY_BLK_WRITE, 20, Buf(2, 0xc3, 512), 512), FERRY_STATUS_OK);
+  EXPECT_EQ(Submit(FERRY_BLK_FLUSH, 0, 0, 0), FERRY_STATUS_OK);
+  EXPECT_EQ(Image(), before) << "a write or flush under the overlay reached the image";
+  EXPECT_EQ(dev_->overlay_bytes(), 6u * 512) << "sectors 4-8 and 20";
+  // Sectors 2-10: image, image, a1 a1, b2 b2 b2, image image.
+  const uint64_t rd = Buf(3, 0, 9 * 512);
+  EXPECT_EQ(Submit(FERRY_BLK_READ, 2, rd, 9 * 512), FERRY_STATUS_OK);
+  for (uint64_t s = 2; s <= 10; ++s) {
+    const uint8_t* got = At(rd + (s - 2) * 512);
+    for (int i = 0; i < 512; i += 511) {
+      uint8_t want = s == 4 || s == 5 ? 0xa1 : s >= 6 && s <= 8 ? 0xb2 : before[s * 512 + i];
+      ASSERT_EQ(got[i], want) << "sector " << s << " byte " << i;
+    }
+  }
+  ASSERT_TRUE(dev_->CommitOverlay().ok());
+  EXPECT_EQ(dev_->overlay_bytes(), 0u);
+  std::vector<uint8_t> want = before;
+  std::memset(want.data() + 4 * 512, 0xa1, 2 * 512);
+  std::memset(want.data() + 6 * 512, 0xb2, 3 * 512);
+  std::memset(want.data() + 20 * 512, 0xc3, 512);
+  EXPECT_EQ(Image(), want) << "commit must write exactly the held sectors";
+  // Off now: writes go straight to the image again.
+  EXPECT_EQ(Submit(FERRY_BLK_WRITE, 30, Buf(0, 0xd4, 512), 512), FERRY_STATUS_OK);
+  EXPECT_EQ(Image()[30 * 512], 0xd4);
+  auto st = dev_->stats();
+  EXPECT_EQ(st.overlay_writes, 3u);
+  EXPECT_EQ(st.writes, 4u);
+}
+
+TEST_F(BlockDeviceTest, DiscardedOverlayLeavesTheImageUntouchedAndRefusesLaterWrites) {
+  FillImage();
+  const std::vector<uint8_t> before = Image();
+  dev_->StartOverlay(1 << 20);
+  EXPECT_EQ(Submit(FERRY_BLK_WRITE, 0, Buf(0, 0xee, 4096), 4096), FERRY_STATUS_OK);
+  EXPECT_EQ(Submit(FERRY_BLK_WRITE, kDiskSectors - 1, Buf(1, 0xef, 512), 512), FERRY_STATUS_OK);
+  dev_->DiscardOverlay();
+  EXPECT_EQ(dev_->overlay_bytes(), 0u);
+  EXPECT_EQ(Image(), before);
+  EXPECT_EQ(Submit(FERRY_BLK_READ, 0, Buf(2, 0, 512), 512), FERRY_STATUS_OK);
+  EXPECT_EQ(std::memcmp(At(kBuf + 2 * 0x10000), before.data(), 512), 0) << "the discarded bytes are gone";
+  // The VM is being thrown away: nothing more of it may reach the shared image.
+  EXPECT_EQ(Submit(FERRY_BLK_WRITE, 1, Buf(0, 0x11, 512), 512), FERRY_STATUS_IOERR);
+  EXPECT_EQ(Submit(FERRY_BLK_FLUSH, 0, 0, 0), FERRY_STATUS_IOERR);
+  EXPECT_EQ(Image(), before);
+  EXPECT_EQ(dev_->CommitOverlay().code(), ErrorCode::kRefused);
+}
+
+// Posts a 2-sector write that does not fit a 4-sector overlay already holding 3, and rings the
+// doorbell on another thread (a vCPU); the future is that thread's Notify result.
+class BlockDeviceOverlayCapTest : public BlockDeviceTest {
+ protected:
+  // A failed test may leave the serving thread blocked: release it before it is joined.
+  void TearDown() override {
+    dev_->DiscardOverlay();
+    if (notify_.valid()) notify_.wait();
+    BlockDeviceTest::TearDown();
+  }
+  std::future<uint32_t>& PostOverflowingWrite(uint32_t* index) {
+    dev_->StartOverlay(4 * 512);
+    EXPECT_EQ(Submit(FERRY_BLK_WRITE, 10, Buf(0, 0x21, 3 * 512), 3 * 512), FERRY_STATUS_OK);
+    // Rewriting held sectors fits: it adds nothing.
+    EXPECT_EQ(Submit(FERRY_BLK_WRITE, 10, Buf(0, 0x22, 3 * 512), 3 * 512), FERRY_STATUS_OK);
+    *index = ring()->avail;
+    *desc(*index) = ferry_desc{Buf(1, 0x33, 1024), 1024, FERRY_BLK_WRITE, 0xffff, 13, 7};
+    std::atomic_ref<uint32_t>(ring()->avail).store(*index + 1, std::memory_order_release);
+    notify_ = std::async(std::launch::async, [this] { return dev_->Notify(); });
+    return notify_;
+  }
+  // True once the device counts a write waiting for the overlay (bounded: 10 s).
+  bool WaitUntilBlocked() {
+    for (int i = 0; i < 10000 && dev_->stats().overlay_waits == 0; ++i) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(1));
+    }
+    return dev_->stats().overlay_waits == 1;
+  }
+  uint32_t Used() { return std::atomic_ref<uint32_t>(ring()->used).load(std::memory_order_acquire); }
+
+  std::future<uint32_t> notify_;
+};
+
+TEST_F(BlockDeviceOverlayCapTest, WritePastTheCapWaitsForCommitThenReachesTheImage) {
+  FillImage();
+  uint32_t i;
+  auto& notify = PostOverflowingWrite(&i);
+  ASSERT_TRUE(WaitUntilBlocked());
+  EXPECT_EQ(notify.wait_for(std::chrono::milliseconds(50)), std::future_status::timeout) << "must wait";
+  EXPECT_EQ(Used(), i) << "the request completed before the overlay was committed";
+  EXPECT_EQ(dev_->overlay_bytes(), 3u * 512) << "nothing of it may be held past the cap";
+  EXPECT_NE(dev_->Save().queue.next, i + 1) << "a waiting request is still posted";
+  ASSERT_TRUE(dev_->CommitOverlay().ok());
+  ASSERT_EQ(notify.wait_for(std::chrono::seconds(10)), std::future_status::ready);
+  EXPECT_EQ(notify.get(), static_cast<uint32_t>(FERRY_E_OK));
+  EXPECT_EQ(Used(), i + 1);
+  EXPECT_EQ(desc(i)->status, FERRY_STATUS_OK);
+  const std::vector<uint8_t> img = Image();
+  for (uint64_t s = 10; s < 13; ++s) EXPECT_EQ(img[s * 512 + 5], 0x22) << "committed sector " << s;
+  for (uint64_t s = 13; s < 15; ++s) EXPECT_EQ(img[s * 512 + 5], 0x33) << "the waiting write, after commit, sector " << s;
+  EXPECT_EQ(dev_->overlay_bytes(), 0u);
+}
+
+TEST_F(BlockDeviceOverlayCapTest, WritePastTheCapFailsOnceTheOverlayIsDiscarded) {
+  FillImage();
+  const std::vector<uint8_t> before = Image();
+  uint32_t i;
+  auto& notify = PostOverflowingWrite(&i);
+  ASSERT_TRUE(WaitUntilBlocked());
+  EXPECT_EQ(Used(), i);
+  dev_->DiscardOverlay();
+  ASSERT_EQ(notify.wait_for(std::chrono::seconds(10)), std::future_status::ready);
+  EXPECT_EQ(notify.get(), static_cast<uint32_t>(FERRY_E_OK));
+  EXPECT_EQ(Used(), i + 1);
+  EXPECT_EQ(desc(i)->status, FERRY_STATUS_IOERR);
+  EXPECT_EQ(Image(), before);
+}
+
+TEST_F(BlockDeviceTest, OverlayAndJournalAreIndependent) {
+  dev_->StartJournal(1 << 20);
+  dev_->StartOverlay(1 << 20);
+  EXPECT_EQ(Submit(FERRY_BLK_WRITE, 2, Buf(0, 0x44, 512), 512), FERRY_STATUS_OK);
+  auto j = dev_->TakeJournal();
+  ASSERT_TRUE(j.ok());
+  ASSERT_EQ(j->size(), 1u);
+  EXPECT_EQ((*j)[0].offset, 2u * 512);
+  EXPECT_EQ((*j)[0].data[0], 0x44);
+  EXPECT_EQ(Image()[2 * 512], 0) << "journaling must not push a held write to the image";
+  ASSERT_TRUE(dev_->CommitOverlay().ok());
+  EXPECT_EQ(Image()[2 * 512], 0x44);
 }
 
 TEST(BlockDeviceOpen, RefusesImagesThatAreNotWholeSectors) {

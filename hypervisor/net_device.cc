@@ -27,9 +27,14 @@ Result<std::unique_ptr<NetDevice>> NetDevice::Open(const DeviceConfig& config, G
                                                    std::function<void()> raise_irq) {
   if (config.mac == Mac{}) return InvalidArgument("the NIC needs a MAC address");
   FERRY_ASSIGN_OR_RETURN(UniqueFd tap, OpenTap(config.tap, config.bridge));
+  return OpenOnFd(std::move(tap), config.mac, memory, std::move(raise_irq));
+}
+
+Result<std::unique_ptr<NetDevice>> NetDevice::OpenOnFd(UniqueFd frames, const Mac& mac, GuestMemory& memory,
+                                                       std::function<void()> raise_irq) {
   UniqueFd wake(::eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC));
   if (!wake.valid()) return ErrnoError("eventfd");
-  return std::unique_ptr<NetDevice>(new NetDevice(std::move(tap), std::move(wake), config.mac, memory, std::move(raise_irq)));
+  return std::unique_ptr<NetDevice>(new NetDevice(std::move(frames), std::move(wake), mac, memory, std::move(raise_irq)));
 }
 
 NetDevice::NetDevice(UniqueFd tap, UniqueFd wake, const Mac& mac, GuestMemory& memory, std::function<void()> raise_irq)
@@ -79,13 +84,7 @@ uint32_t NetDevice::Notify(uint32_t queue) {
       continue;
     }
     if (auto ip = SenderIpv4(frame, mac_)) guest_ip_ = *ip;
-    if (!output_) {
-      Transmit(frame);
-    } else if (output_->Add(frame)) {
-      ++stats_.tx_buffered;
-    } else {
-      ++stats_.tx_dropped;
-    }
+    OutputLocked(frame);
     tx_.Complete(FERRY_STATUS_OK);
   }
   return tx_.broken() ? FERRY_E_BROKEN : FERRY_E_OK;
@@ -97,6 +96,18 @@ void NetDevice::Transmit(std::span<const uint8_t> frame) {
   if (n == static_cast<ssize_t>(frame.size())) {
     ++stats_.tx_frames;
     stats_.tx_bytes += frame.size();
+  } else {
+    ++stats_.tx_dropped;
+  }
+}
+
+void NetDevice::OutputLocked(std::span<const uint8_t> frame) {
+  if (output_discarded_) {
+    ++stats_.tx_discarded;
+  } else if (!output_) {
+    Transmit(frame);
+  } else if (output_->Add(frame)) {
+    ++stats_.tx_buffered;
   } else {
     ++stats_.tx_dropped;
   }
@@ -125,6 +136,14 @@ void NetDevice::StopBuffering() {
   output_.reset();
 }
 
+void NetDevice::DiscardOutput() {
+  std::lock_guard lock(mu_);
+  output_discarded_ = true;
+  announce_left_ = 0;
+  if (output_) stats_.tx_discarded += output_->held_frames();
+  output_.reset();
+}
+
 void NetDevice::Start() {
   if (!rx_thread_.joinable()) rx_thread_ = std::thread([this] { RxLoop(); });
 }
@@ -145,7 +164,7 @@ void NetDevice::Release() {
 void NetDevice::Announce() {
   {
     std::lock_guard lock(mu_);
-    if (guest_ip_ == 0) return;
+    if (guest_ip_ == 0 || output_discarded_) return;
     announce_left_ = 3;
     next_announce_ns_ = MonotonicNs();
   }
@@ -154,7 +173,7 @@ void NetDevice::Announce() {
 
 void NetDevice::SendAnnouncementsLocked(uint64_t now_ns, int* timeout_ms) {
   if (announce_left_ > 0 && now_ns >= next_announce_ns_) {
-    Transmit(GratuitousArp(mac_, guest_ip_));
+    OutputLocked(GratuitousArp(mac_, guest_ip_));
     ++stats_.announcements;
     --announce_left_;
     if (announce_left_ > 0) next_announce_ns_ = now_ns + kAnnounceGapsNs[announce_left_ - 1];

@@ -34,6 +34,10 @@ class NetDevice {
   // `raise_irq` is called (without the device's lock) after receive completions.
   static Result<std::unique_ptr<NetDevice>> Open(const DeviceConfig& config, GuestMemory& memory,
                                                  std::function<void()> raise_irq);
+  // Over an open frame descriptor: Open()'s TAP, or in tests one end of a non-blocking
+  // SOCK_SEQPACKET socketpair (frames keep their boundaries, as on a TAP).
+  static Result<std::unique_ptr<NetDevice>> OpenOnFd(UniqueFd frames, const Mac& mac, GuestMemory& memory,
+                                                     std::function<void()> raise_irq);
   ~NetDevice();
 
   const Mac& mac() const { return mac_; }
@@ -42,7 +46,9 @@ class NetDevice {
   void Start();                     // starts receiving
   void Hold();                      // returns once nothing more is written into guest memory
   void Release();
-  void Announce();                  // gratuitous ARP now, 50 ms and 150 ms later (if the IP is known)
+  // Gratuitous ARP now, 50 ms and 150 ms later (if the IP is known). Like the guest's frames,
+  // they are held while buffering, so a destination that may still give up announces nothing.
+  void Announce();
   // Output commit (replication): while buffering, transmitted frames are held in epochs
   // instead of leaving; SealOutput() closes an epoch, ReleaseOutput(e) sends every frame of
   // epochs <= e, StopBuffering() sends whatever is held and transmits directly again.
@@ -50,6 +56,10 @@ class NetDevice {
   uint64_t SealOutput();
   void ReleaseOutput(uint64_t epoch);
   void StopBuffering();
+  // Post-copy destination that gives up: drops every held frame unsent, stops buffering, and
+  // from now on drops every frame the guest transmits and every announcement (tx_discarded):
+  // none of this VM's output may leave, since the source takes the VM back.
+  void DiscardOutput();
   NetState Save() const;
   Status Restore(const NetState& saved);
   NetStats stats() const;
@@ -62,6 +72,8 @@ class NetDevice {
   uint32_t DeliverLocked();
   void SendAnnouncementsLocked(uint64_t now_ns, int* timeout_ms);
   void Transmit(std::span<const uint8_t> frame);
+  // Sends, holds (buffering) or drops (output discarded) one frame the guest or we produced.
+  void OutputLocked(std::span<const uint8_t> frame);
   void Wake();
 
   const UniqueFd tap_;
@@ -80,6 +92,7 @@ class NetDevice {
   uint64_t next_announce_ns_ = 0;  // guarded by mu_
   NetStats stats_;                 // guarded by mu_
   std::unique_ptr<OutputBuffer> output_;  // guarded by mu_; null: frames leave at once
+  bool output_discarded_ = false;         // guarded by mu_: DiscardOutput ran; nothing leaves
 };
 
 }  // namespace ferry::hypervisor

@@ -39,6 +39,9 @@ VmCore::VmCore(Vm* vm, ConsoleSink sink) : vm_(vm), console_(std::move(sink)) {}
 
 VmCore::~VmCore() {
   Stop();
+  // A vCPU blocked on a full disk overlay would never be joined; the overlay dies with the
+  // VM anyway.
+  if (block_) block_->DiscardOverlay();
   JoinAll();
   if (throttle_thread_.joinable()) throttle_thread_.join();
   net_.reset();  // joins the receive thread, which raises events through this object

@@ -101,6 +101,10 @@ void Vm::StopOutputBuffering() {
   if (auto* n = core_->net()) n->StopBuffering();
 }
 
+void Vm::DiscardOutput() {
+  if (auto* n = core_->net()) n->DiscardOutput();
+}
+
 void Vm::StartDiskJournal(uint64_t cap_bytes) {
   if (auto* b = core_->block()) b->StartJournal(cap_bytes);
 }
@@ -112,6 +116,19 @@ Result<std::vector<DiskWrite>> Vm::TakeDiskJournal() {
 
 void Vm::StopDiskJournal() {
   if (auto* b = core_->block()) b->StopJournal();
+}
+
+void Vm::StartDiskOverlay(uint64_t cap_bytes) {
+  if (auto* b = core_->block()) b->StartOverlay(cap_bytes);
+}
+
+Status Vm::CommitDiskOverlay() {
+  if (auto* b = core_->block()) return b->CommitOverlay();
+  return Status::Ok();
+}
+
+void Vm::DiscardDiskOverlay() {
+  if (auto* b = core_->block()) b->DiscardOverlay();
 }
 
 std::array<uint8_t, 6> GenerateMac() {

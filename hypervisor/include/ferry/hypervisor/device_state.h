@@ -76,6 +76,9 @@ struct BlockStats {
   uint64_t reads = 0, writes = 0, flushes = 0;
   uint64_t bytes_read = 0, bytes_written = 0;
   uint64_t bad_requests = 0, io_errors = 0;
+  uint64_t overlay_writes = 0;  // writes held in the write-back overlay (post-copy)
+  uint64_t overlay_waits = 0;   // writes that waited for the overlay's commit or discard (cap)
+  uint64_t overlay_bytes = 0;   // held right now
 };
 
 struct NetStats {
@@ -84,6 +87,7 @@ struct NetStats {
   uint64_t announcements = 0;
   uint64_t tx_buffered = 0;  // frames that waited for a checkpoint (output commit)
   uint64_t tx_held = 0;      // frames waiting right now
+  uint64_t tx_discarded = 0; // frames dropped unsent because the output was discarded (post-copy)
 };
 
 // A completed guest write, as the disk journal records it for a replication checkpoint.

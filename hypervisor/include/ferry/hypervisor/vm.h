@@ -138,16 +138,30 @@ class Vm {
   // Replication's hooks (replication/). Output commit: while buffering, frames the guest
   // transmits are held per epoch; SealOutput() closes the current epoch (call it while
   // paused, at a checkpoint) and returns its number, ReleaseOutput(e) lets every frame of
-  // epochs <= e leave, StopOutputBuffering() releases all. No NIC: all are no-ops.
+  // epochs <= e leave, StopOutputBuffering() releases all. No NIC: all are no-ops. The
+  // gratuitous ARPs a migration destination sends from Start() are held like the guest's
+  // frames: start buffering before Start().
   void StartOutputBuffering();
   uint64_t SealOutput();
   void ReleaseOutput(uint64_t epoch);
   void StopOutputBuffering();
+  // Drops every held frame unsent and stops buffering for good: every frame the guest sends
+  // later, and every pending announcement, is dropped too. For a post-copy destination that
+  // gives up (the source takes the VM back): none of its output may ever leave.
+  void DiscardOutput();
   // Disk journal: while on, every completed guest write is recorded for the next checkpoint
   // (TakeDiskJournal, while paused). No disk: an empty journal.
   void StartDiskJournal(uint64_t cap_bytes);
   Result<std::vector<DiskWrite>> TakeDiskJournal();
   void StopDiskJournal();
+  // Post-copy's disk overlay (BlockDevice::StartOverlay): while on, guest writes are held in
+  // memory, not written to the image the source shares. Past `cap_bytes` a writing vCPU
+  // blocks (and cannot pause) until CommitDiskOverlay (the writes go to the image, made
+  // durable) or DiscardDiskOverlay (they are dropped and every later write fails). Start it
+  // before Start(); destroying the Vm discards it. No disk: no-ops, Ok.
+  void StartDiskOverlay(uint64_t cap_bytes);
+  Status CommitDiskOverlay();
+  void DiscardDiskOverlay();
   const VmConfig& config() const { return config_; }
   GuestMemory& memory() { return memory_; }
   uint64_t boot_host_ns() const { return created_ns_; }
