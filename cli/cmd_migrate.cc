@@ -10,6 +10,7 @@
 #include "security_flags.h"
 #include "ferry/base/units.h"
 #include "ferry/migrate/incoming.h"
+#include "ferry/migrate/migration.h"
 #include "ferry/vmhost/api_client.h"
 #include "ferry/vmhost/process.h"
 #include "ferry/vmhost/requests.h"
@@ -40,6 +41,8 @@ struct MigrateFlags {
   std::string xbzrle_cache = "64M";
   std::string transport = "tcp";
   bool no_auto_converge = false;
+  std::string mode = "precopy";
+  double postcopy_after_s = 0;
   bool verify = false;
   bool json_out = false;
 };
@@ -68,6 +71,14 @@ int DoMigrate(const MigrateFlags& f) {
               {"transport", f.transport}, {"auto_converge", !f.no_auto_converge}, {"verify", f.verify}};
   if (auto ep = migrate::ParseEndpoint(f.to); !ep.ok()) return Fail("--to: " + ep.status().message(), kExitUsage);
   if (f.compress != "zstd" && f.compress != "none") return Fail("--compress must be zstd or none", kExitUsage);
+  auto mode = migrate::ParseMigrationMode(f.mode);
+  if (!mode) return Fail("--mode must be precopy, postcopy or auto", kExitUsage);
+  req["mode"] = f.mode;
+  if (f.postcopy_after_s != 0) {
+    if (*mode != migrate::MigrationMode::kAuto) return Fail("--postcopy-after-s needs --mode auto", kExitUsage);
+    if (f.postcopy_after_s < 0.001 || f.postcopy_after_s > 7 * 86400) return Fail("--postcopy-after-s must be 0.001 .. 604800", kExitUsage);
+    req["postcopy_after_ms"] = static_cast<uint64_t>(f.postcopy_after_s * 1000);
+  }
   if (!f.bandwidth.empty()) {
     std::string b = f.bandwidth;
     if (b.size() > 2 && b.substr(b.size() - 2) == "/s") b.resize(b.size() - 2);
@@ -114,6 +125,16 @@ int DoMigrate(const MigrateFlags& f) {
                 s["guest_pause_ms"].get<double>(), s["total_ms"].get<double>(), s["rounds"].get<unsigned>(),
                 s["bytes"].get<uint64_t>() / 1e6, s["throttle_max"].get<unsigned>(),
                 !s["verified"].get<bool>() ? "" : s["verify_passed"].get<bool>() ? ", verification passed" : ", VERIFICATION FAILED");
+    if (const json& p = s.value("postcopy", json::object()); p.value("used", false)) {
+      std::printf("post-copy (%s): %llu pages followed the VM in %.0f ms; %llu faults (p50 %.0f us, p99 %.0f us), %llu pages "
+                  "on demand, %llu in the background; held %llu frames and %llu disk bytes until the last page\n",
+                  p.value("reason", "").c_str(), static_cast<unsigned long long>(p.value("outstanding_pages", uint64_t{0})),
+                  p.value("ms", 0.0), static_cast<unsigned long long>(p.value("faults", uint64_t{0})), p.value("fault_p50_us", 0.0),
+                  p.value("fault_p99_us", 0.0), static_cast<unsigned long long>(p.value("requested_pages", uint64_t{0})),
+                  static_cast<unsigned long long>(p.value("placed_pages", uint64_t{0})),
+                  static_cast<unsigned long long>(p.value("held_frames", uint64_t{0})),
+                  static_cast<unsigned long long>(p.value("held_disk_bytes", uint64_t{0})));
+    }
   }
   if ((*r)["verified"].get<bool>() && !(*r)["verify_passed"].get<bool>()) return kExitError;
   return kExitOk;
@@ -146,6 +167,12 @@ void AddMigrateCommands(CLI::App& app, CommandFn* selected) {
   mig->add_option("--xbzrle-cache", m->xbzrle_cache, "Cache of sent pages for delta encoding")->capture_default_str();
   mig->add_option("--transport", m->transport, "tcp or rdma")->capture_default_str();
   mig->add_flag("--no-auto-converge", m->no_auto_converge, "Never throttle the vCPUs");
+  mig->add_option("--mode", m->mode,
+                  "precopy; postcopy (run on the destination at once, pull RAM on demand); auto (pre-copy, post-copy "
+                  "instead of throttling when pre-copy cannot converge)")
+      ->capture_default_str();
+  mig->add_option("--postcopy-after-s", m->postcopy_after_s, "With --mode auto: switch to post-copy after this long")
+      ->check(kFinite);
   mig->add_flag("--verify", m->verify, "Have the guest verify itself on the destination (memcheck)");
   mig->add_flag("--json", m->json_out, "Print the final statistics as JSON");
   mig->callback([selected, m] { *selected = [m] { return DoMigrate(*m); }; });

@@ -38,6 +38,15 @@ Verdict ConvergenceController::Next(const RoundSample& s) {
   } else if (fits) {
     std::snprintf(why, sizeof why, "target met (predicted %.1f ms); refining while the dirty set still halves",
                   v.predicted_downtime_ms);
+  } else if (options_.postcopy && (late || (options_.postcopy_after_ms && s.elapsed_ns / 1000000 >= options_.postcopy_after_ms) ||
+                                    (v.bandwidth_bytes_s > 0 && v.dirty_bytes_s > 0.5 * v.bandwidth_bytes_s))) {
+    std::snprintf(why, sizeof why, "predicted downtime %.1f ms > %.0f ms target and %s: switching to post-copy",
+                  v.predicted_downtime_ms, options_.downtime_ms,
+                  late ? "the deadline is reached"
+                  : options_.postcopy_after_ms && s.elapsed_ns / 1000000 >= options_.postcopy_after_ms
+                      ? "--postcopy-after-s has passed"
+                      : "the guest dirties faster than half the link drains");
+    v.decision = Decision::kPostcopy;
   } else if (late) {
     std::snprintf(why, sizeof why, "deadline of %llu ms reached with %llu pages still dirty (predicted downtime %.0f ms)",
                   static_cast<unsigned long long>(options_.deadline_ms), static_cast<unsigned long long>(s.dirty_pages),

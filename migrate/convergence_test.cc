@@ -225,3 +225,43 @@ TEST(ConvergenceTest, UsesTheMeasuredWireBytesPerPage) {
 
 }  // namespace
 }  // namespace ferry::migrate
+
+namespace ferry::migrate {
+namespace {
+
+TEST(ConvergenceTest, AutoModeSwitchesToPostcopyInsteadOfThrottlingAGuestFasterThanTheLink) {
+  ConvergenceController c(ConvergenceOptions{.downtime_ms = 50, .postcopy = true});
+  // 80,000 pages dirtied in a second at 100,000 pages a second of bandwidth: pre-copy would
+  // throttle; auto mode switches, and never throttles.
+  Verdict v = c.Next(Round(0, 80000));
+  EXPECT_EQ(v.decision, Decision::kPostcopy) << v.reason;
+  EXPECT_EQ(v.throttle, 0u);
+  EXPECT_NE(v.reason.find("post-copy"), std::string::npos) << v.reason;
+  EXPECT_EQ(c.max_throttle(), 0u);
+}
+
+TEST(ConvergenceTest, AutoModeLeavesAConvergingGuestInPrecopyUntilPostcopyAfter) {
+  ConvergenceOptions o{.downtime_ms = 50, .deadline_ms = 600000, .postcopy = true, .postcopy_after_ms = 3000};
+  ConvergenceController c(o);
+  // 20,000 dirty pages a second: within half the link, but 200 ms to send: keep going...
+  Verdict v = c.Next(Round(0, 20000));
+  EXPECT_EQ(v.decision, Decision::kContinue) << v.reason;
+  v = c.Next(Round(1, 20000));
+  EXPECT_EQ(v.decision, Decision::kContinue) << v.reason;
+  // ...until --postcopy-after-s (round 2 ends at 3 s).
+  v = c.Next(Round(2, 20000));
+  EXPECT_EQ(v.decision, Decision::kPostcopy) << v.reason;
+  EXPECT_NE(v.reason.find("postcopy-after"), std::string::npos) << v.reason;
+  // A guest that fits the target still stops and copies in auto mode.
+  ConvergenceController d(o);
+  EXPECT_EQ(d.Next(Round(0, 1000, 5, 1000)).decision, Decision::kStopAndCopy);
+}
+
+TEST(ConvergenceTest, AutoModeSwitchesAtTheDeadlineInsteadOfGivingUp) {
+  ConvergenceController c(ConvergenceOptions{.downtime_ms = 50, .deadline_ms = 2000, .postcopy = true});
+  EXPECT_EQ(c.Next(Round(0, 20000)).decision, Decision::kContinue);
+  EXPECT_EQ(c.Next(Round(1, 20000)).decision, Decision::kPostcopy);
+}
+
+}  // namespace
+}  // namespace ferry::migrate

@@ -27,41 +27,56 @@ PostcopySourceResult Failed(Status why, const PostcopySourceLinks& l, PostcopySo
 
 }  // namespace
 
-PostcopySourceResult RunPostcopySource(const uint8_t* memory, uint64_t pages, const Bitmap& outstanding,
-                                       const PostcopySourceLinks& l, uint64_t io_timeout_ms) {
+PostcopyPageServer::PostcopyPageServer(Channel& requests, const uint8_t* memory, uint64_t pages, std::function<void()> on_error)
+    : requests_(requests) {
+  requests_.set_timeout_ms(0);
+  thread_ = std::thread([this, memory, pages, on_error = std::move(on_error)] {
+    Result<PageServerStats> r = PageServerStats{};
+    try {
+      r = ServePageRequests(requests_, memory, pages, stop_);
+    } catch (const std::exception& e) {
+      r = Internal(std::string("post-copy page server: ") + e.what());
+    }
+    const bool failed = !r.ok() && !stop_.load();
+    {
+      std::lock_guard lock(mu_);
+      result_ = std::move(r);
+      done_ = true;
+    }
+    cv_.notify_all();
+    if (failed && on_error) on_error();
+  });
+}
+
+Result<PageServerStats> PostcopyPageServer::Stop(uint64_t wait_ms) {
+  if (!thread_.joinable()) {
+    std::lock_guard lock(mu_);
+    return result_;
+  }
+  {
+    std::unique_lock lock(mu_);
+    cv_.wait_for(lock, std::chrono::milliseconds(wait_ms), [&] { return done_; });
+  }
+  stop_ = true;
+  requests_.Close();
+  thread_.join();
+  std::lock_guard lock(mu_);
+  return result_;
+}
+
+Status PostcopyPageServer::failure() const {
+  std::lock_guard lock(mu_);
+  return done_ && !result_.ok() ? result_.status() : Status::Ok();
+}
+
+PostcopySourceResult RunPostcopySource(const Bitmap& outstanding, const PostcopySourceLinks& l, uint64_t io_timeout_ms) {
   PostcopySourceStats stats;
   stats.outstanding_pages = outstanding.Count();
   const uint64_t t0 = MonotonicNs();
-  // The page server: requests come whenever a vCPU touches a page not yet there, so its
-  // connection has no idle timeout; the destination ends it (stream-end) once complete.
-  std::atomic<bool> stop{false};
-  Result<PageServerStats> served = PageServerStats{};
-  std::mutex mu;
-  std::condition_variable cv;
-  bool server_done = false;  // guarded by mu
-  l.requests->set_timeout_ms(0);
-  std::thread server([&] {
-    try {
-      served = ServePageRequests(*l.requests, memory, pages, stop);
-    } catch (const std::exception& e) {
-      served = Internal(std::string("post-copy page server: ") + e.what());
-    }
-    // A server that failed leaves the destination unable to finish: wake the control wait.
-    if (!served.ok() && served.status().code() != ErrorCode::kAborted) l.control->Close();
-    std::lock_guard lock(mu);
-    server_done = true;
-    cv.notify_all();
-  });
   auto finish = [&](PostcopySourceResult r) {
-    if (r.outcome == PostcopyOutcome::kCompleted) {
-      // The destination ended the request stream before it reported completion: the server
-      // is reading that end now.
-      std::unique_lock lock(mu);
-      cv.wait_for(lock, std::chrono::milliseconds(io_timeout_ms), [&] { return server_done; });
-    }
-    stop = true;
-    l.requests->Close();
-    server.join();
+    // Completed: the destination ended the request stream before it reported completion, so
+    // the server is reading that end now.
+    auto served = l.server->Stop(r.outcome == PostcopyOutcome::kCompleted ? io_timeout_ms : 0);
     if (served.ok()) r.stats.served = *served;
     r.stats.duration_ms = Ms(MonotonicNs() - t0);
     return r;
@@ -79,7 +94,7 @@ PostcopySourceResult RunPostcopySource(const uint8_t* memory, uint64_t pages, co
   Result<PostcopyComplete> complete = st.ok() ? DecodePostcopyComplete(f.payload) : Result<PostcopyComplete>(st);
   if (!complete.ok()) {
     Status why = complete.status();
-    if (!served.ok() && served.status().code() != ErrorCode::kAborted) why = served.status();
+    if (Status s = l.server->failure(); !s.ok() && s.code() != ErrorCode::kAborted) why = s;
     return finish(Failed(why.Annotate("post-copy failed before the destination held every page"), l, stats));
   }
   stats.destination = *complete;

@@ -186,7 +186,8 @@ TEST_F(PostcopySwitchover, TouchedPagesAreFetchedOnDemandTheRestStreamsAndComple
   });
   PostcopySourceResult r;
   std::thread source([&] {
-    r = RunPostcopySource(src_->host(), kPages, outstanding, {streams_.get(), requests_.src.get(), control_.src.get()}, 5000);
+    PostcopyPageServer server(*requests_.src, src_->host(), kPages, [&] { control_.src->Close(); });
+    r = RunPostcopySource(outstanding, {streams_.get(), requests_.src.get(), control_.src.get(), &server}, 5000);
   });
   auto done = (*pd)->Finish(*control_.dst, [](PostcopyComplete* c) { c->held_frames = 3; });
   source.join();
@@ -250,7 +251,8 @@ TEST_F(PostcopySwitchover, ADestinationThatDiesMidwayLeavesTheSourceFreeToResume
   streams_->SetLimiter(&slow);
   PostcopySourceResult r;
   std::thread source([&] {
-    r = RunPostcopySource(src_->host(), kPages, outstanding, {streams_.get(), requests_.src.get(), control_.src.get()}, 3000);
+    PostcopyPageServer server(*requests_.src, src_->host(), kPages, [&] { control_.src->Close(); });
+    r = RunPostcopySource(outstanding, {streams_.get(), requests_.src.get(), control_.src.get(), &server}, 3000);
   });
   std::this_thread::sleep_for(std::chrono::milliseconds(200));
   for (auto& ch : data_dst_) ch->Close();  // the destination host dies

@@ -16,6 +16,8 @@
 #include "ferry/migrate/accept.h"
 #include "ferry/migrate/incoming.h"
 #include "ferry/migrate/page_sink.h"
+#include "ferry/migrate/postcopy_destination.h"
+#include "ferry/migrate/postcopy_protocol.h"
 
 namespace ferry::migrate {
 namespace {
@@ -44,7 +46,13 @@ class DestMigration {
   Status AcceptDataStreams();
   Status ReceiveStream(uint32_t index);
   void FailAll(const Status& why);
-  Status ReceiveState(StateMsg* msg);
+  Status ReceiveState(Frame* state);
+  Status FinishPrecopy(const Frame& state);
+  Status PrepareFromState(const std::vector<uint8_t>& encoded);
+  Status SwitchToPostcopy(const Frame& state);
+  Result<Received> RunPostcopy(std::vector<std::thread>& threads);
+  void DiscardPostcopy(std::vector<std::thread>& threads);
+  void Verify(uint64_t target);
   Status AwaitLanded(const std::vector<uint64_t>& want);
 
   const IncomingOptions& o_;
@@ -52,6 +60,10 @@ class DestMigration {
   const Session session_;  // the gate's: sent in every welcome
   std::unique_ptr<Channel> control_;
   std::vector<std::unique_ptr<Channel>> data_;
+  std::unique_ptr<Channel> requests_;  // post-copy's page requests (begin's post-copy flag)
+  std::unique_ptr<PostcopyDestination> postcopy_;
+  std::atomic<PostcopyDestination*> postcopy_live_{nullptr};  // for FailAll on stream threads
+  std::atomic<PostcopyMemory*> place_{nullptr};  // set once pre-copy's frames landed: sinks place from then on
   Begin begin_;
   std::unique_ptr<hypervisor::Vm> vm_;  // built at Begin; RAM lands in its memory
   std::atomic<uint64_t> pages_{0};
@@ -72,9 +84,16 @@ Result<std::unique_ptr<Channel>> DestMigration::AcceptAuthenticated(Role role, u
 
 Status DestMigration::AcceptDataStreams() {
   data_.resize(begin_.streams);
-  for (uint32_t n = 0; n < begin_.streams; ++n) {
+  // Post-copy: one more connection, index `streams`, for page requests.
+  const uint32_t total = begin_.streams + (begin_.postcopy ? 1 : 0);
+  for (uint32_t n = 0; n < total; ++n) {
     Hello h;
     FERRY_ASSIGN_OR_RETURN(auto ch, AcceptAuthenticated(Role::kData, o_.io_timeout_ms, &h));
+    if (begin_.postcopy && h.stream == begin_.streams && !requests_) {
+      ch->set_name("page requests");
+      requests_ = std::move(ch);
+      continue;
+    }
     if (h.stream >= begin_.streams || data_[h.stream]) {
       ch->Fail("invalid or duplicate stream index");
       return Corrupt("the source opened stream " + std::to_string(h.stream) + " twice or out of range");
@@ -105,6 +124,8 @@ void DestMigration::FailAll(const Status& why) {
     closing_ = true;
   }
   // Wake every other thread (and tell the source: its sends fail at once).
+  if (PostcopyDestination* pd = postcopy_live_.load()) pd->Abort(why);
+  if (requests_) requests_->Close();
   if (control_) control_->Close();
   for (auto& ch : data_) {
     if (ch) ch->Close();
@@ -119,6 +140,7 @@ Status DestMigration::ReceiveStream(uint32_t index) {
     FERRY_RETURN_IF_ERROR(ch.Receive(&f));
     switch (static_cast<MsgType>(f.type)) {
       case MsgType::kPages: {
+        if (PostcopyMemory* m = place_.load(std::memory_order_acquire)) sink.set_postcopy(m);
         auto n = sink.Apply(f.payload);
         if (!n.ok()) return n.status().Annotate(ch.name() + " " + std::to_string(index));
         stream_pages_[index] += *n;
@@ -160,8 +182,9 @@ Status DestMigration::AwaitLanded(const std::vector<uint64_t>& want) {
   return Status::Ok();
 }
 
-Status DestMigration::ReceiveState(StateMsg* msg) {
-  Frame f;
+// Until the source's state (pre-copy's kState, or post-copy's switchover), answering syncs.
+Status DestMigration::ReceiveState(Frame* state) {
+  Frame& f = *state;
   // The control stream is idle while pages flow; the data streams' own timeouts (and
   // FailAll) bound the wait.
   control_->set_timeout_ms(0);
@@ -173,7 +196,8 @@ Status DestMigration::ReceiveState(StateMsg* msg) {
       FERRY_RETURN_IF_ERROR(control_->Send(MsgType::kSynced));
       continue;
     }
-    if (st.ok() && f.type != static_cast<uint16_t>(MsgType::kState)) {
+    if (st.ok() && f.type != static_cast<uint16_t>(MsgType::kState) &&
+        !(begin_.postcopy && f.type == static_cast<uint16_t>(MsgType::kPostcopyState))) {
       // Let Expect() turn an abort or error into the source's reason.
       control_->set_timeout_ms(o_.io_timeout_ms);
       return Status(ErrorCode::kAborted, DescribeUnexpected(f));
@@ -182,7 +206,6 @@ Status DestMigration::ReceiveState(StateMsg* msg) {
     break;
   }
   control_->set_timeout_ms(o_.io_timeout_ms);
-  FERRY_ASSIGN_OR_RETURN(*msg, DecodeState(f.payload, begin_.streams));
   return Status::Ok();
 }
 
@@ -245,33 +268,30 @@ Result<Received> DestMigration::Run() {
       if (!results[i].ok()) FailAll(results[i]);
     });
   }
-  StateMsg state_msg;
-  Status st = ReceiveState(&state_msg);
+  Frame state_frame;
+  Status st = ReceiveState(&state_frame);
+  if (st.ok() && state_frame.type == static_cast<uint16_t>(MsgType::kPostcopyState)) {
+    // The data streams stay open: the rest of guest RAM follows the running VM.
+    st = SwitchToPostcopy(state_frame);
+    if (!st.ok()) {
+      DiscardPostcopy(threads);
+      control_->Fail("the destination gives up: " + st.message());
+      return st.Annotate("incoming post-copy migration from " + stats_.source);
+    }
+    stats_.receive_ms = Ms(MonotonicNs() - t0);
+    return RunPostcopy(threads);
+  }
   for (auto& t : threads) t.join();
+  if (st.ok()) st = FinishPrecopy(state_frame);
   {
     std::lock_guard lock(mu_);
     if (!first_error_.ok()) st = first_error_;  // the cause, not the wake-up
-  }
-  for (uint32_t i = 0; st.ok() && i < begin_.streams; ++i) {
-    if (state_msg.stream_frames[i] != data_[i]->frames_received()) st = Corrupt("stream frame counts do not match the state message");
-  }
-  hypervisor::VmState state;
-  if (st.ok()) st = hypervisor::DecodeVmState(state_msg.vm_state, &state);
-  if (st.ok() && (state.config.mem_bytes != begin_.config.mem_bytes || state.config.vcpus != begin_.config.vcpus)) {
-    st = Corrupt("the final state does not match the announced VM");
   }
   for (auto& ch : data_) stats_.wire_bytes += ch->bytes_received();
   stats_.pages = pages_;
   if (!st.ok()) {
     control_->Fail("the destination gives up: " + st.message());
     return st.Annotate("incoming migration from " + stats_.source);
-  }
-  uint64_t t1 = MonotonicNs();
-  st = vm_->LoadState(state);
-  stats_.build_ms = Ms(MonotonicNs() - t1);
-  if (!st.ok()) {
-    control_->Fail("the destination cannot load the VM's state: " + st.message());
-    return st.Annotate("load the migrated VM's state");
   }
   stats_.receive_ms = Ms(MonotonicNs() - t0);
   FERRY_RETURN_IF_ERROR(control_->Send(MsgType::kPrepared));
@@ -287,13 +307,140 @@ Result<Received> DestMigration::Run() {
   stats_.resume_ms = Ms(started.resume_ns);
   stats_.wire_bytes += control_->bytes_received();
   (void)control_->Send(MsgType::kStarted, EncodeStarted(started));  // the guest runs either way
-  if (begin_.verify) {
-    auto v = hypervisor::AwaitVerification(*vm_, verify_target, 120000);
-    VerifyResult vr = v.ok() ? VerifyResult{v->passed, v->report.text} : VerifyResult{false, v.status().message()};
-    stats_.verified = true;
-    stats_.verify_passed = vr.passed;
-    (void)control_->Send(MsgType::kVerifyResult, EncodeVerifyResult(vr));
+  if (begin_.verify) Verify(verify_target);
+  control_->Close();
+  return Received{std::move(vm_), stats_};
+}
+
+void DestMigration::Verify(uint64_t target) {
+  auto v = hypervisor::AwaitVerification(*vm_, target, 120000);
+  VerifyResult vr = v.ok() ? VerifyResult{v->passed, v->report.text} : VerifyResult{false, v.status().message()};
+  stats_.verified = true;
+  stats_.verify_passed = vr.passed;
+  (void)control_->Send(MsgType::kVerifyResult, EncodeVerifyResult(vr));
+}
+
+Status DestMigration::FinishPrecopy(const Frame& f) {
+  FERRY_ASSIGN_OR_RETURN(StateMsg msg, DecodeState(f.payload, begin_.streams));
+  for (uint32_t i = 0; i < begin_.streams; ++i) {
+    if (msg.stream_frames[i] != data_[i]->frames_received()) return Corrupt("stream frame counts do not match the state message");
   }
+  return PrepareFromState(msg.vm_state);
+}
+
+Status DestMigration::PrepareFromState(const std::vector<uint8_t>& encoded) {
+  hypervisor::VmState state;
+  FERRY_RETURN_IF_ERROR(hypervisor::DecodeVmState(encoded, &state));
+  if (state.config.mem_bytes != begin_.config.mem_bytes || state.config.vcpus != begin_.config.vcpus) {
+    return Corrupt("the final state does not match the announced VM");
+  }
+  uint64_t t1 = MonotonicNs();
+  Status st = vm_->LoadState(state);
+  stats_.build_ms = Ms(MonotonicNs() - t1);
+  return st.Annotate("load the migrated VM's state");
+}
+
+// Post-copy's switchover (PROTOCOL.md): every frame sent before it has landed; the pages it
+// names are dropped and fetched on demand or placed as they stream in; then the state loads.
+Status DestMigration::SwitchToPostcopy(const Frame& f) {
+  FERRY_ASSIGN_OR_RETURN(PostcopyStateMsg msg,
+                         DecodePostcopyState(f.payload, begin_.streams, begin_.config.mem_bytes / kPageBytes));
+  FERRY_RETURN_IF_ERROR(AwaitLanded(msg.stream_frames));
+  for (uint32_t i = 0; i < begin_.streams; ++i) {
+    if (data_[i]->frames_received() != msg.stream_frames[i]) return Corrupt("pages arrived after the post-copy switchover's count");
+  }
+  PostcopyDestinationOptions po;
+  po.io_timeout_ms = o_.io_timeout_ms;
+  FERRY_ASSIGN_OR_RETURN(postcopy_, PostcopyDestination::Switch(vm_->memory(), msg.outstanding, *requests_, po));
+  postcopy_live_.store(postcopy_.get());
+  place_.store(&postcopy_->memory(), std::memory_order_release);
+  stats_.postcopy = true;
+  stats_.postcopy_outstanding = msg.outstanding.Count();
+  return PrepareFromState(msg.vm_state);
+}
+
+// Throws this copy away without anything having left the host: held output dropped, held
+// disk writes dropped (the image untouched), the VM stopped; the source resumes.
+void DestMigration::DiscardPostcopy(std::vector<std::thread>& threads) {
+  vm_->DiscardOutput();
+  vm_->DiscardDiskOverlay();
+  vm_->Stop();
+  FailAll(Status(ErrorCode::kAborted, "post-copy abandoned"));
+  postcopy_live_.store(nullptr);
+  postcopy_.reset();  // unregisters: a vCPU blocked on a missing page wakes into the stop
+  for (auto& t : threads) {
+    if (t.joinable()) t.join();
+  }
+}
+
+Result<Received> DestMigration::RunPostcopy(std::vector<std::thread>& threads) {
+  Frame f;
+  FERRY_RETURN_IF_ERROR(control_->Send(MsgType::kPrepared));
+  Status st = control_->Expect(MsgType::kCommit, &f);
+  uint64_t t2 = MonotonicNs();
+  // Runs sealed against output: frames wait and disk writes stay in memory until every page is
+  // here and the source has promised never to run again.
+  if (st.ok()) {
+    vm_->StartOutputBuffering();
+    vm_->StartDiskOverlay(o_.postcopy_disk_hold_bytes);
+    st = vm_->Start().Annotate("start the migrated VM");
+  }
+  if (!st.ok()) {
+    DiscardPostcopy(threads);
+    return st.Annotate("post-copy: nothing runs here");
+  }
+  Started started;
+  started.resume_ns = MonotonicNs() - t2;
+  started.guest_resume_ns = vm_->GuestNs();
+  stats_.resume_ms = Ms(started.resume_ns);
+  (void)control_->Send(MsgType::kStarted, EncodeStarted(started));  // lost: the source resumes, we fail below
+  auto done = postcopy_->Finish(*control_, [this](PostcopyComplete* c) {
+    auto d = vm_->Devices();
+    c->held_frames = d.net.tx_buffered;
+    c->held_disk_bytes = d.block.overlay_bytes;
+  });
+  stats_.postcopy_ms = Ms(MonotonicNs() - t2);
+  if (done.ok() || done.status().code() == ErrorCode::kIndeterminate) {
+    auto s = postcopy_->memory().stats();
+    stats_.postcopy_faults = s.faults;
+    stats_.postcopy_fetched_pages = s.fetched_pages;
+    stats_.postcopy_placed_pages = s.placed_pages;
+    stats_.fault_p50_us = s.fault_p50_us;
+    stats_.fault_p99_us = s.fault_p99_us;
+  }
+  if (!done.ok() && done.status().code() == ErrorCode::kIndeterminate) {
+    // Every page is here but the source's word is not: it may have resumed. Keep this copy
+    // paused with everything held; the operator decides (`ferry resume --force` releases it).
+    (void)vm_->Seal("post-copy: the source's end did not come");
+    FailAll(Status(ErrorCode::kAborted, "post-copy: waiting for the operator"));
+    for (auto& t : threads) t.join();
+    postcopy_live_.store(nullptr);
+    postcopy_.reset();
+    stats_.postcopy_unresolved = true;
+    std::fprintf(stderr, "ferry incoming: %s\n", done.status().message().c_str());
+    return Received{std::move(vm_), stats_};
+  }
+  if (!done.ok()) {
+    DiscardPostcopy(threads);
+    return done.status().Annotate("post-copy from " + stats_.source + " failed; nothing left this host, the source resumes");
+  }
+  // The source has stopped for good: this is the only copy. Let its output and disk writes go.
+  for (auto& t : threads) t.join();
+  {
+    std::lock_guard lock(mu_);
+    if (!first_error_.ok()) std::fprintf(stderr, "ferry incoming: after post-copy: %s\n", first_error_.message().c_str());
+  }
+  postcopy_live_.store(nullptr);
+  postcopy_.reset();  // every page is here
+  if (Status c = vm_->CommitDiskOverlay(); !c.ok()) {
+    // The writes stay held in memory (the guest reads them); the image did not take them.
+    std::fprintf(stderr, "ferry incoming: WRITING THE HELD DISK WRITES FAILED: %s\n", c.message().c_str());
+  }
+  vm_->StopOutputBuffering();
+  for (auto& ch : data_) stats_.wire_bytes += ch->bytes_received();
+  stats_.wire_bytes += control_->bytes_received() + requests_->bytes_received();
+  stats_.pages = pages_;
+  if (begin_.verify) Verify(vm_->RequestVerify());
   control_->Close();
   return Received{std::move(vm_), stats_};
 }

@@ -12,6 +12,8 @@
 #include "ferry/hypervisor/vm_state_codec.h"
 #include "ferry/migrate/accept.h"
 #include "ferry/migrate/migration.h"
+#include "ferry/migrate/postcopy_protocol.h"
+#include "ferry/migrate/postcopy_source.h"
 #include "ferry/migrate/stream_set.h"
 
 namespace ferry::migrate {
@@ -72,11 +74,15 @@ class SourceMigration {
 
  private:
   Status Connect();
+  Status StartTracking();
   Status PreCopy();
   Status StopAndCopy();
   Status Commit();
+  Status Switchover();
+  Status PostCopy();
   Status Fail(const Status& why);
   void Report(const std::string& phase, uint64_t remaining, const Verdict* v);
+  void ReadVerification();
 
   Vm& vm_;
   const MigrateOptions& o_;
@@ -85,6 +91,11 @@ class SourceMigration {
   MigrationStats stats_;
   std::unique_ptr<Channel> control_;
   std::unique_ptr<StreamSet> streams_;
+  std::unique_ptr<Channel> requests_;  // post-copy's page requests (modes postcopy and auto)
+  std::unique_ptr<PostcopyPageServer> server_;  // post-copy: answers them from the switchover on
+  bool switch_to_postcopy_ = false;    // the controller (or mode postcopy) chose post-copy
+  Bitmap outstanding_;                 // post-copy: pages the destination does not hold
+  bool committed_ = false;             // the source may never run again
   std::unique_ptr<RateLimiter> limiter_;
   std::unique_ptr<dirtylog::DirtyTracker> tracker_;
   uint64_t start_ns_ = 0;
@@ -122,6 +133,7 @@ Status SourceMigration::Connect() {
   begin.streams = o_.streams;
   begin.verify = o_.verify;
   begin.generation = o_.generation;
+  begin.postcopy = o_.mode != MigrationMode::kPrecopy;
   FERRY_RETURN_IF_ERROR(control_->Send(MsgType::kBegin, EncodeBegin(begin)));
   Frame f;
   FERRY_RETURN_IF_ERROR(control_->Expect(MsgType::kReady, &f));
@@ -133,6 +145,11 @@ Status SourceMigration::Connect() {
     ch->set_limiter(limiter_.get());
     data.push_back(std::move(ch));
   }
+  if (begin.postcopy) {
+    // Its own connection, outside the rate limit: a faulting vCPU waits on every request.
+    Session ignored;
+    FERRY_ASSIGN_OR_RETURN(requests_, Open(to, o_, Role::kData, o_.streams, session, &ignored));
+  }
   EncoderOptions enc;
   enc.compress = o_.compress;
   enc.xbzrle_cache_pages = o_.xbzrle_cache_bytes / kPageBytes;
@@ -141,7 +158,7 @@ Status SourceMigration::Connect() {
   return Status::Ok();
 }
 
-Status SourceMigration::PreCopy() {
+Status SourceMigration::StartTracking() {
   FERRY_ASSIGN_OR_RETURN(tracker_, dirtylog::DirtyTracker::Start(vm_));
   FERRY_ASSIGN_OR_RETURN(pending_, tracker_->Harvest());
   pending_since_ns_ = MonotonicNs();
@@ -153,7 +170,16 @@ Status SourceMigration::PreCopy() {
     populated.SetRange(off / kPageBytes, (len + kPageBytes - 1) / kPageBytes);
   }));
   for (uint64_t w = 0; w < populated.word_count(); ++w) pending_.pages.words()[w] &= populated.words()[w];
+  return Status::Ok();
+}
 
+Status SourceMigration::PreCopy() {
+  if (o_.mode == MigrationMode::kPostcopy) {
+    // Post-copy at once: no pre-copy round; every page the guest ever wrote follows the VM.
+    switch_to_postcopy_ = true;
+    stats_.postcopy.reason = "--mode postcopy";
+    return Status::Ok();
+  }
   for (uint32_t round = 0;; ++round) {
     uint64_t count = pending_.Count();
     Report("round " + std::to_string(round), count, nullptr);
@@ -192,6 +218,11 @@ Status SourceMigration::PreCopy() {
     FERRY_LOG_DEBUG("migrate: round %u: %llu pages, %.1f MB in %.1f ms; %s", round,
                     static_cast<unsigned long long>(count), s.wire_bytes / 1e6, Ms(s.send_ns), v.reason.c_str());
     if (v.decision == Decision::kStopAndCopy) return Status::Ok();
+    if (v.decision == Decision::kPostcopy) {
+      switch_to_postcopy_ = true;
+      stats_.postcopy.reason = v.reason;
+      return Status::Ok();
+    }
     if (v.decision == Decision::kAbort) return Timeout("did not converge: " + v.reason);
     if (v.throttle != vm_.throttle(0)) FERRY_RETURN_IF_ERROR(vm_.SetThrottle(-1, v.throttle));
   }
@@ -257,27 +288,98 @@ Status SourceMigration::Commit() {
   // What the guest's own clock says passed between its last instruction here and its first
   // there: the pause as the guest experiences it.
   if (started->guest_resume_ns > guest_pause_ns_) stats_.guest_clock_gap_ms = Ms(started->guest_resume_ns - guest_pause_ns_);
-  if (o_.verify) {
-    Frame vf;
-    uint64_t saved = o_.io_timeout_ms;
-    control_->set_timeout_ms(std::max<uint64_t>(saved, 120000));  // a full pass over guest RAM
-    Status vs = control_->Expect(MsgType::kVerifyResult, &vf);
-    auto vr = vs.ok() ? DecodeVerifyResult(vf.payload) : Result<VerifyResult>(vs);
-    stats_.verified = true;
-    if (vr.ok()) {
-      stats_.verify_passed = vr->passed;
-      stats_.verify_report = vr->report;
-    } else {
-      stats_.verify_report = "no verification result: " + vr.status().message();
-    }
-  }
+  if (o_.verify) ReadVerification();
   return Status::Ok();
+}
+
+void SourceMigration::ReadVerification() {
+  Frame vf;
+  control_->set_timeout_ms(std::max<uint64_t>(o_.io_timeout_ms, 120000));  // a full pass over guest RAM
+  Status vs = control_->Expect(MsgType::kVerifyResult, &vf);
+  auto vr = vs.ok() ? DecodeVerifyResult(vf.payload) : Result<VerifyResult>(vs);
+  stats_.verified = true;
+  if (vr.ok()) {
+    stats_.verify_passed = vr->passed;
+    stats_.verify_report = vr->report;
+  } else {
+    stats_.verify_report = "no verification result: " + vr.status().message();
+  }
+}
+
+// Post-copy's switchover: one pause moves vCPU and device state and names the pages the
+// destination must not trust (never sent, or changed since). The destination runs the VM
+// with its output and disk writes held; this copy stays paused, able to resume, until the
+// destination holds every page (PostCopy).
+Status SourceMigration::Switchover() {
+  uint64_t s0 = MonotonicNs();
+  FERRY_RETURN_IF_ERROR(control_->Send(MsgType::kSync, EncodeSync(streams_->frames_sent())));
+  Frame f;
+  FERRY_RETURN_IF_ERROR(control_->Expect(MsgType::kSynced, &f));
+  stats_.drain_ms = Ms(MonotonicNs() - s0);
+  Report("switchover", pending_.Count(), nullptr);
+  pause_ns_ = MonotonicNs();
+  FERRY_ASSIGN_OR_RETURN(auto pause, vm_.Pause());
+  paused_ = true;
+  guest_pause_ns_ = vm_.GuestNs();
+  stats_.pause_ms = Ms(pause.latency_ns);
+  uint64_t t0 = MonotonicNs();
+  FERRY_ASSIGN_OR_RETURN(dirtylog::DirtySet last, tracker_->Harvest());
+  pending_.pages.MergeFrom(last.pages);
+  outstanding_ = pending_.pages;
+  uint64_t t1 = MonotonicNs();
+  FERRY_ASSIGN_OR_RETURN(hypervisor::VmState state, vm_.SaveState());
+  // Serve pages from now on: loading the state may already touch some on the destination.
+  server_ = std::make_unique<PostcopyPageServer>(*requests_, vm_.memory().host(), vm_.memory().size() / kPageBytes,
+                                                 [this] { control_->Close(); });
+  PostcopyStateMsg msg{streams_->frames_sent(), outstanding_, hypervisor::EncodeVmState(state)};
+  FERRY_RETURN_IF_ERROR(control_->Send(MsgType::kPostcopyState, EncodePostcopyState(msg)));
+  uint64_t t2 = MonotonicNs();
+  FERRY_RETURN_IF_ERROR(control_->Expect(MsgType::kPrepared, &f));
+  uint64_t t3 = MonotonicNs();
+  stats_.final_harvest_ms = Ms(t1 - t0);
+  stats_.state_ms = Ms(t2 - t1);
+  stats_.prepare_wait_ms = Ms(t3 - t2);
+  stats_.stop_copy_ms = Ms(t3 - pause_ns_);
+  // Unlike pre-copy's, this commit is not the point of no return: the destination releases
+  // nothing before our post-copy end, so a lost answer still lets this copy resume.
+  Report("commit", outstanding_.Count(), nullptr);
+  FERRY_RETURN_IF_ERROR(control_->Send(MsgType::kCommit));
+  FERRY_RETURN_IF_ERROR(control_->Expect(MsgType::kStarted, &f));
+  uint64_t started_ns = MonotonicNs();
+  FERRY_ASSIGN_OR_RETURN(Started started, DecodeStarted(f.payload));
+  stats_.downtime_ms = Ms(started_ns - pause_ns_);
+  stats_.dest_resume_ms = Ms(started.resume_ns);
+  if (started.guest_resume_ns > guest_pause_ns_) stats_.guest_clock_gap_ms = Ms(started.guest_resume_ns - guest_pause_ns_);
+  return Status::Ok();
+}
+
+Status SourceMigration::PostCopy() {
+  Report("post-copy", outstanding_.Count(), nullptr);
+  stats_.postcopy.used = true;
+  PostcopySourceLinks links{streams_.get(), requests_.get(), control_.get(), server_.get()};
+  PostcopySourceResult r = RunPostcopySource(outstanding_, links, o_.io_timeout_ms);
+  PostcopyFigures& p = stats_.postcopy;
+  p.duration_ms = r.stats.duration_ms;
+  p.background_ms = r.stats.background_ms;
+  p.outstanding_pages = r.stats.outstanding_pages;
+  p.faults = r.stats.destination.faults;
+  p.requested_pages = r.stats.served.pages;
+  p.placed_pages = r.stats.destination.placed_pages;
+  p.fault_p50_us = r.stats.destination.fault_p50_us;
+  p.fault_p99_us = r.stats.destination.fault_p99_us;
+  p.fault_max_us = r.stats.destination.fault_max_us;
+  p.held_frames = r.stats.destination.held_frames;
+  p.held_disk_bytes = r.stats.destination.held_disk_bytes;
+  if (r.outcome != PostcopyOutcome::kFailed) committed_ = true;
+  return r.why;
 }
 
 Status SourceMigration::Fail(const Status& why) {
   // Every stream says why before it closes, so the destination reports the cause rather
   // than a bare end of stream.
   if (streams_) streams_->FailAll(why.message());
+  if (requests_) requests_->Close();
+  server_.reset();
   if (control_) {
     control_->set_timeout_ms(1000);
     (void)control_->Send(MsgType::kAbort, EncodeReason(why.message()));
@@ -294,15 +396,25 @@ Status SourceMigration::Fail(const Status& why) {
 Result<MigrationStats> SourceMigration::Run() {
   start_ns_ = MonotonicNs();
   if (vm_.state() != hypervisor::RunState::kRunning) return InvalidArgument("only a running VM can be migrated");
+  stats_.mode = MigrationModeName(o_.mode);
   Report("connect", 0, nullptr);
   Status st = Connect();
+  if (st.ok()) st = StartTracking();
   if (st.ok()) st = PreCopy();
-  if (st.ok()) st = StopAndCopy();
-  if (!st.ok()) return Fail(st.Annotate("migration to " + o_.to + " failed"));
-  st = Commit();
+  if (st.ok() && switch_to_postcopy_) {
+    st = Switchover();
+    if (st.ok()) st = PostCopy();
+    if (!st.ok() && !committed_) return Fail(st.Annotate("post-copy migration to " + o_.to + " failed; the VM resumes here"));
+    if (st.ok() && o_.verify) ReadVerification();
+  } else {
+    if (st.ok()) st = StopAndCopy();
+    if (!st.ok()) return Fail(st.Annotate("migration to " + o_.to + " failed"));
+    st = Commit();
+  }
   // Committed (or indeterminate): the source never runs this guest again.
   if (tracker_) (void)tracker_->Stop();
   streams_->CloseAll();
+  if (requests_) requests_->Close();
   control_->Close();
   if (!st.ok()) return st;
   auto c = streams_->counts();
@@ -321,7 +433,29 @@ Result<MigrationStats> SourceMigration::Run() {
 
 }  // namespace
 
+const char* MigrationModeName(MigrationMode m) {
+  switch (m) {
+    case MigrationMode::kPrecopy: return "precopy";
+    case MigrationMode::kPostcopy: return "postcopy";
+    case MigrationMode::kAuto: return "auto";
+  }
+  return "precopy";
+}
+
+std::optional<MigrationMode> ParseMigrationMode(std::string_view name) {
+  for (MigrationMode m : {MigrationMode::kPrecopy, MigrationMode::kPostcopy, MigrationMode::kAuto}) {
+    if (name == MigrationModeName(m)) return m;
+  }
+  return std::nullopt;
+}
+
 Result<MigrationStats> Migrate(Vm& vm, const MigrateOptions& options, const ProgressFn& progress) {
+  if (options.mode == MigrationMode::kAuto) {
+    MigrateOptions o = options;
+    o.convergence.postcopy = true;
+    SourceMigration m(vm, o, progress);
+    return m.Run();
+  }
   SourceMigration m(vm, options, progress);
   return m.Run();
 }

@@ -73,6 +73,7 @@ constexpr TransitionRow kRows[] = {
     {P::kMigrating, E::kCommitted, P::kMigrated},
     {P::kMigrating, E::kCommitUnknown, P::kCommitUnknown},
     {P::kCommitUnknown, E::kForceResume, P::kRunning},
+    {P::kIncoming, E::kCommitUnknown, P::kCommitUnknown},  // post-copy: every page here, the source's end lost
     {P::kCommitUnknown, E::kStop, P::kCommitUnknown},
     // Replicating: checkpoints hold the VM, so the operator's pause, resume, snapshot and
     // throttle are refused; a migration would race the replicator for the dirty log.

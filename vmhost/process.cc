@@ -84,6 +84,19 @@ HostOutcome RunIncoming(const migrate::IncomingOptions& options, const std::stri
                "after commit%s\n",
                s.source.c_str(), static_cast<unsigned long long>(s.pages), s.wire_bytes / 1e6, s.receive_ms, s.build_ms,
                s.resume_ms, s.verified ? (s.verify_passed ? "; verification passed" : "; VERIFICATION FAILED") : "");
+  if (s.postcopy) {
+    std::fprintf(stderr, "ferry incoming: post-copy: %llu pages followed the VM, %llu faults (p50 %.0f us, p99 %.0f us), "
+                 "%llu pages on demand, %llu in the background, %.0f ms\n",
+                 static_cast<unsigned long long>(s.postcopy_outstanding), static_cast<unsigned long long>(s.postcopy_faults),
+                 s.fault_p50_us, s.fault_p99_us, static_cast<unsigned long long>(s.postcopy_fetched_pages),
+                 static_cast<unsigned long long>(s.postcopy_placed_pages), s.postcopy_ms);
+  }
+  if (s.postcopy_unresolved) {
+    std::fprintf(stderr, "ferry incoming: the VM is held here, paused, its output and disk writes kept: check the source; "
+                 "`ferry resume --force` runs it here, `ferry stop` drops it\n");
+    host.AttachUnresolved(std::move(r->vm), s.generation);
+    return Finish(host, false);
+  }
   host.Attach(std::move(r->vm), s.generation, /*arrived=*/true);
   return Finish(host, false);
 }

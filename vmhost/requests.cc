@@ -131,6 +131,13 @@ RequestBody DecodeMigrate(FieldReader& r, const DecodeLimits& l) {
   r.Double("downtime_ms", &q.downtime_ms, 0.1, 60000);
   r.U64("deadline_ms", &q.deadline_ms, 100, 7 * 24 * kMaxTimeoutMs);
   r.Bool("auto_converge", &q.auto_converge);
+  std::string mode = migrate::MigrationModeName(q.mode);
+  r.Choice("mode", &mode, {"precopy", "postcopy", "auto"});
+  q.mode = migrate::ParseMigrationMode(mode).value_or(migrate::MigrationMode::kPrecopy);
+  r.U64("postcopy_after_ms", &q.postcopy_after_ms, 0, 7 * 24 * kMaxTimeoutMs);
+  if (r.ok() && q.postcopy_after_ms && q.mode != migrate::MigrationMode::kAuto) {
+    r.Fail("\"postcopy_after_ms\" applies to \"mode\": \"auto\" only");
+  }
   return q;
 }
 

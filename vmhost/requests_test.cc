@@ -174,3 +174,31 @@ TEST(Requests, ReplicateStopTakesAKeepStandbyFlagAndNothingElse) {
 
 }  // namespace
 }  // namespace ferry::vmhost
+
+namespace ferry::vmhost {
+namespace {
+
+TEST(Requests, MigrationModeIsAnEnumAndPostcopyAfterBelongsToAuto) {
+  auto r = DecodeRequest({{"op", "migrate"}, {"to", "127.0.0.1:4410"}, {"mode", "auto"}, {"postcopy_after_ms", 1500}},
+                         DecodeLimits{});
+  ASSERT_TRUE(r.ok()) << r.status().message();
+  const auto& m = std::get<MigrateRequest>(r->body);
+  EXPECT_EQ(m.mode, migrate::MigrationMode::kAuto);
+  EXPECT_EQ(m.postcopy_after_ms, 1500u);
+  auto p = DecodeRequest({{"op", "migrate"}, {"to", "127.0.0.1:4410"}, {"mode", "postcopy"}}, DecodeLimits{});
+  ASSERT_TRUE(p.ok());
+  EXPECT_EQ(std::get<MigrateRequest>(p->body).mode, migrate::MigrationMode::kPostcopy);
+  auto bad = DecodeRequest({{"op", "migrate"}, {"to", "127.0.0.1:4410"}, {"mode", "fast"}}, DecodeLimits{});
+  ASSERT_FALSE(bad.ok());
+  EXPECT_NE(bad.status().message().find("precopy or postcopy or auto"), std::string::npos) << bad.status().message();
+  EXPECT_FALSE(DecodeRequest({{"op", "migrate"}, {"to", "127.0.0.1:4410"}, {"mode", 3}}, DecodeLimits{}).ok());
+  auto stray = DecodeRequest({{"op", "migrate"}, {"to", "127.0.0.1:4410"}, {"postcopy_after_ms", 10}}, DecodeLimits{});
+  ASSERT_FALSE(stray.ok());
+  EXPECT_NE(stray.status().message().find("auto"), std::string::npos) << stray.status().message();
+  for (auto m : {migrate::MigrationMode::kPrecopy, migrate::MigrationMode::kPostcopy, migrate::MigrationMode::kAuto}) {
+    EXPECT_EQ(migrate::ParseMigrationMode(migrate::MigrationModeName(m)), m);
+  }
+}
+
+}  // namespace
+}  // namespace ferry::vmhost

@@ -48,6 +48,19 @@ void VmHost::Attach(std::unique_ptr<hypervisor::Vm> vm, uint64_t generation, boo
   Notify();
 }
 
+void VmHost::AttachUnresolved(std::unique_ptr<hypervisor::Vm> vm, uint64_t generation) {
+  {
+    std::lock_guard lock(mu_);
+    vm_ = std::move(vm);
+    generation_ = generation;
+  }
+  {
+    std::lock_guard control(control_mu_);
+    if (ferry::Status st = lifecycle_.End(Event::kCommitUnknown); !st.ok()) FERRY_LOG_WARN("%s", st.message().c_str());
+  }
+  Notify();
+}
+
 void VmHost::Notify() {
   std::lock_guard lock(mu_);
   cv_.notify_all();

@@ -18,7 +18,23 @@ json StatsJson(const migrate::MigrationStats& s) {
                       {"dirty_pages", r.dirty_pages}, {"dirty_mb_s", r.dirty_mb_s}, {"bandwidth_mb_s", r.bandwidth_mb_s},
                       {"predicted_downtime_ms", r.predicted_downtime_ms}, {"throttle", r.throttle}});
   }
+  const auto& p = s.postcopy;
+  json postcopy = {{"used", p.used},
+                   {"reason", p.reason},
+                   {"ms", p.duration_ms},
+                   {"background_ms", p.background_ms},
+                   {"outstanding_pages", p.outstanding_pages},
+                   {"faults", p.faults},
+                   {"requested_pages", p.requested_pages},
+                   {"placed_pages", p.placed_pages},
+                   {"fault_p50_us", p.fault_p50_us},
+                   {"fault_p99_us", p.fault_p99_us},
+                   {"fault_max_us", p.fault_max_us},
+                   {"held_frames", p.held_frames},
+                   {"held_disk_bytes", p.held_disk_bytes}};
   return {{"ok", true},
+          {"mode", s.mode},
+          {"postcopy", postcopy},
           {"destination", s.destination},
           {"converged", s.converged},
           {"downtime_ms", s.downtime_ms},
@@ -56,6 +72,8 @@ json VmHost::Migrate(const MigrateRequest& r, const ApiEmit& emit) {
   o.convergence.downtime_ms = r.downtime_ms;
   o.convergence.deadline_ms = r.deadline_ms;
   o.convergence.auto_converge = r.auto_converge;
+  o.mode = r.mode;
+  o.convergence.postcopy_after_ms = r.postcopy_after_ms;
   {
     std::lock_guard control(control_mu_);
     auto from = lifecycle_.Begin(Event::kMigrate);

@@ -30,7 +30,16 @@ json VmHost::Resume(bool force) {
   auto from = lifecycle_.Begin(force ? Event::kForceResume : Event::kResume);
   if (!from.ok()) return ErrorReply(from.status());
   // Only a forced resume after an unanswered commit lifts that seal; a fence's stays.
-  if (*from == Phase::kCommitUnknown) vm()->Unseal();
+  if (*from == Phase::kCommitUnknown) {
+    vm()->Unseal();
+    // A post-copy destination left unresolved holds its disk writes and output: this copy
+    // is the one now, so they go (no-ops elsewhere).
+    if (ferry::Status c = vm()->CommitDiskOverlay(); !c.ok()) {
+      lifecycle_.Revert(*from, Phase::kRunning);
+      return ErrorReply(c.Annotate("write the held disk writes"));
+    }
+    vm()->StopOutputBuffering();
+  }
   if (ferry::Status st = vm()->Resume(); !st.ok()) {
     lifecycle_.Revert(*from, Phase::kRunning);
     return ErrorReply(st);

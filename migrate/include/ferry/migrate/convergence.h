@@ -21,6 +21,11 @@ struct ConvergenceOptions {
   uint32_t throttle_initial = 20;  // percent, as QEMU's auto-converge
   uint32_t throttle_step = 10;
   uint32_t throttle_max = 99;
+  // Auto mode (issue 20): where pre-copy cannot converge within the target (the guest
+  // re-dirties more than half of what the link drains, or the deadline or
+  // postcopy_after_ms is reached), switch to post-copy instead of throttling or giving up.
+  bool postcopy = false;
+  uint64_t postcopy_after_ms = 0;  // 0: only when the controller predicts no convergence
 };
 
 struct RoundSample {
@@ -34,7 +39,7 @@ struct RoundSample {
   double fixed_ms = 0;          // measured cost of a stop beyond sending pages
 };
 
-enum class Decision { kContinue, kStopAndCopy, kAbort };
+enum class Decision { kContinue, kStopAndCopy, kAbort, kPostcopy };
 
 struct Verdict {
   Decision decision = Decision::kContinue;

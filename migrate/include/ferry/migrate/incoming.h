@@ -33,6 +33,7 @@ struct IncomingOptions {
   uint64_t min_generation = 0;     // refuse a source whose VM generation is older (HA fencing)
   hypervisor::ConsoleSink console;
   hypervisor::DeviceOverrides devices;  // this host's disk and TAP, replacing the source's
+  uint64_t postcopy_disk_hold_bytes = 256ull << 20;  // post-copy: disk writes held in memory (beyond: they wait)
 };
 
 struct IncomingStats {
@@ -46,6 +47,15 @@ struct IncomingStats {
   bool verified = false;
   bool verify_passed = false;
   uint32_t refused_peers = 0;  // failed authentication before this migration
+  // Post-copy (the source switched over with pages to follow).
+  bool postcopy = false;
+  uint64_t postcopy_outstanding = 0;  // pages not here at the switchover
+  double postcopy_ms = 0;             // commit to every page here and the source's end
+  uint64_t postcopy_faults = 0, postcopy_fetched_pages = 0, postcopy_placed_pages = 0;
+  double fault_p50_us = 0, fault_p99_us = 0;
+  // Every page arrived but the source's end did not: the VM is paused and sealed with its
+  // output and disk writes held (the source may have resumed); `resume --force` releases it.
+  bool postcopy_unresolved = false;
 };
 
 struct Received {

@@ -21,6 +21,7 @@
 #include <functional>
 #include <optional>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "ferry/base/status.h"
@@ -31,6 +32,14 @@
 #include "ferry/migrate/security.h"
 
 namespace ferry::migrate {
+
+// How the migration moves RAM (issue 20): pre-copy only; post-copy at once (the VM runs on the
+// destination after a single pause that moves vCPU and device state, and pulls its RAM);
+// or auto: pre-copy, switching to post-copy instead of throttling when the controller
+// predicts that pre-copy cannot converge (or at postcopy_after_ms). One name/parse pair.
+enum class MigrationMode : uint8_t { kPrecopy, kPostcopy, kAuto };
+const char* MigrationModeName(MigrationMode m);
+std::optional<MigrationMode> ParseMigrationMode(std::string_view name);
 
 struct MigrateOptions {
   std::string to;                   // HOST:PORT of `ferry incoming`
@@ -43,7 +52,23 @@ struct MigrateOptions {
   uint64_t io_timeout_ms = 20000;   // a peer silent this long is dead
   bool verify = false;              // have the destination's guest verify itself after resume
   uint64_t generation = 0;          // the VM's fencing token (HA); a destination expecting a newer one refuses
-  ConvergenceOptions convergence;
+  MigrationMode mode = MigrationMode::kPrecopy;
+  ConvergenceOptions convergence;   // mode kAuto sets its postcopy flag
+};
+
+// Post-copy's figures (MigrationStats::postcopy), as both ends saw them.
+struct PostcopyFigures {
+  bool used = false;             // the migration switched to post-copy
+  std::string reason;            // why it switched
+  double duration_ms = 0;        // destination running to every page there
+  double background_ms = 0;      // sending every outstanding page
+  uint64_t outstanding_pages = 0;  // not on the destination at the switchover
+  uint64_t faults = 0;           // first touches served on demand
+  uint64_t requested_pages = 0;  // pages sent on demand (faulting pages and their windows)
+  uint64_t placed_pages = 0;     // pages that arrived in the background first
+  double fault_p50_us = 0, fault_p99_us = 0, fault_max_us = 0;
+  uint64_t held_frames = 0;      // network frames the guest sent that waited for completion
+  uint64_t held_disk_bytes = 0;  // disk bytes it wrote that waited for completion
 };
 
 struct RoundStats {
@@ -82,6 +107,8 @@ struct MigrationStats {
   std::string verify_report;
   std::string destination;
   std::vector<RoundStats> per_round;
+  std::string mode;              // MigrationModeName of the request
+  PostcopyFigures postcopy;
 };
 
 struct Progress {

@@ -16,7 +16,12 @@
 // Not thread-safe: one call to Run().
 #pragma once
 
+#include <atomic>
+#include <condition_variable>
 #include <cstdint>
+#include <functional>
+#include <mutex>
+#include <thread>
 
 #include "ferry/base/bitmap.h"
 #include "ferry/base/status.h"
@@ -43,15 +48,40 @@ struct PostcopySourceResult {
   PostcopySourceStats stats;
 };
 
+// Answers the destination's page requests from the paused VM's RAM on a thread of its own,
+// from the switchover on (the destination may touch pages while it loads the state). The
+// request connection has no idle timeout: a vCPU may touch a missing page at any moment.
+class PostcopyPageServer {
+ public:
+  // `on_error`: the server failed (a malformed request, the link): runs once, on its thread.
+  PostcopyPageServer(Channel& requests, const uint8_t* memory, uint64_t pages, std::function<void()> on_error);
+  ~PostcopyPageServer() { (void)Stop(0); }
+  // Waits up to wait_ms for the destination's end of the stream, then closes it and joins:
+  // what it served, or why it failed. Once.
+  Result<PageServerStats> Stop(uint64_t wait_ms);
+  // Its failure, if it failed already (Ok while serving).
+  Status failure() const;
+
+ private:
+  Channel& requests_;
+  std::atomic<bool> stop_{false};
+  mutable std::mutex mu_;
+  std::condition_variable cv_;
+  bool done_ = false;                               // guarded by mu_
+  Result<PageServerStats> result_ = PageServerStats{};  // guarded by mu_ until done_
+  std::thread thread_;
+};
+
 struct PostcopySourceLinks {
   StreamSet* streams = nullptr;  // the data streams, still open after the switchover
   Channel* requests = nullptr;   // the page-request connection
   Channel* control = nullptr;
+  PostcopyPageServer* server = nullptr;  // started at the switchover
 };
 
-// `memory`: the paused VM's RAM (`pages` pages), unchanged since the switchover.
-// `io_timeout_ms`: the destination silent this long after the last page was sent has failed.
-PostcopySourceResult RunPostcopySource(const uint8_t* memory, uint64_t pages, const Bitmap& outstanding,
-                                       const PostcopySourceLinks& links, uint64_t io_timeout_ms);
+// Runs once the destination started the VM; the VM's RAM (the server's) is unchanged since
+// the switchover. `io_timeout_ms`: the destination silent this long after the last page
+// was sent has failed. Stops links.server.
+PostcopySourceResult RunPostcopySource(const Bitmap& outstanding, const PostcopySourceLinks& links, uint64_t io_timeout_ms);
 
 }  // namespace ferry::migrate

@@ -16,6 +16,7 @@
 
 #include "ferry/base/status.h"
 #include "ferry/migrate/auth.h"
+#include "ferry/migrate/migration.h"
 #include "ferry/migrate/security.h"
 #include "ferry/vmhost/lifecycle.h"
 
@@ -75,6 +76,8 @@ struct MigrateRequest {
   double downtime_ms = 50;
   uint64_t deadline_ms = 120000;
   bool auto_converge = true;
+  migrate::MigrationMode mode = migrate::MigrationMode::kPrecopy;
+  uint64_t postcopy_after_ms = 0;  // auto mode: switch after this long (0: when pre-copy cannot converge)
 };
 struct ReplicateRequest {
   PeerFields peer;

@@ -44,6 +44,9 @@ class VmHost {
   void SetCancel(std::function<void()> cancel);
   // Gives the host its VM. `arrived`: it already runs (a migration or handover brought it).
   void Attach(std::unique_ptr<hypervisor::Vm> vm, uint64_t generation, bool arrived);
+  // Gives the host a post-copy destination's VM whose source never confirmed its end: sealed,
+  // paused, its output and disk writes held (commit-unknown; `resume --force` releases them).
+  void AttachUnresolved(std::unique_ptr<hypervisor::Vm> vm, uint64_t generation);
 
   // The JSON API: never throws, always answers with an object carrying "ok".
   nlohmann::json Handle(const nlohmann::json& request, const ApiEmit& emit);
