@@ -27,6 +27,7 @@ struct IncomingFlags {
   DeviceFlags devices;
   double accept_timeout_s = 0;
   uint64_t min_generation = 0;
+  uint64_t io_timeout_ms = 20000;
 };
 
 struct MigrateFlags {
@@ -42,6 +43,7 @@ struct MigrateFlags {
   std::string transport = "tcp";
   bool no_auto_converge = false;
   std::string mode = "precopy";
+  uint64_t io_timeout_ms = 20000;
   double postcopy_after_s = 0;
   bool verify = false;
   bool json_out = false;
@@ -52,6 +54,7 @@ int DoIncoming(const IncomingFlags& f) {
   o.listen = f.listen;
   o.accept_timeout_ms = static_cast<uint64_t>(f.accept_timeout_s * 1000);
   o.min_generation = f.min_generation;
+  o.io_timeout_ms = f.io_timeout_ms;
   o.console = StdoutConsole();
   auto overrides = f.devices.Overrides();
   if (!overrides.ok()) return Fail(overrides.status().message());
@@ -74,6 +77,7 @@ int DoMigrate(const MigrateFlags& f) {
   auto mode = migrate::ParseMigrationMode(f.mode);
   if (!mode) return Fail("--mode must be precopy, postcopy or auto", kExitUsage);
   req["mode"] = f.mode;
+  req["io_timeout_ms"] = f.io_timeout_ms;
   if (f.postcopy_after_s != 0) {
     if (*mode != migrate::MigrationMode::kAuto) return Fail("--postcopy-after-s needs --mode auto", kExitUsage);
     if (f.postcopy_after_s < 0.001 || f.postcopy_after_s > 7 * 86400) return Fail("--postcopy-after-s must be 0.001 .. 604800", kExitUsage);
@@ -150,6 +154,10 @@ void AddMigrateCommands(CLI::App& app, CommandFn* selected) {
   incoming->add_option("--api", in->api, "Serve the migrated VM's JSON API on this unix socket");
   incoming->add_option("--min-generation", in->min_generation, "Refuse a source whose VM generation is older (HA fencing)");
   AddDeviceFlags(incoming, &in->devices);
+  incoming->add_option("--io-timeout-ms", in->io_timeout_ms,
+                       "A source silent this long has failed (in post-copy: the VM is dropped here and the source resumes)")
+      ->check(CLI::Range(100, 3600000))
+      ->capture_default_str();
   incoming->add_option("--accept-timeout-s", in->accept_timeout_s, "Give up if no source connects in time (0: wait)")
       ->check(kFinite);
   incoming->callback([selected, in] { *selected = [in] { return DoIncoming(*in); }; });
@@ -170,6 +178,10 @@ void AddMigrateCommands(CLI::App& app, CommandFn* selected) {
   mig->add_option("--mode", m->mode,
                   "precopy; postcopy (run on the destination at once, pull RAM on demand); auto (pre-copy, post-copy "
                   "instead of throttling when pre-copy cannot converge)")
+      ->capture_default_str();
+  mig->add_option("--io-timeout-ms", m->io_timeout_ms,
+                  "A destination silent this long has failed (before the end of post-copy: the VM resumes here)")
+      ->check(CLI::Range(100, 3600000))
       ->capture_default_str();
   mig->add_option("--postcopy-after-s", m->postcopy_after_s, "With --mode auto: switch to post-copy after this long")
       ->check(kFinite);
