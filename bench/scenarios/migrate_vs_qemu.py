@@ -53,21 +53,31 @@ def _status(sock):
     return json.loads(out.stdout) if out.returncode == 0 else None
 
 
-def _guest_window_pause(sock):
-    """The dirtier's longest pause in its first report window on the destination, which holds
-    the migration's pause as the guest's own loop saw it (QEMU's guest reports the same)."""
+def _first_report_here(sock):
+    """The dirtier's first report on the destination (fields), which holds the migration's
+    pause as the guest's own loop saw it (QEMU's guest reports the same), or None."""
     first = _status(sock)
     seen = first["report"]["text"] if first else ""
     end = time.monotonic() + 5
     while time.monotonic() < end:
         st = _status(sock)
         if st and st["report"]["text"] != seen and "window_max_pause_us" in st["report"]["fields"]:
-            return int(st["report"]["fields"]["window_max_pause_us"]) / 1000
+            return st["report"]["fields"]
         time.sleep(0.05)
     return None
 
 
-def run_ferry_migration(mem_mib, dirty_mbps, workdir, link):
+def _guest_mbps(before, after):
+    """The guest's own dirtying rate between two of its reports (pages, elapsed_us): MB/s."""
+    try:
+        pages = int(after["pages"]) - int(before["pages"])
+        us = int(after["elapsed_us"]) - int(before["elapsed_us"])
+    except (KeyError, TypeError, ValueError):
+        return None
+    return round(pages * 4096 / us, 1) if us > 0 else None
+
+
+def run_ferry_migration(mem_mib, dirty_mbps, workdir, link, mode="precopy"):
     tmp = tempfile.mkdtemp(prefix="ferry-bench-", dir=workdir)
     net, procs = None, []
     try:
@@ -117,9 +127,10 @@ def run_ferry_migration(mem_mib, dirty_mbps, workdir, link):
 
         sampler = threading.Thread(target=sample)
         sampler.start()
+        before = (_status(f"{tmp}/src.sock") or {}).get("report", {}).get("fields")
         t0 = time.monotonic()
         mig = subprocess.run(wrap(0, [FERRY, "migrate", "--api", f"{tmp}/src.sock", "--to", to, "--key", key,
-                                      "--deadline-s", str(DEADLINE_S), "--json"]),
+                                      "--deadline-s", str(DEADLINE_S), "--mode", mode, "--json"]),
                              capture_output=True, text=True, timeout=DEADLINE_S + 60)
         wall_ms = (time.monotonic() - t0) * 1000
         done.set()
@@ -137,14 +148,23 @@ def run_ferry_migration(mem_mib, dirty_mbps, workdir, link):
         cpu_all = (src_total - cpu0[0][0] + dst_now[0] - cpu0[1][0]) / hz
         cpu_vcpu = (last["src"][1] - cpu0[0][1] + dst_now[1] - cpu0[1][1]) / hz
         result = {
-            "system": "ferry", "config": "default", "dirty_mbps": dirty_mbps, "mem_mib": mem_mib,
+            "system": "ferry", "config": "default" if mode == "precopy" else mode, "dirty_mbps": dirty_mbps,
+            "mem_mib": mem_mib,
             "downtime_ms": round(r["downtime_ms"], 3) if converged else None,
             "total_ms": round(r["total_ms"], 1) if converged else round(wall_ms),
             "bytes": r.get("bytes"), "cpu_s": round(cpu_all, 3), "cpu_s_migration": round(max(0.0, cpu_all - cpu_vcpu), 3),
             "converged": converged, "link": link or "loopback",
         }
         if converged:
-            result.update({"guest_pause_ms": _guest_window_pause(f"{tmp}/dst.sock"),
+            after = _first_report_here(f"{tmp}/dst.sock")
+            pause = int(after["window_max_pause_us"]) / 1000 if after else None
+            mbps = _guest_mbps(before, after) if before and after else None
+            p = r.get("postcopy", {})
+            result.update({"guest_mbps_during": mbps, "guest_share_during": round(mbps / dirty_mbps, 3)
+                           if mbps is not None and dirty_mbps else None,
+                           "postcopy": p.get("used", False), "postcopy_ms": p.get("ms"), "faults": p.get("faults"),
+                           "fault_p50_us": p.get("fault_p50_us"), "fault_p99_us": p.get("fault_p99_us")})
+            result.update({"guest_pause_ms": pause,
                            "clock_gap_ms": round(r["guest_pause_ms"], 3), "rounds": r["rounds"],
                            "throttle_max": r["throttle_max"], "pages": r["pages"]})
         else:
@@ -192,6 +212,27 @@ def plot(rows, path):
     fig.savefig(path, dpi=110)
 
 
+def report_postcopy(rows):
+    """Issue 20's targets at each rate: Ferry post-copy total time <= 0.7x QEMU post-copy's, and
+    the guest keeps >= 50% of its throughput during the migration."""
+    for rate in sorted({r["dirty_mbps"] for r in rows}):
+        def med(system, config, key):
+            vals = [r[key] for r in rows if (r["system"], r["config"], r["dirty_mbps"]) == (system, config, rate)
+                    and r["converged"] and r.get(key) is not None]
+            return statistics.median(vals) if vals else None
+        line = [f"rate {rate} MB/s:"]
+        for system, config in (("ferry", "default"), ("ferry", "postcopy"), ("ferry", "auto"), ("qemu", "postcopy")):
+            line.append(f"{system} {config}: total {med(system, config, 'total_ms')} ms, downtime "
+                        f"{med(system, config, 'downtime_ms')} ms, guest share {med(system, config, 'guest_share_during')}"
+                        + (f", fault p50/p99 {med(system, config, 'fault_p50_us')}/{med(system, config, 'fault_p99_us')} us"
+                           if system == "ferry" and config != "default" else ""))
+        f_total, q_total = med("ferry", "postcopy", "total_ms"), med("qemu", "postcopy", "total_ms")
+        ratio = f"{f_total / q_total:.3f}" if f_total is not None and q_total else "n/a"
+        line.append(f"ratio total ferry/qemu post-copy {ratio} (target <= 0.7); "
+                    f"guest share ferry post-copy {med('ferry', 'postcopy', 'guest_share_during')} (target >= 0.5)")
+        print("; ".join(line), file=sys.stderr)
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--runs", type=int, default=3)
@@ -199,6 +240,9 @@ def main():
     ap.add_argument("--rates", default="0,50,200,400", help="MB/s; the last should exceed the link")
     ap.add_argument("--link", default="2gbit", help="tbf rate of the veth link, or 'loopback'")
     ap.add_argument("--workdir", default="/dev/shm")
+    ap.add_argument("--postcopy", action="store_true",
+                    help="issue 20's comparison: Ferry auto-converge vs Ferry post-copy and auto vs QEMU post-copy "
+                         "(use with --rates 400)")
     ap.add_argument("--plot", default=os.path.join(ROOT, "build", "bench", "migrate-vs-qemu.png"))
     a = ap.parse_args()
     link = None if a.link == "loopback" else a.link
@@ -207,14 +251,20 @@ def main():
     rows = []
     for run in range(a.runs):
         for rate in [int(x) for x in a.rates.split(",")]:
-            for system, config in (("ferry", "default"), ("qemu", "default"), ("qemu", "tuned")):
+            configs = ((("ferry", "default"), ("ferry", "postcopy"), ("ferry", "auto"), ("qemu", "postcopy"))
+                       if a.postcopy else (("ferry", "default"), ("qemu", "default"), ("qemu", "tuned")))
+            for system, config in configs:
                 if system == "ferry":
-                    r = run_ferry_migration(a.mem_mib, rate, a.workdir, link)
+                    r = run_ferry_migration(a.mem_mib, rate, a.workdir, link,
+                                            mode="precopy" if config == "default" else config)
                 else:
                     r = run_qemu_migration(image, a.mem_mib, rate, config, tsc, a.workdir, link, deadline_s=DEADLINE_S)
                 r["run"] = run
                 rows.append(r)
                 print(json.dumps(r), flush=True)
+    if a.postcopy:
+        report_postcopy(rows)
+        return
     # Medians and the targets: Ferry against the better QEMU config at each rate.
     for rate in sorted({r["dirty_mbps"] for r in rows}):
         def med(system, config, key):

@@ -32,6 +32,22 @@ WARMUP_REPORTS = 3
 TUNED_CAPS = {"multifd": True, "auto-converge": True}
 TUNED_PARAMS = {"max-bandwidth": 1 << 40, "multifd-channels": 2, "multifd-compression": "zstd"}
 INCOMING_ONLY = ("multifd",)  # what the destination must also be told before migrate-incoming
+# Post-copy (issue 20's peer row): postcopy-ram on both ends (QEMU 7.2 cannot combine it with
+# multifd), no bandwidth cap, and migrate-start-postcopy once the first pass is done
+# (dirty-sync-count 2), as QEMU's docs suggest: the remaining dirty pages follow on demand.
+POSTCOPY_CAPS = {"postcopy-ram": True}
+POSTCOPY_PARAMS = {"max-bandwidth": 1 << 40}
+
+
+def _pages_line(path, which):
+    """The dirtier's first (which=0) or last (-1) "pages=N ms=T" line in a console log:
+    (pages, ms) or None."""
+    try:
+        with open(path) as f:
+            found = re.findall(r"pages=(\d+) ms=(\d+)", f.read())
+    except FileNotFoundError:
+        return None
+    return (int(found[which][0]), int(found[which][1])) if found else None
 
 
 def host_tsc_khz():
@@ -201,10 +217,11 @@ def run_qemu_migration(qemu_image, mem_mib, dirty_mbps, config, tsc_khz, workdir
                        deadline_s=DEADLINE_S):
     """Migrate one QEMU guest dirtying `dirty_mbps` between two local QEMUs.
 
-    config: "default" (QEMU's defaults untouched) or "tuned" (TUNED_CAPS/TUNED_PARAMS).
+    config: "default" (QEMU's defaults untouched), "tuned" (TUNED_CAPS/TUNED_PARAMS) or
+    "postcopy" (POSTCOPY_CAPS/POSTCOPY_PARAMS, switched once the first pass is done).
     link: None for plain 127.0.0.1 loopback, or a tbf rate ("1gbit", or "unlimited") for a
     veth link between two namespaces. Returns the figures as a dict; raises if the guest never boots."""
-    assert config in ("default", "tuned")
+    assert config in ("default", "tuned", "postcopy")
     tmp = tempfile.mkdtemp(prefix="qmp-peer-", dir=workdir)
     net, procs, qmps = None, [], []
     try:
@@ -230,17 +247,28 @@ def run_qemu_migration(qemu_image, mem_mib, dirty_mbps, config, tsc_khz, workdir
                 params = TUNED_PARAMS if side == "src" else {
                     k: v for k, v in TUNED_PARAMS.items() if k.startswith("multifd")}
                 q.execute("migrate-set-parameters", params)
+        if config == "postcopy":
+            for q in (src, dst):
+                q.execute("migrate-set-capabilities",
+                          {"capabilities": [{"capability": k, "state": v} for k, v in POSTCOPY_CAPS.items()]})
+            src.execute("migrate-set-parameters", POSTCOPY_PARAMS)
         dst.execute("migrate-incoming", {"uri": f"tcp:{host}:{port}"})
         params = src.execute("query-migrate-parameters")
 
         _wait_for_line(f"{tmp}/src.log", r"^pages=", WARMUP_REPORTS, BOOT_TIMEOUT_S, procs[0])
         tx0 = net.tx_bytes() if net else 0
         cpu0 = [_cpu_ticks(p.pid) for p in procs]
+        before = _pages_line(f"{tmp}/src.log", -1)
         t0 = time.monotonic()
         src.execute("migrate", {"uri": f"tcp:{host}:{port}"})
+        switched = False
         while True:
             info = src.execute("query-migrate")
             status = info.get("status")
+            if (config == "postcopy" and not switched and status == "active"
+                    and info.get("ram", {}).get("dirty-sync-count", 0) >= 2):
+                src.execute("migrate-start-postcopy")
+                switched = True
             if status in ("failed", "cancelled"):
                 break
             if status == "completed":
@@ -276,6 +304,7 @@ def run_qemu_migration(qemu_image, mem_mib, dirty_mbps, config, tsc_khz, workdir
             "setup_ms": info.get("setup-time"), "link": link or "loopback",
             "multifd_bytes": ram.get("multifd-bytes"), "dirty_sync_count": ram.get("dirty-sync-count"),
             "max_bandwidth": params.get("max-bandwidth"), "downtime_limit_ms": params.get("downtime-limit"),
+            "postcopy_requests": ram.get("postcopy-requests"),
         }
         if net:
             result["wire_bytes"] = net.tx_bytes() - tx0
@@ -292,6 +321,12 @@ def run_qemu_migration(qemu_image, mem_mib, dirty_mbps, config, tsc_khz, workdir
             with open(f"{tmp}/dst.log") as f:
                 gap = re.search(r"max_gap_us=(\d+)", f.read())
             result["guest_pause_ms"] = int(gap.group(1)) / 1000 if gap else None
+            # The guest's own throughput across the migration: its page counter from its last
+            # report on the source to its first on the destination, over its own clock.
+            after = _pages_line(f"{tmp}/dst.log", 0)
+            if before and after and after[1] > before[1]:
+                result["guest_mbps_during"] = round((after[0] - before[0]) * 4096 / ((after[1] - before[1]) * 1000), 1)
+                result["guest_share_during"] = round(result["guest_mbps_during"] / dirty_mbps, 3) if dirty_mbps else None
         return result
     finally:
         for q in qmps:
@@ -311,7 +346,7 @@ if __name__ == "__main__":
     ap.add_argument("image")
     ap.add_argument("--mem-mib", type=int, default=1024)
     ap.add_argument("--dirty-mbps", type=int, default=50)
-    ap.add_argument("--config", choices=("default", "tuned"), default="default")
+    ap.add_argument("--config", choices=("default", "tuned", "postcopy"), default="default")
     ap.add_argument("--link", default=None, help="tbf rate, e.g. 2gbit (default: plain loopback)")
     ap.add_argument("--workdir", default="/dev/shm")
     a = ap.parse_args()
