@@ -1,5 +1,5 @@
-// PeerGate over real loopback TCP: silent, slow and misbehaving strangers neither delay the
-// real peer nor end the gate; refusals are counted; the gate shuts down promptly and leaves no
+// PeerGate over real loopback TCP, with a key and with certificates: silent, slow and
+// misbehaving strangers neither delay the real peer nor end the gate; refusals are counted; the gate shuts down promptly and leaves no
 // thread behind.
 #include <arpa/inet.h>
 #include <dirent.h>
@@ -16,6 +16,7 @@
 #include "ferry/base/clock.h"
 #include "ferry/base/unique_fd.h"
 #include "ferry/migrate/accept.h"
+#include "test_pki.h"
 
 namespace ferry::migrate {
 namespace {
@@ -306,6 +307,66 @@ TEST_F(PeerGateTest, NextTimesOutWhenNobodyAuthenticates) {
   EXPECT_EQ(r.status().code(), ErrorCode::kTimeout);
   EXPECT_GE(ms, 290);
   EXPECT_LT(ms, 1000);
+}
+
+}  // namespace
+}  // namespace ferry::migrate
+
+// Certificates mode (mTLS): the same guarantees as with a key. Silent and stalling strangers,
+// and strangers holding certificates of another CA that run whole handshakes concurrently,
+// neither delay the real source nor end the gate; each refused certificate is counted.
+
+namespace ferry::migrate {
+namespace {
+
+Security CertSecurity(const testing::IssuedCert& mine, const std::string& ca_pem) {
+  Security s;
+  s.certs = Certificates{mine.cert_pem, mine.key_pem, ca_pem, ""};
+  return s;
+}
+
+TEST_F(PeerGateTest, WithCertificatesTheRealPeerGetsInPastStrangersAndForeignCertificates) {
+  testing::TestPki pki, foreign("Foreign CA");
+  const auto gate_cert = pki.Issue({"127.0.0.1"}), source_cert = pki.Issue({"source"});
+  const auto foreign_cert = foreign.Issue({"source"});
+  options_.security = CertSecurity(gate_cert, pki.ca_pem());
+  options_.handshake_timeout_ms = 5000;
+  const int threads_before = TaskCount();
+  auto gate = StartGate();
+  ASSERT_TRUE(gate);
+  OpenSilent(100);
+  OpenSlow(20);
+  ASSERT_TRUE(WaitFor([&] { return TaskCount() >= threads_before + 1 + 120; }, 5000)) << TaskCount();
+  // Eight strangers with a foreign CA's certificates handshake at the same time as the source.
+  std::vector<std::future<Result<std::unique_ptr<Channel>>>> foreigners;
+  for (int i = 0; i < 8; ++i) {
+    foreigners.push_back(std::async(std::launch::async, [&] {
+      Session assigned{};
+      return ConnectPeer(at_, "tcp", CertSecurity(foreign_cert, pki.ca_pem()), kIoTimeoutMs, Role::kControl, 0, Session{},
+                         &assigned);
+    }));
+  }
+  uint64_t t0 = MonotonicNs();
+  auto source = std::async(std::launch::async, [&] {
+    Session assigned{};
+    return ConnectPeer(at_, "tcp", CertSecurity(source_cert, pki.ca_pem()), kIoTimeoutMs, Role::kControl, 0, Session{},
+                       &assigned);
+  });
+  auto peer = gate->Next(Role::kControl, 10000);
+  double ms = MsSince(t0);
+  ASSERT_TRUE(peer.ok()) << peer.status().message();
+  std::printf("certificates: the real peer got in after %.1f ms, past 120 strangers and 8 foreign certificates\n", ms);
+  EXPECT_LT(ms, 2000) << "the strangers delayed the real peer";
+  auto src = source.get();
+  ASSERT_TRUE(src.ok()) << src.status().message();
+  for (auto& f : foreigners) EXPECT_FALSE(f.get().ok()) << "a foreign CA's certificate got in";
+  EXPECT_TRUE(WaitFor([&] { return gate->refused() >= 8; }, 5000)) << gate->refused();
+  ASSERT_TRUE((*src)->Send(MsgType::kReady).ok());
+  Frame f;
+  ASSERT_TRUE(peer->channel->Expect(MsgType::kReady, &f).ok());
+  t0 = MonotonicNs();
+  gate.reset();
+  EXPECT_LT(MsSince(t0), 1000);
 }
 
 }  // namespace
