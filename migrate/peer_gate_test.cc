@@ -1,6 +1,6 @@
 // PeerGate over real loopback TCP, with a key and with certificates: silent, slow and
-// misbehaving strangers neither delay the real peer nor end the gate; refusals are counted; the gate shuts down promptly and leaves no
-// thread behind.
+// misbehaving strangers neither delay the real peer nor end the gate; refusals are counted;
+// the gate shuts down promptly and leaves no thread behind.
 #include <arpa/inet.h>
 #include <dirent.h>
 #include <gtest/gtest.h>
