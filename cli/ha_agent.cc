@@ -120,7 +120,7 @@ int RunHaAgent(const ha::ClusterConfig& config, const std::string& config_path, 
           }
           agent.OnView(members, d.view.quorate, RealtimeMs());
         } else if (const auto* h = config.HostByNode(d.node)) {
-          agent.OnMessage(h->name, d.payload);
+          agent.OnMessage(h->name, d.payload, RealtimeMs());
         }
       }
       if (!st.ok()) {

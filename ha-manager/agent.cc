@@ -62,7 +62,16 @@ Agent::Agent(const ClusterConfig& config, const HostConfig& self, Executor& exec
       started_ms_(now_ms),
       state_(std::make_unique<ClusterState>(config, self.name)),
       now_ms_(now_ms),
-      workers_(std::make_unique<Workers>()) {}
+      self_heard_ms_(now_ms),
+      workers_(std::make_unique<Workers>()) {
+  // The hung-agent rule (cluster_state.h), with a lease only: silent after kSilenceReports
+  // report periods; its leases may have been renewed up to kSelfSilenceReports periods after
+  // its last message the others heard, plus a margin for delivery skew between members.
+  if (config_.lease_ms) {
+    state_->set_silence(options_.report_every_ms * kSilenceReports, options_.report_every_ms * kSelfSilenceReports,
+                        kDeliverySkewMs);
+  }
+}
 
 Agent::~Agent() { Shutdown(); }
 
@@ -100,9 +109,10 @@ void Agent::OnView(const std::set<std::string>& members, bool quorate, uint64_t 
   last_report_ms_ = 0;  // report again in the new view
 }
 
-void Agent::OnMessage(const std::string& host, const std::string& payload) {
+void Agent::OnMessage(const std::string& host, const std::string& payload, uint64_t received_ms) {
   std::lock_guard lock(mu_);
-  state_->OnMessage(host, payload);
+  if (host == self_.name) self_heard_ms_ = std::max(self_heard_ms_.load(), received_ms ? received_ms : now_ms_);
+  state_->OnMessage(host, payload, received_ms);
 }
 
 void Agent::Worker(const std::string& vm, std::function<void()> fn) {
@@ -202,12 +212,21 @@ void Agent::Tick(uint64_t now_ms) {
   }
   // Processes and probes first, without the lock: a slow VMM never delays the API.
   std::vector<Ended> ended = executor_.Reap();
-  std::vector<Instance> local = executor_.Probe();
+  // With a lease, leases are renewed only while this agent's own messages come back: when they
+  // stop, the others will count it as hung (ClusterState::silent) and fail its VMs over once
+  // the lease has run out, so the lease must really run out here too.
+  const bool renew = config_.lease_ms == 0 || now_ms < self_heard_ms_.load() + options_.report_every_ms * kSelfSilenceReports;
+  std::vector<Instance> local = executor_.Probe(renew);
   const json stats = executor_.Stats();
   std::lock_guard lock(mu_);
   if (shut_down_) return;
   now_ms_ = now_ms;
   state_->now_ms = now_ms;
+  if (renew != renewing_) {
+    Event(renew ? "lease-renewed" : "lease-held", "",
+          renew ? "this agent's own messages come back again" : "this agent's own messages stopped coming back: leases run out");
+    renewing_ = renew;
+  }
   for (const auto& e : ended) Event("process-ended", e.vm, std::string(RoleName(e.role)) + " (" + e.how + ")");
   if (!state_->startup_grace_over && now_ms - started_ms_ > options_.startup_grace_ms) state_->startup_grace_over = true;
   // Requests that nothing came of are forgotten, so they are made again.

@@ -161,10 +161,10 @@ class FakeExecutor : public Executor {
   }
   void Kill(const std::string& vm) override { w_.End(host_, vm, "signal 9"); }
   std::vector<Ended> Reap() override { return std::exchange(w_.ended[host_], {}); }
-  std::vector<Instance> Probe() override {
+  std::vector<Instance> Probe(bool renew_leases) override {
     std::vector<Instance> out;
     for (auto& [vm, p] : w_.vmms[host_]) {
-      if (lease_ms_) p.lease_until = w_.now + lease_ms_;  // probing renews the lease
+      if (lease_ms_ && renew_leases) p.lease_until = w_.now + lease_ms_;  // probing renews the lease
       Instance i;
       i.vm = vm;
       i.role = p.role;
@@ -352,10 +352,30 @@ class Sim {
     while (!bus_.queue.empty()) {
       auto [from, payload] = bus_.queue.front();
       bus_.queue.pop_front();
-      if (world.dead.count(from)) continue;
+      if (world.dead.count(from) || muted_.count(from)) continue;
       for (auto& [h, a] : agents_) {
-        if (!world.dead.count(h) && part_[h] == part_[from]) a->OnMessage(from, payload);
+        if (world.dead.count(h) || part_[h] != part_[from] || muted_.count(h)) continue;
+        if (stopped_.count(h)) {
+          held_[h].emplace_back(from, payload);  // Corosync queues them for the stopped process
+        } else {
+          a->OnMessage(from, payload, now);
+        }
       }
+    }
+  }
+  // SIGSTOP / SIGCONT of an agent: it stays in the view (Corosync runs on) but does nothing.
+  void StopAgent(const std::string& h) { stopped_.insert(h); }
+  void ContinueAgent(const std::string& h) {
+    stopped_.erase(h);
+    for (auto& [from, payload] : std::exchange(held_[h], {})) agents_.at(h)->OnMessage(from, payload, now);
+  }
+  // The agent runs, but no message reaches it or leaves it, its own included (a group whose
+  // delivery to one member stalls while the membership holds).
+  void Mute(const std::string& h, bool on) {
+    if (on) {
+      muted_.insert(h);
+    } else {
+      muted_.erase(h);
     }
   }
   // 100 ms of cluster time: replication ships, every agent ticks, messages are delivered,
@@ -365,7 +385,7 @@ class Sim {
     world.now = now;
     world.Advance();
     for (auto& [h, a] : agents_) {
-      if (!world.dead.count(h)) a->Tick(now);
+      if (!world.dead.count(h) && !stopped_.count(h)) a->Tick(now);
     }
     Deliver();
     RunTasks();
@@ -376,11 +396,17 @@ class Sim {
     ASSERT_TRUE(world.lost.empty()) << "acknowledged writes lost: " << world.lost.front();
   }
   void RunTasks() {
+    std::deque<std::pair<std::string, std::function<void()>>> later;
     while (!tasks_.empty()) {
       auto [h, fn] = std::move(tasks_.front());
       tasks_.pop_front();
-      if (!world.dead.count(h)) fn();
+      if (stopped_.count(h)) {
+        later.emplace_back(h, std::move(fn));  // a stopped agent's workers are stopped too
+      } else if (!world.dead.count(h)) {
+        fn();
+      }
     }
+    tasks_ = std::move(later);
   }
   // Steps until pred holds; false after max_steps.
   bool RunUntil(const std::function<bool()>& pred, int max_steps = 600) {
@@ -448,6 +474,8 @@ class Sim {
   std::map<std::string, std::unique_ptr<FakeGroup>> groups_;
   std::map<std::string, int> part_;
   std::deque<std::pair<std::string, std::function<void()>>> tasks_;
+  std::set<std::string> stopped_, muted_;
+  std::map<std::string, std::vector<std::pair<std::string, std::string>>> held_;  // for stopped agents
   std::map<std::string, std::unique_ptr<Agent>> agents_;
 };
 
@@ -698,6 +726,74 @@ TEST(AgentSim, WithALeaseTheStandbysAgentRestartedInTimeKeepsItsStandby) {
   sim.Run(50);
   EXPECT_TRUE(sim.ProtectedOn("a", "b"));
   EXPECT_EQ(sim.world.Find("a", "kv")->generation, 1u);
+}
+
+}  // namespace
+}  // namespace ferry::ha
+
+namespace ferry::ha {
+namespace {
+
+// The hung-agent rule: an agent SIGSTOPped stays in Corosync's view but says nothing. With a
+// lease its VMM fences itself when the lease runs out, and the backup, counting the silent
+// agent as gone, fails the VM over after the lease (not before: never two copies, which
+// Step() asserts at every 100 ms); the agent continued finds a newer generation and its stale
+// primary goes.
+TEST(AgentSim, WithALeaseAHungAgentIsFailedOverOnceItsVmmFencedItself) {
+  Sim sim(2000);
+  ASSERT_TRUE(sim.RunUntil([&] { return sim.ProtectedOn("a", "b"); }, 100));
+  sim.Run(5);
+  const uint64_t stopped = sim.now;
+  sim.StopAgent("a");
+  ASSERT_TRUE(sim.RunUntil([&] { return sim.PrimaryHost() == "b"; }, 100)) << "a hung agent's VM must not stay down";
+  EXPECT_GE(sim.now - stopped, 2000u) << "the backup waited for the lease";
+  EXPECT_LE(sim.now - stopped, 6000u) << "silence (3 s) plus the lease bound the outage";
+  EXPECT_TRUE(sim.world.Find("a", "kv")->fenced) << "the old VMM fenced itself";
+  sim.ContinueAgent("a");
+  ASSERT_TRUE(sim.RunUntil([&] {
+    FakeVmm* old = sim.world.Find("a", "kv");
+    return !old || old->role == Role::kStandby;
+  }, 100)) << "the stale primary on a must go";
+  ASSERT_TRUE(sim.RunUntil([&] { return sim.ProtectedOn("b"); }, 300));
+  EXPECT_EQ(sim.max_serving, 1u);
+}
+
+// Without a lease a hung agent's VMM serves on unfenced: failing it over would make two
+// copies, so nothing changes.
+TEST(AgentSim, WithoutALeaseAHungAgentChangesNothing) {
+  Sim sim;
+  ASSERT_TRUE(sim.RunUntil([&] { return sim.ProtectedOn("a", "b"); }, 100));
+  sim.StopAgent("a");
+  sim.Run(100);  // 10 s
+  EXPECT_EQ(sim.PrimaryHost(), "a");
+  EXPECT_EQ(sim.world.Find("a", "kv")->generation, 1u);
+  sim.ContinueAgent("a");
+  sim.Run(20);
+  EXPECT_TRUE(sim.ProtectedOn("a", "b"));
+}
+
+// An agent that runs but is cut off from the group's messages (its own included) stops
+// renewing its leases before the others count it as gone: its VMM fences itself first, the
+// backup takes over after the lease, never two copies; once its messages flow again its
+// stale primary goes.
+TEST(AgentSim, WithALeaseAnAgentCutOffFromTheGroupsMessagesLetsItsLeasesRunOut) {
+  Sim sim(2000);
+  ASSERT_TRUE(sim.RunUntil([&] { return sim.ProtectedOn("a", "b"); }, 100));
+  sim.Run(5);
+  sim.Mute("a", true);
+  ASSERT_TRUE(sim.RunUntil([&] { return sim.PrimaryHost() == "b"; }, 100));
+  // a hears nothing: its VMM serves on only until its lease runs out (Step() checks at every
+  // 100 ms that never two serve).
+  FakeVmm* old = sim.world.Find("a", "kv");
+  ASSERT_NE(old, nullptr);
+  EXPECT_TRUE(old->fenced) << "its VMM ran its lease out";
+  EXPECT_TRUE(HasEvent(sim.agent("a"), "lease-held"));
+  sim.Mute("a", false);
+  ASSERT_TRUE(sim.RunUntil([&] {
+    FakeVmm* old = sim.world.Find("a", "kv");
+    return !old || old->role == Role::kStandby;
+  }, 100));
+  EXPECT_EQ(sim.max_serving, 1u);
 }
 
 }  // namespace

@@ -82,6 +82,9 @@ ClusterState::ClusterState(const ClusterConfig& config, std::string self) : conf
 
 void ClusterState::OnView(const std::set<std::string>& members, bool quorate, uint64_t now_ms) {
   if (members != members_) fresh_.clear();
+  for (const auto& m : members) {
+    if (!members_.count(m)) heard_ms_[m] = now_ms;  // joined: its silence counts from now
+  }
   for (const auto& m : members_) {
     if (!members.count(m)) left_ms_[m] = now_ms;
   }
@@ -99,7 +102,29 @@ void ClusterState::OnView(const std::set<std::string>& members, bool quorate, ui
 }
 
 bool ClusterState::complete() const {
-  return std::all_of(members_.begin(), members_.end(), [&](const std::string& m) { return fresh_.count(m) > 0; });
+  return std::all_of(members_.begin(), members_.end(), [&](const std::string& m) { return fresh_.count(m) > 0 || silent(m); });
+}
+
+bool ClusterState::cut_off() const {
+  if (silence_ms_ == 0) return false;
+  auto it = heard_ms_.find(self_);
+  return it != heard_ms_.end() && now_ms > it->second && now_ms - it->second > self_silence_ms_;
+}
+
+bool ClusterState::silent(const std::string& host) const {
+  if (silence_ms_ == 0 || host == self_ || !members_.count(host) || cut_off()) return false;
+  auto it = heard_ms_.find(host);
+  return it != heard_ms_.end() && now_ms > it->second && now_ms - it->second > silence_ms_;
+}
+
+uint64_t ClusterState::absent_ms(const std::string& host, uint64_t now) const {
+  if (members_.count(host)) {
+    if (!silent(host)) return 0;
+    const uint64_t since = heard_ms_.at(host) + renew_bound_ms_;
+    return now > since ? now - since : 0;
+  }
+  auto it = left_ms_.find(host);
+  return it == left_ms_.end() || now < it->second ? 0 : now - it->second;
 }
 
 void ClusterState::Accept(const std::string& vm, const Claim& c) {
@@ -117,7 +142,8 @@ const json& ClusterState::stats(const std::string& host) const {
   return it == stats_.end() ? kNone : it->second;
 }
 
-bool ClusterState::OnMessage(const std::string& host, const std::string& payload) {
+bool ClusterState::OnMessage(const std::string& host, const std::string& payload, uint64_t received_ms) {
+  if (members_.count(host)) heard_ms_[host] = std::max(heard_ms_[host], received_ms ? received_ms : now_ms);
   json j = json::parse(payload, nullptr, false);
   if (!j.is_object() || host.empty()) return false;
   // A member's message with a field of the wrong type is ignored, never an exception.

@@ -319,10 +319,12 @@ std::optional<Action> DecideVm(const Ctx& x) {
 std::vector<Action> Decide(const ClusterConfig& config, const std::string& self, const ClusterState& state,
                            const std::vector<Instance>& local, const std::set<std::string>& busy) {
   std::vector<Action> out;
-  if (!state.quorate()) {
-    // Cut off from the majority: this host's guests must stop before the others promote.
+  if (!state.quorate() || state.cut_off()) {
+    // Cut off from the majority, or from the group's messages (the others will count this
+    // agent as hung): this host's guests must stop before the others promote.
+    const char* why = state.quorate() ? "cut off from the group's messages" : "no quorum";
     for (const auto& i : local) {
-      if (i.primary() && !i.fenced && !busy.count(i.vm)) out.push_back({Action::kFence, i.vm, self, i.generation, "no quorum"});
+      if (i.primary() && !i.fenced && !busy.count(i.vm)) out.push_back({Action::kFence, i.vm, self, i.generation, why});
     }
     return out;
   }

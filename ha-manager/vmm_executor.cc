@@ -255,7 +255,7 @@ Instance VmmExecutor::Parse(const std::string& vm, const Child& child, const jso
   return i;
 }
 
-std::vector<Instance> VmmExecutor::Probe() {
+std::vector<Instance> VmmExecutor::Probe(bool renew_leases) {
   std::vector<std::pair<std::string, Child*>> list;
   {
     std::lock_guard lock(mu_);
@@ -267,7 +267,7 @@ std::vector<Instance> VmmExecutor::Probe() {
     auto r = c->api->Call({{"op", "status"}}, 1000);
     // The watchdog lease, renewed on the same connection: an agent that stops probing (dead,
     // hung, stopped) lets it run out and the VM fences itself.
-    if (r.ok() && config_.lease_ms) (void)c->api->Call({{"op", "lease"}, {"ttl_ms", config_.lease_ms}}, 1000);
+    if (r.ok() && config_.lease_ms && renew_leases) (void)c->api->Call({{"op", "lease"}, {"ttl_ms", config_.lease_ms}}, 1000);
     if (!r.ok()) {
       Instance i;
       i.vm = vm;

@@ -12,6 +12,7 @@
 // the worker threads are joined by Shutdown() or the destructor.
 #pragma once
 
+#include <atomic>
 #include <cstdint>
 #include <deque>
 #include <functional>
@@ -77,7 +78,7 @@ class Agent {
 
   // A view change (host names) and a message from `host`, both in the group's order.
   void OnView(const std::set<std::string>& members, bool quorate, uint64_t now_ms);
-  void OnMessage(const std::string& host, const std::string& payload);
+  void OnMessage(const std::string& host, const std::string& payload, uint64_t received_ms = 0);
   // Reap, probe, report, decide and act, at now_ms (the agent's clock; the leader also runs
   // the placement policy).
   void Tick(uint64_t now_ms);
@@ -109,6 +110,11 @@ class Agent {
   void MaybeBalanceLocked(uint64_t now_ms);  // the leader's periodic placement check (balance.h)
   void SendMove(const std::string& vm, const std::string& from, const std::string& to, const std::string& why);
 
+  // The hung-agent rule's periods (cluster_state.h, set_silence), in report periods.
+  static constexpr uint64_t kSilenceReports = 3;      // others count this agent hung after
+  static constexpr uint64_t kSelfSilenceReports = 2;  // it stops renewing leases after
+  static constexpr uint64_t kDeliverySkewMs = 200;    // one message reaching two members apart
+
   const ClusterConfig& config_;
   const HostConfig& self_;
   Executor& executor_;
@@ -124,6 +130,8 @@ class Agent {
   uint64_t last_report_ms_ = 0;
   uint64_t last_balance_ms_ = 0;
   uint64_t now_ms_ = 0;
+  std::atomic<uint64_t> self_heard_ms_{0};  // when this agent's own message last came back
+  bool renewing_ = true;                    // leases were renewed at the last tick
   std::map<std::string, uint64_t> claim_ms_, protect_ms_;
   std::map<std::string, Protection> protection_;
   std::map<std::string, uint64_t> warned_ms_;  // vm -> last "unprotected" event

@@ -108,19 +108,35 @@ class ClusterState {
 
   // A view change: the members (host names) and quorum. Reports must be heard again.
   void OnView(const std::set<std::string>& members, bool quorate, uint64_t now_ms = 0);
-  // How long `host` has been out of the view (0: it is a member, or was never seen leave).
-  uint64_t absent_ms(const std::string& host, uint64_t now_ms) const {
-    auto it = left_ms_.find(host);
-    return live(host) || it == left_ms_.end() || now_ms < it->second ? 0 : now_ms - it->second;
-  }
+  // How long `host` has been gone (0: it is live, or was never seen leave): out of the view,
+  // or silent (below) since the last moment it could still have renewed its VMMs' leases.
+  uint64_t absent_ms(const std::string& host, uint64_t now_ms) const;
   uint64_t now_ms = 0;  // the agent's clock at this decision
-  // A group message (JSON text) from `host`; malformed ones are ignored (returns false).
-  bool OnMessage(const std::string& host, const std::string& payload);
+  // A group message (JSON text) from `host`, received at `received_ms` (0: now_ms);
+  // malformed ones are ignored (returns false).
+  bool OnMessage(const std::string& host, const std::string& payload, uint64_t received_ms = 0);
+  // The hung-agent rule, for clusters with a watchdog lease: a member whose agent sends
+  // nothing for `silence_ms` is hung (SIGSTOP, a livelock) or cut off from the group's
+  // messages though Corosync keeps it in the view. It counts as gone: not live, not awaited
+  // by complete(), and absent since its last message plus `renew_bound_ms`, the latest it
+  // can have renewed a lease (an agent renews only while its own messages come back within
+  // `self_silence_ms`: Agent::Tick; `skew_ms` allows for one message reaching two members
+  // apart), so a failover still waits the lease, by which its VMMs have fenced themselves.
+  // Without a lease a hung agent's VMMs serve on: off (0).
+  void set_silence(uint64_t silence_ms, uint64_t self_silence_ms, uint64_t skew_ms) {
+    silence_ms_ = silence_ms;
+    self_silence_ms_ = self_silence_ms;
+    renew_bound_ms_ = self_silence_ms + skew_ms;
+  }
+  bool silent(const std::string& host) const;
+  // This agent's own messages stopped coming back (self_silence_ms): it is the one cut off,
+  // so it judges nobody silent and decides nothing (its leases run out meanwhile).
+  bool cut_off() const;
 
   bool quorate() const { return quorate_; }
   // A report from every member since the last view change.
   bool complete() const;
-  bool live(const std::string& host) const { return members_.count(host) > 0; }
+  bool live(const std::string& host) const { return members_.count(host) > 0 && !silent(host); }
   bool evacuating(const std::string& host) const { return evacuating_.count(host) > 0; }
   const Claim* claim(const std::string& vm) const;
   const std::vector<Instance>* report(const std::string& host) const;
@@ -191,6 +207,8 @@ class ClusterState {
   std::map<std::string, std::string> moves_;         // vm -> target host
   std::map<std::string, uint64_t> placed_ms_;        // vm -> when its owner last changed
   std::map<std::string, uint64_t> left_ms_;  // host -> when it left the view
+  std::map<std::string, uint64_t> heard_ms_;  // member -> when it was last heard (or joined the view)
+  uint64_t silence_ms_ = 0, self_silence_ms_ = 0, renew_bound_ms_ = 0;
 };
 
 // What the agent on `self` should do now, given its own instances (`local`, fresher than its

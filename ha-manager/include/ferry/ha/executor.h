@@ -54,8 +54,10 @@ class Executor {
   // the VMMs of this host that still run, as if it had started them; returns their VMs.
   virtual std::vector<std::string> Adopt() { return {}; }
   // This host's instances now, one per local process; one that does not answer yet has no
-  // phase (primary) or standby_state (standby). With a watchdog lease, probing renews it.
-  virtual std::vector<Instance> Probe() = 0;
+  // phase (primary) or standby_state (standby). With a watchdog lease, probing renews it,
+  // unless `renew_leases` is false (the agent's own messages stopped coming back: the others
+  // may count it as hung, so its VMMs must run their leases out).
+  virtual std::vector<Instance> Probe(bool renew_leases = true) = 0;
   // The load figures of the last Probe() (LoadSampler::Stats()'s shape).
   virtual nlohmann::json Stats() = 0;
 

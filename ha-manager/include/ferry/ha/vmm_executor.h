@@ -38,7 +38,7 @@ class VmmExecutor : public Executor {
   void Kill(const std::string& vm) override;
   std::vector<Ended> Reap() override;
   std::vector<std::string> Adopt() override;
-  std::vector<Instance> Probe() override;
+  std::vector<Instance> Probe(bool renew_leases = true) override;
   nlohmann::json Stats() override;
   Status Replicate(const VmSpec& v, const HostConfig& to, uint64_t generation) override;
   Status StopReplication(const std::string& vm, bool keep_standby) override;
