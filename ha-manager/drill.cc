@@ -34,6 +34,13 @@ Outcome Expected(Fault f) {
   }
 }
 
+Outcome Expected(Fault f, uint64_t lease_ms, double stop_s) {
+  if (f == Fault::kStopAgent && lease_ms && stop_s * 1000 > static_cast<double>(lease_ms + kHungAgentMarginMs)) {
+    return Outcome::kFailover;
+  }
+  return Expected(f);
+}
+
 const char* OutcomeName(Outcome o) {
   return o == Outcome::kFailover ? "failover" : o == Outcome::kReprotect ? "reprotect" : "nothing";
 }

@@ -133,7 +133,7 @@ Result<json> RunDrill(const ClusterConfig& c, const DrillOptions& o) {
   }
 
   Watch w{c, vm, owner, old_gen, t_fault, o};
-  const Outcome expected = Expected(fault);
+  const Outcome expected = Expected(fault, c.lease_ms, o.stop_s);
   bool met = false;
   if (expected == Outcome::kFailover) {
     met = w.UntilFailover(fault == Fault::kKillVm ? "" : at);

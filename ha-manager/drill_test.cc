@@ -25,6 +25,10 @@ TEST(Drill, EveryFaultHasANameThatParsesBackAndAnExpectedOutcome) {
   EXPECT_EQ(Expected(Fault::kKillStandby), Outcome::kReprotect);
   EXPECT_EQ(Expected(Fault::kCutReplication), Outcome::kReprotect);
   EXPECT_EQ(Expected(Fault::kStopAgent), Outcome::kNothing);
+  EXPECT_EQ(Expected(Fault::kStopAgent, 0, 60), Outcome::kNothing) << "without a lease a hung agent's VM serves on";
+  EXPECT_EQ(Expected(Fault::kStopAgent, 2000, 2), Outcome::kNothing) << "back within the lease";
+  EXPECT_EQ(Expected(Fault::kStopAgent, 2000, 10), Outcome::kFailover) << "hung past the lease: failed over";
+  EXPECT_EQ(Expected(Fault::kKillVm, 2000, 10), Outcome::kFailover);
   EXPECT_EQ(Expected(Fault::kKillHostMidMove), Outcome::kFailover);
   EXPECT_TRUE(TargetsVm(Fault::kKillStandby));
   EXPECT_FALSE(TargetsVm(Fault::kCutCorosync));

@@ -48,6 +48,11 @@ enum class Outcome : uint8_t { kFailover, kReprotect, kNothing };
 const char* FaultName(Fault f);  // "kill-host", ... (the CLI flag without its dashes)
 std::optional<Fault> ParseFault(std::string_view name);
 Outcome Expected(Fault f);
+// With the cluster's watchdog lease and a stop-agent's length: a hung agent's VM is failed
+// over once the lease ran out after it fell silent (cluster_state.h, the hung-agent rule),
+// so an agent stopped longer than the lease plus kHungAgentMarginMs expects a failover.
+inline constexpr uint64_t kHungAgentMarginMs = 3000;
+Outcome Expected(Fault f, uint64_t lease_ms, double stop_s);
 const char* OutcomeName(Outcome o);
 // Whether the target names a VM (kill-vm, kill-standby, cut-replication) or a host.
 bool TargetsVm(Fault f);
