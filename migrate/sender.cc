@@ -76,6 +76,7 @@ class SourceMigration {
   Status Connect();
   Status StartTracking();
   Status PreCopy();
+  Status DrainAndPause(const std::string& phase);
   Status StopAndCopy();
   Status Commit();
   Status Switchover();
@@ -228,16 +229,17 @@ Status SourceMigration::PreCopy() {
   }
 }
 
-Status SourceMigration::StopAndCopy() {
-  // Socket buffers hold megabytes that the destination has not landed yet. Drain them while
-  // the guest still runs, so the stop pays only for the final dirty set; whatever the guest
-  // dirties meanwhile is in the final harvest.
+// Socket buffers hold megabytes that the destination has not landed yet. Drains them while
+// the guest still runs, so the stop pays only for the final dirty set (whatever the guest
+// dirties meanwhile is in the final harvest); then pauses the guest and merges that harvest
+// into pending_.
+Status SourceMigration::DrainAndPause(const std::string& phase) {
   uint64_t s0 = MonotonicNs();
   FERRY_RETURN_IF_ERROR(control_->Send(MsgType::kSync, EncodeSync(streams_->frames_sent())));
   Frame synced;
   FERRY_RETURN_IF_ERROR(control_->Expect(MsgType::kSynced, &synced));
   stats_.drain_ms = Ms(MonotonicNs() - s0);
-  Report("stop-and-copy", pending_.Count(), nullptr);
+  Report(phase, pending_.Count(), nullptr);
   pause_ns_ = MonotonicNs();
   FERRY_ASSIGN_OR_RETURN(auto pause, vm_.Pause());
   paused_ = true;
@@ -246,6 +248,12 @@ Status SourceMigration::StopAndCopy() {
   uint64_t t0 = MonotonicNs();
   FERRY_ASSIGN_OR_RETURN(dirtylog::DirtySet last, tracker_->Harvest());
   pending_.pages.MergeFrom(last.pages);
+  stats_.final_harvest_ms = Ms(MonotonicNs() - t0);
+  return Status::Ok();
+}
+
+Status SourceMigration::StopAndCopy() {
+  FERRY_RETURN_IF_ERROR(DrainAndPause("stop-and-copy"));
   stats_.final_pages = pending_.Count();
   uint64_t t1 = MonotonicNs();
   FERRY_RETURN_IF_ERROR(streams_->SendRound(pending_.pages));
@@ -259,7 +267,6 @@ Status SourceMigration::StopAndCopy() {
   FERRY_RETURN_IF_ERROR(control_->Expect(MsgType::kPrepared, &f));
   uint64_t t4 = MonotonicNs();
   stats_.stop_copy_ms = Ms(t4 - pause_ns_);
-  stats_.final_harvest_ms = Ms(t1 - t0);
   stats_.final_send_ms = Ms(t2 - t1);
   stats_.state_ms = Ms(t3 - t2);
   stats_.prepare_wait_ms = Ms(t4 - t3);
@@ -311,20 +318,7 @@ void SourceMigration::ReadVerification() {
 // with its output and disk writes held; this copy stays paused, able to resume, until the
 // destination holds every page (PostCopy).
 Status SourceMigration::Switchover() {
-  uint64_t s0 = MonotonicNs();
-  FERRY_RETURN_IF_ERROR(control_->Send(MsgType::kSync, EncodeSync(streams_->frames_sent())));
-  Frame f;
-  FERRY_RETURN_IF_ERROR(control_->Expect(MsgType::kSynced, &f));
-  stats_.drain_ms = Ms(MonotonicNs() - s0);
-  Report("switchover", pending_.Count(), nullptr);
-  pause_ns_ = MonotonicNs();
-  FERRY_ASSIGN_OR_RETURN(auto pause, vm_.Pause());
-  paused_ = true;
-  guest_pause_ns_ = vm_.GuestNs();
-  stats_.pause_ms = Ms(pause.latency_ns);
-  uint64_t t0 = MonotonicNs();
-  FERRY_ASSIGN_OR_RETURN(dirtylog::DirtySet last, tracker_->Harvest());
-  pending_.pages.MergeFrom(last.pages);
+  FERRY_RETURN_IF_ERROR(DrainAndPause("switchover"));
   outstanding_ = pending_.pages;
   uint64_t t1 = MonotonicNs();
   FERRY_ASSIGN_OR_RETURN(hypervisor::VmState state, vm_.SaveState());
@@ -334,9 +328,9 @@ Status SourceMigration::Switchover() {
   PostcopyStateMsg msg{streams_->frames_sent(), outstanding_, hypervisor::EncodeVmState(state)};
   FERRY_RETURN_IF_ERROR(control_->Send(MsgType::kPostcopyState, EncodePostcopyState(msg)));
   uint64_t t2 = MonotonicNs();
+  Frame f;
   FERRY_RETURN_IF_ERROR(control_->Expect(MsgType::kPrepared, &f));
   uint64_t t3 = MonotonicNs();
-  stats_.final_harvest_ms = Ms(t1 - t0);
   stats_.state_ms = Ms(t2 - t1);
   stats_.prepare_wait_ms = Ms(t3 - t2);
   stats_.stop_copy_ms = Ms(t3 - pause_ns_);
