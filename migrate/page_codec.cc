@@ -2,6 +2,7 @@
 
 #include <zstd.h>
 
+#include <algorithm>
 #include <cstring>
 
 #include "ferry/base/coding.h"
@@ -9,8 +10,6 @@
 namespace ferry::migrate {
 namespace {
 
-constexpr uint32_t kZstdWindow = 64;       // attempts per judgement
-constexpr uint32_t kZstdSkipPages = 1024;  // pages sent raw before probing again
 // A delta or a compressed page must save at least 1/8 of a page to be worth its CPU.
 constexpr size_t kPayCap = kPageBytes - kPageBytes / 8;
 
@@ -60,7 +59,8 @@ size_t XbzrleEncode(const uint8_t* old_page, const uint8_t* new_page, uint8_t* o
     // A literal run ends at the first 8 equal bytes (shorter equal gaps cost more as runs).
     while (diff < kPageBytes) {
       if (diff + 8 <= kPageBytes && LoadLe64(old_page + diff) == LoadLe64(new_page + diff)) break;
-      ++diff;
+      // The literal alone no longer fits: say so now, not after scanning the whole page.
+      if (++diff - same > cap - pos) return 0;
     }
     pos = PutUleb(out, pos, cap, static_cast<uint32_t>(same - i));
     if (!pos) return 0;
@@ -100,63 +100,73 @@ PageEncoder::PageEncoder(const EncoderOptions& options) : options_(options), scr
 
 PageEncoder::~PageEncoder() { ZSTD_freeCCtx(cctx_); }
 
+void EncoderCostModel::Record(bool paid) {
+  wins_ += paid;
+  if (++tries_ < kWindow) return;
+  if (wins_ < kWindow / 8) {
+    skip_ = backoff_;
+    backoff_ = std::min(backoff_ * 2, kMaxBackoff);
+  } else {
+    backoff_ = kMinBackoff;
+  }
+  tries_ = wins_ = 0;
+}
+
 void PageEncoder::Encode(uint64_t index, const uint8_t* page, bool resend, BatchBuilder* batch) {
+  uint8_t* slot = batch->Reserve(index, PageEncoding::kRaw, kPageBytes);
+  std::memcpy(slot, page, kPageBytes);
+  EncodeReserved(index, slot, resend, batch);
+}
+
+void PageEncoder::EncodeReserved(uint64_t index, const uint8_t* page, bool resend, BatchBuilder* batch) {
+  // `page` lives in the reserved record: cache it before a smaller encoding overwrites it.
   if (IsZeroPage(page)) {
-    batch->Reserve(index, PageEncoding::kZero, 0);
-    batch->Commit(0);
-    ++counts_.zero;
     // The receiver holds zeros now: a later delta must be taken against them, not against an
     // older copy in the cache (found by the sender-vs-receiver fuzzer).
     if (resend) Remember(index, page);
+    batch->Reserve(index, PageEncoding::kZero, 0);
+    batch->Commit(0);
+    ++counts_.zero;
     return;
   }
-  bool done = resend && TryXbzrle(index, page, batch);
-  if (!done) done = TryZstd(index, page, batch);
-  if (!done) {
-    std::memcpy(batch->Reserve(index, PageEncoding::kRaw, kPageBytes), page, kPageBytes);
-    batch->Commit(kPageBytes);
-    ++counts_.raw;
-    counts_.encoded_bytes += kPageBytes;
+  PageEncoding encoding = PageEncoding::kXbzrle;
+  size_t len = resend ? TryXbzrle(index, page) : 0;
+  if (len == 0) {
+    encoding = PageEncoding::kZstd;
+    len = TryZstd(page);
   }
   // Only pages that come back are worth a cache slot: the bulk of round 0 would just evict.
   if (resend) Remember(index, page);
+  if (len == 0) {
+    batch->Commit(kPageBytes);  // the reserved raw record as it is
+    ++counts_.raw;
+    counts_.encoded_bytes += kPageBytes;
+    return;
+  }
+  std::memcpy(batch->Reserve(index, encoding, static_cast<uint32_t>(len)), scratch_.data(), len);
+  batch->Commit(static_cast<uint32_t>(len));
+  ++(encoding == PageEncoding::kZstd ? counts_.zstd : counts_.xbzrle);
+  counts_.encoded_bytes += len;
 }
 
-bool PageEncoder::TryXbzrle(uint64_t index, const uint8_t* page, BatchBuilder* batch) {
-  if (cache_tags_.empty()) return false;
+size_t PageEncoder::TryXbzrle(uint64_t index, const uint8_t* page) {
+  if (cache_tags_.empty()) return 0;
   size_t slot = index % cache_tags_.size();
-  if (cache_tags_[slot] != index + 1) return false;
+  if (cache_tags_[slot] != index + 1) return 0;
+  if (!xbzrle_model_.ShouldTry()) return 0;
   ++counts_.xbzrle_tries;
   size_t len = XbzrleEncode(&cache_data_[slot * kPageBytes], page, scratch_.data(), kPayCap);
-  if (len == 0) return false;
-  std::memcpy(batch->Reserve(index, PageEncoding::kXbzrle, static_cast<uint32_t>(len)), scratch_.data(), len);
-  batch->Commit(static_cast<uint32_t>(len));
-  ++counts_.xbzrle;
-  counts_.encoded_bytes += len;
-  return true;
+  xbzrle_model_.Record(len != 0);
+  return len;
 }
 
-bool PageEncoder::TryZstd(uint64_t index, const uint8_t* page, BatchBuilder* batch) {
-  if (!cctx_) return false;
-  if (zstd_skip_) {
-    --zstd_skip_;
-    return false;
-  }
+size_t PageEncoder::TryZstd(const uint8_t* page) {
+  if (!cctx_ || !zstd_model_.ShouldTry()) return 0;
   ++counts_.zstd_tries;
-  uint8_t* out = batch->Reserve(index, PageEncoding::kZstd, kPayCap);
-  size_t len = ZSTD_compressCCtx(cctx_, out, kPayCap, page, kPageBytes, options_.zstd_level);
+  size_t len = ZSTD_compressCCtx(cctx_, scratch_.data(), kPayCap, page, kPageBytes, options_.zstd_level);
   bool paid = !ZSTD_isError(len) && len < kPayCap;
-  if (++zstd_window_tries_ == kZstdWindow) {
-    if (zstd_window_wins_ + paid < kZstdWindow / 8) zstd_skip_ = kZstdSkipPages;
-    zstd_window_tries_ = zstd_window_wins_ = 0;
-  } else if (paid) {
-    ++zstd_window_wins_;
-  }
-  if (!paid) return false;  // the next Reserve overwrites the abandoned record
-  batch->Commit(static_cast<uint32_t>(len));
-  ++counts_.zstd;
-  counts_.encoded_bytes += len;
-  return true;
+  zstd_model_.Record(paid);
+  return paid ? len : 0;
 }
 
 void PageEncoder::Remember(uint64_t index, const uint8_t* page) {

@@ -395,6 +395,75 @@ TEST(PageEncoderTest, KeepsTryingZstdWhileItPays) {
   EXPECT_EQ(enc.counts().zstd, 500u);
 }
 
+TEST(EncoderCostModelTest, BacksOffWhileItDoesNotPayAndResetsWhenItDoes) {
+  EncoderCostModel m;
+  auto window = [&](bool paid) {
+    for (uint32_t i = 0; i < EncoderCostModel::kWindow; ++i) {
+      ASSERT_TRUE(m.ShouldTry());
+      m.Record(paid);
+    }
+  };
+  auto skipped = [&] {
+    uint32_t n = 0;
+    while (!m.ShouldTry()) ++n;
+    m.Record(false);  // the probe that ended the skip is a try like any other
+    return n;
+  };
+  window(true);
+  EXPECT_TRUE(m.ShouldTry()) << "a window that paid skips nothing";
+  m.Record(true);
+  for (uint32_t i = 1; i < EncoderCostModel::kWindow; ++i) m.Record(true);
+  window(false);
+  EXPECT_EQ(skipped(), EncoderCostModel::kMinBackoff);
+  for (uint32_t i = 1; i < EncoderCostModel::kWindow; ++i) m.Record(false);
+  EXPECT_EQ(skipped(), 2 * EncoderCostModel::kMinBackoff) << "a probe that still did not pay doubles the backoff";
+  for (uint32_t i = 1; i < EncoderCostModel::kWindow; ++i) m.Record(false);
+  uint32_t last = 0;
+  for (int i = 0; i < 8; ++i) {
+    last = skipped();
+    for (uint32_t j = 1; j < EncoderCostModel::kWindow; ++j) m.Record(false);
+  }
+  EXPECT_EQ(last, EncoderCostModel::kMaxBackoff) << "the backoff is capped";
+  // A probe window in which 1/8 paid brings the encoder back for every page.
+  EXPECT_EQ(skipped(), EncoderCostModel::kMaxBackoff);
+  for (uint32_t j = 1; j < EncoderCostModel::kWindow; ++j) m.Record(j <= EncoderCostModel::kWindow / 8);
+  EXPECT_EQ(m.backoff(), EncoderCostModel::kMinBackoff);
+  for (int i = 0; i < 100; ++i) EXPECT_TRUE(m.ShouldTry());
+}
+
+TEST(PageEncoderTest, StopsTryingDeltasOnRewrittenRandomPagesAndProbesAgain) {
+  // A checkpoint's working set rewritten with random data: every page is cached, no delta
+  // pays, and trying each one costs a scan of the page.
+  const uint64_t kSet = 64;
+  PageEncoder enc(EncoderOptions{.compress = false, .xbzrle_cache_pages = kSet});
+  std::mt19937 rng(12);
+  BatchBuilder b;
+  std::vector<Page> held(kSet);
+  for (int round = 0; round < 40; ++round) {
+    for (uint64_t i = 0; i < kSet; ++i) {
+      b.Start();
+      held[i] = RandomPage(rng);
+      enc.Encode(i, held[i].data(), true, &b);
+    }
+  }
+  EXPECT_EQ(enc.counts().xbzrle, 0u);
+  EXPECT_LT(enc.counts().xbzrle_tries, 40 * kSet / 4) << "a delta was tried on most rewritten pages";
+  // Small edits from now on: deltas pay again and come back within the backoff.
+  std::map<uint64_t, Page> receiver;
+  uint64_t first_delta = 0;
+  for (uint64_t n = 0; n < 2 * EncoderCostModel::kMaxBackoff && !first_delta; ++n) {
+    const uint64_t i = n % kSet;
+    Page next = held[i];
+    next[n % kPageBytes] ^= 0x5a;
+    receiver = {{i, held[i]}};
+    Decoded d = EncodeOne(enc, i, next, true, receiver);
+    EXPECT_TRUE(d.bytes == next) << "page " << i;
+    if (d.encoding == PageEncoding::kXbzrle) first_delta = n + 1;
+    held[i] = next;
+  }
+  EXPECT_GT(first_delta, 0u) << "deltas never came back for small edits";
+}
+
 TEST(PageDecoderTest, RefusesGarbageAndATruncatedFrame) {
   PageDecoder dec;
   Page out(kPageBytes);

@@ -45,7 +45,6 @@ Status StreamSet::SendStream(size_t stream, const Bitmap& pages, const uint8_t* 
   PageEncoder& enc = *encoders_[stream];
   BatchBuilder batch;
   batch.Start();
-  alignas(64) uint8_t copy[kPageBytes];
   const uint64_t n = channels_.size(), total = pages.size();
   auto flush = [&]() -> Status {
     if (batch.count() == 0) return Status::Ok();
@@ -62,15 +61,17 @@ Status StreamSet::SendStream(size_t stream, const Bitmap& pages, const uint8_t* 
       while (bits) {
         uint64_t p = w * 64 + __builtin_ctzll(bits);
         bits &= bits - 1;
-        // A stable copy: the guest may be writing the page right now (it is dirty again if
-        // so, and goes in a later round), and what we hash must be what we send.
+        // A stable copy, made straight into the batch as a raw record (copy once): the guest
+        // may be writing the page right now (it is dirty again if so, and goes in a later
+        // round), and what we hash must be what we send.
+        uint8_t* copy = batch.Reserve(p, PageEncoding::kRaw, kPageBytes);
         std::memcpy(copy, host + p * kPageBytes, kPageBytes);
         uint64_t h = Checksum64(copy, kPageBytes) | 1;  // never 0, which means "never sent"
         if (sent_hash_[p] == h) {
           unchanged_.fetch_add(1, std::memory_order_relaxed);
-          continue;
+          continue;  // the uncommitted record is dropped by the next Reserve or Finish
         }
-        enc.Encode(p, copy, sent_hash_[p] != 0, &batch);
+        enc.EncodeReserved(p, copy, sent_hash_[p] != 0, &batch);
         sent_hash_[p] = h;
         if (batch.count() == kMaxPagesPerBatch) {
           Status st = flush();

@@ -39,6 +39,31 @@ struct EncoderCounts {
   uint64_t encoded_bytes = 0;  // payload bytes produced (without record headers)
 };
 
+// Whether an optional encoder (zstd, XBZRLE) has paid lately on one stream's pages, so its
+// CPU goes only where it saves bytes. Every page is tried while it pays; after a window of
+// tries in which fewer than 1/8 paid, the next `backoff` pages skip it and a new window
+// probes again. Each window that still does not pay doubles the backoff (256 to 4096 pages);
+// one that pays resets it, so the encoder comes back within 4096 pages once data compresses.
+class EncoderCostModel {
+ public:
+  static constexpr uint32_t kWindow = 16;
+  static constexpr uint32_t kMinBackoff = 256, kMaxBackoff = 4096;
+  // Call once per candidate page; false: skip the encoder for this one (counted).
+  bool ShouldTry() {
+    if (skip_ == 0) return true;
+    --skip_;
+    return false;
+  }
+  // The outcome of a try that ShouldTry() allowed.
+  void Record(bool paid);
+  uint32_t backoff() const { return backoff_; }
+
+ private:
+  uint32_t tries_ = 0, wins_ = 0;  // the current window
+  uint32_t skip_ = 0;              // pages left to skip
+  uint32_t backoff_ = kMinBackoff;
+};
+
 class PageEncoder {
  public:
   explicit PageEncoder(const EncoderOptions& options);
@@ -49,19 +74,23 @@ class PageEncoder {
   // Appends `page` (a stable copy of guest page `index`) to `batch` in the cheapest encoding
   // that pays. `resend`: the page was sent before (delta candidates, and worth caching).
   void Encode(uint64_t index, const uint8_t* page, bool resend, BatchBuilder* batch);
+  // The same for a page already copied into `batch`: `page` is the kRaw record just reserved
+  // for `index` (not committed), holding the stable copy. Saves the copy from a staging
+  // buffer into the batch (copy once): the record stays raw, or is rewritten smaller.
+  void EncodeReserved(uint64_t index, const uint8_t* page, bool resend, BatchBuilder* batch);
   const EncoderCounts& counts() const { return counts_; }
 
  private:
-  bool TryXbzrle(uint64_t index, const uint8_t* page, BatchBuilder* batch);
-  bool TryZstd(uint64_t index, const uint8_t* page, BatchBuilder* batch);
+  // Each returns the encoded length in scratch_ (0: did not pay or not tried).
+  size_t TryXbzrle(uint64_t index, const uint8_t* page);
+  size_t TryZstd(const uint8_t* page);
   void Remember(uint64_t index, const uint8_t* page);
 
   EncoderOptions options_;
   ZSTD_CCtx_s* cctx_ = nullptr;
   EncoderCounts counts_;
-  // Adaptive zstd: after a window of attempts that mostly did not pay, skip attempts for a
-  // while, then probe again. Random data costs compression CPU and gains nothing.
-  uint32_t zstd_window_tries_ = 0, zstd_window_wins_ = 0, zstd_skip_ = 0;
+  // Random data costs compression and delta CPU and gains nothing: each pays its way.
+  EncoderCostModel zstd_model_, xbzrle_model_;
   // Direct-mapped cache of last-sent copies: slot = index % slots, tag = index + 1.
   std::vector<uint64_t> cache_tags_;
   std::vector<uint8_t> cache_data_;
