@@ -66,7 +66,7 @@ Result<PostcopyComplete> PostcopyDestination::Finish(Channel& control, const std
   }
   FERRY_RETURN_IF_ERROR(requester_.End().Annotate("post-copy: ending the page-request stream"));
   const PostcopyStats s = memory_->stats();
-  PostcopyComplete c;
+  PostcopyComplete& c = report_;
   c.faults = s.faults;
   c.fetched_pages = s.fetched_pages;
   c.placed_pages = s.placed_pages;

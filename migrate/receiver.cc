@@ -401,7 +401,7 @@ Result<Received> DestMigration::RunPostcopy(std::vector<std::thread>& threads) {
   });
   stats_.postcopy_ms = Ms(MonotonicNs() - t2);
   if (done.ok() || done.status().code() == ErrorCode::kIndeterminate) {
-    auto s = postcopy_->memory().stats();
+    const PostcopyComplete& s = postcopy_->report();  // the figures the source was sent
     stats_.postcopy_faults = s.faults;
     stats_.postcopy_fetched_pages = s.fetched_pages;
     stats_.postcopy_placed_pages = s.placed_pages;

@@ -44,6 +44,9 @@ class PostcopyDestination {
   // `held` (may be empty) fills in what the caller held meanwhile (frames, disk bytes), for
   // the report; it runs once every page is here. Blocks.
   Result<PostcopyComplete> Finish(Channel& control, const std::function<void(PostcopyComplete*)>& held);
+  // What Finish() reported to the source (zero until every page is here); kept when the
+  // source's end did not come, too.
+  const PostcopyComplete& report() const { return report_; }
   // Any thread: makes a Finish() in progress (or the next one) fail at once with `why`.
   void Abort(const Status& why);
 
@@ -55,6 +58,7 @@ class PostcopyDestination {
   PageRequester requester_;
   PostcopyDestinationOptions options_;
   std::unique_ptr<PostcopyMemory> memory_;
+  PostcopyComplete report_;  // Finish()'s thread only
   std::mutex mu_;
   std::condition_variable cv_;
   Status aborted_ = Status::Ok();  // guarded by mu_
