@@ -39,7 +39,7 @@ struct MigrateFlags {
   double downtime_ms = 50;
   std::string bandwidth;
   double deadline_s = 120;
-  std::string xbzrle_cache = "64M";
+  std::string xbzrle_cache;  // empty: the VMM's default (64 MiB, at most the VM's RAM)
   std::string transport = "tcp";
   bool no_auto_converge = false;
   std::string mode = "precopy";
@@ -90,12 +90,14 @@ int DoMigrate(const MigrateFlags& f) {
     if (!bw.ok() || *bw == 0) return Fail("--bandwidth: expected bytes per second, e.g. 100M", kExitUsage);
     req["bandwidth"] = *bw;
   }
-  auto cache = ParseSize(f.xbzrle_cache);
-  if (!cache.ok()) return Fail("--xbzrle-cache: " + cache.status().message(), kExitUsage);
-  if (uint64_t avail = vmhost::HostMemAvailable(); avail && *cache > avail / 2) {
-    return Fail("--xbzrle-cache " + f.xbzrle_cache + " is more than half of this host's available memory", kExitUsage);
+  if (!f.xbzrle_cache.empty()) {  // unset: the VMM's default, cut to what the VM and host allow
+    auto cache = ParseSize(f.xbzrle_cache);
+    if (!cache.ok()) return Fail("--xbzrle-cache: " + cache.status().message(), kExitUsage);
+    if (uint64_t avail = vmhost::HostMemAvailable(); avail && *cache > avail / 2) {
+      return Fail("--xbzrle-cache " + f.xbzrle_cache + " is more than half of this host's available memory", kExitUsage);
+    }
+    req["xbzrle_cache"] = *cache;
   }
-  req["xbzrle_cache"] = *cache;
   auto security = f.security.Load();
   if (!security.ok()) return Fail(security.status());
   vmhost::SecurityToRequest(*security, &req);  // the API socket is owner-only
@@ -172,7 +174,7 @@ void AddMigrateCommands(CLI::App& app, CommandFn* selected) {
   mig->add_option("--downtime-ms", m->downtime_ms, "Target downtime of the final stop-and-copy")->check(kFinite)->capture_default_str();
   mig->add_option("--bandwidth", m->bandwidth, "Cap on bytes per second over all streams (e.g. 100M)");
   mig->add_option("--deadline-s", m->deadline_s, "Give up (the VM runs on here) if not converged by then")->check(kFinite)->capture_default_str();
-  mig->add_option("--xbzrle-cache", m->xbzrle_cache, "Cache of sent pages for delta encoding")->capture_default_str();
+  mig->add_option("--xbzrle-cache", m->xbzrle_cache, "Cache of sent pages for delta encoding (default 64M, at most the VM's RAM)");
   mig->add_option("--transport", m->transport, "tcp or rdma")->capture_default_str();
   mig->add_flag("--no-auto-converge", m->no_auto_converge, "Never throttle the vCPUs");
   mig->add_option("--mode", m->mode,

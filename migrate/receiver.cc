@@ -135,6 +135,9 @@ void DestMigration::FailAll(const Status& why) {
 Status DestMigration::ReceiveStream(uint32_t index) {
   Channel& ch = *data_[index];
   PageSink sink(vm_->memory(), index, begin_.streams);
+  // The handshake's frames count in the sender's numbering: a stream that carries no page before
+  // a sync (post-copy from the start) has landed everything the sync names.
+  landed_[index].store(ch.frames_received(), std::memory_order_release);
   Frame f;
   for (;;) {
     FERRY_RETURN_IF_ERROR(ch.Receive(&f));

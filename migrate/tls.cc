@@ -34,7 +34,14 @@ std::string TlsErrors() {
   return out.empty() ? "unknown TLS error" : out;
 }
 
+// Deadlines follow Connection's convention: a timeout of 0 means none, and so does a deadline of
+// 0 (kNoDeadline); Remaining() hands 0 on, so the inner connection waits without a limit too.
+constexpr uint64_t kNoDeadline = 0;
+
+uint64_t DeadlineAfter(uint64_t timeout_ms) { return timeout_ms == 0 ? kNoDeadline : MonotonicNs() + timeout_ms * 1000000; }
+
 uint64_t Remaining(uint64_t deadline_ns) {
+  if (deadline_ns == kNoDeadline) return 0;
   const uint64_t now = MonotonicNs();
   return deadline_ns > now ? std::max<uint64_t>(1, (deadline_ns - now) / 1000000) : 1;
 }
@@ -353,7 +360,7 @@ TlsConnection::TlsConnection(std::unique_ptr<Connection> inner, std::unique_ptr<
 TlsConnection::~TlsConnection() = default;
 
 Status TlsConnection::Handshake(uint64_t timeout_ms) {
-  const uint64_t deadline = MonotonicNs() + timeout_ms * 1000000;
+  const uint64_t deadline = DeadlineAfter(timeout_ms);
   for (;;) {
     ERR_clear_error();
     const int ret = SSL_do_handshake(impl_->ssl);
@@ -376,7 +383,7 @@ Status TlsConnection::Handshake(uint64_t timeout_ms) {
 
 Status TlsConnection::Write(std::span<const uint8_t> a, std::span<const uint8_t> b, uint64_t timeout_ms) {
   if (!impl_->handshaken) return Status(ErrorCode::kAborted, "TLS: no handshake yet");
-  const uint64_t deadline = MonotonicNs() + timeout_ms * 1000000;
+  const uint64_t deadline = DeadlineAfter(timeout_ms);
   // A small header and its payload go in one record where they fit, so a frame is not split
   // into a record of its own header.
   std::vector<uint8_t> joined;
@@ -409,7 +416,7 @@ Status TlsConnection::Write(std::span<const uint8_t> a, std::span<const uint8_t>
 
 Result<size_t> TlsConnection::ReadSome(std::span<uint8_t> out, uint64_t timeout_ms) {
   if (!impl_->handshaken) return Status(ErrorCode::kAborted, "TLS: no handshake yet");
-  const uint64_t deadline = MonotonicNs() + timeout_ms * 1000000;
+  const uint64_t deadline = DeadlineAfter(timeout_ms);
   for (;;) {
     size_t got = 0;
     ERR_clear_error();
@@ -420,7 +427,7 @@ Result<size_t> TlsConnection::ReadSome(std::span<uint8_t> out, uint64_t timeout_
 }
 
 Status TlsConnection::Read(std::span<uint8_t> out, uint64_t timeout_ms) {
-  const uint64_t deadline = MonotonicNs() + timeout_ms * 1000000;
+  const uint64_t deadline = DeadlineAfter(timeout_ms);
   size_t done = 0;
   while (done < out.size()) {
     auto n = ReadSome(out.subspan(done), Remaining(deadline));

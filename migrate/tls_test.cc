@@ -7,6 +7,7 @@
 #include <gtest/gtest.h>
 
 #include <atomic>
+#include <chrono>
 #include <mutex>
 #include <thread>
 
@@ -77,6 +78,27 @@ TEST(Tls, TheSharedKeyIsAPskBothWaysAndBytesCrossIntact) {
   std::vector<uint8_t> back(4);
   ASSERT_TRUE((*c)->Read(back, 5000).ok());
   EXPECT_EQ(back, header);
+}
+
+// A timeout of 0 means "no limit" on every Connection (the receiver's idle control stream waits
+// so while pages flow): over TLS it once meant 1 ms, and every keyed migration of a real VM
+// timed out at its first sync.
+TEST(Tls, ATimeoutOfZeroWaitsWithoutALimit) {
+  Pair p = Connected();
+  auto c = TlsConnection::Wrap(std::move(p.client), TestKey(), TlsConnection::Side::kClient);
+  auto s = TlsConnection::Wrap(std::move(p.server), TestKey(), TlsConnection::Side::kServer);
+  ASSERT_TRUE(c.ok() && s.ok());
+  auto [cst, sst] = Handshake(**c, **s);
+  ASSERT_TRUE(cst.ok() && sst.ok()) << cst.message() << sst.message();
+  std::thread w([&] {
+    std::this_thread::sleep_for(std::chrono::milliseconds(150));
+    EXPECT_TRUE((*c)->Write(Pattern(64), {}, 0).ok());
+  });
+  std::vector<uint8_t> got(64);
+  Status st = (*s)->Read(got, 0);
+  w.join();
+  ASSERT_TRUE(st.ok()) << st.message();
+  EXPECT_EQ(got, Pattern(64));
 }
 
 TEST(Tls, AWrongKeyIsRefusedOnBothEnds) {

@@ -154,8 +154,10 @@ TEST(VmE2eTest, DirtyRateAndThrottleFromTheCli) {
   auto bad = RunFerry({"throttle", "--api", sock, "--percent", "100"}, dir.File("bad"));
   EXPECT_EQ(bad.code, 2);
   auto no_vcpu = RunFerry({"throttle", "--api", sock, "--percent", "10", "--vcpu", "5"}, dir.File("novcpu"));
-  EXPECT_EQ(no_vcpu.code, 1);
-  EXPECT_NE(no_vcpu.err.find("no vCPU 5"), std::string::npos) << no_vcpu.err;
+  // The typed API checks the index against the VM's vCPU count before anything runs: a request
+  // error (exit 2) that names the field and its range.
+  EXPECT_EQ(no_vcpu.code, 2);
+  EXPECT_NE(no_vcpu.err.find("\"vcpu\" must be a whole number in -1..1"), std::string::npos) << no_vcpu.err;
   auto bad_ring = RunFerry({"run", GuestPath("hello"), "--mem", "16M", "--dirty-ring", "1000"}, dir.File("badring"));
   EXPECT_EQ(bad_ring.code, 1);
   EXPECT_NE(bad_ring.err.find("power of two"), std::string::npos) << bad_ring.err;

@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cstdio>
 #include <fstream>
+#include <optional>
 
 #include "ferry/migrate/transport.h"
 #include "field_reader.h"
@@ -121,7 +122,11 @@ RequestBody DecodeMigrate(FieldReader& r, const DecodeLimits& l) {
   ReadPeer(r, &q.peer);
   r.U64("bandwidth", &q.bandwidth, 0, 1ull << 40);
   const uint64_t cap = MemoryCap(l);
-  r.U64("xbzrle_cache", &q.xbzrle_cache, 0, 1ull << 40);
+  std::optional<uint64_t> cache;
+  r.OptionalU64("xbzrle_cache", &cache, 0, 1ull << 40);
+  // Unasked, the cache is the default cut to what this VM and host allow (a 32 MiB guest gets a
+  // 32 MiB cache); asked for, more than that is refused.
+  q.xbzrle_cache = cache.value_or(std::min(q.xbzrle_cache, cap));
   if (r.ok() && q.xbzrle_cache > cap) {
     r.Fail("\"xbzrle_cache\" of " + std::to_string(q.xbzrle_cache >> 20) + " MiB is more than this VM's RAM or half " +
            "of this host's available memory allow (" + std::to_string(cap >> 20) + " MiB)");

@@ -99,6 +99,22 @@ TEST(Requests, RefusesWrongTypesMissingNegativeNonFiniteAndHugeFields) {
   }
 }
 
+// The default XBZRLE cache (64 MiB) fits the VM: a 32 MiB guest migrates with a 32 MiB cache,
+// and only a cache asked for beyond the VM's RAM is refused.
+TEST(Requests, TheDefaultXbzrleCacheIsCutToTheVmsRam) {
+  DecodeLimits small = Limits();
+  small.guest_mem_bytes = 32ull << 20;
+  auto r = DecodeRequest({{"op", "migrate"}, {"to", "127.0.0.1:1"}}, small);
+  ASSERT_TRUE(r.ok()) << r.status().message();
+  EXPECT_EQ(std::get<MigrateRequest>(r->body).xbzrle_cache, 32ull << 20);
+  auto big = DecodeRequest({{"op", "migrate"}, {"to", "127.0.0.1:1"}}, Limits());
+  ASSERT_TRUE(big.ok());
+  EXPECT_EQ(std::get<MigrateRequest>(big->body).xbzrle_cache, 64ull << 20);
+  auto asked = DecodeRequest({{"op", "migrate"}, {"to", "127.0.0.1:1"}, {"xbzrle_cache", 64ull << 20}}, small);
+  ASSERT_FALSE(asked.ok());
+  EXPECT_NE(asked.status().message().find("more than this VM's RAM"), std::string::npos) << asked.status().message();
+}
+
 TEST(Requests, EveryOpDecodesWithItsDefaults) {
   for (const auto& op : ApiOps()) {
     json j = {{"op", op}};
