@@ -80,7 +80,7 @@ TEST(PostcopyE2E, AutoModeSwitchesADirtierFasterThanTheLinkInsteadOfThrottlingIt
 TEST(PostcopyE2E, ADestinationKilledMidwayLeavesTheSourceRunningAndVerifying) {
   REQUIRE_KVM();
   TempDir dir;
-  auto src = StartGuest(dir, "src", "memcheck", "128M");
+  auto src = StartGuest(dir, "src", "memcheck", "512M");
   AwaitMemcheckBusy(dir.File("src.sock"));
   auto dst = StartIncoming(dir, "dst", "127.0.0.1:0");
   // ~100 MB at 20 MB/s: the background stream runs for seconds after the switchover.
@@ -102,7 +102,9 @@ TEST(PostcopyE2E, ALinkCutLongerThanTheTimeoutLeavesExactlyOneCopyRunning) {
   if (!hosts.ok()) GTEST_SKIP() << hosts.status().message();
   TempDir dir;
   std::string key = WriteKey(dir, "key", "a-post-copy-key-of-enough-length");
-  auto src = StartGuest(dir, "src", "memcheck", "128M", {}, hosts->get(), 0);
+  // memcheck sweeps all of its pages, so they come on demand (outside --bandwidth) at ~20k/s:
+  // 512 MiB keeps post-copy in flight for seconds after the cut at 1.5 s.
+  auto src = StartGuest(dir, "src", "memcheck", "512M", {}, hosts->get(), 0);
   AwaitMemcheckBusy(dir.File("src.sock"));
   auto dst = StartIncoming(dir, "dst", (*hosts)->address(1) + ":4414", {"--key", key, "--io-timeout-ms", "3000"}, hosts->get(), 1);
   auto mig = std::make_unique<Process>(
@@ -135,7 +137,8 @@ TEST(PostcopyE2E, KvstoreThroughAKilledDestinationLosesNoAcknowledgedPut) {
   std::string key = WriteKey(dir, "key", "a-post-copy-key-of-enough-length");
   auto src = std::make_unique<Process>(
       (*hosts)->In(0, {FerryBin(), "run", GuestPath("kvstore"), "--mem", "64M", "--disk", disk, "--net", net, "--api",
-                       dir.File("src.sock"), "--", "ip=" + TestHosts::guest_address(0), "keys=" + std::to_string(kKeys)}),
+                       dir.File("src.sock"), "--", "ip=" + TestHosts::guest_address(0), "keys=" + std::to_string(kKeys),
+                       "ballast_mib=24"}),
       dir.File("src"));
   auto client = std::make_unique<Process>(
       (*hosts)->InClient({FerryBin(), "kv-load", "--server", TestHosts::guest_address(0) + ":7000", "--rate", "400", "--keys",

@@ -22,7 +22,8 @@
  *
  * Verify events (after restore or migration) re-read every record and compare it with the
  * table; reports then carry verify_seq, verify_pages (records checked), verify_errors and
- * verdict. Arguments: ip=A.B.C.D (required), port=N (default 7000), keys=N (default 4096). */
+ * verdict. Arguments: ip=A.B.C.D (required), port=N (default 7000), keys=N (default 4096),
+ * ballast_mib=N (default 0: N MiB of data past the table, for migrations to move). */
 #include "ferry_blk.h"
 #include "ferry_guest.h"
 #include "ferry_kvstore.h"
@@ -343,6 +344,15 @@ static void setup(void) {
   }
   io_buf = (uint8_t*)b->free_start;
   table = (struct entry*)(b->free_start + IO_BYTES);
+  /* ballast_mib=N: N MiB past the table filled with data, so that a migration has RAM to move
+   * beyond the few pages the store touches (tests that must catch a post-copy in flight). */
+  const uint64_t ballast = fg_arg_u64("ballast_mib", 0) << 20;
+  const uint64_t used = IO_BYTES + nkeys * sizeof(struct entry);
+  if (ballast > free_bytes - used) {
+    fg_panic("kvstore: ballast_mib=%lu does not fit beside %lu keys in %lu MiB", ballast >> 20, nkeys, free_bytes >> 20);
+  }
+  uint64_t* w = (uint64_t*)(b->free_start + ((used + 4095) & ~4095ull));
+  for (uint64_t i = 0; i < ballast / 8 && (uint64_t)(w + i) + 8 <= b->free_end; ++i) w[i] = (i + 1) * 0x9e3779b97f4a7c15ull;
 
   if (fg_blk_init() != 0) fg_panic("kvstore: the disk refused its queue");
   load_disk();
