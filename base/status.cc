@@ -26,6 +26,7 @@ constexpr struct {
     {ErrorCode::kTimeout, "timeout"}, {ErrorCode::kBusy, "busy"},
     {ErrorCode::kAborted, "aborted"}, {ErrorCode::kIndeterminate, "indeterminate"},
     {ErrorCode::kInternal, "internal"}, {ErrorCode::kRefused, "refused"},
+    {ErrorCode::kDenied, "denied"},
 };
 }  // namespace
 

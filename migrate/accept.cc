@@ -21,7 +21,7 @@ Result<std::unique_ptr<Channel>> ConnectPeer(const Endpoint& to, const std::stri
   }
   if (!security.tls() && !security.insecure && !conn->PeerIsLoopback()) {
     // Guest memory in the clear leaves this host only by the operator's explicit choice.
-    return Status(ErrorCode::kRefused, "refusing to send guest state in the clear to " + conn->PeerAddress() +
+    return Status(ErrorCode::kDenied, "refusing to send guest state in the clear to " + conn->PeerAddress() +
                                            ", another host: give both ends --key (or certificates), or --insecure; "
                                            "without them a destination accepts loopback peers only");
   }

@@ -198,7 +198,7 @@ struct TlsConnection::Impl {
     } else if (has("bad record mac") || has("decryption failed")) {
       hint = "a record failed authentication: the bytes were changed on the way (or replayed)";
     }
-    return Status(ErrorCode::kRefused, std::string("TLS ") + what + " with " + inner->PeerAddress() + " failed: " +
+    return Status(ErrorCode::kDenied, std::string("TLS ") + what + " with " + inner->PeerAddress() + " failed: " +
                                            (hint.empty() ? errors : hint + " (" + errors + ")"));
   }
 
@@ -370,12 +370,12 @@ Status TlsConnection::Handshake(uint64_t timeout_ms) {
   }
   FERRY_RETURN_IF_ERROR(impl_->Flush(deadline));
   if (impl_->mode == SecurityMode::kKey && !SSL_session_reused(impl_->ssl)) {
-    return Status(ErrorCode::kRefused, "TLS handshake with " + PeerAddress() +
+    return Status(ErrorCode::kDenied, "TLS handshake with " + PeerAddress() +
                                            " did not use the shared key (the peer uses certificates? both ends need the same kind of authentication)");
   }
   if (impl_->mode == SecurityMode::kCertificates &&
       (SSL_get_verify_result(impl_->ssl) != X509_V_OK || SSL_get0_peer_certificate(impl_->ssl) == nullptr)) {
-    return Status(ErrorCode::kRefused, "TLS handshake with " + PeerAddress() + " did not verify the peer's certificate");
+    return Status(ErrorCode::kDenied, "TLS handshake with " + PeerAddress() + " did not verify the peer's certificate");
   }
   impl_->handshaken = true;
   return Status::Ok();

@@ -26,6 +26,7 @@ enum class ErrorCode {
   kIndeterminate,    // an outcome is unknown (a commit whose answer was lost)
   kInternal,
   kRefused,          // the object's state does not allow it now (a VM that a migration holds)
+  kDenied,           // a peer's identity or key was not accepted (TLS, certificates, plaintext rules)
 };
 
 // One name per code ("invalid_argument", "refused", ...) for JSON replies, and its parse
