@@ -152,7 +152,9 @@ json VmHost::Verify(const VerifyRequest& r) {
     auto from = lifecycle_.Begin(Event::kVerify);
     if (!from.ok()) return ErrorReply(from.status());
   }
-  if (!v.LastReport().fields.count("verify_seq")) {
+  // A guest that has reported without verify fields is not memcheck; one that has not reported
+  // yet (just promoted, restored or arrived) is waited for.
+  if (const auto report = v.LastReport(); report.seq != 0 && !report.fields.count("verify_seq")) {
     return ErrorReply(Unsupported("the guest does not report verification (is it memcheck?)"));
   }
   auto result = hypervisor::AwaitVerification(v, v.RequestVerify(), r.timeout_ms);
