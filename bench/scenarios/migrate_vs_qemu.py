@@ -77,7 +77,9 @@ def _guest_mbps(before, after):
     return round(pages * 4096 / us, 1) if us > 0 else None
 
 
-def run_ferry_migration(mem_mib, dirty_mbps, workdir, link, mode="precopy"):
+def run_ferry_migration(mem_mib, dirty_mbps, workdir, link, mode="precopy", tls=True):
+    """tls: both ends keyed (TLS 1.3 with the key as PSK, the product's default between hosts);
+    False: both ends --insecure (plaintext), for issue 18's TLS-vs-plaintext rows."""
     tmp = tempfile.mkdtemp(prefix="ferry-bench-", dir=workdir)
     net, procs = None, []
     try:
@@ -93,7 +95,8 @@ def run_ferry_migration(mem_mib, dirty_mbps, workdir, link, mode="precopy"):
                                         f"rate_mbps={dirty_mbps}"]),
                                stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=open(f"{tmp}/src.err", "w"))
         procs.append(src)
-        dst = subprocess.Popen(wrap(1, [FERRY, "incoming", "--listen", listen, "--key", key, "--api",
+        security = ["--key", key] if tls else ["--insecure"]
+        dst = subprocess.Popen(wrap(1, [FERRY, "incoming", "--listen", listen] + security + ["--api",
                                         f"{tmp}/dst.sock"]),
                                stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=open(f"{tmp}/dst.err", "w"))
         procs.append(dst)
@@ -129,8 +132,8 @@ def run_ferry_migration(mem_mib, dirty_mbps, workdir, link, mode="precopy"):
         sampler.start()
         before = (_status(f"{tmp}/src.sock") or {}).get("report", {}).get("fields")
         t0 = time.monotonic()
-        mig = subprocess.run(wrap(0, [FERRY, "migrate", "--api", f"{tmp}/src.sock", "--to", to, "--key", key,
-                                      "--deadline-s", str(DEADLINE_S), "--mode", mode, "--json"]),
+        mig = subprocess.run(wrap(0, [FERRY, "migrate", "--api", f"{tmp}/src.sock", "--to", to] + security +
+                                     ["--deadline-s", str(DEADLINE_S), "--mode", mode, "--json"]),
                              capture_output=True, text=True, timeout=DEADLINE_S + 60)
         wall_ms = (time.monotonic() - t0) * 1000
         done.set()
@@ -148,7 +151,8 @@ def run_ferry_migration(mem_mib, dirty_mbps, workdir, link, mode="precopy"):
         cpu_all = (src_total - cpu0[0][0] + dst_now[0] - cpu0[1][0]) / hz
         cpu_vcpu = (last["src"][1] - cpu0[0][1] + dst_now[1] - cpu0[1][1]) / hz
         result = {
-            "system": "ferry", "config": "default" if mode == "precopy" else mode, "dirty_mbps": dirty_mbps,
+            "system": "ferry", "config": ("default" if mode == "precopy" else mode) + ("" if tls else "-plaintext"),
+            "dirty_mbps": dirty_mbps,
             "mem_mib": mem_mib,
             "downtime_ms": round(r["downtime_ms"], 3) if converged else None,
             "total_ms": round(r["total_ms"], 1) if converged else round(wall_ms),
@@ -233,6 +237,27 @@ def report_postcopy(rows):
         print("; ".join(line), file=sys.stderr)
 
 
+def report_tls(rows):
+    """Issue 18's targets: TLS costs <= 15% of plaintext throughput and <= 10% more downtime."""
+    for rate in sorted({r["dirty_mbps"] for r in rows}):
+        def med(config, key):
+            vals = [r[key] for r in rows if (r["config"], r["dirty_mbps"]) == (config, rate) and r["converged"]
+                    and r.get(key) is not None]
+            return statistics.median(vals) if vals else None
+        line = []
+        for config in ("default", "default-plaintext"):
+            total, nbytes = med(config, "total_ms"), med(config, "bytes")
+            gbs = nbytes / total / 1e6 if total and nbytes else None
+            line.append(f"{config}: total {total} ms, downtime {med(config, 'downtime_ms')} ms, "
+                        f"{gbs and round(gbs, 3)} GB/s on the wire")
+        tls_t, pt_t = med("default", "total_ms"), med("default-plaintext", "total_ms")
+        tls_d, pt_d = med("default", "downtime_ms"), med("default-plaintext", "downtime_ms")
+        ratio = lambda a, b: f"{a / b:.3f}" if a is not None and b else "n/a"
+        print(f"rate {rate} MB/s: " + "; ".join(line) + f"; TLS/plaintext total {ratio(tls_t, pt_t)} "
+              f"(target <= 1.176, i.e. >= 85% of the throughput), downtime {ratio(tls_d, pt_d)} (target <= 1.1)",
+              file=sys.stderr)
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--runs", type=int, default=3)
@@ -243,6 +268,8 @@ def main():
     ap.add_argument("--postcopy", action="store_true",
                     help="issue 20's comparison: Ferry auto-converge vs Ferry post-copy and auto vs QEMU post-copy "
                          "(use with --rates 400)")
+    ap.add_argument("--tls-vs-plaintext", action="store_true",
+                    help="issue 18's rows: Ferry keyed (TLS 1.3) vs Ferry --insecure (plaintext), side by side")
     ap.add_argument("--plot", default=os.path.join(ROOT, "build", "bench", "migrate-vs-qemu.png"))
     a = ap.parse_args()
     link = None if a.link == "loopback" else a.link
@@ -251,12 +278,17 @@ def main():
     rows = []
     for run in range(a.runs):
         for rate in [int(x) for x in a.rates.split(",")]:
-            configs = ((("ferry", "default"), ("ferry", "postcopy"), ("ferry", "auto"), ("qemu", "postcopy"))
-                       if a.postcopy else (("ferry", "default"), ("qemu", "default"), ("qemu", "tuned")))
+            if a.postcopy:
+                configs = (("ferry", "default"), ("ferry", "postcopy"), ("ferry", "auto"), ("qemu", "postcopy"))
+            elif a.tls_vs_plaintext:
+                configs = (("ferry", "default"), ("ferry", "default-plaintext"))
+            else:
+                configs = (("ferry", "default"), ("qemu", "default"), ("qemu", "tuned"))
             for system, config in configs:
                 if system == "ferry":
                     r = run_ferry_migration(a.mem_mib, rate, a.workdir, link,
-                                            mode="precopy" if config == "default" else config)
+                                            mode="precopy" if config.startswith("default") else config,
+                                            tls=not config.endswith("-plaintext"))
                 else:
                     r = run_qemu_migration(image, a.mem_mib, rate, config, tsc, a.workdir, link, deadline_s=DEADLINE_S)
                 r["run"] = run
@@ -264,6 +296,9 @@ def main():
                 print(json.dumps(r), flush=True)
     if a.postcopy:
         report_postcopy(rows)
+        return
+    if a.tls_vs_plaintext:
+        report_tls(rows)
         return
     # Medians and the targets: Ferry against the better QEMU config at each rate.
     for rate in sorted({r["dirty_mbps"] for r in rows}):
