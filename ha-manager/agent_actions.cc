@@ -112,7 +112,7 @@ void Agent::Execute(const Action& a) {
       });
       break;
     case Action::kReleaseOutput:
-      if (Status st = executor_.ReleaseOutput(a.vm); !st.ok()) {
+      if (Status st = executor_.ReleaseOutput(a.vm, a.generation); !st.ok()) {
         Event("error", a.vm, "release_output: " + st.message());
       } else {
         state_->output_released.insert(a.vm);

@@ -333,7 +333,9 @@ Result<HandoverResult> VmmExecutor::Handover(const std::string& vm, uint64_t gen
 
 Status VmmExecutor::Fence(const std::string& vm) { return vmhost::CallApi(Sock(vm), {{"op", "fence"}}, 3000).status(); }
 Status VmmExecutor::Unfence(const std::string& vm) { return vmhost::CallApi(Sock(vm), {{"op", "unfence"}}, 3000).status(); }
-Status VmmExecutor::ReleaseOutput(const std::string& vm) {
+Status VmmExecutor::ReleaseOutput(const std::string& vm, uint64_t generation) {
+  FERRY_RETURN_IF_ERROR(
+      vmhost::CallApi(Sock(vm), {{"op", "set_generation"}, {"generation", generation}}, 3000).status().Annotate("set_generation"));
   return vmhost::CallApi(Sock(vm), {{"op", "release_output"}}, 3000).status();
 }
 

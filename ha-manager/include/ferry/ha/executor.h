@@ -70,7 +70,9 @@ class Executor {
   virtual Result<HandoverResult> Handover(const std::string& vm, uint64_t generation) = 0;
   virtual Status Fence(const std::string& vm) = 0;
   virtual Status Unfence(const std::string& vm) = 0;
-  virtual Status ReleaseOutput(const std::string& vm) = 0;
+  // The VMM takes `generation` (the owner's claim that disowned its lost standby), then lets the
+  // output that replication held go.
+  virtual Status ReleaseOutput(const std::string& vm, uint64_t generation) = 0;
 };
 
 }  // namespace ferry::ha

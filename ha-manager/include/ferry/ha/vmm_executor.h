@@ -46,7 +46,7 @@ class VmmExecutor : public Executor {
   Result<HandoverResult> Handover(const std::string& vm, uint64_t generation) override;
   Status Fence(const std::string& vm) override;
   Status Unfence(const std::string& vm) override;
-  Status ReleaseOutput(const std::string& vm) override;
+  Status ReleaseOutput(const std::string& vm, uint64_t generation) override;
 
   // SIGKILLs every child and waits for each (the agent is ending).
   void KillAll();
