@@ -128,6 +128,12 @@ uint64_t ClusterState::absent_ms(const std::string& host, uint64_t now) const {
 }
 
 void ClusterState::Accept(const std::string& vm, const Claim& c) {
+  // Only a majority decides who owns a VM. A claim (or a report) is delivered in the view it
+  // was agreed in (virtual synchrony: views and messages arrive in one order), so one that a
+  // host sent as it was being cut off comes back to it alone, in a view of its own, and must not
+  // make it the owner there: the majority may already have given the same generation to
+  // another host (a failover), and equal generations keep the first claim seen.
+  if (members_.size() * 2 <= config_.hosts.size()) return;
   auto it = claims_.find(vm);
   if (it != claims_.end() && it->second.generation >= c.generation) return;
   if (it == claims_.end() || it->second.host != c.host) placed_ms_[vm] = now_ms;

@@ -76,6 +76,11 @@ Status LinkUp(const HostConfig& h) { return Run({"ip", "link", "set", h.uplink, 
 
 Status CutPort(const HostConfig& h, const std::string& proto, uint16_t port) {
   FERRY_RETURN_IF_ERROR(NeedNetns(h));
+  // A policy rule unmerges the namespace's local and main tables for good: lo's 127.0.0.0/8
+  // (local table, looked up first) would then claim every other host's 127.x address and cut
+  // them all, Corosync included. Test clusters are made without it; a namespace that still has
+  // it loses it here (127.0.0.1 keeps its own route).
+  (void)RunQuiet({"ip", "netns", "exec", h.netns, "ip", "route", "del", "127.0.0.0/8", "table", "local"});
   // Packets to that port leave by the rule's table, which holds only a blackhole: sends and
   // connects to every other host fail; the host's own (local table, looked up first) do not.
   FERRY_RETURN_IF_ERROR(Run({"ip", "netns", "exec", h.netns, "ip", "route", "replace", "blackhole", "127.0.0.0/8", "table",

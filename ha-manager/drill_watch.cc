@@ -103,7 +103,10 @@ bool Watch::UntilReprotected(const std::function<void()>& heal) {
     auto s = AnyAgent(c_, "");
     if (!s.ok()) continue;
     json e = VmEntry(*s, vm_);
-    if (e.value("owner", "") != owner_ || e.value("generation", uint64_t{0}) != old_gen_) return false;  // it failed over
+    if (e.value("owner", "") != owner_) return false;  // it failed over
+    // The owner claims the next generation itself when it lets the held output go (the lost
+    // standby's replica disowned): the same host, a newer generation, not a failover.
+    if (const uint64_t g = e.value("generation", uint64_t{0}); g > old_gen_) generation_ = g;
     const bool prot = e.value("replication", "") == "protected";
     if (!prot && !t_unprotected_) t_unprotected_ = RealtimeMs();
     if (prot && t_unprotected_) {

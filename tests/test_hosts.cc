@@ -66,6 +66,11 @@ Status TestHosts::AddNamespace(const std::string& ns, const std::string& veth, c
   }
   FERRY_RETURN_IF_ERROR(in({"ip", "addr", "add", address + "/24", "dev", dev}));
   FERRY_RETURN_IF_ERROR(in({"ip", "link", "set", "eth0", "up"}));
+  // lo's 127.0.0.0/8 in the local table must go (127.0.0.1 stays): while a namespace has no
+  // policy rule of its own the kernel merges its local and main tables and our /24 wins, but
+  // the first rule (a drill's cut of one port) unmerges them for good, and from then on every
+  // 127.x address is this host's: all traffic to the others (Corosync's too) stayed on lo.
+  FERRY_RETURN_IF_ERROR(in({"ip", "route", "del", "127.0.0.0/8", "table", "local"}));
   // 127.x packets off the loopback interface are martians unless route_localnet is set.
   return in({"sysctl", "-qw", "net.ipv4.conf.all.route_localnet=1", "net.ipv4.conf." + dev + ".route_localnet=1"});
 }
