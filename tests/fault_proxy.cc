@@ -5,6 +5,8 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <algorithm>
+
 namespace ferry::e2e {
 
 FaultProxy::FaultProxy(uint16_t target_port, int victim_connection, uint64_t offset, Fault fault)
@@ -58,12 +60,30 @@ void FaultProxy::AcceptLoop() {
   }
 }
 
+bool FaultProxy::Captured(const std::string& needle) {
+  std::lock_guard lock(mu_);
+  for (const auto& c : captures_) {
+    if (c.find(needle) != std::string::npos) return true;
+  }
+  return false;
+}
+
+size_t FaultProxy::CapturedBytes() {
+  std::lock_guard lock(mu_);
+  size_t n = 0;
+  for (const auto& c : captures_) n += c.size();
+  return n;
+}
+
 void FaultProxy::Relay(int from, int to, bool damage) {
   char buf[65536];
   uint64_t pos = 0;
+  std::string tap;
+  const size_t limit = capture_limit_;
   for (;;) {
     ssize_t n = ::recv(from, buf, sizeof buf, 0);
     if (n <= 0) break;
+    if (tap.size() < limit) tap.append(buf, std::min<size_t>(n, limit - tap.size()));
     if (damage && !fired_ && pos + n > offset_) {
       size_t at = offset_ - pos;
       if (fault_ == Fault::kCut) {
@@ -73,7 +93,7 @@ void FaultProxy::Relay(int from, int to, bool damage) {
         ::shutdown(from, SHUT_RDWR);
         return;
       }
-      buf[at] ^= 0x20;
+      if (fault_ == Fault::kFlipByte) buf[at] ^= 0x20;
       fired_ = true;
     }
     pos += n;
@@ -83,6 +103,10 @@ void FaultProxy::Relay(int from, int to, bool damage) {
   // half-closed relay would leave the other end writing into a void until its timeout.
   ::shutdown(to, SHUT_RDWR);
   ::shutdown(from, SHUT_RDWR);
+  if (!tap.empty()) {
+    std::lock_guard lock(mu_);
+    captures_.push_back(std::move(tap));
+  }
 }
 
 }  // namespace ferry::e2e

@@ -16,11 +16,18 @@ namespace ferry::e2e {
 
 class FaultProxy {
  public:
-  enum class Fault { kFlipByte, kCut };
+  // kNone relays untouched (with capture(): a wire tap).
+  enum class Fault { kFlipByte, kCut, kNone };
   FaultProxy(uint16_t target_port, int victim_connection, uint64_t offset, Fault fault);
   ~FaultProxy();
   uint16_t port() const { return port_; }
   bool fired() const { return fired_; }
+  // Keeps the first `limit` bytes each direction carried, of every connection, for captured().
+  void Capture(size_t limit) { capture_limit_ = limit; }
+  // Whether any connection carried `needle` (a tap of what a host on the path could read).
+  bool Captured(const std::string& needle);
+  // Bytes kept so far by relays that have ended.
+  size_t CapturedBytes();
 
  private:
   void AcceptLoop();
@@ -36,6 +43,8 @@ class FaultProxy {
   std::mutex mu_;  // guards fds_ and threads_
   std::vector<int> fds_;
   std::vector<std::thread> threads_;
+  std::atomic<size_t> capture_limit_{0};
+  std::vector<std::string> captures_;  // one per relay direction; guarded by mu_
 };
 
 }  // namespace ferry::e2e

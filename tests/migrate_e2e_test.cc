@@ -208,16 +208,20 @@ TEST(MigrateE2E, KilledDestinationLeavesSourceRunningIntact) {
 }
 
 // A stream damaged in flight (data stream 0, 4 MB in): the destination refuses it with a
-// clear error and exits; the source runs on and passes verification.
-void DamagedStream(FaultProxy::Fault fault, const std::string& dest_message) {
+// clear error and exits; the source runs on and passes verification. Keyed: the relay sits
+// on the path of a TLS session (after its handshake) and cannot recompute anything.
+void DamagedStream(FaultProxy::Fault fault, const std::string& dest_message, bool keyed = false) {
   TempDir dir;
   auto src = StartGuest(dir, "src", "memcheck", "128M");
   AwaitMemcheckBusy(dir.File("src.sock"));
-  auto dst = StartIncoming(dir, "dst", "127.0.0.1:0");
+  std::vector<std::string> key;
+  if (keyed) key = {"--key", WriteKey(dir, "key", "a-relay-test-key-0123456789abcdef")};
+  auto dst = StartIncoming(dir, "dst", "127.0.0.1:0", key);
   uint16_t port = static_cast<uint16_t>(std::stoi(dst.address.substr(dst.address.rfind(':') + 1)));
   FaultProxy proxy(port, /*victim_connection=*/1, /*offset=*/4u << 20, fault);
-  auto r = RunFerry({"migrate", "--api", dir.File("src.sock"), "--to", "127.0.0.1:" + std::to_string(proxy.port())},
-                    dir.File("mig"));
+  std::vector<std::string> args = {"migrate", "--api", dir.File("src.sock"), "--to", "127.0.0.1:" + std::to_string(proxy.port())};
+  args.insert(args.end(), key.begin(), key.end());
+  auto r = RunFerry(args, dir.File("mig"));
   EXPECT_TRUE(proxy.fired());
   EXPECT_EQ(r.code, 1) << r.err;
   EXPECT_EQ(dst.process->Wait(30000), 1) << dst.process->Stderr();
@@ -230,6 +234,49 @@ void DamagedStream(FaultProxy::Fault fault, const std::string& dest_message) {
 TEST(MigrateE2E, CorruptedStreamIsRefusedAndSourceRunsOn) {
   REQUIRE_KVM();
   DamagedStream(FaultProxy::Fault::kFlipByte, "checksum mismatch");
+}
+
+// Issue 18: a host on the path of a keyed migration flips one byte of a page frame after the
+// handshake. The XXH3 frame checksum it could recompute in the clear is inside the TLS record
+// now; the record's AEAD tag fails, the destination refuses, the source runs on and verifies.
+TEST(MigrateE2E, ARelayThatFlipsAByteOfAKeyedMigrationMakesItFailCleanly) {
+  REQUIRE_KVM();
+  DamagedStream(FaultProxy::Fault::kFlipByte, "a record failed authentication", /*keyed=*/true);
+}
+
+// Issue 18: a tap on the path of a keyed migration sees none of the guest's pages. memcheck
+// stamps every page with "MEMCHECK" (little-endian "KCEHCMEM"); the same guest migrated back
+// in the clear through a tap shows it, so the check can fail.
+TEST(MigrateE2E, AWireTapOnAKeyedMigrationSeesNoneOfTheGuestsPages) {
+  REQUIRE_KVM();
+  TempDir dir;
+  const std::string stamp = "KCEHCMEM";
+  const std::string key = WriteKey(dir, "key", "a-wire-tap-test-key-0123456789ab");
+  auto src = StartGuest(dir, "src", "memcheck", "128M");
+  AwaitMemcheckBusy(dir.File("src.sock"));
+  auto dst = StartIncoming(dir, "dst", "127.0.0.1:0", {"--key", key});
+  uint16_t port = static_cast<uint16_t>(std::stoi(dst.address.substr(dst.address.rfind(':') + 1)));
+  FaultProxy tap(port, /*victim_connection=*/-1, 0, FaultProxy::Fault::kNone);
+  tap.Capture(512u << 20);
+  auto r = RunFerry({"migrate", "--api", dir.File("src.sock"), "--to", "127.0.0.1:" + std::to_string(tap.port()), "--key", key,
+                     "--compress", "none", "--verify", "--json"},
+                    dir.File("mig"));
+  ASSERT_EQ(r.code, 0) << r.err << dst.process->Stderr();
+  EXPECT_TRUE(LastJsonLine(r.out)["verify_passed"].get<bool>());
+  EXPECT_TRUE(WaitUntil([&] { return tap.CapturedBytes() > (64u << 20); }, 10000)) << tap.CapturedBytes() << " bytes tapped";
+  EXPECT_FALSE(tap.Captured(stamp)) << "guest page contents crossed the wire in the clear";
+  // The control: back to this host in the clear (loopback peers need no key), through a tap.
+  auto back = StartIncoming(dir, "back", "127.0.0.1:0");
+  uint16_t back_port = static_cast<uint16_t>(std::stoi(back.address.substr(back.address.rfind(':') + 1)));
+  FaultProxy clear_tap(back_port, -1, 0, FaultProxy::Fault::kNone);
+  clear_tap.Capture(512u << 20);
+  auto plain = RunFerry({"migrate", "--api", dir.File("dst.sock"), "--to", "127.0.0.1:" + std::to_string(clear_tap.port()),
+                         "--compress", "none"},
+                        dir.File("mig-back"));
+  ASSERT_EQ(plain.code, 0) << plain.err << back.process->Stderr();
+  EXPECT_TRUE(WaitUntil([&] { return clear_tap.Captured(stamp); }, 10000)) << "the tap cannot see a plaintext migration";
+  ExpectVerifies(dir.File("back.sock"));
+  EXPECT_TRUE(Api(dir.File("back.sock"), {{"op", "stop"}, {"force", true}}).ok());
 }
 
 TEST(MigrateE2E, TruncatedStreamIsRefusedAndSourceRunsOn) {
