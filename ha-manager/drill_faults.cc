@@ -43,9 +43,12 @@ Status NeedNetns(const HostConfig& h) {
   return Status::Ok();
 }
 
-std::vector<std::string> RuleArgs(const HostConfig& h, const char* verb, const std::string& proto, uint16_t port) {
-  return {"ip", "netns", "exec", h.netns, "ip", "rule", verb, "priority", std::to_string(kCutTable), "ipproto", proto,
-          "dport", std::to_string(port), "table", std::to_string(kCutTable)};
+std::vector<std::string> RuleArgs(const HostConfig& h, const char* verb, const std::string& proto, uint16_t port,
+                                  const std::string& to) {
+  std::vector<std::string> args = {"ip", "netns", "exec", h.netns, "ip", "rule", verb, "priority", std::to_string(kCutTable)};
+  if (!to.empty()) args.insert(args.end(), {"to", to + "/32"});
+  args.insert(args.end(), {"ipproto", proto, "dport", std::to_string(port), "table", std::to_string(kCutTable)});
+  return args;
 }
 
 }  // namespace
@@ -74,7 +77,7 @@ Status LinkDown(const HostConfig& h) {
 
 Status LinkUp(const HostConfig& h) { return Run({"ip", "link", "set", h.uplink, "up"}); }
 
-Status CutPort(const HostConfig& h, const std::string& proto, uint16_t port) {
+Status CutPort(const HostConfig& h, const std::string& proto, uint16_t port, const std::string& to) {
   FERRY_RETURN_IF_ERROR(NeedNetns(h));
   // A policy rule unmerges the namespace's local and main tables for good: lo's 127.0.0.0/8
   // (local table, looked up first) would then claim every other host's 127.x address and cut
@@ -85,11 +88,11 @@ Status CutPort(const HostConfig& h, const std::string& proto, uint16_t port) {
   // connects to every other host fail; the host's own (local table, looked up first) do not.
   FERRY_RETURN_IF_ERROR(Run({"ip", "netns", "exec", h.netns, "ip", "route", "replace", "blackhole", "127.0.0.0/8", "table",
                              std::to_string(kCutTable)}));
-  return Run(RuleArgs(h, "add", proto, port));
+  return Run(RuleArgs(h, "add", proto, port, to));
 }
 
-Status HealPort(const HostConfig& h, const std::string& proto, uint16_t port) {
-  return Run(RuleArgs(h, "del", proto, port));
+Status HealPort(const HostConfig& h, const std::string& proto, uint16_t port, const std::string& to) {
+  return Run(RuleArgs(h, "del", proto, port, to));
 }
 
 Status Signal(pid_t pid, int sig) {

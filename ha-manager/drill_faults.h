@@ -21,8 +21,10 @@ Status LinkDown(const HostConfig& h);
 Status LinkUp(const HostConfig& h);
 // Cuts (heals) one path: the host's packets of `proto` ("tcp", "udp") to `port` on any other
 // host are dropped.
-Status CutPort(const HostConfig& h, const std::string& proto, uint16_t port);
-Status HealPort(const HostConfig& h, const std::string& proto, uint16_t port);
+// `to` (an address, or "" for every host): only packets to it are cut, so a cut replication
+// path leaves the way to a third host open, as a broken path to one standby would.
+Status CutPort(const HostConfig& h, const std::string& proto, uint16_t port, const std::string& to = "");
+Status HealPort(const HostConfig& h, const std::string& proto, uint16_t port, const std::string& to = "");
 Status Signal(pid_t pid, int sig);
 
 }  // namespace ferry::ha

@@ -93,10 +93,14 @@ Result<json> RunDrill(const ClusterConfig& c, const DrillOptions& o) {
       if (pid.ok()) heal = [p = *pid] { (void)Signal(p, SIGCONT); };
       break;
     }
-    case Fault::kCutReplication:
-      injected = CutPort(*host, "tcp", spec->port);
-      heal = [host, port = spec->port] { (void)HealPort(*host, "tcp", port); };
+    case Fault::kCutReplication: {
+      // Only the path to this VM's standby: the owner can re-protect it on a third host.
+      const HostConfig* sb = c.Host(standby);
+      const std::string to = sb ? sb->address : "";
+      injected = CutPort(*host, "tcp", spec->port, to);
+      heal = [host, port = spec->port, to] { (void)HealPort(*host, "tcp", port, to); };
       break;
+    }
     case Fault::kCutCorosync:
       injected = CutPort(*host, "udp", kCorosyncPort);
       heal = [host] { (void)HealPort(*host, "udp", kCorosyncPort); };

@@ -65,8 +65,14 @@ bool Watch::UntilFailover(const std::string& avoid) {
 }
 
 void Watch::FencedAndRejoined(const HostConfig& old_host, const std::function<void()>& heal, json* extra) {
-  auto old_agent = AgentCall(old_host, {{"op", "status"}});
-  const uint64_t t_fenced = old_agent.ok() ? EventTime(*old_agent, t_fault_, {"fence"}, vm_) : 0;
+  // The old owner's event log says when it fenced. Asked until it answers with the event (up
+  // to 5 s): a loaded host's agent may answer late, and the fence time, not the time of the
+  // question, is what is compared with the promotion.
+  uint64_t t_fenced = 0;
+  for (const uint64_t t_ask = RealtimeMs(); !t_fenced && RealtimeMs() - t_ask < 5000; ::usleep(100 * 1000)) {
+    auto old_agent = AgentCall(old_host, {{"op", "status"}});
+    if (old_agent.ok()) t_fenced = EventTime(*old_agent, t_fault_, {"fence"}, vm_);
+  }
   (*extra)["fenced_after_ms"] = t_fenced ? static_cast<int64_t>(t_fenced - t_fault_) : -1;
   (*extra)["fenced_before_promote"] = t_fenced != 0 && t_promoted_ != 0 && t_fenced <= t_promoted_;
   SleepS(o_.heal_after_s);

