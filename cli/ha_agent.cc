@@ -1,6 +1,7 @@
 // `ferry ha agent`: the thin loop around ha::Agent (ha-manager/agent.h). It joins the
 // cluster's Corosync process group, feeds the agent its views and messages, ticks it ten
-// times a second, and serves the agent's API on HOSTDIR/agent.sock.
+// times a second, and serves the agent's API on HOSTDIR/agent.sock. When Corosync goes away
+// it tells the agent it is alone without quorum and rejoins when Corosync is back.
 #include "ha_agent.h"
 
 #include <poll.h>
@@ -51,10 +52,21 @@ class CorosyncGroup : public ha::Group {
     m_ = std::move(m).value();
     return Status::Ok();
   }
+  // Corosync went away (crashed, restarted): forget its handles; Join() again when it is back.
+  void Drop() {
+    std::lock_guard lock(mu_);
+    m_.reset();
+    queue_.clear();
+  }
+  bool connected() {
+    std::lock_guard lock(mu_);
+    return m_ != nullptr;
+  }
   int fd() const { return m_->fd(); }
   uint32_t local_nodeid() const { return m_->local_nodeid(); }
   Status Dispatch(std::vector<Delivery>* out) {
     std::lock_guard lock(mu_);
+    if (!m_) return Status(ErrorCode::kIo, "not connected to Corosync");
     Status st = m_->Dispatch();
     out->swap(queue_);
     queue_.clear();
@@ -62,11 +74,12 @@ class CorosyncGroup : public ha::Group {
   }
   Status Send(const std::string& payload) override {
     std::lock_guard lock(mu_);
+    if (!m_) return Status(ErrorCode::kIo, "not connected to Corosync (it is restarting or gone)");
     return m_->Send(payload);
   }
   bool QuorateNow() override {
     std::lock_guard lock(mu_);
-    return m_->QuorateNow();
+    return m_ && m_->QuorateNow();
   }
 
  private:
@@ -108,7 +121,30 @@ int RunHaAgent(const ha::ClusterConfig& config, const std::string& config_path, 
                group.local_nodeid(), config.name.c_str(), AgentSocket(*self).c_str());
   int code = kExitOk;
   std::vector<CorosyncGroup::Delivery> delivered;
+  uint64_t next_join_ms = 0;
   while (!stop) {
+    if (!group.connected()) {
+      // Corosync is gone (crashed, or restarting). This host counts as cut off meanwhile: the
+      // agent has fenced its primaries (no quorum) and the others fail them over, as in a
+      // partition. It rejoins when Corosync is back and goes on as a partitioned host would.
+      if (RealtimeMs() >= next_join_ms) {
+        next_join_ms = RealtimeMs() + 500;
+        if (group.Join("ferry-ha-" + config.name).ok()) {
+          if (group.local_nodeid() != self->nodeid) {
+            Fail("Corosync came back as node " + std::to_string(group.local_nodeid()) + ", not " +
+                 std::to_string(self->nodeid) + " as before");
+            code = kExitError;
+            break;
+          }
+          std::fprintf(stderr, "ferry ha agent %s: Corosync is back: rejoined the group\n", self->name.c_str());
+        }
+      }
+      if (!group.connected()) {
+        ::usleep(100000);
+        agent.Tick(RealtimeMs());
+        continue;
+      }
+    }
     pollfd p{group.fd(), POLLIN, 0};
     if (::poll(&p, 1, 100) > 0) {
       Status st = group.Dispatch(&delivered);
@@ -124,9 +160,10 @@ int RunHaAgent(const ha::ClusterConfig& config, const std::string& config_path, 
         }
       }
       if (!st.ok()) {
-        Fail("lost Corosync: " + st.message());
-        code = kExitError;
-        break;
+        std::fprintf(stderr, "ferry ha agent %s: lost Corosync (%s): this host's primaries are fenced until it is back\n",
+                     self->name.c_str(), st.message().c_str());
+        group.Drop();
+        agent.OnView({self->name}, false, RealtimeMs());
       }
     }
     agent.Tick(RealtimeMs());

@@ -51,6 +51,23 @@ std::pair<Status, Status> Handshake(TlsConnection& client, TlsConnection& server
   return {cst, sst};
 }
 
+// Both ends of a connected pair wrapped with the same key and handshaken.
+struct Tls2 {
+  std::unique_ptr<TlsConnection> client, server;
+};
+
+Tls2 Handshaken() {
+  Pair p = Connected();
+  auto c = TlsConnection::Wrap(std::move(p.client), TestKey(), TlsConnection::Side::kClient);
+  auto s = TlsConnection::Wrap(std::move(p.server), TestKey(), TlsConnection::Side::kServer);
+  EXPECT_TRUE(c.ok() && s.ok());
+  if (!c.ok() || !s.ok()) return {};
+  auto [cst, sst] = Handshake(**c, **s);
+  EXPECT_TRUE(cst.ok()) << cst.message();
+  EXPECT_TRUE(sst.ok()) << sst.message();
+  return {std::move(*c), std::move(*s)};
+}
+
 std::vector<uint8_t> Pattern(size_t n) {
   std::vector<uint8_t> v(n);
   for (size_t i = 0; i < n; ++i) v[i] = static_cast<uint8_t>("GUEST-SECRET-PAGE-"[i % 18]);
@@ -58,25 +75,20 @@ std::vector<uint8_t> Pattern(size_t n) {
 }
 
 TEST(Tls, TheSharedKeyIsAPskBothWaysAndBytesCrossIntact) {
-  Pair p = Connected();
-  auto c = TlsConnection::Wrap(std::move(p.client), TestKey(), TlsConnection::Side::kClient);
-  auto s = TlsConnection::Wrap(std::move(p.server), TestKey(), TlsConnection::Side::kServer);
-  ASSERT_TRUE(c.ok() && s.ok());
-  auto [cst, sst] = Handshake(**c, **s);
-  ASSERT_TRUE(cst.ok()) << cst.message();
-  ASSERT_TRUE(sst.ok()) << sst.message();
-  EXPECT_NE((*c)->Describe().find("TLSv1.3"), std::string::npos) << (*c)->Describe();
+  Tls2 t = Handshaken();
+  ASSERT_TRUE(t.client && t.server);
+  EXPECT_NE(t.client->Describe().find("TLSv1.3"), std::string::npos) << t.client->Describe();
   const std::vector<uint8_t> header = {1, 2, 3, 4}, body = Pattern(3 << 20);
-  std::thread w([&] { EXPECT_TRUE((*c)->Write(header, body, 5000).ok()); });
+  std::thread w([&] { EXPECT_TRUE(t.client->Write(header, body, 5000).ok()); });
   std::vector<uint8_t> got(header.size() + body.size());
-  ASSERT_TRUE((*s)->Read(got, 5000).ok());
+  ASSERT_TRUE(t.server->Read(got, 5000).ok());
   w.join();
   EXPECT_TRUE(std::equal(header.begin(), header.end(), got.begin()));
   EXPECT_TRUE(std::equal(body.begin(), body.end(), got.begin() + header.size()));
   // And back.
-  ASSERT_TRUE((*s)->Write(header, {}, 5000).ok());
+  ASSERT_TRUE(t.server->Write(header, {}, 5000).ok());
   std::vector<uint8_t> back(4);
-  ASSERT_TRUE((*c)->Read(back, 5000).ok());
+  ASSERT_TRUE(t.client->Read(back, 5000).ok());
   EXPECT_EQ(back, header);
 }
 
@@ -84,18 +96,14 @@ TEST(Tls, TheSharedKeyIsAPskBothWaysAndBytesCrossIntact) {
 // so while pages flow): over TLS it once meant 1 ms, and every keyed migration of a real VM
 // timed out at its first sync.
 TEST(Tls, ATimeoutOfZeroWaitsWithoutALimit) {
-  Pair p = Connected();
-  auto c = TlsConnection::Wrap(std::move(p.client), TestKey(), TlsConnection::Side::kClient);
-  auto s = TlsConnection::Wrap(std::move(p.server), TestKey(), TlsConnection::Side::kServer);
-  ASSERT_TRUE(c.ok() && s.ok());
-  auto [cst, sst] = Handshake(**c, **s);
-  ASSERT_TRUE(cst.ok() && sst.ok()) << cst.message() << sst.message();
+  Tls2 t = Handshaken();
+  ASSERT_TRUE(t.client && t.server);
   std::thread w([&] {
     std::this_thread::sleep_for(std::chrono::milliseconds(150));
-    EXPECT_TRUE((*c)->Write(Pattern(64), {}, 0).ok());
+    EXPECT_TRUE(t.client->Write(Pattern(64), {}, 0).ok());
   });
   std::vector<uint8_t> got(64);
-  Status st = (*s)->Read(got, 0);
+  Status st = t.server->Read(got, 0);
   w.join();
   ASSERT_TRUE(st.ok()) << st.message();
   EXPECT_EQ(got, Pattern(64));

@@ -94,16 +94,20 @@ TEST(ConsoleCluster, MetricsShowALiveMigrationsCountersMovingWhileItRuns) {
 TEST(ConsoleCluster, ThePlacementPolicyMovesABusyVmOffAnOverloadedHost) {
   START_CLUSTER(c, 0, [](json& cfg) {
     // Two vCPUs writing 1 MiB as fast as they can take this machine's 2 CPUs between them:
-    // on one host that is 70-90% of its 2 cpus, over 60%; alone, each is 35-50%.
+    // on one host that measured 61% (a CI machine) to 90% of its 2 cpus. The limit sits at
+    // 50%, the most one of two VMs sharing a host can bring to another with 2 cpus (the
+    // smaller one uses at most half of the 200% the pair has), so a move always has a
+    // target. A limit of 60% failed a CI run there: the dry run saw 61% once, the leader
+    // never saw over 60% in 90 s.
     for (auto& h : cfg["hosts"]) h["cpus"] = 2;
     cfg["vms"] = json::array({Dirtier("b0", "64M", 1, "max", 7300, "h0", "h1"), Dirtier("b1", "64M", 1, "max", 7301, "h0", "h2")});
-    cfg["policy"] = {{"max_cpu_pct", 60}, {"interval_s", 6}, {"settle_s", 5}};
+    cfg["policy"] = {{"max_cpu_pct", 50}, {"interval_s", 6}, {"settle_s", 5}};
   });
   auto owners = [&] {
     json s = HaStatus(c);
     return std::make_pair(VmOf(s, "b0").value("owner", ""), VmOf(s, "b1").value("owner", ""));
   };
-  // Both boot on h0 (their preferred primary); h0 is then over 60% of its 2 CPUs.
+  // Both boot on h0 (their preferred primary); h0 is then over 50% of its 2 CPUs.
   ASSERT_TRUE(WaitUntil([&] {
     json s = HaStatus(c);
     return VmOf(s, "b0").value("state", "") == "running" && VmOf(s, "b1").value("state", "") == "running";

@@ -27,6 +27,31 @@ json Drill(const Cluster& c, const std::vector<std::string>& fault, int timeout_
   return card;
 }
 
+// Corosync restarted under a running agent (its own crash, an upgrade, `systemctl restart`):
+// the agent loses its group, counts itself cut off without quorum (a primary of its own would
+// be fenced here and failed over by the others, as in a partition), stays up, and rejoins
+// when Corosync is back. It once exited ("lost Corosync"), killing every VMM it ran.
+// Agents alone, no VM: this runs without KVM.
+TEST(HaFaults, AnAgentOutlivesItsCorosyncsRestartAndRejoins) {
+  START_CLUSTER(c, 0);
+  auto view = [&](const std::string& host) {
+    json s = HaStatus(c, host);
+    return std::make_pair(s.is_object() ? s["cluster"].value("quorate", false) : false,
+                          s.is_object() ? s["cluster"]["members"].size() : size_t{0});
+  };
+  ASSERT_TRUE(WaitUntil([&] { return view("h2") == std::make_pair(true, size_t{3}); }, 30000)) << Logs(c);
+  const int64_t pid = HaStatus(c, "h2").value("pid", int64_t{0});
+  ASSERT_TRUE(c.tc->KillCorosync(2).ok());
+  ASSERT_TRUE(WaitUntil([&] { return view("h2").first == false; }, 10000))
+      << "the agent should count itself without quorum once its Corosync is gone" << Logs(c);
+  ASSERT_TRUE(WaitUntil([&] { return view("h0") == std::make_pair(true, size_t{2}); }, 10000)) << Logs(c);
+  ASSERT_TRUE(c.tc->RestartCorosync(2).ok());
+  ASSERT_TRUE(WaitUntil([&] { return view("h2") == std::make_pair(true, size_t{3}); }, 30000))
+      << "the agent should rejoin when its Corosync is back" << Logs(c);
+  EXPECT_EQ(HaStatus(c, "h2").value("pid", int64_t{0}), pid) << "the same agent, not a restarted one";
+  EXPECT_TRUE(WaitUntil([&] { return view("h0") == std::make_pair(true, size_t{3}); }, 10000)) << Logs(c);
+}
+
 TEST(HaFaults, AKilledStandbyIsReplacedWhileTheVmServesOn) {
   START_CLUSTER(c, 1);
   ASSERT_TRUE(AllProtected(c, 1, 60000)) << HaStatus(c).dump() << Logs(c);
