@@ -86,6 +86,8 @@ void AddDrillCommand(CLI::App& app, CommandFn* selected) {
       {ha::Fault::kCutCorosync, "Cut only this host's Corosync traffic, heal after --heal-after-s (expect a failover)"},
       {ha::Fault::kKillStandby, "SIGKILL this VM's standby process (expect re-protection)"},
       {ha::Fault::kKillHostMidMove, "Move this host's VM to --move-to and kill the host --after-s into it (expect a failover)"},
+      {ha::Fault::kRestartCorosync, "SIGKILL this host's Corosync, start it again (the host's corosync_start) after --heal-after-s "
+                                    "(expect a failover, the old host fenced, its agent rejoining as the backup)"},
   };
   for (const auto& [fault, help] : faults) {
     const ha::Fault k = fault;

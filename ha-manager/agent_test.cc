@@ -59,7 +59,9 @@ TEST(AgentSim, AnOwnerThatLeavesAfterReleasingOutputIsNeverReplacedByTheReplicaI
   ASSERT_TRUE(sim.RunUntil([&] { return sim.world.release_calls >= 1; }, 300)) << "the output was never released";
   EXPECT_EQ(sim.world.Find("a", "kv")->generation, g + 1) << "released before its claim disowned b's replica";
   FakeVmm* old = sim.world.Find("b", "kv");
-  if (old) EXPECT_LE(old->generation, g);
+  if (old) {
+    EXPECT_LE(old->generation, g);
+  }
   sim.Partition("a");
   sim.Run(100);  // Step() asserts: never two copies serving, no acknowledged write lost
   EXPECT_NE(sim.PrimaryHost(), "b") << "the replica the output outran was promoted";

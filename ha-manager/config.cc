@@ -88,6 +88,10 @@ Result<ClusterConfig> ClusterConfig::Parse(const json& j) {
     FERRY_RETURN_IF_ERROR(Read(h, "cpus", &hc.cpus, false, where));
     FERRY_RETURN_IF_ERROR(Read(h, "mem_bytes", &hc.mem_bytes, false, where));
     FERRY_RETURN_IF_ERROR(Read(h, "metrics", &hc.metrics, false, where));
+    FERRY_RETURN_IF_ERROR(Read(h, "corosync_start", &hc.corosync_start, false, where));
+    if (h.contains("corosync_start") && (hc.corosync_start.empty() || hc.corosync_start[0].empty())) {
+      return InvalidArgument(where + ": corosync_start must be a command (an array of strings) or absent");
+    }
     if (hc.cpus < 0) return InvalidArgument(where + ": cpus must not be negative");
     if (!hc.metrics.empty() && hc.metrics.rfind(':') == std::string::npos) {
       return InvalidArgument(where + ": metrics must be ADDR:PORT");

@@ -12,7 +12,7 @@ namespace {
 
 constexpr std::array<const char*, kFaultCount> kFaultNames = {
     "kill-host", "partition-host", "kill-vm", "kill-agent", "stop-agent", "cut-replication", "cut-corosync",
-    "kill-standby", "kill-host-mid-move"};
+    "kill-standby", "kill-host-mid-move", "restart-corosync"};
 
 }  // namespace
 

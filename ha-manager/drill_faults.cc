@@ -4,7 +4,9 @@
 // host's namespace, so nothing else on that host is touched.
 #include "drill_faults.h"
 
+#include <fcntl.h>
 #include <signal.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <fstream>
@@ -93,6 +95,46 @@ Status CutPort(const HostConfig& h, const std::string& proto, uint16_t port, con
 
 Status HealPort(const HostConfig& h, const std::string& proto, uint16_t port, const std::string& to) {
   return Run(RuleArgs(h, "del", proto, port, to));
+}
+
+Result<pid_t> CorosyncPid(const HostConfig& h) {
+  FERRY_RETURN_IF_ERROR(NeedNetns(h));
+  std::string pids;
+  if (RunQuiet({"ip", "netns", "pids", h.netns}, &pids) != 0) return Status(ErrorCode::kIo, "cannot list " + h.netns + "'s processes");
+  std::istringstream ps(pids);
+  for (pid_t p; ps >> p;) {
+    std::ifstream comm("/proc/" + std::to_string(p) + "/comm");
+    std::string name;
+    if (std::getline(comm, name) && name == "corosync") return p;
+  }
+  return NotFound("no corosync runs in " + h.netns + " (host " + h.name + ")");
+}
+
+Status StartCorosync(const HostConfig& h) {
+  if (h.corosync_start.empty()) return InvalidArgument("host " + h.name + " has no corosync_start command in the config");
+  const std::string log = h.dir + "/corosync-start.log";
+  std::vector<char*> argv;
+  for (const auto& a : h.corosync_start) argv.push_back(const_cast<char*>(a.c_str()));
+  argv.push_back(nullptr);
+  // Twice forked: the command's process is nobody's child here, so none is left unreaped.
+  const pid_t child = ::fork();
+  if (child < 0) return ErrnoError("fork");
+  if (child == 0) {
+    if (::fork() != 0) ::_exit(0);
+    ::setsid();
+    const int fd = ::open(log.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
+    const int null = ::open("/dev/null", O_RDONLY | O_CLOEXEC);
+    if (fd >= 0) {
+      ::dup2(fd, 1);
+      ::dup2(fd, 2);
+    }
+    if (null >= 0) ::dup2(null, 0);
+    ::execvp(argv[0], argv.data());
+    ::_exit(127);
+  }
+  int status = 0;
+  ::waitpid(child, &status, 0);
+  return Status::Ok();
 }
 
 Status Signal(pid_t pid, int sig) {

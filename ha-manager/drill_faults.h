@@ -26,5 +26,10 @@ Status LinkUp(const HostConfig& h);
 Status CutPort(const HostConfig& h, const std::string& proto, uint16_t port, const std::string& to = "");
 Status HealPort(const HostConfig& h, const std::string& proto, uint16_t port, const std::string& to = "");
 Status Signal(pid_t pid, int sig);
+// The host's corosync process (its netns's process named "corosync").
+Result<pid_t> CorosyncPid(const HostConfig& h);
+// Runs h.corosync_start detached (its own session, output to DIR/corosync-start.log), without
+// waiting: a foreground corosync runs on after the drill.
+Status StartCorosync(const HostConfig& h);
 
 }  // namespace ferry::ha

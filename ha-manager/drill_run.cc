@@ -3,6 +3,9 @@
 #include <signal.h>
 #include <unistd.h>
 
+#include <memory>
+#include <utility>
+
 #include "drill_faults.h"
 #include "drill_watch.h"
 #include "ferry/base/clock.h"
@@ -48,6 +51,9 @@ Result<json> RunDrill(const ClusterConfig& c, const DrillOptions& o) {
   const HostConfig* host = c.Host(at);
   if (!host) return Status(ErrorCode::kRefused, "vm " + vm + " has no " + (fault == Fault::kKillStandby ? "standby" : "owner") + " now");
   if (!vm_target && owner != o.target) return InvalidArgument("vm " + vm + " runs on " + owner + ", not on " + o.target);
+  if (fault == Fault::kRestartCorosync && host->corosync_start.empty()) {
+    return InvalidArgument("restart-corosync: host " + at + " has no \"corosync_start\" command in the config to start it again with");
+  }
   std::string move_to = o.move_to;
   if (fault == Fault::kKillHostMidMove && move_to.empty()) {
     for (const auto& h : c.hosts) {
@@ -105,6 +111,17 @@ Result<json> RunDrill(const ClusterConfig& c, const DrillOptions& o) {
       injected = CutPort(*host, "udp", kCorosyncPort);
       heal = [host] { (void)HealPort(*host, "udp", kCorosyncPort); };
       break;
+    case Fault::kRestartCorosync: {
+      auto pid = CorosyncPid(*host);
+      injected = pid.ok() ? Signal(*pid, SIGKILL) : pid.status();
+      // Started once, however often heal() is called.
+      heal = [host, started = std::make_shared<bool>(false), &extra] {
+        if (std::exchange(*started, true)) return;
+        Status st = StartCorosync(*host);
+        extra["corosync_started"] = st.ok() ? "yes" : st.message();
+      };
+      break;
+    }
     case Fault::kKillHostMidMove: {
       auto asked = AgentCall(*host, {{"op", "move"}, {"vm", vm}, {"to", move_to}});
       if (!asked.ok()) {
@@ -141,7 +158,9 @@ Result<json> RunDrill(const ClusterConfig& c, const DrillOptions& o) {
   bool met = false;
   if (expected == Outcome::kFailover) {
     met = w.UntilFailover(fault == Fault::kKillVm ? "" : at);
-    if (fault == Fault::kPartitionHost || fault == Fault::kCutCorosync) w.FencedAndRejoined(*host, heal, &extra);
+    if (fault == Fault::kPartitionHost || fault == Fault::kCutCorosync || fault == Fault::kRestartCorosync) {
+      w.FencedAndRejoined(*host, heal, &extra);
+    }
   } else if (expected == Outcome::kReprotect) {
     met = w.UntilReprotected(heal);
   } else {

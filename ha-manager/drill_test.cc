@@ -9,6 +9,9 @@
 
 #include <gtest/gtest.h>
 
+#include <filesystem>
+#include <fstream>
+
 #include "drill_faults.h"
 #include "ferry/base/unique_fd.h"
 #include "ferry/ha/subprocess.h"
@@ -30,6 +33,9 @@ TEST(Drill, EveryFaultHasANameThatParsesBackAndAnExpectedOutcome) {
   EXPECT_EQ(Expected(Fault::kStopAgent, 2000, 10), Outcome::kFailover) << "hung past the lease: failed over";
   EXPECT_EQ(Expected(Fault::kKillVm, 2000, 10), Outcome::kFailover);
   EXPECT_EQ(Expected(Fault::kKillHostMidMove), Outcome::kFailover);
+  EXPECT_EQ(Expected(Fault::kRestartCorosync), Outcome::kFailover);
+  EXPECT_EQ(ParseFault("restart-corosync"), Fault::kRestartCorosync);
+  EXPECT_FALSE(TargetsVm(Fault::kRestartCorosync));
   EXPECT_TRUE(TargetsVm(Fault::kKillStandby));
   EXPECT_FALSE(TargetsVm(Fault::kCutCorosync));
 }
@@ -66,6 +72,42 @@ TEST(DrillFaults, HostFaultsNeedATestClustersNamespace) {
   h.name = "a";
   EXPECT_EQ(CutPort(h, "tcp", 7100).code(), ErrorCode::kInvalidArgument);
   EXPECT_EQ(KillHost(h).code(), ErrorCode::kInvalidArgument);
+  EXPECT_EQ(CorosyncPid(h).status().code(), ErrorCode::kInvalidArgument);
+  EXPECT_EQ(StartCorosync(h).code(), ErrorCode::kInvalidArgument) << "no corosync_start command";
+}
+
+TEST(DrillFaults, TheCorosyncStartCommandRunsDetachedWithItsOutputInTheHostsDir) {
+  char tmpl[] = "/tmp/ferry-drill-start-XXXXXX";
+  ASSERT_NE(::mkdtemp(tmpl), nullptr);
+  HostConfig h;
+  h.name = "a";
+  h.dir = tmpl;
+  h.corosync_start = {"sh", "-c", "echo started in session $(ps -o sid= -p $$)"};
+  ASSERT_TRUE(StartCorosync(h).ok());
+  std::string got;
+  for (int i = 0; i < 100 && got.find("started") == std::string::npos; ++i) {
+    ::usleep(20000);
+    std::ifstream in(h.dir + "/corosync-start.log");
+    std::getline(in, got);
+  }
+  EXPECT_NE(got.find("started in session"), std::string::npos) << got;
+  EXPECT_EQ(got.find("session " + std::to_string(::getsid(0))), std::string::npos) << "not detached: " << got;
+  h.corosync_start = {"/nonexistent/corosync"};
+  EXPECT_TRUE(StartCorosync(h).ok()) << "detached: a command that cannot run says so in its log";
+  std::filesystem::remove_all(tmpl);
+}
+
+TEST(Drill, TheConfigTakesACorosyncStartCommandAndRefusesAMalformedOne) {
+  auto parse = [](const char* start) {
+    return ClusterConfig::Parse(nlohmann::json::parse(std::string(R"({"hosts": [{"name":"a","nodeid":1,"address":"127.31.0.1",
+      "dir":"/tmp/x","corosync_start":)") + start + "}]}"));
+  };
+  auto ok = parse(R"(["systemctl","start","corosync"])");
+  ASSERT_TRUE(ok.ok()) << ok.status().message();
+  EXPECT_EQ(ok->hosts[0].corosync_start, (std::vector<std::string>{"systemctl", "start", "corosync"}));
+  EXPECT_EQ(parse("[]").status().code(), ErrorCode::kInvalidArgument);
+  EXPECT_EQ(parse(R"("systemctl start corosync")").status().code(), ErrorCode::kInvalidArgument);
+  EXPECT_EQ(parse(R"([1, 2])").status().code(), ErrorCode::kInvalidArgument);
 }
 
 // Two namespaces joined by a veth pair, 127.x addresses, as test clusters are made.

@@ -74,6 +74,15 @@ Result<std::unique_ptr<TestCluster>> TestCluster::Create(int hosts, ClusterOptio
 
 TestCluster::~TestCluster() {
   for (auto& p : corosync_) p.reset();  // SIGKILL and reap, by PID
+  // A corosync a drill started again (restart-corosync) is not our child: it is found, by
+  // PID, among the processes of the namespaces this test made, before they go.
+  for (int i = 0; i < size(); ++i) {
+    CommandResult r = RunCommand({"ip", "netns", "pids", netns(i)}, host_dir(i) + "/pids", 5000);
+    std::istringstream ps(r.out);
+    for (pid_t p; ps >> p;) {
+      if (p > 1 && p != ::getpid()) ::kill(p, SIGKILL);
+    }
+  }
 }
 
 // The cluster's one corosync.conf and authkey, as users get them from `ferry ha corosync-conf`
@@ -94,15 +103,18 @@ Status TestCluster::WriteConfig(int hosts, const ClusterOptions& o) const {
   return ha::WriteCorosyncConf(corosync_conf(), conf.text);
 }
 
-Status TestCluster::StartCorosync(int i) {
-  if (corosync_[i]) return Internal("host " + std::to_string(i) + "'s corosync is already running");
+std::vector<std::string> TestCluster::CorosyncCommand(int i) const {
   const std::string d = host_dir(i);
   // `ip netns exec`, unshare and sh all exec: the PID we hold is corosync's own. unshare makes
   // the mount namespace private, so the bind mounts never reach the root namespace.
   const std::string script = "mount --bind " + d + "/lib /var/lib/corosync && mount --bind " + d +
                              "/run /run && exec corosync -f -c " + corosync_conf();
-  auto p = std::make_unique<Process>(In(i, {"unshare", "-m", "sh", "-c", script}),
-                                     d + "/corosync-" + std::to_string(starts_++));
+  return In(i, {"unshare", "-m", "sh", "-c", script});
+}
+
+Status TestCluster::StartCorosync(int i) {
+  if (corosync_[i]) return Internal("host " + std::to_string(i) + "'s corosync is already running");
+  auto p = std::make_unique<Process>(CorosyncCommand(i), host_dir(i) + "/corosync-" + std::to_string(starts_++));
   if (p->pid() <= 0) return Internal("cannot spawn corosync for host " + std::to_string(i));
   corosync_[i] = std::move(p);
   return Status::Ok();
@@ -143,7 +155,7 @@ std::string TestCluster::WriteHaConfig(int vms) const {
   for (int i = 0; i < size(); ++i) {
     hosts.push_back({{"name", "h" + std::to_string(i)}, {"nodeid", nodeid(i)}, {"address", address(i)},
                      {"dir", host_dir(i)}, {"guest_bridge", TestHosts::kGuestBridge}, {"netns", netns(i)},
-                     {"uplink", hosts_->uplink(i)}});
+                     {"uplink", hosts_->uplink(i)}, {"corosync_start", CorosyncCommand(i)}});
   }
   json list = json::array();
   for (int k = 0; k < vms; ++k) {

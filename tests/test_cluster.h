@@ -61,6 +61,9 @@ class TestCluster {
 
   // SIGKILLs host i's corosync and reaps it (a crashed node, as its peers see it).
   Status KillCorosync(int i);
+  // The command that starts host i's corosync (in its namespace, foreground), as the HA
+  // config's corosync_start gives it to the restart-corosync drill.
+  std::vector<std::string> CorosyncCommand(int i) const;
   // Starts host i's corosync again, reaping the old one first (killed by KillCorosync or by
   // a drill from outside); does not wait for quorum.
   Status RestartCorosync(int i);

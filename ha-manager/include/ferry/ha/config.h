@@ -28,6 +28,10 @@ struct HostConfig {
   double cpus = 0;
   uint64_t mem_bytes = 0;
   std::string metrics;   // ADDR:PORT where the agent serves Prometheus metrics ("" = off)
+  // The command that starts this host's Corosync again after a drill killed it (the
+  // restart-corosync drill), e.g. ["systemctl", "start", "corosync"]; test clusters write their
+  // own. Empty: that drill is refused for this host.
+  std::vector<std::string> corosync_start;
 };
 
 // Where VMs may run, enforced by the agents with live migration (balance.h). A threshold of

@@ -5,7 +5,9 @@
 // Each fault has an expected outcome:
 //   failover  - the VM must run again elsewhere at a newer generation: kill-host,
 //               partition-host, kill-vm, kill-agent (its VMMs die with it), cut-corosync,
-//               kill-host-mid-move;
+//               kill-host-mid-move, restart-corosync (its Corosync killed, started again
+//               with the host's corosync_start after heal_after_s: its agent stays up, fences,
+//               and rejoins as the backup);
 //   reprotect - the VM must keep running where it is and be protected again by some standby:
 //               kill-standby, cut-replication;
 //   nothing   - the VM must keep running where it is, at the same generation: stop-agent
@@ -40,8 +42,9 @@ enum class Fault : uint8_t {
   kCutCorosync,
   kKillStandby,
   kKillHostMidMove,
+  kRestartCorosync,
 };
-inline constexpr int kFaultCount = static_cast<int>(Fault::kKillHostMidMove) + 1;
+inline constexpr int kFaultCount = static_cast<int>(Fault::kRestartCorosync) + 1;
 
 enum class Outcome : uint8_t { kFailover, kReprotect, kNothing };
 
@@ -64,7 +67,7 @@ struct DrillOptions {
   std::string move_to;     // kill-host-mid-move: the move's target (default: a host with no copy)
   double rate = 400;       // client requests per second
   uint32_t keys = 64;
-  double heal_after_s = 2;  // partition-host, cut-corosync, cut-replication: heal this long after
+  double heal_after_s = 2;  // partition-host, cut-corosync, cut-replication, restart-corosync: heal this long after
   double stop_s = 10;       // stop-agent: how long the agent stays stopped
   double after_s = 0.5;     // kill-host-mid-move: how long after the switch began
   double timeout_s = 30;    // the expected outcome must come by then
