@@ -136,7 +136,7 @@ int RunHaAgent(const ha::ClusterConfig& config, const std::string& config_path, 
             code = kExitError;
             break;
           }
-          std::fprintf(stderr, "ferry ha agent %s: Corosync is back: rejoined the group\n", self->name.c_str());
+          agent.OnGroupRejoined();
         }
       }
       if (!group.connected()) {
@@ -160,10 +160,8 @@ int RunHaAgent(const ha::ClusterConfig& config, const std::string& config_path, 
         }
       }
       if (!st.ok()) {
-        std::fprintf(stderr, "ferry ha agent %s: lost Corosync (%s): this host's primaries are fenced until it is back\n",
-                     self->name.c_str(), st.message().c_str());
         group.Drop();
-        agent.OnView({self->name}, false, RealtimeMs());
+        agent.OnGroupLost("lost Corosync (" + st.message() + "): no quorum until it is back", RealtimeMs());
       }
     }
     agent.Tick(RealtimeMs());

@@ -92,7 +92,25 @@ void Agent::Event(const std::string& kind, const std::string& vm, const std::str
 }
 
 void Agent::Send(const std::string& payload) {
+  if (group_lost_) return;  // said once, by the corosync-lost event
   if (Status st = group_.Send(payload); !st.ok()) Event("send-failed", "", st.message());
+}
+
+void Agent::OnGroupLost(const std::string& why, uint64_t now_ms) {
+  {
+    std::lock_guard lock(mu_);
+    if (group_lost_) return;
+    group_lost_ = true;
+    Event("corosync-lost", "", why);
+  }
+  OnView({self_.name}, false, now_ms);
+}
+
+void Agent::OnGroupRejoined() {
+  std::lock_guard lock(mu_);
+  if (!group_lost_) return;
+  group_lost_ = false;
+  Event("corosync-back", "", "rejoined the group");
 }
 
 void Agent::OnView(const std::set<std::string>& members, bool quorate, uint64_t now_ms) {

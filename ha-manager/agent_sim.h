@@ -381,6 +381,27 @@ class Sim {
       muted_.erase(h);
     }
   }
+  // The host's Corosync goes away: its agent is told so (OnGroupLost), nothing reaches it or
+  // leaves it, and the others see it leave; RejoinGroup() brings it back into the view.
+  void LoseGroup(const std::string& h) {
+    muted_.insert(h);
+    part_[h] = 2;
+    for (auto& [name, a] : agents_) {
+      if (name == h) {
+        a->OnGroupLost("lost Corosync (simulated)", now);
+      } else if (!world.dead.count(name) && part_[name] != 2) {
+        auto m = Members(name);
+        groups_[name]->quorate = m.size() * 2 > config_.hosts.size();
+        a->OnView(m, groups_[name]->quorate, now);
+      }
+    }
+  }
+  void RejoinGroup(const std::string& h) {
+    muted_.erase(h);
+    part_[h] = 0;
+    agents_.at(h)->OnGroupRejoined();
+    Views();
+  }
   // 100 ms of cluster time: replication ships, every agent ticks, messages are delivered,
   // long operations complete; then the world is checked.
   void Step() {

@@ -138,6 +138,26 @@ TEST(AgentSim, APartitionedOwnerFencesAndRejoinsWithoutTwoCopies) {
   EXPECT_EQ(sim.PrimaryHost(), "b");
 }
 
+// The owner's Corosync crashes (or restarts): its agent stays up, counts itself alone, fences
+// at once (well before the others' promote_delay_ms), sends nothing while it is gone, and on
+// rejoining finds the newer generation and gives up its stale primary.
+TEST(AgentSim, AnOwnerWhoseCorosyncGoesAwayFencesAtOnceAndRejoinsAsTheBackup) {
+  Sim sim;
+  ASSERT_TRUE(sim.RunUntil([&] { return sim.ProtectedOn("a", "b"); }, 100));
+  sim.LoseGroup("a");
+  ASSERT_TRUE(sim.RunUntil([&] { return sim.world.Find("a", "kv")->fenced; }, 1)) << "fenced at its next tick";
+  EXPECT_TRUE(HasEvent(sim.agent("a"), "corosync-lost"));
+  EXPECT_FALSE(HasEvent(sim.agent("a"), "send-failed")) << "no sends while the group is gone";
+  ASSERT_TRUE(sim.RunUntil([&] { return sim.PrimaryHost() == "b"; }, 50));  // Step(): never two copies
+  sim.Run(20);
+  EXPECT_FALSE(HasEvent(sim.agent("a"), "send-failed"));
+  sim.RejoinGroup("a");
+  EXPECT_TRUE(HasEvent(sim.agent("a"), "corosync-back"));
+  ASSERT_TRUE(sim.RunUntil([&] { return sim.world.Find("a", "kv") == nullptr || sim.world.Find("a", "kv")->role == Role::kStandby; }, 100))
+      << "the stale primary on a must go";
+  ASSERT_TRUE(sim.RunUntil([&] { return sim.ProtectedOn("b"); }, 200));
+}
+
 TEST(AgentSim, AnEvacuationHandsOverAndTheVmIsProtectedAgain) {
   Sim sim;
   ASSERT_TRUE(sim.RunUntil([&] { return sim.ProtectedOn("a", "b"); }, 100));

@@ -5,6 +5,7 @@
 #include <gtest/gtest.h>
 
 #include <fstream>
+#include <set>
 
 #include "e2e_util.h"
 #include "ferry/base/clock.h"
@@ -61,7 +62,11 @@ TEST(HaFaults, AnAgentOutlivesItsCorosyncsRestartAndRejoins) {
   ASSERT_EQ(started.code, 0) << started.err;
   ASSERT_TRUE(WaitUntil([&] { return view("h2") == std::make_pair(true, size_t{3}); }, 30000))
       << "the agent should rejoin when its Corosync is back" << Logs(c);
-  EXPECT_EQ(HaStatus(c, "h2").value("pid", int64_t{0}), pid) << "the same agent, not a restarted one";
+  const json after = HaStatus(c, "h2");
+  EXPECT_EQ(after.value("pid", int64_t{0}), pid) << "the same agent, not a restarted one";
+  std::set<std::string> kinds;
+  for (const auto& e : after["events"]) kinds.insert(e.value("kind", ""));
+  EXPECT_TRUE(kinds.count("corosync-lost") && kinds.count("corosync-back")) << after["events"].dump();
   EXPECT_TRUE(WaitUntil([&] { return view("h0") == std::make_pair(true, size_t{3}); }, 10000)) << Logs(c);
 }
 

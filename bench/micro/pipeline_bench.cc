@@ -11,7 +11,8 @@
 //    same loopback in the same run: the wire's limit. Ratios are against it.
 // Every run's destination is compared with its source.
 //   build/bench/pipeline_bench [--runs 5] [--checkpoints 100] [--ram-mib 1024] [--streams 1,2]
-//                              [--compress none,zstd] [--cases checkpoint,ram,tcp] [--no-verify]
+//                              [--compress none,zstd] [--cases checkpoint,ram,tcp] [--no-verify] [--tls]
+// --tls: the pipeline's streams are TLS 1.3 (shared key); the tcp row stays plain TCP.
 #include <netinet/in.h>
 #include <pthread.h>
 #include <netinet/tcp.h>
@@ -33,6 +34,7 @@
 #include "ferry/migrate/checkpoint_protocol.h"
 #include "ferry/migrate/page_sink.h"
 #include "ferry/migrate/stream_set.h"
+#include "ferry/migrate/tls.h"
 #include "ferry/migrate/transport.h"
 
 namespace ferry::migrate {
@@ -78,6 +80,18 @@ struct Streams {
   std::vector<std::unique_ptr<Channel>> src, dst;
 };
 
+// --tls: every stream TLS 1.3 with a shared key, as a keyed migration's (migrate/tls.h).
+bool tls = false;
+
+std::unique_ptr<Connection> Secure(std::unique_ptr<Connection> c, TlsConnection::Side side) {
+  if (!tls) return c;
+  auto t = TlsConnection::Wrap(std::move(c), Security::Keyed(Key{std::vector<uint8_t>(32, 'k')}), side);
+  if (!t.ok()) Die(t.status().message());
+  Status st = (*t)->Handshake(5000);
+  if (!st.ok()) Die(st.message());
+  return std::move(*t);
+}
+
 Streams Connect(uint32_t n) {
   auto l = ListenTcp(Endpoint{"127.0.0.1", 0});
   if (!l.ok()) Die(l.status().message());
@@ -87,12 +101,13 @@ Streams Connect(uint32_t n) {
     std::unique_ptr<Channel> dst;
     std::thread t([&] {
       auto c = (*l)->Accept(5000);
-      if (c.ok()) dst = std::make_unique<Channel>(std::move(*c), "destination");
+      if (c.ok()) dst = std::make_unique<Channel>(Secure(std::move(*c), TlsConnection::Side::kServer), "destination");
     });
     auto c = ConnectTcp(*at, 5000);
+    std::unique_ptr<Connection> src = c.ok() ? Secure(std::move(*c), TlsConnection::Side::kClient) : nullptr;
     t.join();
-    if (!c.ok() || !dst) Die("loopback connect failed");
-    s.src.push_back(std::make_unique<Channel>(std::move(*c), "source"));
+    if (!src || !dst) Die("loopback connect failed");
+    s.src.push_back(std::make_unique<Channel>(std::move(src), "source"));
     dst->set_timeout_ms(30000);
     s.dst.push_back(std::move(dst));
   }
@@ -306,8 +321,9 @@ int main(int argc, char** argv) {
   std::string streams_arg = "1,2", compress_arg = "none,zstd", cases = "checkpoint,ram,tcp";
   for (int i = 1; i < argc; i += 2) {
     const std::string a = argv[i];
-    if (a == "--no-verify") {
-      verify = false;
+    if (a == "--no-verify" || a == "--tls") {
+      if (a == "--tls") tls = true;
+      else verify = false;
       --i;
       continue;
     }
@@ -327,7 +343,7 @@ int main(int argc, char** argv) {
   uint64_t seed = 7;
   FillRandom(src.host(), src.size(), &seed);
   const double ckpt_bytes = kCheckpointPages * kPageBytes;
-  std::printf("pipeline over loopback TCP: %d checkpoints of 8 MiB, %d x %llu MiB round 0; medians\n", checkpoints,
+  std::printf("pipeline over loopback TCP%s: %d checkpoints of 8 MiB, %d x %llu MiB round 0; medians\n", tls ? " (streams TLS 1.3)" : "", checkpoints,
               runs, (unsigned long long)ram_mib);
   std::printf("%-10s %3s %-5s %9s %9s %7s %9s  %s\n", "case", "N", "codec", "ms p50", "ms p90", "GB/s", "of tcp",
               "encoder (pages, tries)");

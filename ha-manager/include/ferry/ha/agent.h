@@ -79,6 +79,11 @@ class Agent {
   // A view change (host names) and a message from `host`, both in the group's order.
   void OnView(const std::set<std::string>& members, bool quorate, uint64_t now_ms);
   void OnMessage(const std::string& host, const std::string& payload, uint64_t received_ms = 0);
+  // The group is gone (this host's Corosync crashed or restarts): the agent counts itself
+  // alone without quorum, so its primaries are fenced at the next Tick (the others fail them
+  // over), and sends nothing until OnGroupRejoined(); the next view then comes by OnView.
+  void OnGroupLost(const std::string& why, uint64_t now_ms);
+  void OnGroupRejoined();
   // Reap, probe, report, decide and act, at now_ms (the agent's clock; the leader also runs
   // the placement policy).
   void Tick(uint64_t now_ms);
@@ -130,6 +135,7 @@ class Agent {
   uint64_t last_report_ms_ = 0;
   uint64_t last_balance_ms_ = 0;
   uint64_t now_ms_ = 0;
+  std::atomic<bool> group_lost_{false};  // OnGroupLost() until OnGroupRejoined()
   std::atomic<uint64_t> self_heard_ms_{0};  // when this agent's own message last came back
   bool renewing_ = true;                    // leases were renewed at the last tick
   std::map<std::string, uint64_t> claim_ms_, protect_ms_;
