@@ -100,7 +100,7 @@ uint32_t MaxPayload(uint16_t type) {
   return 0;
 }
 
-std::array<uint8_t, kHeaderSize> EncodeHeader(MsgType type, uint32_t seq, std::span<const uint8_t> payload) {
+std::array<uint8_t, kHeaderSize> EncodeHeader(MsgType type, uint32_t seq, std::span<const uint8_t> payload, bool checksummed) {
   std::array<uint8_t, kHeaderSize> h{};
   Encoder e;
   e.PutU32(kMagic);
@@ -109,7 +109,7 @@ std::array<uint8_t, kHeaderSize> EncodeHeader(MsgType type, uint32_t seq, std::s
   e.PutU32(static_cast<uint32_t>(payload.size()));
   e.PutU32(seq);
   std::memcpy(h.data(), e.bytes().data(), 16);
-  StoreLe64(h.data() + 16, Checksum64Seeded(payload.data(), payload.size(), HeaderSeed(h)));
+  StoreLe64(h.data() + 16, checksummed ? Checksum64Seeded(payload.data(), payload.size(), HeaderSeed(h)) : 0);
   return h;
 }
 
@@ -137,8 +137,10 @@ Result<FrameHeader> DecodeHeader(std::span<const uint8_t> header) {
   return h;
 }
 
-Status VerifyPayload(std::span<const uint8_t> header_bytes, const FrameHeader& h, std::span<const uint8_t> payload) {
+Status VerifyPayload(std::span<const uint8_t> header_bytes, const FrameHeader& h, std::span<const uint8_t> payload,
+                     bool checksummed) {
   if (payload.size() != h.length) return Corrupt("frame length mismatch");
+  if (!checksummed) return Status::Ok();
   if (Checksum64Seeded(payload.data(), payload.size(), HeaderSeed(header_bytes)) != h.checksum) {
     return Corrupt(std::string(MsgTypeName(h.type)) + " message checksum mismatch (frame " + std::to_string(h.seq) + ")");
   }

@@ -381,6 +381,8 @@ Status TlsConnection::Handshake(uint64_t timeout_ms) {
   return Status::Ok();
 }
 
+bool TlsConnection::Authenticated() const { return impl_->handshaken; }
+
 Status TlsConnection::Write(std::span<const uint8_t> a, std::span<const uint8_t> b, uint64_t timeout_ms) {
   if (!impl_->handshaken) return Status(ErrorCode::kAborted, "TLS: no handshake yet");
   const uint64_t deadline = DeadlineAfter(timeout_ms);

@@ -4,6 +4,8 @@
 // captures every byte finds none of the payload in it.
 #include "ferry/migrate/tls.h"
 
+#include "ferry/migrate/channel.h"
+
 #include <gtest/gtest.h>
 
 #include <atomic>
@@ -90,6 +92,56 @@ TEST(Tls, TheSharedKeyIsAPskBothWaysAndBytesCrossIntact) {
   std::vector<uint8_t> back(4);
   ASSERT_TRUE(t.client->Read(back, 5000).ok());
   EXPECT_EQ(back, header);
+}
+
+// Protocol version 5: on a TLS connection a frame's checksum field is 0 and the payload is not
+// hashed (the record's AEAD tag covers it); the frames still cross intact and in sequence. A
+// plaintext connection still checksums every frame.
+TEST(Tls, FramesOverTlsCarryNoChecksumOfTheirOwnAndCrossIntact) {
+  Tls2 t = Handshaken();
+  ASSERT_TRUE(t.client && t.server);
+  EXPECT_TRUE(t.client->Authenticated());
+  EXPECT_TRUE(t.server->Authenticated());
+  TlsConnection* raw_server = t.server.get();
+  Channel src(std::move(t.client), "src");
+  const std::vector<uint8_t> body = Pattern(64 * 1024);
+  ASSERT_TRUE(src.Send(MsgType::kPages, body).ok());
+  ASSERT_TRUE(src.Send(MsgType::kPages, body).ok());
+  // The first frame as it left the sender, read below the Channel.
+  std::vector<uint8_t> header(kHeaderSize), payload(body.size());
+  ASSERT_TRUE(raw_server->Read(header, 3000).ok());
+  auto h = DecodeHeader(header);
+  ASSERT_TRUE(h.ok()) << h.status().message();
+  EXPECT_EQ(h->checksum, 0u);
+  ASSERT_TRUE(raw_server->Read(payload, 3000).ok());
+  EXPECT_EQ(payload, body);
+  EXPECT_TRUE(VerifyPayload(header, *h, payload, /*checksummed=*/false).ok());
+  EXPECT_FALSE(VerifyPayload(header, *h, payload, /*checksummed=*/true).ok()) << "a zero checksum passed as XXH3";
+  // A plaintext connection is not authenticated: its frames keep their checksum.
+  Pair p = Connected();
+  EXPECT_FALSE(p.client->Authenticated());
+  ASSERT_TRUE(p.client->Write(EncodeHeader(MsgType::kPages, 0, body), body, 3000).ok());
+  ASSERT_TRUE(p.server->Read(header, 3000).ok());
+  EXPECT_NE(DecodeHeader(header)->checksum, 0u);
+}
+
+TEST(Tls, AChannelOverTlsReceivesFramesInSequence) {
+  Tls2 t = Handshaken();
+  ASSERT_TRUE(t.client && t.server);
+  Channel src(std::move(t.client), "src"), dst(std::move(t.server), "dst");
+  dst.set_timeout_ms(3000);
+  const std::vector<uint8_t> body = Pattern(200 * 1024);
+  std::thread w([&] {
+    for (int i = 0; i < 5; ++i) EXPECT_TRUE(src.Send(MsgType::kPages, body).ok());
+  });
+  Frame f;
+  for (int i = 0; i < 5; ++i) {
+    ASSERT_TRUE(dst.Receive(&f).ok()) << i;
+    EXPECT_EQ(f.type, static_cast<uint16_t>(MsgType::kPages));
+    EXPECT_EQ(f.payload, body);
+  }
+  w.join();
+  EXPECT_EQ(dst.frames_received(), 5u);
 }
 
 // A timeout of 0 means "no limit" on every Connection (the receiver's idle control stream waits

@@ -349,7 +349,12 @@ int main(int argc, char** argv) {
               "encoder (pages, tries)");
   for (const std::string& ns : Split(streams_arg)) {
     const uint32_t n = std::max(1, std::atoi(ns.c_str()));
-    std::vector<double> tcp_ckpt{1e9}, tcp_ram{1e9};  // without tcp: ratios against nothing
+    std::vector<double> tcp_ckpt{1e9}, tcp_ram{1e9};  // without tcp: no ratio ("-")
+    auto of_tcp = [&](double gbs, double tcp_gbs) {
+      char b[32];
+      if (run_tcp) std::snprintf(b, sizeof b, "%.2f", gbs / tcp_gbs);
+      return run_tcp ? std::string(b) : std::string("-");
+    };
     if (run_tcp && run_ckpt) tcp_ckpt = RunTcp(src.host(), kCheckpointPages * kPageBytes, n, checkpoints);
     if (run_tcp && run_ram) {
       tcp_ram.clear();
@@ -363,8 +368,8 @@ int main(int argc, char** argv) {
       EncoderCounts counts;
       auto ms = RunCheckpoints(n, codec == "zstd", checkpoints, &counts);
       const double gbs = ckpt_bytes / Pct(ms, 0.5) / 1e6;
-      std::printf("%-10s %3u %-5s %9.2f %9.2f %7.2f %9.2f  %s\n", "checkpoint", n, codec.c_str(), Pct(ms, 0.5),
-                  Pct(ms, 0.9), gbs, gbs / tcp_ckpt_gbs, CountsText(counts).c_str());
+      std::printf("%-10s %3u %-5s %9.2f %9.2f %7.2f %9s  %s\n", "checkpoint", n, codec.c_str(), Pct(ms, 0.5),
+                  Pct(ms, 0.9), gbs, of_tcp(gbs, tcp_ckpt_gbs).c_str(), CountsText(counts).c_str());
     }
     if (run_tcp && run_ram) std::printf("%-10s %3u %-5s %9.1f %9.1f %7.2f %9s\n", "ram", n, "tcp", Pct(tcp_ram, 0.5), Pct(tcp_ram, 0.9),
                 tcp_ram_gbs, "1.00");
@@ -374,8 +379,8 @@ int main(int argc, char** argv) {
       std::vector<double> ms;
       for (int r = 0; r < runs; ++r) ms.push_back(RunRam(src, n, codec == "zstd", &counts));
       const double gbs = src.size() / Pct(ms, 0.5) / 1e6;
-      std::printf("%-10s %3u %-5s %9.1f %9.1f %7.2f %9.2f  %s\n", "ram", n, codec.c_str(), Pct(ms, 0.5), Pct(ms, 0.9),
-                  gbs, gbs / tcp_ram_gbs, CountsText(counts).c_str());
+      std::printf("%-10s %3u %-5s %9.1f %9.1f %7.2f %9s  %s\n", "ram", n, codec.c_str(), Pct(ms, 0.5), Pct(ms, 0.9),
+                  gbs, of_tcp(gbs, tcp_ram_gbs).c_str(), CountsText(counts).c_str());
     }
     std::fflush(stdout);
   }

@@ -23,7 +23,7 @@ inline constexpr uint32_t kMagic = 0x47494d46;  // "FMIG" on the wire
 // Version 2: the VM config and state carry the PV devices (disk, NIC).
 // Version 3: replication (checkpoints, epoch ends, disk writes; begin's replication flag).
 // Version 4: post-copy (begin's post-copy flag, its request stream, switchover and completion).
-inline constexpr uint16_t kVersion = 4;
+inline constexpr uint16_t kVersion = 5;
 inline constexpr size_t kHeaderSize = 24;
 inline constexpr uint32_t kPageBytes = 4096;
 inline constexpr uint32_t kMaxPagesPerBatch = 256;
@@ -73,11 +73,15 @@ struct FrameHeader {
   uint64_t checksum = 0;
 };
 
-std::array<uint8_t, kHeaderSize> EncodeHeader(MsgType type, uint32_t seq, std::span<const uint8_t> payload);
+// `checksummed` false (a connection whose transport authenticates every byte: TLS): the
+// checksum field is 0 and the payload is not hashed (PROTOCOL.md, "Frames").
+std::array<uint8_t, kHeaderSize> EncodeHeader(MsgType type, uint32_t seq, std::span<const uint8_t> payload,
+                                              bool checksummed = true);
 // Checks magic, version, a known type and the type's length limit.
 Result<FrameHeader> DecodeHeader(std::span<const uint8_t> header);
-// Checks the payload against the header's checksum.
-Status VerifyPayload(std::span<const uint8_t> header_bytes, const FrameHeader& h, std::span<const uint8_t> payload);
+// Checks the payload's length and, when `checksummed`, the header's checksum.
+Status VerifyPayload(std::span<const uint8_t> header_bytes, const FrameHeader& h, std::span<const uint8_t> payload,
+                     bool checksummed = true);
 // The longest payload a message type may carry.
 uint32_t MaxPayload(uint16_t type);
 

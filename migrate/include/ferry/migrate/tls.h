@@ -45,6 +45,7 @@ class TlsConnection final : public Connection {
   void Close() override { inner_->Close(); }
   std::string PeerAddress() const override { return inner_->PeerAddress(); }
   bool PeerIsLoopback() const override { return inner_->PeerIsLoopback(); }
+  bool Authenticated() const override;
   // "TLSv1.3 TLS_AES_128_GCM_SHA256" once the handshake is done.
   std::string Describe() const;
   // 32 bytes bound to this TLS session (RFC 8446 7.5), equal on both ends: the key of the

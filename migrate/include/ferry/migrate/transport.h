@@ -33,6 +33,9 @@ class Connection {
   virtual void Close() = 0;
   virtual std::string PeerAddress() const = 0;
   virtual bool PeerIsLoopback() const = 0;
+  // Whether the transport itself authenticates every byte in order (TLS's AEAD records, once
+  // the handshake is done): frames then carry no checksum of their own.
+  virtual bool Authenticated() const { return false; }
 };
 
 class Listener {
