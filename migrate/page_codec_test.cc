@@ -6,6 +6,7 @@
 #include <gtest/gtest.h>
 #include <zstd.h>
 
+#include <algorithm>
 #include <cstdlib>
 #include <cstring>
 #include <fstream>
@@ -502,6 +503,83 @@ TEST(PageDecoderTest, AFrameMustInflateToExactlyOnePage) {
   std::fill(out.begin(), out.end(), 0xcc);
   EXPECT_FALSE(dec.Zstd(compress(kPageBytes + 1), out.data()).ok());
   for (size_t i = kPageBytes; i < out.size(); ++i) ASSERT_EQ(out[i], 0xcc) << "wrote past the page at " << i;
+}
+
+// Sampled pages decide; others only follow.
+TEST(SampledCostModelTest, TurnsOffForAllButItsSampleAndBackOn) {
+  SampledCostModel m;
+  std::vector<uint64_t> sampled, other;
+  for (uint64_t p = 0; sampled.size() < 64 || other.size() < 64; ++p) (m.Sampled(p) ? sampled : other).push_back(p);
+  EXPECT_GT(sampled.size() * 32, other.size()) << "about 1 in 16 pages is sampled (by default)";
+  EXPECT_LT(sampled.size() * 8, other.size());
+  EXPECT_TRUE(m.ShouldKeep(other[0]));
+  for (int i = 0; i < 64; ++i) m.Record(other[i], false);  // not sampled: no say
+  EXPECT_TRUE(m.on());
+  for (int i = 0; i < 15; ++i) m.Record(sampled[i], false);
+  EXPECT_TRUE(m.on()) << "a window is 16 sampled outcomes";
+  m.Record(sampled[15], false);
+  EXPECT_FALSE(m.on());
+  EXPECT_FALSE(m.ShouldKeep(other[0]));
+  EXPECT_TRUE(m.ShouldKeep(sampled[0])) << "the sample always keeps its state";
+  for (int i = 0; i < 14; ++i) m.Record(sampled[i], false);
+  m.Record(sampled[14], true);
+  m.Record(sampled[15], true);  // 2 of 16 paid: 1/8
+  EXPECT_TRUE(m.on());
+}
+
+Page Touched(Page p, size_t at) {
+  p[at % kPageBytes] ^= 0x5a;
+  return p;
+}
+
+// The delta's base is the copy the cache kept at the page's last send. A page resent while
+// caching is off (its deltas did not pay) is forgotten, so when caching comes back it is not
+// deltaed against the copy from before: the destination holds the newer page.
+TEST(PageEncoderTest, APageResentWhileCachingIsOffIsNotDeltaedAgainstAnOlderCopy) {
+  PageEncoder enc(EncoderOptions{.compress = false, .xbzrle_cache_pages = 4096});
+  std::mt19937 rng(11);
+  const SampledCostModel cache_sample(PageEncoder::kCacheSampleLog2);
+  std::vector<uint64_t> sampled;
+  uint64_t q = 0;
+  for (uint64_t p = 1; sampled.size() < 16; ++p) {
+    if (cache_sample.Sampled(p)) sampled.push_back(p);
+  }
+  while (cache_sample.Sampled(q) || std::find(sampled.begin(), sampled.end(), q) != sampled.end()) ++q;
+  std::map<uint64_t, Page> held;  // what the destination holds
+  auto send = [&](uint64_t index, const Page& page) {
+    Decoded d = EncodeOne(enc, index, page, true, held);
+    held[index] = page;
+    return d.encoding;
+  };
+  const Page a = RandomPage(rng);
+  send(q, a);  // cached: caching is on
+  for (uint64_t s : sampled) send(s, RandomPage(rng));
+  for (uint64_t s : sampled) send(s, RandomPage(rng));  // 16 sampled deltas fail: caching off
+  const Page b = RandomPage(rng);
+  send(q, b);  // not cached, and a's copy forgotten
+  for (uint64_t s : sampled) send(s, Touched(held[s], s));  // 16 sampled deltas pay: caching on
+  EXPECT_GE(enc.counts().xbzrle, 16u);
+  // q is back near a, but the destination holds b: EncodeOne checks it decodes against b.
+  EXPECT_NE(send(q, Touched(a, 7)), PageEncoding::kXbzrle);
+}
+
+// With N streams an encoder sees every N-th 1 MiB block only; its cache slots are numbered
+// over those pages, so a cache as large as the stream's share holds all of it.
+TEST(PageEncoderTest, AStreamsCacheHoldsAsManyOfItsPagesAsItHasSlots) {
+  PageEncoder enc(EncoderOptions{.compress = false, .xbzrle_cache_pages = 2 * kBlockPages, .streams = 2});
+  std::mt19937 rng(12);
+  std::map<uint64_t, Page> held;
+  std::vector<uint64_t> mine;  // stream 0 of 2: blocks 0 and 2
+  for (uint64_t p = 0; p < kBlockPages; ++p) mine.push_back(p);
+  for (uint64_t p = 2 * kBlockPages; p < 3 * kBlockPages; ++p) mine.push_back(p);
+  for (uint64_t p : mine) held[p] = RandomPage(rng);
+  for (uint64_t p : mine) EncodeOne(enc, p, held[p], true, held);  // cached
+  for (uint64_t p : mine) {
+    Page next = Touched(held[p], p);
+    EncodeOne(enc, p, next, true, held);
+    held[p] = next;
+  }
+  EXPECT_EQ(enc.counts().xbzrle, mine.size()) << "a page found no cached copy: slots shared within the stream";
 }
 
 }  // namespace

@@ -12,9 +12,11 @@ StreamSet::StreamSet(const hypervisor::GuestMemory& memory, std::vector<std::uni
                      const EncoderOptions& options)
     : memory_(memory), channels_(std::move(channels)), pages_sent_(channels_.size(), 0),
       epoch_start_(channels_.size(), 0),
-      sent_hash_(memory.size() / kPageBytes, 0) {
+      sent_hash_(memory.size() / kPageBytes, 0),
+      dedupe_(channels_.size(), SampledCostModel(kDedupeSampleLog2)) {
   EncoderOptions each = options;
   each.xbzrle_cache_pages = options.xbzrle_cache_pages / channels_.size();
+  each.streams = static_cast<uint32_t>(channels_.size());
   for (size_t i = 0; i < channels_.size(); ++i) encoders_.push_back(std::make_unique<PageEncoder>(each));
 }
 
@@ -43,6 +45,13 @@ void StreamSet::BeginPostcopy(const Bitmap& outstanding) {
 Status StreamSet::SendStream(size_t stream, const Bitmap& pages, const uint8_t* host) {
   Channel& ch = *channels_[stream];
   PageEncoder& enc = *encoders_[stream];
+  SampledCostModel& dedupe = dedupe_[stream];
+  uint64_t tries = 0, unchanged = 0;  // added to the shared counters once, at the end
+  struct Count {
+    std::atomic<uint64_t>& to;
+    uint64_t& n;
+    ~Count() { to.fetch_add(n, std::memory_order_relaxed); }
+  } count_tries{unchanged_tries_, tries}, count_unchanged{unchanged_, unchanged};
   BatchBuilder batch;
   batch.Start();
   const uint64_t n = channels_.size(), total = pages.size();
@@ -66,12 +75,24 @@ Status StreamSet::SendStream(size_t stream, const Bitmap& pages, const uint8_t* 
         // round), and what we hash must be what we send.
         uint8_t* copy = batch.Reserve(p, PageEncoding::kRaw, kPageBytes);
         std::memcpy(copy, host + p * kPageBytes, kPageBytes);
-        uint64_t h = Checksum64(copy, kPageBytes) | 1;  // never 0, which means "never sent"
-        if (sent_hash_[p] == h) {
-          unchanged_.fetch_add(1, std::memory_order_relaxed);
-          continue;  // the uncommitted record is dropped by the next Reserve or Finish
+        // A first send is hashed (the next round may find it unchanged); a resend only while
+        // finding unchanged pages pays on this stream (or it is in the model's sample).
+        // Unhashed, it is sent and marked so.
+        const bool resend = sent_hash_[p] != 0;
+        uint64_t h = kSentUnhashed;
+        if (!resend || dedupe.ShouldKeep(p)) {
+          h = Checksum64(copy, kPageBytes) | 1;  // odd: never 0 nor kSentUnhashed
+          const bool same = sent_hash_[p] == h;
+          if (resend) {
+            dedupe.Record(p, same);
+            ++tries;
+          }
+          if (same) {
+            ++unchanged;
+            continue;  // the uncommitted record is dropped by the next Reserve or Finish
+          }
         }
-        enc.EncodeReserved(p, copy, sent_hash_[p] != 0, &batch);
+        enc.EncodeReserved(p, copy, resend, &batch);
         sent_hash_[p] = h;
         if (batch.count() == kMaxPagesPerBatch) {
           Status st = flush();
@@ -145,6 +166,7 @@ EncoderCounts StreamSet::counts() const {
     c.xbzrle += x.xbzrle;
     c.zstd_tries += x.zstd_tries;
     c.xbzrle_tries += x.xbzrle_tries;
+    c.cached += x.cached;
     c.encoded_bytes += x.encoded_bytes;
   }
   return c;

@@ -305,9 +305,9 @@ std::vector<std::string> Split(const std::string& s) {
 
 std::string CountsText(const EncoderCounts& c) {
   char b[160];
-  std::snprintf(b, sizeof(b), "raw %llu zstd %llu/%llu xbzrle %llu/%llu", (unsigned long long)c.raw,
+  std::snprintf(b, sizeof(b), "raw %llu zstd %llu/%llu xbzrle %llu/%llu cached %llu", (unsigned long long)c.raw,
                 (unsigned long long)c.zstd, (unsigned long long)c.zstd_tries, (unsigned long long)c.xbzrle,
-                (unsigned long long)c.xbzrle_tries);
+                (unsigned long long)c.xbzrle_tries, (unsigned long long)c.cached);
   return b;
 }
 

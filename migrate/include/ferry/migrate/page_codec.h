@@ -31,11 +31,13 @@ struct EncoderOptions {
   bool compress = true;            // try zstd
   int zstd_level = 1;
   uint64_t xbzrle_cache_pages = 0; // this encoder's share of the cache (0: no XBZRLE)
+  uint32_t streams = 1;            // the encoder sees only its stream's blocks (kBlockPages)
 };
 
 struct EncoderCounts {
   uint64_t zero = 0, raw = 0, zstd = 0, xbzrle = 0;
   uint64_t zstd_tries = 0, xbzrle_tries = 0;
+  uint64_t cached = 0;         // resent pages copied into the XBZRLE cache
   uint64_t encoded_bytes = 0;  // payload bytes produced (without record headers)
 };
 
@@ -64,6 +66,30 @@ class EncoderCostModel {
   uint32_t backoff_ = kMinBackoff;
 };
 
+// Whether a check that needs state kept from a page's previous send (its hash, to find it
+// unchanged; its cached copy, for a delta) pays on one stream. Keeping that state costs a
+// pass over every page, so it is kept for every page only while it pays. A fixed sample of
+// pages (1 in 2^log2, by a hash of the index) always keeps it, so the sample's outcomes are
+// always informative: in each window of 16 sampled checks, at least 1/8 that paid turns (or
+// keeps) the check on for every page; fewer turn it off for all but the sample. A page whose
+// state was not kept is simply sent without the check (never wrongly taken as unchanged or
+// deltaed).
+class SampledCostModel {
+ public:
+  static constexpr uint32_t kWindow = 16;
+  explicit SampledCostModel(unsigned one_in_log2 = 4) : shift_(64 - one_in_log2) {}
+  bool Sampled(uint64_t page) const { return (page * 0x9e3779b97f4a7c15ull) >> shift_ == 0; }
+  bool ShouldKeep(uint64_t page) const { return on_ || Sampled(page); }
+  // The outcome of a check on `page` (counted only for sampled pages).
+  void Record(uint64_t page, bool paid);
+  bool on() const { return on_; }
+
+ private:
+  unsigned shift_;
+  bool on_ = true;
+  uint32_t tries_ = 0, wins_ = 0;
+};
+
 class PageEncoder {
  public:
   explicit PageEncoder(const EncoderOptions& options);
@@ -79,19 +105,29 @@ class PageEncoder {
   // buffer into the batch (copy once): the record stays raw, or is rewritten smaller.
   void EncodeReserved(uint64_t index, const uint8_t* page, bool resend, BatchBuilder* batch);
   const EncoderCounts& counts() const { return counts_; }
+  // 1 in 2^this of a stream's resent pages is always cached and tried as a delta: a try costs
+  // a cold read of the cached copy, so the sample is sparser than the unchanged check's.
+  static constexpr unsigned kCacheSampleLog2 = 6;
 
  private:
   // Each returns the encoded length in scratch_ (0: did not pay or not tried).
   size_t TryXbzrle(uint64_t index, const uint8_t* page);
   size_t TryZstd(const uint8_t* page);
   void Remember(uint64_t index, const uint8_t* page);
+  // `index` leaves the cache (its last-sent copy was not kept): no delta against a stale one.
+  void Forget(uint64_t index);
+  // Caches a resent page when the cache model keeps state for it, else forgets it.
+  void KeepOrForget(uint64_t index, const uint8_t* page);
 
   EncoderOptions options_;
   ZSTD_CCtx_s* cctx_ = nullptr;
   EncoderCounts counts_;
   // Random data costs compression and delta CPU and gains nothing: each pays its way.
   EncoderCostModel zstd_model_, xbzrle_model_;
-  // Direct-mapped cache of last-sent copies: slot = index % slots, tag = index + 1.
+  // And the cache copy a delta needs, a pass over every resent page, pays its way too.
+  SampledCostModel cache_model_{kCacheSampleLog2};
+  // Direct-mapped cache of last-sent copies: slot = Slot(index), tag = index + 1.
+  size_t Slot(uint64_t index) const;
   std::vector<uint64_t> cache_tags_;
   std::vector<uint8_t> cache_data_;
   std::vector<uint8_t> scratch_;

@@ -27,6 +27,8 @@ inline constexpr uint16_t kVersion = 5;
 inline constexpr size_t kHeaderSize = 24;
 inline constexpr uint32_t kPageBytes = 4096;
 inline constexpr uint32_t kMaxPagesPerBatch = 256;
+// Guest page p travels on data stream (p / kBlockPages) % streams (1 MiB blocks, round robin).
+inline constexpr uint64_t kBlockPages = 256;
 // A page batch holds at most kMaxPagesPerBatch pages of at most a page each plus headers.
 inline constexpr uint32_t kMaxPayload = kMaxPagesPerBatch * (kPageBytes + 13) + 4;
 inline constexpr uint32_t kMaxStreams = 16;

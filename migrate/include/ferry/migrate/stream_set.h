@@ -1,7 +1,9 @@
 // StreamSet: the source's data streams. Sends a set of guest pages over N channels in
 // parallel, one thread per stream, each with its own PageEncoder: stream i carries the 1 MiB
 // blocks b with b % N == i, so a page always travels on the same stream and a newer copy can
-// never overtake an older one. Remembers each page's last-sent XXH3 to skip unchanged pages.
+// never overtake an older one. Remembers each page's last-sent XXH3 to skip unchanged pages,
+// and hashes a resent page only while that pays on its stream (a SampledCostModel: a
+// replication epoch of rewritten pages spends no pass on hashes that never match).
 // Used by Migrate() from one thread; internally parallel.
 #pragma once
 
@@ -15,8 +17,6 @@
 #include "ferry/migrate/page_codec.h"
 
 namespace ferry::migrate {
-
-inline constexpr uint64_t kBlockPages = 256;
 
 class StreamSet {
  public:
@@ -44,8 +44,12 @@ class StreamSet {
   void SetLimiter(RateLimiter* limiter);
   std::vector<uint64_t> frames_sent() const;
   uint64_t pages_unchanged() const { return unchanged_.load(); }
+  // Resent pages hashed to look for an unchanged copy (the rest went without looking).
+  uint64_t unchanged_tries() const { return unchanged_tries_.load(); }
   EncoderCounts counts() const;
   size_t size() const { return channels_.size(); }
+  // 1 in 2^this of a stream's resent pages is always hashed (the unchanged check's sample).
+  static constexpr unsigned kDedupeSampleLog2 = 4;
 
  private:
   Status SendStream(size_t stream, const Bitmap& pages, const uint8_t* source);
@@ -55,10 +59,13 @@ class StreamSet {
   std::vector<std::unique_ptr<PageEncoder>> encoders_;  // one per stream
   std::vector<uint64_t> pages_sent_;                     // per stream, for kStreamEnd
   std::vector<uint64_t> epoch_start_;                    // per stream: pages_sent_ at the last epoch end
-  // Last-sent XXH3 of each page (0: never sent). Each page belongs to one stream, so each
-  // element is touched by one thread only.
+  // Last-sent XXH3 of each page, made odd (0: never sent; kSentUnhashed: sent without
+  // hashing, so never taken for unchanged). Each page belongs to one stream, so each element
+  // is touched by one thread only.
+  static constexpr uint64_t kSentUnhashed = 2;
   std::vector<uint64_t> sent_hash_;
-  std::atomic<uint64_t> unchanged_{0};
+  std::vector<SampledCostModel> dedupe_;  // per stream: whether hashing resent pages pays
+  std::atomic<uint64_t> unchanged_{0}, unchanged_tries_{0};
   std::atomic<bool> failed_{false};
 };
 
