@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "ferry/base/clock.h"
+#include "ferry/base/guard.h"
 #include "ferry/base/log.h"
 #include "ferry/hypervisor/guest_abi.h"
 #include "tap.h"
@@ -145,7 +146,15 @@ void NetDevice::DiscardOutput() {
 }
 
 void NetDevice::Start() {
-  if (!rx_thread_.joinable()) rx_thread_ = std::thread([this] { RxLoop(); });
+  if (!rx_thread_.joinable()) {
+    rx_thread_ = std::thread([this] {
+      Status st = Guarded("NIC receive", [this] {
+        RxLoop();
+        return Status::Ok();
+      });
+      if (!st.ok()) FERRY_LOG_ERROR("%s: the NIC receives no more frames", st.message().c_str());
+    });
+  }
 }
 
 void NetDevice::Hold() {

@@ -9,6 +9,7 @@
 #include <cstring>
 #include <mutex>
 
+#include "ferry/base/guard.h"
 #include "ferry/hypervisor/guest_abi.h"
 
 namespace ferry::hypervisor {
@@ -61,7 +62,15 @@ Status Vcpu::SetRegisters(const kvm_regs& regs, const kvm_sregs& sregs) {
 }
 
 void Vcpu::StartThread() {
-  thread_ = std::thread([this] { RunLoop(); });
+  thread_ = std::thread([this] {
+    // An exception (out of memory serving a device) stops this guest as a crash the API
+    // reports, not the VMM with std::terminate.
+    Status st = Guarded("vCPU", [this] {
+      RunLoop();
+      return Status::Ok();
+    });
+    if (!st.ok()) host_->OnCrash(index_, st.message());
+  });
   // "vcpu N" in /proc/PID/task/*/comm: benchmarks tell guest CPU time from the VMM's own.
   pthread_setname_np(thread_.native_handle(), ("vcpu " + std::to_string(index_)).c_str());
 }

@@ -4,6 +4,7 @@
 #include <chrono>
 
 #include "ferry/base/clock.h"
+#include "ferry/base/guard.h"
 #include "ferry/base/log.h"
 #include "ferry/hypervisor/guest_abi.h"
 
@@ -258,7 +259,13 @@ Status VmCore::SetThrottle(int index, uint32_t percent) {
   }
   std::lock_guard lock(mu_);
   if (percent > 0 && !throttle_thread_.joinable() && !stopping_) {
-    throttle_thread_ = std::thread([this] { ThrottleLoop(); });
+    throttle_thread_ = std::thread([this] {
+      Status st = Guarded("throttle", [this] {
+        ThrottleLoop();
+        return Status::Ok();
+      });
+      if (!st.ok()) FERRY_LOG_ERROR("%s: the guest is no longer throttled", st.message().c_str());
+    });
   }
   return Status::Ok();
 }

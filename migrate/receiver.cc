@@ -11,6 +11,7 @@
 #include <unistd.h>
 
 #include "ferry/base/clock.h"
+#include "ferry/base/guard.h"
 #include "ferry/base/log.h"
 #include "ferry/hypervisor/vm_state_codec.h"
 #include "ferry/migrate/accept.h"
@@ -267,7 +268,7 @@ Result<Received> DestMigration::Run() {
   std::vector<std::thread> threads;
   for (uint32_t i = 0; i < begin_.streams; ++i) {
     threads.emplace_back([this, i, &results] {
-      results[i] = ReceiveStream(i);
+      results[i] = Guarded("receiving a data stream", [&] { return ReceiveStream(i); });
       if (!results[i].ok()) FailAll(results[i]);
     });
   }

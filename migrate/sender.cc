@@ -7,6 +7,7 @@
 #include <thread>
 
 #include "ferry/base/clock.h"
+#include "ferry/base/guard.h"
 #include "ferry/base/log.h"
 #include "ferry/dirtylog/tracker.h"
 #include "ferry/hypervisor/vm_state_codec.h"
@@ -35,7 +36,10 @@ class ProgressTicker {
       while (!cv_.wait_for(lock, std::chrono::milliseconds(250), [this] { return done_; })) {
         Progress p = base_;
         p.sent_bytes = streams_.wire_bytes();
-        fn_(p);
+        (void)Guarded("progress report", [&] {  // a caller's printer must not end the VMM
+          fn_(p);
+          return Status::Ok();
+        });
       }
     });
   }

@@ -4,6 +4,7 @@
 #include <thread>
 
 #include "ferry/base/checksum.h"
+#include "ferry/base/guard.h"
 #include "ferry/migrate/checkpoint_protocol.h"
 
 namespace ferry::migrate {
@@ -24,10 +25,12 @@ Status StreamSet::SendRound(const Bitmap& pages, const uint8_t* source) {
   if (!source) source = memory_.host();
   std::vector<Status> results(channels_.size());
   std::vector<std::thread> threads;
-  for (size_t i = 1; i < channels_.size(); ++i) {
-    threads.emplace_back([this, i, &pages, source, &results] { results[i] = SendStream(i, pages, source); });
-  }
-  results[0] = SendStream(0, pages, source);
+  auto run = [this, &pages, source, &results](size_t i) {
+    results[i] = Guarded("data stream", [&] { return SendStream(i, pages, source); });
+    if (!results[i].ok()) failed_ = true;  // the other streams stop at their next batch
+  };
+  for (size_t i = 1; i < channels_.size(); ++i) threads.emplace_back(run, i);
+  run(0);
   for (auto& t : threads) t.join();
   for (auto& st : results) {
     if (!st.ok() && st.code() != ErrorCode::kAborted) return st;  // the cause, not the echo

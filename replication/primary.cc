@@ -9,6 +9,7 @@
 #include <cstring>
 
 #include "ferry/base/clock.h"
+#include "ferry/base/guard.h"
 #include "ferry/base/log.h"
 #include "ferry/base/unique_fd.h"
 #include "ferry/dirtylog/tracker.h"
@@ -47,6 +48,7 @@ struct Replicator::Impl {
   Status HandOver(uint64_t epoch);
   bool SleepUntil(uint64_t ns);  // false: Stop() was called
   void Run();
+  Status RunEpochs();  // the initial sync, then checkpoints until stopped or failed
   void Finish(const Status& why);
   void FinishHandover(ReplicationState state, const Status& why);
   void SetState(ReplicationState s);
@@ -332,28 +334,35 @@ bool Replicator::Impl::SleepUntil(uint64_t ns) {
 }
 
 void Replicator::Impl::Run() {
-  Status st = InitialSync();
+  // An exception (out of memory in a checkpoint) ends replication as any error does: Finish
+  // resumes a guest paused here and fails the standby, instead of std::terminate.
+  Status st = Guarded("replication", [this] { return RunEpochs(); });
+  (void)Guarded("ending replication", [&] {
+    Finish(st);
+    return Status::Ok();
+  });
+}
+
+Status Replicator::Impl::RunEpochs() {
+  FERRY_RETURN_IF_ERROR(InitialSync());
   uint64_t next_pause = MonotonicNs();
-  for (uint64_t epoch = 1; st.ok(); ++epoch) {
-    if (!SleepUntil(next_pause)) break;
+  for (uint64_t epoch = 1;; ++epoch) {
+    if (!SleepUntil(next_pause)) return Status::Ok();
     bool hand_over;
     {
       std::lock_guard lock(mu);
       hand_over = handover_generation != 0;
     }
+    uint64_t resume_ns = 0;
     if (hand_over) {
       // One checkpoint right away first, like a last pre-copy round: the final one, taken
       // with the guest stopped, then holds only what was dirtied while that one shipped.
-      uint64_t resume_ns = 0;
-      st = Checkpoint(epoch, &resume_ns);
-      if (st.ok()) st = HandOver(epoch + 1);
-      break;
+      FERRY_RETURN_IF_ERROR(Checkpoint(epoch, &resume_ns));
+      return HandOver(epoch + 1);
     }
-    uint64_t resume_ns = 0;
-    st = Checkpoint(epoch, &resume_ns);
+    FERRY_RETURN_IF_ERROR(Checkpoint(epoch, &resume_ns));
     next_pause = resume_ns + static_cast<uint64_t>(controller.interval_ms() * 1e6);
   }
-  Finish(st);
 }
 
 void Replicator::Impl::Finish(const Status& why) {

@@ -14,6 +14,7 @@
 
 #include "epoch_log.h"
 #include "ferry/base/clock.h"
+#include "ferry/base/guard.h"
 #include "ferry/base/unique_fd.h"
 #include "ferry/hypervisor/vm_state_codec.h"
 #include "ferry/migrate/accept.h"
@@ -404,7 +405,7 @@ Status Standby::Impl::Replicate() {
   std::vector<std::thread> threads;
   for (uint32_t i = 0; i < begin.streams; ++i) {
     threads.emplace_back([this, i] {
-      Status s = ReceiveStream(i);
+      Status s = Guarded("receiving a data stream", [&] { return ReceiveStream(i); });
       if (!s.ok()) FailAll(s);
     });
   }

@@ -1,6 +1,7 @@
 // ParallelFor: splits [0, n) into `workers` contiguous ranges and runs fn(begin, end, worker)
 // on that many threads (the caller's thread runs the first range), then returns the first
-// failed Status, if any. For bulk memory work on the snapshot and migration paths.
+// failed Status, if any (an exception in a worker is that worker's failure: Guarded). For bulk
+// memory work on the snapshot and migration paths.
 #pragma once
 
 #include <algorithm>
@@ -9,6 +10,7 @@
 #include <thread>
 #include <vector>
 
+#include "ferry/base/guard.h"
 #include "ferry/base/status.h"
 
 namespace ferry {
@@ -19,7 +21,7 @@ inline Status ParallelFor(uint64_t n, unsigned workers, const std::function<Stat
   std::vector<std::thread> threads;
   auto range = [&](unsigned w) {
     uint64_t begin = n * w / workers, end = n * (w + 1) / workers;
-    results[w] = fn(begin, end, w);
+    results[w] = Guarded("a parallel worker", [&] { return fn(begin, end, w); });
   };
   for (unsigned w = 1; w < workers; ++w) threads.emplace_back(range, w);
   range(0);
