@@ -8,6 +8,8 @@
 #include <thread>
 
 #include "ferry/base/clock.h"
+#include "ferry/base/guard.h"
+#include "ferry/base/log.h"
 #include "ferry/ha/metrics.h"
 
 namespace ferry::ha {
@@ -26,7 +28,11 @@ struct Agent::Workers {
     JoinFinished();
     auto done = std::make_shared<std::atomic<bool>>(false);
     threads.emplace_back(std::thread([fn = std::move(fn), done] {
-                           fn();
+                           Status st = Guarded("an agent worker", [&] {
+                             fn();
+                             return Status::Ok();
+                           });
+                           if (!st.ok()) FERRY_LOG_ERROR("%s", st.message().c_str());
                            *done = true;
                          }),
                          done);

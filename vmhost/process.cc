@@ -5,6 +5,7 @@
 #include <cstdio>
 #include <thread>
 
+#include "ferry/base/guard.h"
 #include "ferry/base/log.h"
 #include "ferry/vmhost/api_server.h"
 #include "ferry/vmhost/vm_host.h"
@@ -112,7 +113,7 @@ HostOutcome RunStandby(std::unique_ptr<replication::Standby> standby, const std:
   if (!api.ok()) return {api.status(), std::nullopt};
   std::atomic<bool> session_over{false};
   std::thread receiver([&] {
-    Status why = sb->Run();
+    Status why = Guarded("the standby", [&] { return sb->Run(); });
     auto s = sb->status();
     if (s.state == replication::StandbyState::kPrimaryLost) {
       if (s.committed_epoch > 0) {

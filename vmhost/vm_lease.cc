@@ -1,9 +1,12 @@
 // The HA agent's watchdog lease on a VMM (vm_host.h, Lease()): renewed by the agent on every
 // probe; once it runs out the VM is fenced, and stays fenced until the lease is renewed and
 // the agent unfences it (an agent restarted in time adopts the VMM without a failover).
+#include <chrono>
 #include <cstdio>
+#include <thread>
 
 #include "ferry/base/clock.h"
+#include "ferry/base/guard.h"
 #include "ferry/vmhost/vm_host.h"
 
 namespace ferry::vmhost {
@@ -15,7 +18,21 @@ void VmHost::Lease(uint64_t ttl_ms) {
   lease_ttl_ms_ = ttl_ms;
   lease_deadline_ns_ = ttl_ms ? MonotonicNs() + ttl_ms * 1000000 : 0;
   lease_expired_ = false;
-  if (ttl_ms && !lease_thread_.joinable()) lease_thread_ = std::thread([this] { LeaseWatchdog(); });
+  if (ttl_ms && !lease_thread_.joinable()) {
+    lease_thread_ = std::thread([this] {
+      // The lease is what fences a VMM whose agent is gone: an exception (out of memory while
+      // fencing) must not end the watchdog, so it starts again.
+      for (;;) {
+        Status st = Guarded("lease watchdog", [this] {
+          LeaseWatchdog();
+          return Status::Ok();
+        });
+        if (st.ok()) return;
+        std::fprintf(stderr, "ferry: %s; the watchdog starts again\n", st.message().c_str());
+        std::this_thread::sleep_for(std::chrono::milliseconds(50));
+      }
+    });
+  }
   lease_cv_.notify_all();
 }
 
