@@ -81,10 +81,7 @@ TEST(AgentSim, WithALeaseAnAgentGoneTooLongIsFailedOverAfterItsVmmFencedItself) 
   EXPECT_GE(sim.now - killed, 2000u) << "the backup waited for the lease";
   EXPECT_TRUE(sim.world.Find("a", "kv")->fenced) << "the old VMM fenced itself";
   sim.RestartAgent("a");
-  ASSERT_TRUE(sim.RunUntil([&] {
-    FakeVmm* old = sim.world.Find("a", "kv");
-    return !old || old->role == Role::kStandby;
-  }, 100)) << "the stale primary on a must go";
+  ASSERT_TRUE(sim.RunUntilStalePrimaryGone("a")) << "the stale primary on a must go";
   ASSERT_TRUE(sim.RunUntil([&] { return sim.ProtectedOn("b"); }, 300));
   EXPECT_EQ(sim.world.boots, 1);
 }
@@ -119,10 +116,7 @@ TEST(AgentSim, WithALeaseAHungAgentIsFailedOverOnceItsVmmFencedItself) {
   EXPECT_LE(sim.now - stopped, 6000u) << "silence (3 s) plus the lease bound the outage";
   EXPECT_TRUE(sim.world.Find("a", "kv")->fenced) << "the old VMM fenced itself";
   sim.ContinueAgent("a");
-  ASSERT_TRUE(sim.RunUntil([&] {
-    FakeVmm* old = sim.world.Find("a", "kv");
-    return !old || old->role == Role::kStandby;
-  }, 100)) << "the stale primary on a must go";
+  ASSERT_TRUE(sim.RunUntilStalePrimaryGone("a")) << "the stale primary on a must go";
   ASSERT_TRUE(sim.RunUntil([&] { return sim.ProtectedOn("b"); }, 300));
   EXPECT_EQ(sim.max_serving, 1u);
 }

@@ -441,6 +441,13 @@ class Sim {
     }
     return pred();
   }
+  // Steps until the old primary of "kv" on `host` is gone or has become a standby.
+  bool RunUntilStalePrimaryGone(const std::string& host, int max_steps = 100) {
+    return RunUntil([&] {
+      FakeVmm* old = world.Find(host, "kv");
+      return !old || old->role == Role::kStandby;
+    }, max_steps);
+  }
   void Run(int steps) {
     for (int i = 0; i < steps && !::testing::Test::HasFatalFailure(); ++i) Step();
   }

@@ -132,8 +132,7 @@ TEST(AgentSim, APartitionedOwnerFencesAndRejoinsWithoutTwoCopies) {
   ASSERT_TRUE(sim.RunUntil([&] { return sim.PrimaryHost() == "b"; }, 50));
   EXPECT_TRUE(sim.world.Find("a", "kv")->fenced);
   sim.Heal();
-  ASSERT_TRUE(sim.RunUntil([&] { return sim.world.Find("a", "kv") == nullptr || sim.world.Find("a", "kv")->role == Role::kStandby; }, 100))
-      << "the stale primary on a must go";
+  ASSERT_TRUE(sim.RunUntilStalePrimaryGone("a")) << "the stale primary on a must go";
   ASSERT_TRUE(sim.RunUntil([&] { return sim.ProtectedOn("b"); }, 200));
   EXPECT_EQ(sim.PrimaryHost(), "b");
 }
@@ -153,8 +152,7 @@ TEST(AgentSim, AnOwnerWhoseCorosyncGoesAwayFencesAtOnceAndRejoinsAsTheBackup) {
   EXPECT_FALSE(HasEvent(sim.agent("a"), "send-failed"));
   sim.RejoinGroup("a");
   EXPECT_TRUE(HasEvent(sim.agent("a"), "corosync-back"));
-  ASSERT_TRUE(sim.RunUntil([&] { return sim.world.Find("a", "kv") == nullptr || sim.world.Find("a", "kv")->role == Role::kStandby; }, 100))
-      << "the stale primary on a must go";
+  ASSERT_TRUE(sim.RunUntilStalePrimaryGone("a")) << "the stale primary on a must go";
   ASSERT_TRUE(sim.RunUntil([&] { return sim.ProtectedOn("b"); }, 200));
 }
 

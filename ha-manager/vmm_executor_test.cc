@@ -38,6 +38,14 @@ std::set<int> OpenFds(pid_t pid) {
   return out;
 }
 
+// Whether `pid` is blocked in nanosleep or clock_nanosleep (x86-64 syscalls 35 and 230).
+bool Sleeping(pid_t pid) {
+  std::ifstream f("/proc/" + std::to_string(pid) + "/syscall");
+  std::string nr;
+  f >> nr;
+  return nr == "35" || nr == "230";
+}
+
 std::string Exe(pid_t pid) {
   char buf[256] = {};
   ssize_t n = ::readlink(("/proc/" + std::to_string(pid) + "/exe").c_str(), buf, sizeof buf - 1);
@@ -73,6 +81,13 @@ TEST(VmmExecutor, ChildrenInheritNoDescriptorOfTheAgentsAndTheirEndIsReaped) {
     std::this_thread::sleep_for(std::chrono::milliseconds(10));
   }
   ASSERT_NE(Exe(*pid).find("sleep"), std::string::npos) << "the stand-in never ran";
+  // Checked once the stand-in sleeps: while it starts, sleep(1) opens files of its own (its
+  // locale's), and exec closes the shell's close-on-exec script a moment after /proc/PID/exe
+  // already names sleep.
+  while (!Sleeping(*pid) && std::chrono::steady_clock::now() < deadline) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  ASSERT_TRUE(Sleeping(*pid)) << "the stand-in never slept";
   EXPECT_EQ(OpenFds(*pid), (std::set<int>{0, 1, 2})) << "only stdin and the log as stdout/stderr";
 
   // Not serving an API: probed as a primary that does not answer yet.
