@@ -5,7 +5,9 @@
 // 64 MiB XBZRLE cache.
 //  - checkpoint: an 8 MiB working set (2048 pages) rewritten before each checkpoint, shipped
 //    from a staging copy, staged by the receivers and applied once every stream's epoch end
-//    is in (the standby's commit); per checkpoint ms median/p90 and GB/s.
+//    is in (the standby's commit); per checkpoint ms median/p90 and GB/s, and its phases'
+//    medians on stderr: sent (the source's last frame written), staged (every stream's epoch
+//    end received), applied (in guest memory).
 //  - ram: --ram-mib of random data as one pre-copy round 0 into a fresh destination.
 //  - tcp: the same bytes as a plain TCP copy (1 MiB send/recv, same socket buffers) over the
 //    same loopback in the same run: the wire's limit. Ratios are against it.
@@ -122,9 +124,14 @@ EncoderOptions Options(bool zstd, uint32_t streams) {
   return o;
 }
 
+// Each checkpoint's ms from its start: its last frame sent, its pages all staged, applied.
+struct CheckpointTimes {
+  std::vector<double> sent, staged, applied;
+};
+
 // Checkpoints: a receiver thread per stream stages each epoch's pages and waits for the
-// commit, as the standby does. Returns each checkpoint's ms (after 3 unmeasured ones).
-std::vector<double> RunCheckpoints(uint32_t n, bool zstd, int count, EncoderCounts* counts) {
+// commit, as the standby does. Returns each checkpoint's times (after 3 unmeasured ones).
+CheckpointTimes RunCheckpoints(uint32_t n, bool zstd, int count, EncoderCounts* counts) {
   GuestMemory guest = NewMemory(64ull << 20), staging = NewMemory(64ull << 20), replica = NewMemory(64ull << 20);
   Streams s = Connect(n);
   StreamSet set(staging, std::move(s.src), Options(zstd, n));
@@ -167,7 +174,7 @@ std::vector<double> RunCheckpoints(uint32_t n, bool zstd, int count, EncoderCoun
     });
   }
   uint64_t seed = 42;
-  std::vector<double> ms;
+  CheckpointTimes times;
   for (int c = 1; c <= count + 3; ++c) {
     Name("setup");
     FillRandom(guest.host(), kCheckpointPages * kPageBytes, &seed);
@@ -177,10 +184,12 @@ std::vector<double> RunCheckpoints(uint32_t n, bool zstd, int count, EncoderCoun
     Status st = set.SendRound(pages, staging.host());
     if (!st.ok()) Die(st.message());
     if (!set.EndEpoch(c).ok()) Die("epoch end");
+    const uint64_t t_sent = MonotonicNs();
     {
       std::unique_lock lock(mu);
       cv.wait(lock, [&] { return std::all_of(arrived.begin(), arrived.end(), [&](uint64_t a) { return a >= uint64_t(c); }); });
     }
+    const uint64_t t_staged = MonotonicNs();
     for (auto& x : staged) {
       if (!ApplyStaged(replica, x).ok()) Die("apply");
       x.Clear();
@@ -191,7 +200,11 @@ std::vector<double> RunCheckpoints(uint32_t n, bool zstd, int count, EncoderCoun
       released = c;
     }
     cv.notify_all();
-    if (c > 3) ms.push_back((t1 - t0) / 1e6);
+    if (c > 3) {
+      times.sent.push_back((t_sent - t0) / 1e6);
+      times.staged.push_back((t_staged - t0) / 1e6);
+      times.applied.push_back((t1 - t0) / 1e6);
+    }
     if (verify && std::memcmp(replica.host(), staging.host(), kCheckpointPages * kPageBytes) != 0) {
       Die("replica differs");
     }
@@ -199,7 +212,7 @@ std::vector<double> RunCheckpoints(uint32_t n, bool zstd, int count, EncoderCoun
   if (!set.Finish().ok()) Die("finish");
   for (auto& t : receivers) t.join();
   *counts = set.counts();
-  return ms;
+  return times;
 }
 
 // Round 0 of a migration into a fresh destination; returns its ms.
@@ -366,7 +379,10 @@ int main(int argc, char** argv) {
     for (const std::string& codec : Split(compress_arg)) {
       if (!run_ckpt) break;
       EncoderCounts counts;
-      auto ms = RunCheckpoints(n, codec == "zstd", checkpoints, &counts);
+      const CheckpointTimes times = RunCheckpoints(n, codec == "zstd", checkpoints, &counts);
+      const std::vector<double>& ms = times.applied;
+      std::fprintf(stderr, "checkpoint N=%u %s phases (ms from its start, medians): sent %.2f, staged %.2f, applied %.2f\n",
+                   n, codec.c_str(), Pct(times.sent, 0.5), Pct(times.staged, 0.5), Pct(ms, 0.5));
       const double gbs = ckpt_bytes / Pct(ms, 0.5) / 1e6;
       std::printf("%-10s %3u %-5s %9.2f %9.2f %7.2f %9s  %s\n", "checkpoint", n, codec.c_str(), Pct(ms, 0.5),
                   Pct(ms, 0.9), gbs, of_tcp(gbs, tcp_ckpt_gbs).c_str(), CountsText(counts).c_str());
