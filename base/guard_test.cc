@@ -23,6 +23,16 @@ TEST(GuardedTest, AStatusPassesThroughAndAnExceptionBecomesAnInternalError) {
   EXPECT_EQ(st.message(), "replication: an unknown exception");
 }
 
+// A thread's loop returns nothing: returning is Ok, throwing is its failure.
+TEST(GuardedTest, AVoidLoopIsOkWhenItReturnsAndFailsWhenItThrows) {
+  int ran = 0;
+  EXPECT_TRUE(Guarded("vCPU", [&] { ++ran; }).ok());
+  EXPECT_EQ(ran, 1);
+  Status st = Guarded("vCPU", [] { throw std::runtime_error("bad ring"); });
+  EXPECT_EQ(st.code(), ErrorCode::kInternal);
+  EXPECT_EQ(st.message(), "vCPU: bad ring");
+}
+
 // ParallelFor's workers are threads: an exception in one is that worker's failure, not the
 // end of the process.
 TEST(GuardedTest, AThrowingParallelForWorkerFailsTheCallInsteadOfTheProcess) {

@@ -28,10 +28,7 @@ struct Agent::Workers {
     JoinFinished();
     auto done = std::make_shared<std::atomic<bool>>(false);
     threads.emplace_back(std::thread([fn = std::move(fn), done] {
-                           Status st = Guarded("an agent worker", [&] {
-                             fn();
-                             return Status::Ok();
-                           });
+                           Status st = Guarded("an agent worker", fn);
                            if (!st.ok()) FERRY_LOG_ERROR("%s", st.message().c_str());
                            *done = true;
                          }),

@@ -148,10 +148,7 @@ void NetDevice::DiscardOutput() {
 void NetDevice::Start() {
   if (!rx_thread_.joinable()) {
     rx_thread_ = std::thread([this] {
-      Status st = Guarded("NIC receive", [this] {
-        RxLoop();
-        return Status::Ok();
-      });
+      Status st = Guarded("NIC receive", [this] { RxLoop(); });
       if (!st.ok()) FERRY_LOG_ERROR("%s: the NIC receives no more frames", st.message().c_str());
     });
   }

@@ -65,10 +65,7 @@ void Vcpu::StartThread() {
   thread_ = std::thread([this] {
     // An exception (out of memory serving a device) stops this guest as a crash the API
     // reports, not the VMM with std::terminate.
-    Status st = Guarded("vCPU", [this] {
-      RunLoop();
-      return Status::Ok();
-    });
+    Status st = Guarded("vCPU", [this] { RunLoop(); });
     if (!st.ok()) host_->OnCrash(index_, st.message());
   });
   // "vcpu N" in /proc/PID/task/*/comm: benchmarks tell guest CPU time from the VMM's own.

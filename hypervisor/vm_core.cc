@@ -260,10 +260,7 @@ Status VmCore::SetThrottle(int index, uint32_t percent) {
   std::lock_guard lock(mu_);
   if (percent > 0 && !throttle_thread_.joinable() && !stopping_) {
     throttle_thread_ = std::thread([this] {
-      Status st = Guarded("throttle", [this] {
-        ThrottleLoop();
-        return Status::Ok();
-      });
+      Status st = Guarded("throttle", [this] { ThrottleLoop(); });
       if (!st.ok()) FERRY_LOG_ERROR("%s: the guest is no longer throttled", st.message().c_str());
     });
   }

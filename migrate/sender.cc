@@ -36,10 +36,7 @@ class ProgressTicker {
       while (!cv_.wait_for(lock, std::chrono::milliseconds(250), [this] { return done_; })) {
         Progress p = base_;
         p.sent_bytes = streams_.wire_bytes();
-        (void)Guarded("progress report", [&] {  // a caller's printer must not end the VMM
-          fn_(p);
-          return Status::Ok();
-        });
+        (void)Guarded("progress report", [&] { fn_(p); });  // a caller's printer must not end the VMM
       }
     });
   }

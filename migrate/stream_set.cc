@@ -1,6 +1,7 @@
 #include "ferry/migrate/stream_set.h"
 
 #include <cstring>
+#include <numeric>
 #include <thread>
 
 #include "ferry/base/checksum.h"
@@ -14,7 +15,8 @@ StreamSet::StreamSet(const hypervisor::GuestMemory& memory, std::vector<std::uni
     : memory_(memory), channels_(std::move(channels)), pages_sent_(channels_.size(), 0),
       epoch_start_(channels_.size(), 0),
       sent_hash_(memory.size() / kPageBytes, 0),
-      dedupe_(channels_.size(), SampledCostModel(kDedupeSampleLog2)) {
+      dedupe_(channels_.size(), SampledCostModel(kDedupeSampleLog2)), unchanged_(channels_.size(), 0),
+      unchanged_tries_(channels_.size(), 0) {
   EncoderOptions each = options;
   each.xbzrle_cache_pages = options.xbzrle_cache_pages / channels_.size();
   each.streams = static_cast<uint32_t>(channels_.size());
@@ -49,12 +51,6 @@ Status StreamSet::SendStream(size_t stream, const Bitmap& pages, const uint8_t* 
   Channel& ch = *channels_[stream];
   PageEncoder& enc = *encoders_[stream];
   SampledCostModel& dedupe = dedupe_[stream];
-  uint64_t tries = 0, unchanged = 0;  // added to the shared counters once, at the end
-  struct Count {
-    std::atomic<uint64_t>& to;
-    uint64_t& n;
-    ~Count() { to.fetch_add(n, std::memory_order_relaxed); }
-  } count_tries{unchanged_tries_, tries}, count_unchanged{unchanged_, unchanged};
   BatchBuilder batch;
   batch.Start();
   const uint64_t n = channels_.size(), total = pages.size();
@@ -88,28 +84,20 @@ Status StreamSet::SendStream(size_t stream, const Bitmap& pages, const uint8_t* 
           const bool same = sent_hash_[p] == h;
           if (resend) {
             dedupe.Record(p, same);
-            ++tries;
+            ++unchanged_tries_[stream];
           }
           if (same) {
-            ++unchanged;
+            ++unchanged_[stream];
             continue;  // the uncommitted record is dropped by the next Reserve or Finish
           }
         }
         enc.EncodeReserved(p, copy, resend, &batch);
         sent_hash_[p] = h;
-        if (batch.count() == kMaxPagesPerBatch) {
-          Status st = flush();
-          if (!st.ok()) {
-            failed_ = true;
-            return st;
-          }
-        }
+        if (batch.count() == kMaxPagesPerBatch) FERRY_RETURN_IF_ERROR(flush());
       }
     }
   }
-  Status st = flush();
-  if (!st.ok()) failed_ = true;
-  return st;
+  return flush();  // a failure stops the other streams: SendRound sets failed_
 }
 
 Result<std::vector<uint64_t>> StreamSet::Finish() {
@@ -151,6 +139,14 @@ std::vector<uint64_t> StreamSet::frames_sent() const {
 
 void StreamSet::SetLimiter(RateLimiter* limiter) {
   for (auto& ch : channels_) ch->set_limiter(limiter);
+}
+
+uint64_t StreamSet::pages_unchanged() const {
+  return std::accumulate(unchanged_.begin(), unchanged_.end(), uint64_t{0});
+}
+
+uint64_t StreamSet::unchanged_tries() const {
+  return std::accumulate(unchanged_tries_.begin(), unchanged_tries_.end(), uint64_t{0});
 }
 
 uint64_t StreamSet::wire_bytes() const {

@@ -337,10 +337,7 @@ void Replicator::Impl::Run() {
   // An exception (out of memory in a checkpoint) ends replication as any error does: Finish
   // resumes a guest paused here and fails the standby, instead of std::terminate.
   Status st = Guarded("replication", [this] { return RunEpochs(); });
-  (void)Guarded("ending replication", [&] {
-    Finish(st);
-    return Status::Ok();
-  });
+  (void)Guarded("ending replication", [&] { Finish(st); });
 }
 
 Status Replicator::Impl::RunEpochs() {

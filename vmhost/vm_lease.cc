@@ -23,10 +23,7 @@ void VmHost::Lease(uint64_t ttl_ms) {
       // The lease is what fences a VMM whose agent is gone: an exception (out of memory while
       // fencing) must not end the watchdog, so it starts again.
       for (;;) {
-        Status st = Guarded("lease watchdog", [this] {
-          LeaseWatchdog();
-          return Status::Ok();
-        });
+        Status st = Guarded("lease watchdog", [this] { LeaseWatchdog(); });
         if (st.ok()) return;
         std::fprintf(stderr, "ferry: %s; the watchdog starts again\n", st.message().c_str());
         std::this_thread::sleep_for(std::chrono::milliseconds(50));

@@ -43,9 +43,10 @@ class StreamSet {
   // Every stream's sends wait on `limiter` (null: none) from now on; call between rounds.
   void SetLimiter(RateLimiter* limiter);
   std::vector<uint64_t> frames_sent() const;
-  uint64_t pages_unchanged() const { return unchanged_.load(); }
-  // Resent pages hashed to look for an unchanged copy (the rest went without looking).
-  uint64_t unchanged_tries() const { return unchanged_tries_.load(); }
+  // Between rounds: resent pages skipped as unchanged, and resent pages hashed to look for
+  // that (the rest went without looking).
+  uint64_t pages_unchanged() const;
+  uint64_t unchanged_tries() const;
   EncoderCounts counts() const;
   size_t size() const { return channels_.size(); }
   // 1 in 2^this of a stream's resent pages is always hashed (the unchanged check's sample).
@@ -65,7 +66,7 @@ class StreamSet {
   static constexpr uint64_t kSentUnhashed = 2;
   std::vector<uint64_t> sent_hash_;
   std::vector<SampledCostModel> dedupe_;  // per stream: whether hashing resent pages pays
-  std::atomic<uint64_t> unchanged_{0}, unchanged_tries_{0};
+  std::vector<uint64_t> unchanged_, unchanged_tries_;  // per stream, like pages_sent_
   std::atomic<bool> failed_{false};
 };
 
