@@ -10,7 +10,9 @@
 //    end received), applied (in guest memory).
 //  - ram: --ram-mib of random data as one pre-copy round 0 into a fresh destination.
 //  - tcp: the same bytes as a plain TCP copy (1 MiB send/recv, same socket buffers) over the
-//    same loopback in the same run: the wire's limit. Ratios are against it.
+//    same loopback in the same run: the wire's limit. Ratios are against it. For ram also
+//    tcp+land: the plain copy whose receiver also writes what it got into a fresh memfd, as
+//    any destination must land pages in RAM it has not touched yet (`of land`: against it).
 // Every run's destination is compared with its source.
 //   build/bench/pipeline_bench [--runs 5] [--checkpoints 100] [--ram-mib 1024] [--streams 1,2]
 //                              [--compress none,zstd] [--cases checkpoint,ram,tcp] [--no-verify] [--tls]
@@ -251,7 +253,8 @@ double RunRam(const GuestMemory& src, uint32_t n, bool zstd, EncoderCounts* coun
 
 // A plain TCP copy of `bytes` from `data` on n connections (1 MiB writes, 4 MiB socket
 // buffers, no delay: what TcpConnection sets); `times` copies on the same connections.
-std::vector<double> RunTcp(const uint8_t* data, uint64_t bytes, uint32_t n, int times) {
+// `land`: the receivers also pwrite what they got at its offset there.
+std::vector<double> RunTcp(const uint8_t* data, uint64_t bytes, uint32_t n, int times, GuestMemory* land = nullptr) {
   int lfd = ::socket(AF_INET, SOCK_STREAM, 0);
   sockaddr_in a{};
   a.sin_family = AF_INET;
@@ -286,6 +289,7 @@ std::vector<double> RunTcp(const uint8_t* data, uint64_t bytes, uint32_t n, int 
         for (uint64_t got = 0; got < share;) {
           ssize_t k = ::recv(rcv[i], buf.data(), std::min<uint64_t>(buf.size(), share - got), 0);
           if (k <= 0) Die("plain tcp recv");
+          if (land && ::pwrite(land->fd(), buf.data(), k, i * share + got) != k) Die("plain tcp land");
           got += k;
         }
       });
@@ -362,7 +366,7 @@ int main(int argc, char** argv) {
               "encoder (pages, tries)");
   for (const std::string& ns : Split(streams_arg)) {
     const uint32_t n = std::max(1, std::atoi(ns.c_str()));
-    std::vector<double> tcp_ckpt{1e9}, tcp_ram{1e9};  // without tcp: no ratio ("-")
+    std::vector<double> tcp_ckpt{1e9}, tcp_ram{1e9}, tcp_land{1e9};  // without tcp: no ratio ("-")
     auto of_tcp = [&](double gbs, double tcp_gbs) {
       char b[32];
       if (run_tcp) std::snprintf(b, sizeof b, "%.2f", gbs / tcp_gbs);
@@ -371,8 +375,14 @@ int main(int argc, char** argv) {
     if (run_tcp && run_ckpt) tcp_ckpt = RunTcp(src.host(), kCheckpointPages * kPageBytes, n, checkpoints);
     if (run_tcp && run_ram) {
       tcp_ram.clear();
-      for (int r = 0; r < runs; ++r) tcp_ram.push_back(RunTcp(src.host(), src.size(), n, 1)[0]);
+      tcp_land.clear();
+      for (int r = 0; r < runs; ++r) {
+        tcp_ram.push_back(RunTcp(src.host(), src.size(), n, 1)[0]);
+        GuestMemory fresh = NewMemory(src.size());
+        tcp_land.push_back(RunTcp(src.host(), src.size(), n, 1, &fresh)[0]);
+      }
     }
+    const double tcp_land_gbs = src.size() / Pct(tcp_land, 0.5) / 1e6;
     const double tcp_ckpt_gbs = ckpt_bytes / Pct(tcp_ckpt, 0.5) / 1e6, tcp_ram_gbs = src.size() / Pct(tcp_ram, 0.5) / 1e6;
     if (run_tcp && run_ckpt) std::printf("%-10s %3u %-5s %9.2f %9.2f %7.2f %9s\n", "checkpoint", n, "tcp", Pct(tcp_ckpt, 0.5), Pct(tcp_ckpt, 0.9),
                 tcp_ckpt_gbs, "1.00");
@@ -387,16 +397,21 @@ int main(int argc, char** argv) {
       std::printf("%-10s %3u %-5s %9.2f %9.2f %7.2f %9s  %s\n", "checkpoint", n, codec.c_str(), Pct(ms, 0.5),
                   Pct(ms, 0.9), gbs, of_tcp(gbs, tcp_ckpt_gbs).c_str(), CountsText(counts).c_str());
     }
-    if (run_tcp && run_ram) std::printf("%-10s %3u %-5s %9.1f %9.1f %7.2f %9s\n", "ram", n, "tcp", Pct(tcp_ram, 0.5), Pct(tcp_ram, 0.9),
-                tcp_ram_gbs, "1.00");
+    if (run_tcp && run_ram) {
+      std::printf("%-10s %3u %-5s %9.1f %9.1f %7.2f %9s\n", "ram", n, "tcp", Pct(tcp_ram, 0.5), Pct(tcp_ram, 0.9),
+                  tcp_ram_gbs, "1.00");
+      std::printf("%-10s %3u %-5s %9.1f %9.1f %7.2f %9s  (of land 1.00)\n", "ram", n, "tcp+land", Pct(tcp_land, 0.5),
+                  Pct(tcp_land, 0.9), tcp_land_gbs, of_tcp(tcp_land_gbs, tcp_ram_gbs).c_str());
+    }
     for (const std::string& codec : Split(compress_arg)) {
       if (!run_ram) break;
       EncoderCounts counts;
       std::vector<double> ms;
       for (int r = 0; r < runs; ++r) ms.push_back(RunRam(src, n, codec == "zstd", &counts));
       const double gbs = src.size() / Pct(ms, 0.5) / 1e6;
-      std::printf("%-10s %3u %-5s %9.1f %9.1f %7.2f %9s  %s\n", "ram", n, codec.c_str(), Pct(ms, 0.5), Pct(ms, 0.9),
-                  gbs, of_tcp(gbs, tcp_ram_gbs).c_str(), CountsText(counts).c_str());
+      std::printf("%-10s %3u %-5s %9.1f %9.1f %7.2f %9s  (of land %s) %s\n", "ram", n, codec.c_str(), Pct(ms, 0.5),
+                  Pct(ms, 0.9), gbs, of_tcp(gbs, tcp_ram_gbs).c_str(), of_tcp(gbs, tcp_land_gbs).c_str(),
+                  CountsText(counts).c_str());
     }
     std::fflush(stdout);
   }
