@@ -3,6 +3,7 @@
 #include <gtest/gtest.h>
 
 #include "ferry/base/coding.h"
+#include "fuzz_seed.h"
 
 namespace ferry::migrate {
 namespace {
@@ -14,6 +15,7 @@ TEST(CheckpointProtocolTest, CheckpointRoundTripsAndChecksStreamsAndEpoch) {
   m.disk_frames = 3;
   m.vm_state = {1, 2, 3, 4, 5};
   auto p = EncodeCheckpoint(m);
+  MaybeWriteSeed("checkpoint", MsgType::kCheckpoint, 1, p);  // aux 1: two streams
   auto r = DecodeCheckpoint(p, 2);
   ASSERT_TRUE(r.ok()) << r.status().message();
   EXPECT_EQ(r->epoch, 7u);
@@ -28,6 +30,8 @@ TEST(CheckpointProtocolTest, CheckpointRoundTripsAndChecksStreamsAndEpoch) {
 }
 
 TEST(CheckpointProtocolTest, EpochAndEpochEndRoundTrip) {
+  MaybeWriteSeed("checkpoint-ack", MsgType::kCheckpointAck, 0, EncodeEpoch(99));
+  MaybeWriteSeed("epoch-end", MsgType::kEpochEnd, 0, EncodeEpochEnd(EpochEnd{5, 300, 17}));
   auto ep = DecodeEpoch(EncodeEpoch(99));
   ASSERT_TRUE(ep.ok());
   EXPECT_EQ(*ep, 99u);
@@ -49,6 +53,7 @@ TEST(CheckpointProtocolTest, DiskWritesRoundTripWithZeroRecords) {
   b.Add(512, data);
   b.AddZero(1 << 20, 4096);
   auto payload = b.Finish();
+  MaybeWriteSeed("disk-writes", MsgType::kDiskWrites, 1, payload);  // aux 1: a 2 MiB disk
   std::vector<DiskRecord> seen;
   std::vector<std::vector<uint8_t>> bytes;
   ASSERT_TRUE(DecodeDiskWrites(payload, 2 << 20, [&](const DiskRecord& r) {

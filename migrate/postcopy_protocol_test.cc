@@ -4,6 +4,8 @@
 
 #include <gtest/gtest.h>
 
+#include "fuzz_seed.h"
+
 namespace ferry::migrate {
 namespace {
 
@@ -18,6 +20,9 @@ PostcopyStateMsg Sample(uint64_t pages) {
 }
 
 TEST(PostcopyProtocol, StateRoundTrips) {
+  // aux 17: two streams and 17*8+1 pages in tests/fuzz/migrate_decode_fuzz.cc
+  MaybeWriteSeed("postcopy-state", MsgType::kPostcopyState, 17, EncodePostcopyState(Sample(137)));
+  MaybeWriteSeed("postcopy-complete", MsgType::kPostcopyComplete, 0, EncodePostcopyComplete(PostcopyComplete{3, 40, 900, 12, 80, 400, 2, 8192}));
   auto bytes = EncodePostcopyState(Sample(1000));
   auto m = DecodePostcopyState(bytes, 2, 1000);
   ASSERT_TRUE(m.ok()) << m.status().message();

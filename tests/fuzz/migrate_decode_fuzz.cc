@@ -1,4 +1,5 @@
-// libFuzzer target for what a migration destination decodes from the wire (migrate/protocol.h,
+// libFuzzer target for what a migration destination, a replication standby and a post-copy
+// peer decode from the wire (migrate/protocol.h, checkpoint_protocol.h, postcopy_protocol.h,
 // page_codec.h, hypervisor::DecodeVmState): any byte string must be accepted or refused with
 // a Status — never a crash, an out-of-bounds access, or a page written outside guest memory.
 //
@@ -18,7 +19,9 @@
 #include <vector>
 
 #include "ferry/hypervisor/vm_state_codec.h"
+#include "ferry/migrate/checkpoint_protocol.h"
 #include "ferry/migrate/page_codec.h"
+#include "ferry/migrate/postcopy_protocol.h"
 #include "ferry/migrate/protocol.h"
 
 namespace {
@@ -94,6 +97,39 @@ void FuzzVmState(std::span<const uint8_t> p) {
   if (!hypervisor::DecodeVmState(p, &state).ok()) return;
   auto again = hypervisor::EncodeVmState(state);
   Check(again.size() == p.size() && std::equal(again.begin(), again.end(), p.begin()));
+}
+
+// A standby's disk-write frame against a disk of (aux+1) MiB: every record it hands on lies
+// inside the payload and the disk, sector-aligned; what it accepted, the builder writes back
+// byte for byte.
+void FuzzDiskWrites(std::span<const uint8_t> p, uint8_t aux) {
+  const uint64_t disk_bytes = (uint64_t(aux) + 1) << 20;
+  DiskWritesBuilder again;
+  Status st = DecodeDiskWrites(p, disk_bytes, [&](const DiskRecord& r) {
+    Check(r.offset % 512 == 0 && r.length % 512 == 0 && r.length > 0 && r.length <= kMaxDiskWriteBytes);
+    Check(r.offset <= disk_bytes && r.length <= disk_bytes - r.offset);
+    if (r.zero) {
+      Check(r.data.empty());
+      again.AddZero(r.offset, r.length);
+    } else {
+      Check(r.data.size() == r.length && r.data.data() >= p.data() && r.data.data() + r.length <= p.data() + p.size());
+      again.Add(r.offset, r.data);
+    }
+    return Status::Ok();
+  });
+  if (!st.ok()) return;
+  auto bytes = again.Finish();
+  Check(bytes.size() == p.size() && std::equal(bytes.begin(), bytes.end(), p.begin()));
+}
+
+// A post-copy switchover for a guest of aux*8+1 pages.
+void FuzzPostcopyState(std::span<const uint8_t> p, uint8_t aux, uint32_t streams) {
+  const uint64_t mem_pages = uint64_t(aux) * 8 + 1;
+  auto m = DecodePostcopyState(p, streams, mem_pages);
+  if (!m.ok()) return;
+  Check(m->stream_frames.size() == streams && m->outstanding.size() == mem_pages);
+  ExpectCanonical(m, p, EncodePostcopyState);
+  FuzzVmState(m->vm_state);
 }
 
 void FuzzXbzrle(std::span<const uint8_t> p, uint8_t aux) {
@@ -238,6 +274,24 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     }
     case static_cast<uint8_t>(MsgType::kPages): FuzzPageBatch(p, aux); break;
     case static_cast<uint8_t>(MsgType::kStreamEnd): ExpectCanonical(DecodeStreamEnd(p), p, EncodeStreamEnd); break;
+    case static_cast<uint8_t>(MsgType::kCheckpoint): {
+      auto c = DecodeCheckpoint(p, streams);
+      ExpectCanonical(c, p, EncodeCheckpoint);
+      if (c.ok()) {
+        Check(c->stream_frames.size() == streams);
+        FuzzVmState(c->vm_state);
+      }
+      break;
+    }
+    case static_cast<uint8_t>(MsgType::kCheckpointAck):
+    case static_cast<uint8_t>(MsgType::kHandover):
+    case static_cast<uint8_t>(MsgType::kHandoverDone): ExpectCanonical(DecodeEpoch(p), p, EncodeEpoch); break;
+    case static_cast<uint8_t>(MsgType::kEpochEnd): ExpectCanonical(DecodeEpochEnd(p), p, EncodeEpochEnd); break;
+    case static_cast<uint8_t>(MsgType::kDiskWrites): FuzzDiskWrites(p, aux); break;
+    case static_cast<uint8_t>(MsgType::kPostcopyState): FuzzPostcopyState(p, aux, streams); break;
+    case static_cast<uint8_t>(MsgType::kPostcopyComplete):
+      ExpectCanonical(DecodePostcopyComplete(p), p, EncodePostcopyComplete);
+      break;
     case kVmStateInput: FuzzVmState(p); break;
     case kXbzrleInput: FuzzXbzrle(p, aux); break;
     case kDeltaRoundTrip: FuzzDeltaRoundTrip(p, aux); break;
