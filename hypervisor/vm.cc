@@ -95,6 +95,12 @@ Result<PauseStats> Vm::Seal(const std::string& why) {
   if (core_->state() == RunState::kRunning) return core_->Pause();
   return PauseStats{};
 }
+bool Vm::SealForHandOff(const std::string& why) {
+  std::lock_guard lock(gate_mu_);
+  if (!sealed_why_.empty()) return false;
+  sealed_why_ = why.empty() ? "sealed" : why;
+  return true;
+}
 void Vm::Unseal() {
   std::lock_guard lock(gate_mu_);
   sealed_why_.clear();

@@ -98,6 +98,11 @@ PostcopySourceResult RunPostcopySource(const Bitmap& outstanding, const Postcopy
     return finish(Failed(why.Annotate("post-copy failed before the destination held every page"), l, stats));
   }
   stats.destination = *complete;
+  if (l.may_hand_off && !l.may_hand_off()) {
+    return finish(Failed(Status(ErrorCode::kAborted, "the source was fenced during post-copy: the destination must "
+                                                     "not run the VM"),
+                         l, stats));
+  }
   // From here on the source never runs this VM again, whether or not our end arrives.
   if (Status end = l.control->Send(MsgType::kPostcopyEnd); !end.ok()) {
     return finish({PostcopyOutcome::kIndeterminate,

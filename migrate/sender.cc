@@ -351,7 +351,8 @@ Status SourceMigration::Switchover() {
 Status SourceMigration::PostCopy() {
   Report("post-copy", outstanding_.Count(), nullptr);
   stats_.postcopy.used = true;
-  PostcopySourceLinks links{streams_.get(), requests_.get(), control_.get(), server_.get()};
+  PostcopySourceLinks links{streams_.get(), requests_.get(), control_.get(), server_.get(),
+                            [this] { return vm_.SealForHandOff("migrated to " + o_.to + " (post-copy)"); }};
   PostcopySourceResult r = RunPostcopySource(outstanding_, links, o_.io_timeout_ms);
   PostcopyFigures& p = stats_.postcopy;
   p.duration_ms = r.stats.duration_ms;
@@ -382,7 +383,7 @@ Status SourceMigration::Fail(const Status& why) {
   }
   if (tracker_) (void)tracker_->Stop();
   (void)vm_.SetThrottle(-1, 0);
-  if (paused_) {
+  if (paused_ && !vm_.sealed()) {  // sealed: fenced meanwhile, it stays paused
     if (Status st = vm_.Resume(); !st.ok()) return Internal(why.message() + "; and resuming the source failed: " + st.message());
   }
   return why;
@@ -403,6 +404,10 @@ Result<MigrationStats> SourceMigration::Run() {
     if (st.ok() && o_.verify) ReadVerification();
   } else {
     if (st.ok()) st = StopAndCopy();
+    // The point of no return: a fence that came during the migration keeps the VM here, sealed.
+    if (st.ok() && !vm_.SealForHandOff("migrating to " + o_.to)) {
+      st = Status(ErrorCode::kAborted, "the VM was fenced during the migration: it is not handed over and stays fenced here");
+    }
     if (!st.ok()) return Fail(st.Annotate("migration to " + o_.to + " failed"));
     st = Commit();
   }

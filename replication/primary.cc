@@ -64,6 +64,7 @@ struct Replicator::Impl {
   uint32_t sync_disk_frames = 0;  // the image copy's frames: counted in the first checkpoint
   uint64_t sync_t0 = 0, sync_round_wire0 = 0;  // guarded by mu: for status()'s live progress
   std::thread thread;
+  std::mutex stop_mu;  // serializes Stop(): joining one thread from two is undefined
 
   mutable std::mutex mu;
   std::condition_variable cv;
@@ -498,7 +499,10 @@ Result<HandoverStats> Replicator::Handover(uint64_t generation) {
 }
 
 void Replicator::Stop(bool keep_standby) {
-  if (!impl_ || !impl_->thread.joinable()) return;
+  if (!impl_) return;
+  // An API's replicate_stop and the VM's exit may stop it at once: one joins, the other waits.
+  std::lock_guard stopping(impl_->stop_mu);
+  if (!impl_->thread.joinable()) return;
   {
     std::lock_guard lock(impl_->mu);
     impl_->stop_requested = true;

@@ -30,6 +30,9 @@ constexpr TransitionRow kRows[] = {
     {P::kStandby, E::kStop, P::kStopped},
     {P::kPromoting, E::kPromoted, P::kRunning},
     {P::kPromoting, E::kPromoteFailed, P::kStandby},
+    {P::kPromoting, E::kArrived, P::kRunning},  // the primary's handover won the race: it runs here
+    // A stop that came as the VM arrived: its source has stopped for good, so it runs here.
+    {P::kStopped, E::kArrived, P::kRunning},
     {P::kBooting, E::kStarted, P::kRunning},
     {P::kBooting, E::kSetGeneration, P::kBooting},
     {P::kBooting, E::kStop, P::kBooting},
@@ -78,14 +81,14 @@ constexpr TransitionRow kRows[] = {
     // Replicating: checkpoints hold the VM, so the operator's pause, resume, snapshot and
     // throttle are refused; a migration would race the replicator for the dirty log.
     {P::kReplicating, E::kStop, P::kReplicating},
-    {P::kReplicating, E::kReplicateStop, P::kRunning},
+    {P::kReplicating, E::kReplicateStop, P::kReplicating},  // until the replicator has stopped
     {P::kReplicating, E::kReplicationEnded, P::kRunning},
     {P::kReplicating, E::kHandover, P::kHandingOver},
     {P::kReplicating, E::kVerify, P::kReplicating},
     {P::kReplicating, E::kUnfence, P::kReplicating},
     {P::kReplicating, E::kSetGeneration, P::kReplicating},
     {P::kHandingOver, E::kCommitted, P::kHandedOver},
-    {P::kHandingOver, E::kDone, P::kRunning},  // failed before the standby was told: runs on here
+    {P::kHandingOver, E::kDone, P::kReplicating, true},  // refused or failed before the standby was told
     {P::kHandingOver, E::kCommitUnknown, P::kCommitUnknown},
     {P::kHandingOver, E::kReplicationEnded, P::kHandingOver},
 };
@@ -217,7 +220,6 @@ Result<Phase> Lifecycle::Begin(Event event) {
   if (!r) return Refused(RefusalReason(from, event));
   if (Held(r->to) || r->to == P::kPromoting) before_ = from;
   if (event == E::kUnfence) fenced_ = false;
-  if (event == E::kReplicateStop && from == P::kFenced && before_ == P::kReplicating) before_ = P::kRunning;
   phase_ = r->back ? before_ : r->to;
   return from;
 }

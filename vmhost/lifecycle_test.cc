@@ -25,6 +25,8 @@ TEST(Lifecycle, NamesParseBack) {
   EXPECT_FALSE(ParsePhase(""));
 }
 
+// Terminal phases have one way out, and no request takes it: a VM arriving (its source has
+// stopped for good) at an incoming or standby host that a stop ended as it arrived.
 TEST(Lifecycle, TableHasOneRowPerPairAndNoExitFromTerminalPhases) {
   size_t n = 0;
   const TransitionRow* rows = TransitionTable(&n);
@@ -32,8 +34,61 @@ TEST(Lifecycle, TableHasOneRowPerPairAndNoExitFromTerminalPhases) {
   for (size_t i = 0; i < n; ++i) {
     EXPECT_TRUE(seen.insert({int(rows[i].from), int(rows[i].event)}).second)
         << PhaseName(rows[i].from) << " + " << EventName(rows[i].event) << " twice";
-    EXPECT_FALSE(IsTerminal(rows[i].from)) << PhaseName(rows[i].from);
+    if (rows[i].from == Phase::kStopped && rows[i].event == Event::kArrived) continue;
+    EXPECT_FALSE(IsTerminal(rows[i].from)) << PhaseName(rows[i].from) << " + " << EventName(rows[i].event);
   }
+}
+
+TEST(Lifecycle, AVmThatArrivesAsItsHostIsStoppedOrPromotedRunsThere) {
+  for (Phase host : {Phase::kIncoming, Phase::kStandby}) {
+    Lifecycle l(host);
+    ASSERT_TRUE(l.Begin(Event::kStop).ok());
+    EXPECT_EQ(l.phase(), Phase::kStopped);
+    for (Event e : kRequests) EXPECT_FALSE(l.Begin(e).ok()) << EventName(e) << " admitted after a stop";
+    ASSERT_TRUE(l.End(Event::kArrived).ok()) << "the only copy of the VM would run in phase stopped";
+    EXPECT_EQ(l.phase(), Phase::kRunning);
+  }
+  Lifecycle s(Phase::kStandby);
+  ASSERT_TRUE(s.Begin(Event::kPromote).ok());
+  ASSERT_TRUE(s.End(Event::kArrived).ok()) << "a handover's VM arriving during a forced promotion";
+  EXPECT_EQ(s.phase(), Phase::kRunning);
+  EXPECT_FALSE(s.End(Event::kPromoteFailed).ok()) << "the failed promotion must not make it a standby again";
+  EXPECT_EQ(s.phase(), Phase::kRunning);
+}
+
+TEST(Lifecycle, ReplicationStaysHeldUntilItsReplicatorHasStopped) {
+  Lifecycle l(Phase::kRunning);
+  ASSERT_TRUE(l.Begin(Event::kReplicate).ok());
+  ASSERT_TRUE(l.Begin(Event::kReplicateStop).ok());
+  EXPECT_EQ(l.phase(), Phase::kReplicating) << "a checkpoint may still be in flight";
+  for (Event e : {Event::kPause, Event::kResume, Event::kMigrate, Event::kSnapshot, Event::kReplicate}) {
+    EXPECT_FALSE(l.Begin(e).ok()) << EventName(e) << " admitted while the replicator stops";
+  }
+  ASSERT_TRUE(l.End(Event::kReplicationEnded).ok());
+  EXPECT_EQ(l.phase(), Phase::kRunning);
+  // Fenced while it stops: still fenced after, and unfenced it runs unreplicated.
+  ASSERT_TRUE(l.Begin(Event::kReplicate).ok());
+  ASSERT_TRUE(l.Begin(Event::kFence).ok());
+  ASSERT_TRUE(l.Begin(Event::kReplicateStop).ok());
+  ASSERT_TRUE(l.End(Event::kReplicationEnded).ok());
+  EXPECT_EQ(l.phase(), Phase::kFenced);
+  ASSERT_TRUE(l.Begin(Event::kUnfence).ok());
+  EXPECT_EQ(l.phase(), Phase::kRunning);
+}
+
+TEST(Lifecycle, ARefusedOrFailedHandoverGoesBackToReplicating) {
+  Lifecycle l(Phase::kRunning);
+  ASSERT_TRUE(l.Begin(Event::kReplicate).ok());
+  ASSERT_TRUE(l.Begin(Event::kHandover).ok());
+  ASSERT_TRUE(l.End(Event::kDone).ok());
+  EXPECT_EQ(l.phase(), Phase::kReplicating) << "the replicator still runs: pause and migrate must stay refused";
+  EXPECT_FALSE(l.Begin(Event::kMigrate).ok());
+  ASSERT_TRUE(l.Begin(Event::kHandover).ok());
+  ASSERT_TRUE(l.Begin(Event::kFence).ok());
+  ASSERT_TRUE(l.End(Event::kDone).ok());
+  EXPECT_EQ(l.phase(), Phase::kFenced);
+  ASSERT_TRUE(l.Begin(Event::kUnfence).ok());
+  EXPECT_EQ(l.phase(), Phase::kReplicating);
 }
 
 // Every request in every phase: obeyed exactly where the table has a row, refused with a

@@ -30,11 +30,13 @@ json VmHost::Fence() {
 }
 
 json VmHost::Unfence() {
+  // The lease is read under control_mu_: a watchdog that finds it run out in between fences
+  // after this unfence, never before it (and is then undone by it).
+  std::lock_guard control(control_mu_);
   {
     std::lock_guard lock(lease_mu_);
     if (lease_expired_) return ErrorReply(Refused("unfence is refused: the HA agent's lease ran out (renew it first)"));
   }
-  std::lock_guard control(control_mu_);
   const bool was_fenced = lifecycle_.fenced();
   auto from = lifecycle_.Begin(Event::kUnfence);
   if (!from.ok()) return ErrorReply(from.status());

@@ -3,6 +3,7 @@
 #include <unistd.h>
 
 #include <chrono>
+#include <cstdio>
 #include <exception>
 
 #include "ferry/base/clock.h"
@@ -43,7 +44,13 @@ void VmHost::Attach(std::unique_ptr<hypervisor::Vm> vm, uint64_t generation, boo
   }
   if (arrived) {
     std::lock_guard control(control_mu_);
-    if (ferry::Status st = lifecycle_.End(Event::kArrived); !st.ok()) FERRY_LOG_WARN("%s", st.message().c_str());
+    const Phase was = lifecycle_.phase();
+    if (ferry::Status st = lifecycle_.End(Event::kArrived); !st.ok()) {
+      FERRY_LOG_ERROR("the VM arrived in phase %s: %s", PhaseName(was), st.message().c_str());
+    } else if (was == Phase::kStopped) {
+      std::fprintf(stderr, "ferry: a stop came as the VM arrived; its source has stopped for good, so it runs here "
+                   "(stop it again to stop it)\n");
+    }
   }
   Notify();
 }
@@ -88,17 +95,27 @@ DecodeLimits VmHost::Limits() const {
   return l;
 }
 
-// The replicator ends on its own (standby lost, link cut): the phase follows.
+// The replicator ends on its own (standby lost, link cut): the phase follows. Read and acted
+// on under control_mu_, so a "replicate" admitted meanwhile is not taken for the one that ended.
 void VmHost::SyncReplication() {
-  bool ended;
+  std::lock_guard control(control_mu_);
   {
     std::lock_guard lock(mu_);
-    ended = replicator_ && !replicator_->running();
+    if (!replicator_ || replication_starting_ || replicator_->running()) return;
   }
-  if (!ended) return;
-  std::lock_guard control(control_mu_);
   Phase p = lifecycle_.phase();
   if (p == Phase::kReplicating || p == Phase::kFenced) (void)lifecycle_.End(Event::kReplicationEnded);
+}
+
+void VmHost::EndHeld(Event outcome) {
+  if (ferry::Status st = lifecycle_.End(outcome); !st.ok()) {
+    FERRY_LOG_ERROR("%s", st.message().c_str());
+    return;
+  }
+  hypervisor::Vm* v = vm();
+  if (v && GuestRuns(lifecycle_.phase()) && !v->sealed() && v->state() == hypervisor::RunState::kPaused) {
+    if (ferry::Status st = v->Resume(); !st.ok()) FERRY_LOG_ERROR("resume after %s: %s", EventName(outcome), st.message().c_str());
+  }
 }
 
 json VmHost::Handle(const json& request, const ApiEmit& emit) {

@@ -43,6 +43,21 @@ TEST(VmHost, StopEndsAHostWithoutAVmOnceAndCancelsItsWait) {
   EXPECT_EQ(cancelled, 1);
 }
 
+// A migration or handover that commits as the operator stops the host: the source has
+// stopped for good, so the VM that arrives runs here rather than in a "stopped" host that
+// refuses every request (which would leave the only copy running unmanaged).
+TEST(VmHost, AVmArrivingAsItsHostIsStoppedRunsThere) {
+  for (Phase waiting : {Phase::kIncoming, Phase::kStandby}) {
+    VmHost host(waiting);
+    host.SetCancel([] {});
+    ASSERT_EQ(host.Handle({{"op", "stop"}}, kNoEmit)["ok"], true);
+    EXPECT_EQ(host.phase(), Phase::kStopped);
+    host.Attach(nullptr, 3, /*arrived=*/true);
+    EXPECT_EQ(host.phase(), Phase::kRunning) << PhaseName(waiting);
+    EXPECT_EQ(host.Handle({{"op", "status"}}, kNoEmit)["state"], "running");
+  }
+}
+
 TEST(VmHost, AStandbyWithoutAReplicaRefusesPromotionAndStaysAStandby) {
   VmHost host(Phase::kStandby);
   json r = host.Handle({{"op", "promote"}, {"force", true}}, kNoEmit);

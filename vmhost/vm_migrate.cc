@@ -93,7 +93,7 @@ json VmHost::Migrate(const MigrateRequest& r, const ApiEmit& emit) {
       (void)v.Seal("a migration's commit went unanswered");
       (void)lifecycle_.End(Event::kCommitUnknown);
     } else {
-      (void)lifecycle_.End(Event::kDone);  // the source runs on (Migrate resumed it)
+      EndHeld(Event::kDone);  // the source runs on (Migrate resumed it)
     }
     return ErrorReply(result.status());
   }

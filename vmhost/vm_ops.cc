@@ -35,12 +35,14 @@ json VmHost::Resume(bool force) {
     // A post-copy destination left unresolved holds its disk writes and output: this copy
     // is the one now, so they go (no-ops elsewhere).
     if (ferry::Status c = vm()->CommitDiskOverlay(); !c.ok()) {
+      (void)vm()->Seal("a commit to the other host went unanswered");
       lifecycle_.Revert(*from, Phase::kRunning);
       return ErrorReply(c.Annotate("write the held disk writes"));
     }
     vm()->StopOutputBuffering();
   }
   if (ferry::Status st = vm()->Resume(); !st.ok()) {
+    if (*from == Phase::kCommitUnknown) (void)vm()->Seal("a commit to the other host went unanswered");
     lifecycle_.Revert(*from, Phase::kRunning);
     return ErrorReply(st);
   }
@@ -124,7 +126,7 @@ json VmHost::Snapshot(const SnapshotRequest& r) {
     } else {
       // Failed or not, the VM goes on as it was (unless a fence came meanwhile: sealed).
       if (before == Phase::kRunning) (void)v.Resume();
-      (void)lifecycle_.End(Event::kDone);
+      EndHeld(Event::kDone);
     }
   }
   uint64_t paused_ns = MonotonicNs() - t0;
@@ -172,7 +174,7 @@ json VmHost::DirtyRate(const DirtyRateRequest& r) {
   auto rate = dirtylog::MeasureDirtyRate(v, r.seconds, r.interval_ms / 1000.0);
   {
     std::lock_guard control(control_mu_);
-    (void)lifecycle_.End(Event::kDone);
+    EndHeld(Event::kDone);
   }
   if (!rate.ok()) return ErrorReply(rate.status());
   json throttle = json::array();

@@ -39,26 +39,30 @@ json VmHost::Replicate(const ReplicateRequest& r) {
     if (!from.ok()) return ErrorReply(from.status());
     std::lock_guard lock(mu_);
     previous.swap(replicator_);
+    replication_starting_ = true;  // until the replicator is in replicator_: replicate_stop and handover wait
   }
   o.generation = r.generation.value_or(generation());
   // Connecting may take the io timeout: not under control_mu_, so a fence is never delayed.
   auto started = replication::Replicator::Start(v, o);
   if (!started.ok()) {
     std::lock_guard control(control_mu_);
-    (void)lifecycle_.End(Event::kReplicationEnded);
-    // A previous replication that left the output held (keep_standby, or a failure under
-    // HA) stays in the status, so the agent still sees the output held and can release it.
-    if (previous && previous->status().output_held) {
+    {
       std::lock_guard lock(mu_);
-      if (!replicator_) replicator_ = std::move(previous);
+      replication_starting_ = false;
+      // A previous replication that left the output held (keep_standby, or a failure under
+      // HA) stays in the status, so the agent still sees the output held and can release it.
+      if (previous && previous->status().output_held && !replicator_) replicator_ = std::move(previous);
     }
+    (void)lifecycle_.End(Event::kReplicationEnded);
     return ErrorReply(started.status());
   }
   previous.reset();
   std::shared_ptr<replication::Replicator> rep = std::move(started).value();
   {
+    std::lock_guard control(control_mu_);
     std::lock_guard lock(mu_);
     replicator_ = rep;
+    replication_starting_ = false;
   }
   if (ferry::Status st = rep->WaitProtected(r.wait_ms); !st.ok()) {
     SyncReplication();
@@ -69,6 +73,8 @@ json VmHost::Replicate(const ReplicateRequest& r) {
   return {{"ok", true}, {"replication", ReplicationStatusJson(rep->status())}};
 }
 
+// The phase stays replicating until the replicator has stopped (a checkpoint may be in
+// flight: it pauses and resumes the guest and reads the dirty log), then follows it.
 json VmHost::ReplicateStop(const ReplicateStopRequest& r) {
   std::shared_ptr<replication::Replicator> rep;
   {
@@ -76,11 +82,29 @@ json VmHost::ReplicateStop(const ReplicateStopRequest& r) {
     auto from = lifecycle_.Begin(Event::kReplicateStop);
     if (!from.ok()) return ErrorReply(from.status());
     std::lock_guard lock(mu_);
+    if (replication_starting_) {
+      return ErrorReply(Status(ErrorCode::kBusy, "replication is still connecting to its standby: stop it once "
+                                                 "\"replicate\" has answered"));
+    }
     rep = replicator_;
   }
   if (!rep) return ErrorReply(Refused("this VM is not being replicated"));
   rep->Stop(r.keep_standby);  // after the checkpoint in flight: outside the locks
+  SyncReplication();
   return {{"ok", true}, {"replication", ReplicationStatusJson(rep->status())}};
+}
+
+// A handover that did not happen (control_mu_ held): back to replicating while the
+// replicator runs (or is still connecting), else on to running, unprotected.
+void VmHost::EndHandoverNotDone() {
+  EndHeld(Event::kDone);
+  bool replicating;
+  {
+    std::lock_guard lock(mu_);
+    replicating = replication_starting_ || (replicator_ && replicator_->running());
+  }
+  const Phase p = lifecycle_.phase();
+  if (!replicating && (p == Phase::kReplicating || p == Phase::kFenced)) EndHeld(Event::kReplicationEnded);
 }
 
 json VmHost::Handover(const HandoverRequest& r) {
@@ -92,13 +116,17 @@ json VmHost::Handover(const HandoverRequest& r) {
     auto from = lifecycle_.Begin(Event::kHandover);
     if (!from.ok()) return ErrorReply(from.status());
     target = r.generation.value_or(generation() + 1);
-    std::lock_guard lock(mu_);
+    std::unique_lock lock(mu_);
     rep = replicator_;
-    if (target <= generation_ || !rep || !rep->running()) {
-      (void)lifecycle_.End(Event::kDone);
-      if (target <= generation_) {
-        return ErrorReply(InvalidArgument("a handover must raise the generation (it is " + std::to_string(generation_) + ")"));
+    const uint64_t generation = generation_;
+    const bool starting = replication_starting_;
+    if (target <= generation || starting || !rep || !rep->running()) {
+      lock.unlock();
+      EndHandoverNotDone();
+      if (target <= generation) {
+        return ErrorReply(InvalidArgument("a handover must raise the generation (it is " + std::to_string(generation) + ")"));
       }
+      if (starting) return ErrorReply(Status(ErrorCode::kBusy, "replication is still connecting to its standby"));
       return ErrorReply(Refused("replication has ended: there is no standby to hand the VM to"));
     }
   }
@@ -109,7 +137,7 @@ json VmHost::Handover(const HandoverRequest& r) {
       (void)v.Seal("a handover's commit went unanswered");
       (void)lifecycle_.End(Event::kCommitUnknown);
     } else {
-      (void)lifecycle_.End(Event::kDone);  // the guest runs on here; replication has ended
+      EndHandoverNotDone();  // refused (no checkpoint yet): still replicating; failed: runs on unprotected
     }
     return ErrorReply(h.status());
   }

@@ -114,6 +114,10 @@ class Vm {
   // request, a replicator's checkpoint) can run them by mistake. Seal and Resume are
   // serialized, so a resume racing a seal either lands before it or is refused.
   Result<PauseStats> Seal(const std::string& why);
+  // Seals a paused VM for a hand-off to another host, unless it is sealed already (fenced):
+  // then false, and the caller must not hand it over. Atomic with Seal(): a fence lands
+  // either before (refusing the hand-off) or after (the VM is gone from here anyway).
+  bool SealForHandOff(const std::string& why);
   void Unseal();
   bool sealed() const;
   // Asks the guest to verify itself / to shut down cleanly (events in the shared page).

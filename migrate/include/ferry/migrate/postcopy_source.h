@@ -77,6 +77,10 @@ struct PostcopySourceLinks {
   Channel* requests = nullptr;   // the page-request connection
   Channel* control = nullptr;
   PostcopyPageServer* server = nullptr;  // started at the switchover
+  // Asked once every page is at the destination, before the source's end lets it release
+  // the VM: false (the source was fenced meanwhile) fails the post-copy instead, so the
+  // destination discards its copy and the fenced source stays as it is. Empty: always true.
+  std::function<bool()> may_hand_off;
 };
 
 // Runs once the destination started the VM; the VM's RAM (the server's) is unchanged since

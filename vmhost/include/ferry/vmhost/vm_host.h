@@ -75,6 +75,9 @@ class VmHost {
   nlohmann::json ReplicationJson() const;
   DecodeLimits Limits() const;
   void SyncReplication();
+  // Records a holding operation's outcome (control_mu_ held); a phase where the guest runs
+  // gets a running guest (a fence and unfence while it held the VM left the vCPUs paused).
+  void EndHeld(Event outcome);
   void Notify();
 
   // vm_ops.cc
@@ -99,6 +102,7 @@ class VmHost {
   nlohmann::json Replicate(const ReplicateRequest& r);
   nlohmann::json ReplicateStop(const ReplicateStopRequest& r);
   nlohmann::json Handover(const HandoverRequest& r);
+  void EndHandoverNotDone();
   void StopReplication();
 
   const std::string api_path_;
@@ -115,9 +119,10 @@ class VmHost {
   // Kept after it ends, for status; shared so a request may use it outside mu_ while a later
   // "replicate" installs another.
   std::shared_ptr<replication::Replicator> replicator_;
+  bool replication_starting_ = false;  // "replicate" is connecting: its replicator is not in replicator_ yet
   bool shutdown_ = false;
 
-  // The lease, guarded by lease_mu_ (never taken with the others held).
+  // The lease, guarded by lease_mu_ (taken after control_mu_, never with mu_ held).
   mutable std::mutex lease_mu_;
   std::condition_variable lease_cv_;
   uint64_t lease_ttl_ms_ = 0;       // 0: no lease
