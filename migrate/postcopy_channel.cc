@@ -43,6 +43,8 @@ Result<PageRequest> DecodePageRequest(std::span<const uint8_t> payload) {
 Status PageRequester::Fetch(uint64_t first, uint32_t count, uint8_t* out) {
   if (count == 0 || count > kMaxPagesPerBatch) return InvalidArgument("a page request asks for 1..256 pages");
   std::lock_guard lock(mu_);
+  // Ended: every page had arrived, so no answer would come to a request sent after the end.
+  if (ended_) return Status(ErrorCode::kAborted, "post-copy: the page-request stream has ended");
   const PageRequest req{next_id_++, first, count};
   FERRY_RETURN_IF_ERROR(channel_.Send(MsgType::kPageRequest, EncodePageRequest(req)));
   FERRY_RETURN_IF_ERROR(channel_.Expect(MsgType::kPageReply, &frame_));
@@ -63,6 +65,7 @@ Status PageRequester::Fetch(uint64_t first, uint32_t count, uint8_t* out) {
 
 Status PageRequester::End() {
   std::lock_guard lock(mu_);
+  ended_ = true;
   return channel_.Send(MsgType::kStreamEnd, EncodeStreamEnd(StreamEnd{0, channel_.frames_sent()}));
 }
 

@@ -77,7 +77,18 @@ Result<PostcopyComplete> PostcopyDestination::Finish(Channel& control, const std
   FERRY_RETURN_IF_ERROR(control.Send(MsgType::kPostcopyComplete, EncodePostcopyComplete(c)).Annotate("post-copy: reporting completion"));
   Frame f;
   control.set_timeout_ms(options_.io_timeout_ms);
-  if (Status st = control.Expect(MsgType::kPostcopyEnd, &f); !st.ok()) {
+  Status st = control.Receive(&f);
+  if (st.ok() && (f.type == static_cast<uint16_t>(MsgType::kError) || f.type == static_cast<uint16_t>(MsgType::kAbort))) {
+    // The source says it gives up: it only does so instead of its end (it resumes, or it was
+    // fenced), so this copy must not run.
+    auto reason = DecodeReason(f.payload);
+    return Status(ErrorCode::kAborted, "post-copy: the source gave up after completion: " +
+                                           (reason.ok() ? *reason : reason.status().message()));
+  }
+  if (st.ok() && f.type != static_cast<uint16_t>(MsgType::kPostcopyEnd)) {
+    st = Corrupt(std::string("expected postcopy-end, got ") + MsgTypeName(f.type));
+  }
+  if (!st.ok()) {
     return Status(ErrorCode::kIndeterminate, "every page arrived and completion was reported, but the source's end did not come (" +
                                                  st.message() + "): the source may have resumed; the VM stays held here");
   }

@@ -71,10 +71,23 @@ PostcopyMemory::PostcopyMemory(uint8_t* base, uint64_t bytes, UniqueFd uffd, Uni
   options_.outstanding = nullptr;  // the caller's: not kept
 }
 
-PostcopyMemory::~PostcopyMemory() {
+PostcopyMemory::~PostcopyMemory() { Abandon(); }
+
+void PostcopyMemory::Abandon() {
+  if (abandoned_.exchange(true)) return;
+  {
+    std::lock_guard lock(mu_);
+    if (!failed_) {
+      failed_ = true;  // a fault read from now on is left for the unregistering to wake
+      error_ = Status(ErrorCode::kAborted, "post-copy abandoned");
+    }
+  }
+  complete_cv_.notify_all();
   const uint64_t one = 1;
   (void)!::write(wake_.get(), &one, sizeof one);
   if (thread_.joinable()) thread_.join();
+  // Unregistering wakes every thread blocked on a fault in the range (the kernel retries the
+  // fault without us: an empty page).
   uffdio_range range{reinterpret_cast<uintptr_t>(base_), pages_ * kPage};
   (void)::ioctl(uffd_.get(), UFFDIO_UNREGISTER, &range);
 }
@@ -134,6 +147,13 @@ void PostcopyMemory::ServeFault(uint64_t address) {
   std::vector<uint8_t> buf(count * kPage);
   Status st = options_.fetch(page, count, buf.data());
   if (st.ok()) st = Install(page, count, buf.data(), true);
+  if (!st.ok() && missing_.load(std::memory_order_acquire) == 0) {
+    // Every page arrived (from the background stream) while this fetch was on its way, and
+    // the request stream may have ended meanwhile: the page is in place and its toucher woken.
+    uffdio_range range{reinterpret_cast<uintptr_t>(base_) + page * kPage, kPage};
+    (void)::ioctl(uffd_.get(), UFFDIO_WAKE, &range);
+    return;
+  }
   if (!st.ok()) {
     Fail(st.Annotate("post-copy: fetching page " + std::to_string(page) + " from the source"));
     return;
@@ -188,6 +208,7 @@ Status PostcopyMemory::Install(uint64_t page, uint32_t count, const uint8_t* dat
 
 Status PostcopyMemory::Place(uint64_t page, const uint8_t* data) {
   if (page >= pages_) return InvalidArgument("post-copy: page " + std::to_string(page) + " is beyond guest memory");
+  if (abandoned_.load(std::memory_order_acquire)) return Status(ErrorCode::kAborted, "post-copy abandoned");
   if (present_[page].load(std::memory_order_acquire)) return Status::Ok();
   return Install(page, 1, data, false);
 }

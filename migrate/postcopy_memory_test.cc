@@ -11,6 +11,7 @@
 #include <atomic>
 #include <chrono>
 #include <cstring>
+#include <mutex>
 #include <random>
 #include <thread>
 
@@ -181,6 +182,55 @@ TEST(PostcopyMemory, AFailedFetchIsReportedOnceAndTheToucherNeverSeesAForeignPag
   EXPECT_TRUE(returned.load());
   EXPECT_EQ(seen.load(), 0u);
   EXPECT_EQ(failures.load(), 1);
+}
+
+// The destination giving up (DestMigration::DiscardPostcopy): a device thread blocked on a
+// missing page inside its own lock (the NIC reading a ring) must let go before the discard
+// takes that lock, while the memory stays valid for stream threads still placing pages.
+TEST(PostcopyMemory, AbandonWakesAToucherBlockedInsideALockAndRefusesLaterPlacements) {
+  Region r(64);
+  ASSERT_NE(r.base, nullptr);
+  PostcopyOptions o;
+  o.window_pages = 1;
+  o.fetch = [](uint64_t first, uint32_t count, uint8_t* out) -> Status {
+    if (first == 30) return Status(ErrorCode::kIo, "the source is gone");
+    for (uint32_t i = 0; i < count; ++i) SourcePage(first + i, out + i * kPage);
+    return Status::Ok();
+  };
+  auto m = PostcopyMemory::Register(r.base, r.bytes, o);
+  ASSERT_TRUE(m.ok()) << m.status().message();
+  std::mutex device;
+  std::atomic<bool> in_lock{false}, returned{false};
+  std::thread nic([&] {
+    std::lock_guard lock(device);
+    in_lock = true;
+    uint64_t v = 0;
+    std::memcpy(&v, r.base + 30 * kPage, 8);  // blocks: page 30 cannot come
+    returned = v == 0;
+  });
+  while (!in_lock.load()) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  EXPECT_FALSE(returned.load());
+  (*m)->Abandon();
+  std::atomic<bool> discarded{false};
+  std::thread discard([&] {
+    std::lock_guard lock(device);  // DiscardOutput
+    discarded = true;
+  });
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(5);
+  while (!discarded.load() && std::chrono::steady_clock::now() < deadline) std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  EXPECT_TRUE(discarded.load()) << "the discard waited forever on a lock held by a blocked toucher";
+  if (!discarded.load()) (*m).reset();  // let the threads end so the test can report
+  nic.join();
+  discard.join();
+  EXPECT_TRUE(returned.load()) << "the toucher must see an empty page, never another";
+  if (*m) {
+    uint8_t page[kPage];
+    SourcePage(50, page);
+    Status placed = (*m)->Place(50, page);
+    EXPECT_FALSE(placed.ok()) << "placing after abandon";
+    (*m)->Abandon();  // twice: harmless
+  }
 }
 
 TEST(PostcopyMemory, RegisterRefusesWhatItCannotServe) {

@@ -110,6 +110,23 @@ PostcopySourceResult RunPostcopySource(const Bitmap& outstanding, const Postcopy
                                                          end.message() + "); the destination keeps the VM held: check it"),
                    stats});
   }
+  // The destination's word that it released the VM: without it the source cannot tell
+  // whether the VM runs anywhere (the end may have been lost), so it does not claim success.
+  Status released = l.control->Expect(MsgType::kPostcopyReleased, &f);
+  Result<std::string> held = released.ok() ? DecodeReason(f.payload) : Result<std::string>(released);
+  if (!held.ok()) {
+    return finish({PostcopyOutcome::kIndeterminate,
+                   Status(ErrorCode::kIndeterminate, "the destination holds every page and was sent the source's end, but "
+                                                     "did not confirm it released the VM (" + held.status().message() +
+                                                     "): check it"),
+                   stats});
+  }
+  if (!held->empty()) {
+    return finish({PostcopyOutcome::kIndeterminate,
+                   Status(ErrorCode::kIndeterminate, "the destination holds the VM paused and could not release it (" +
+                                                     *held + "): see it"),
+                   stats});
+  }
   return finish({PostcopyOutcome::kCompleted, Status::Ok(), stats});
 }
 

@@ -190,6 +190,7 @@ TEST_F(PostcopySwitchover, TouchedPagesAreFetchedOnDemandTheRestStreamsAndComple
     r = RunPostcopySource(outstanding, {streams_.get(), requests_.src.get(), control_.src.get(), &server}, 5000);
   });
   auto done = (*pd)->Finish(*control_.dst, [](PostcopyComplete* c) { c->held_frames = 3; });
+  if (done.ok()) EXPECT_TRUE(control_.dst->Send(MsgType::kPostcopyReleased, EncodeReason("")).ok());
   source.join();
   vcpu.join();
   ASSERT_TRUE(done.ok()) << done.status().message();
@@ -287,6 +288,78 @@ TEST_F(PostcopySwitchover, CompletionWithoutTheSourcesEndIsIndeterminateNotARele
   ASSERT_FALSE(done.ok());
   EXPECT_EQ(done.status().code(), ErrorCode::kIndeterminate) << done.status().message();
   EXPECT_EQ(DifferentPages(), 0u) << "every page did arrive";
+}
+
+TEST_F(PostcopySwitchover, ASourceWhoseEndIsNotConfirmedDoesNotClaimSuccess) {
+  Bitmap outstanding = PrecopyThenChange();
+  PostcopyDestinationOptions o;
+  o.io_timeout_ms = 1000;
+  auto pd = PostcopyDestination::Switch(*dst_, outstanding, *requests_.dst, o);
+  ASSERT_TRUE(pd.ok()) << pd.status().message();
+  StartPostcopyReceivers(&(*pd)->memory());
+  PostcopySourceResult r;
+  std::thread source([&] {
+    PostcopyPageServer server(*requests_.src, src_->host(), kPages, [&] { control_.src->Close(); });
+    r = RunPostcopySource(outstanding, {streams_.get(), requests_.src.get(), control_.src.get(), &server}, 1000);
+  });
+  auto done = (*pd)->Finish(*control_.dst, nullptr);
+  ASSERT_TRUE(done.ok()) << done.status().message();
+  control_.dst->Close();  // the destination host dies as it releases: the source cannot tell
+  source.join();
+  EXPECT_EQ(r.outcome, PostcopyOutcome::kIndeterminate) << r.why.message();
+  EXPECT_EQ(r.why.code(), ErrorCode::kIndeterminate);
+  EXPECT_NE(r.why.message().find("did not confirm"), std::string::npos) << r.why.message();
+}
+
+TEST_F(PostcopySwitchover, ADestinationThatHoldsTheVmIsNoSuccessEither) {
+  Bitmap outstanding = PrecopyThenChange();
+  PostcopyDestinationOptions o;
+  o.io_timeout_ms = 1000;
+  auto pd = PostcopyDestination::Switch(*dst_, outstanding, *requests_.dst, o);
+  ASSERT_TRUE(pd.ok()) << pd.status().message();
+  StartPostcopyReceivers(&(*pd)->memory());
+  PostcopySourceResult r;
+  std::thread source([&] {
+    PostcopyPageServer server(*requests_.src, src_->host(), kPages, [&] { control_.src->Close(); });
+    r = RunPostcopySource(outstanding, {streams_.get(), requests_.src.get(), control_.src.get(), &server}, 1000);
+  });
+  auto done = (*pd)->Finish(*control_.dst, nullptr);
+  ASSERT_TRUE(done.ok()) << done.status().message();
+  ASSERT_TRUE(control_.dst->Send(MsgType::kPostcopyReleased, EncodeReason("held: the disk image refused the writes")).ok());
+  source.join();
+  EXPECT_EQ(r.outcome, PostcopyOutcome::kIndeterminate) << r.why.message();
+  EXPECT_NE(r.why.message().find("the disk image refused"), std::string::npos) << r.why.message();
+}
+
+// A source fenced while post-copy ran (its lease ran out) must not let the destination run
+// the VM: it fails the post-copy, and the destination, told so, discards rather than waiting
+// in commit-unknown.
+TEST_F(PostcopySwitchover, AFencedSourceNeverSendsItsEndAndTheDestinationDiscards) {
+  Bitmap outstanding = PrecopyThenChange();
+  PostcopyDestinationOptions o;
+  o.io_timeout_ms = 2000;
+  auto pd = PostcopyDestination::Switch(*dst_, outstanding, *requests_.dst, o);
+  ASSERT_TRUE(pd.ok()) << pd.status().message();
+  StartPostcopyReceivers(&(*pd)->memory());
+  PostcopySourceResult r;
+  std::atomic<int> asked{0};
+  std::thread source([&] {
+    PostcopyPageServer server(*requests_.src, src_->host(), kPages, [&] { control_.src->Close(); });
+    PostcopySourceLinks links{streams_.get(), requests_.src.get(), control_.src.get(), &server, [&] {
+                                ++asked;
+                                return false;
+                              }};
+    r = RunPostcopySource(outstanding, links, 2000);
+  });
+  auto done = (*pd)->Finish(*control_.dst, nullptr);
+  source.join();
+  EXPECT_EQ(asked.load(), 1);
+  EXPECT_EQ(r.outcome, PostcopyOutcome::kFailed) << r.why.message();
+  EXPECT_NE(r.why.message().find("fenced"), std::string::npos) << r.why.message();
+  ASSERT_FALSE(done.ok());
+  EXPECT_NE(done.status().code(), ErrorCode::kIndeterminate)
+      << "the source said it gives up: the destination must discard, not wait for an operator: " << done.status().message();
+  EXPECT_NE(done.status().message().find("fenced"), std::string::npos) << done.status().message();
 }
 
 }  // namespace

@@ -62,6 +62,7 @@ const char* MsgTypeName(uint16_t type) {
     case MsgType::kPostcopyState: return "postcopy-state";
     case MsgType::kPostcopyComplete: return "postcopy-complete";
     case MsgType::kPostcopyEnd: return "postcopy-end";
+    case MsgType::kPostcopyReleased: return "postcopy-released";
   }
   return "unknown";
 }
@@ -77,7 +78,8 @@ uint32_t MaxPayload(uint16_t type) {
     case MsgType::kStarted: return 16;
     case MsgType::kVerifyResult: return 1 + 4 + kMaxReport;
     case MsgType::kAbort:
-    case MsgType::kError: return 4 + kMaxReason;
+    case MsgType::kError:
+    case MsgType::kPostcopyReleased: return 4 + kMaxReason;
     case MsgType::kPages: return kMaxPayload;
     case MsgType::kStreamEnd: return 16;
     case MsgType::kCheckpoint: return 8 + 4 + 8 * kMaxStreams + 4 + 4 + kMaxState;

@@ -365,16 +365,23 @@ Status DestMigration::SwitchToPostcopy(const Frame& f) {
 
 // Throws this copy away without anything having left the host: held output dropped, held
 // disk writes dropped (the image untouched), the VM stopped; the source resumes.
+// Order matters: a vCPU or a device thread may be blocked on a missing page while it holds a
+// device's lock (the NIC reading a ring, the disk a buffer), so the memory is abandoned first
+// (they wake, to empty pages, and whatever they then emit is held); the locks are then free
+// for the discards. The stream threads may be inside Place() until joined: only then does
+// the post-copy state go.
 void DestMigration::DiscardPostcopy(std::vector<std::thread>& threads) {
+  FailAll(Status(ErrorCode::kAborted, "post-copy abandoned"));
+  if (postcopy_) postcopy_->memory().Abandon();
+  vm_->Stop();
   vm_->DiscardOutput();
   vm_->DiscardDiskOverlay();
-  vm_->Stop();
-  FailAll(Status(ErrorCode::kAborted, "post-copy abandoned"));
-  postcopy_live_.store(nullptr);
-  postcopy_.reset();  // unregisters: a vCPU blocked on a missing page wakes into the stop
   for (auto& t : threads) {
     if (t.joinable()) t.join();
   }
+  place_.store(nullptr, std::memory_order_release);
+  postcopy_live_.store(nullptr);
+  postcopy_.reset();
 }
 
 Result<Received> DestMigration::RunPostcopy(std::vector<std::thread>& threads) {
@@ -418,6 +425,7 @@ Result<Received> DestMigration::RunPostcopy(std::vector<std::thread>& threads) {
     (void)vm_->Seal("post-copy: the source's end did not come");
     FailAll(Status(ErrorCode::kAborted, "post-copy: waiting for the operator"));
     for (auto& t : threads) t.join();
+    place_.store(nullptr, std::memory_order_release);
     postcopy_live_.store(nullptr);
     postcopy_.reset();
     stats_.postcopy_unresolved = true;
@@ -434,13 +442,24 @@ Result<Received> DestMigration::RunPostcopy(std::vector<std::thread>& threads) {
     std::lock_guard lock(mu_);
     if (!first_error_.ok()) std::fprintf(stderr, "ferry incoming: after post-copy: %s\n", first_error_.message().c_str());
   }
+  place_.store(nullptr, std::memory_order_release);
   postcopy_live_.store(nullptr);
   postcopy_.reset();  // every page is here
   if (Status c = vm_->CommitDiskOverlay(); !c.ok()) {
-    // The writes stay held in memory (the guest reads them); the image did not take them.
-    std::fprintf(stderr, "ferry incoming: WRITING THE HELD DISK WRITES FAILED: %s\n", c.message().c_str());
+    // The image did not take the writes: releasing the output now would answer clients for
+    // writes that exist only in this process. This is the only copy (the source has stopped
+    // for good), so it is kept, paused, with its output and the writes held: the operator
+    // fixes the disk and `ferry resume --force` writes them and releases it.
+    (void)vm_->Seal("post-copy: writing the held disk writes failed");
+    stats_.postcopy_unresolved = true;
+    std::fprintf(stderr, "ferry incoming: WRITING THE HELD DISK WRITES FAILED: %s; the VM stays held here\n",
+                 c.message().c_str());
+    (void)control_->Send(MsgType::kPostcopyReleased, EncodeReason("held: " + c.message()));
+    control_->Close();
+    return Received{std::move(vm_), stats_};
   }
   vm_->StopOutputBuffering();
+  (void)control_->Send(MsgType::kPostcopyReleased, EncodeReason(""));  // lost: the source says it cannot tell
   for (auto& ch : data_) stats_.wire_bytes += ch->bytes_received();
   stats_.wire_bytes += control_->bytes_received() + requests_->bytes_received();
   stats_.pages = pages_;

@@ -93,8 +93,8 @@ HostOutcome RunIncoming(const migrate::IncomingOptions& options, const std::stri
                  static_cast<unsigned long long>(s.postcopy_placed_pages), s.postcopy_ms);
   }
   if (s.postcopy_unresolved) {
-    std::fprintf(stderr, "ferry incoming: the VM is held here, paused, its output and disk writes kept: check the source; "
-                 "`ferry resume --force` runs it here, `ferry stop` drops it\n");
+    std::fprintf(stderr, "ferry incoming: the VM is held here, paused, its output and disk writes kept (why: above): "
+                 "`ferry resume --force` runs it here (after checking the source), `ferry stop` drops it\n");
     host.AttachUnresolved(std::move(r->vm), s.generation);
     return Finish(host, false);
   }

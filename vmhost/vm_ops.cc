@@ -56,7 +56,8 @@ json VmHost::Stop(bool force) {
     auto from = lifecycle_.Begin(Event::kStop);
     if (!from.ok()) return ErrorReply(from.status());
     if (hypervisor::Vm* v = vm()) {
-      if (force) {
+      // commit-unknown: the guest is paused and sealed and will not run to hear a request.
+      if (force || *from == Phase::kCommitUnknown) {
         v->Stop();
       } else {
         v->RequestGuestStop();

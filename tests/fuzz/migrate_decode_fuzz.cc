@@ -265,6 +265,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
       ExpectCanonical(DecodeVerifyResult(p), p, EncodeVerifyResult);
       break;
     case static_cast<uint8_t>(MsgType::kAbort):
+    case static_cast<uint8_t>(MsgType::kPostcopyReleased):
     case static_cast<uint8_t>(MsgType::kError): {
       auto r = DecodeReason(p);
       if (r.ok()) {

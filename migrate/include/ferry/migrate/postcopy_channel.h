@@ -39,6 +39,7 @@ class PageRequester {
   Channel& channel_;
   std::mutex mu_;
   uint64_t next_id_ = 1;  // guarded by mu_
+  bool ended_ = false;    // guarded by mu_
   Frame frame_;           // guarded by mu_
 };
 

@@ -53,8 +53,15 @@ class PostcopyMemory {
   // Registers [base, base + bytes) (page-aligned; anonymous private memory or a shared memfd
   // mapping, whose outstanding pages must all be holes) and starts the fault thread.
   static Result<std::unique_ptr<PostcopyMemory>> Register(uint8_t* base, uint64_t bytes, PostcopyOptions options);
-  ~PostcopyMemory();  // stops the fault thread and unregisters (blocked touchers then see zero pages: stop them first)
+  ~PostcopyMemory();  // Abandon()s if it was not (blocked touchers then see zero pages: stop them first)
 
+  // Gives up for good (this copy of the VM is being thrown away; call from neither the fault
+  // thread nor a fetch): faults are no longer served, the range is unregistered, and every
+  // toucher blocked on a missing page wakes to find it empty, so a device thread blocked
+  // inside its lock lets go (what it then does must not leave the host: output and disk writes
+  // are held until the end of post-copy). Place() refuses from now on. The object stays
+  // valid until destroyed, for threads still inside Place().
+  void Abandon();
   // Installs a page that arrived in the background; Ok if it was already there.
   Status Place(uint64_t page, const uint8_t* data);
   bool Present(uint64_t page) const;
@@ -82,6 +89,7 @@ class PostcopyMemory {
   std::condition_variable complete_cv_;
   Status error_ = Status::Ok();
   bool failed_ = false;
+  std::atomic<bool> abandoned_{false};
   uint64_t faults_ = 0, fetched_ = 0, placed_ = 0, zero_filled_ = 0;
   std::vector<uint32_t> fault_us_;  // latencies, capped in count
   std::thread thread_;

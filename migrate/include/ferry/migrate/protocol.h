@@ -23,7 +23,7 @@ inline constexpr uint32_t kMagic = 0x47494d46;  // "FMIG" on the wire
 // Version 2: the VM config and state carry the PV devices (disk, NIC).
 // Version 3: replication (checkpoints, epoch ends, disk writes; begin's replication flag).
 // Version 4: post-copy (begin's post-copy flag, its request stream, switchover and completion).
-inline constexpr uint16_t kVersion = 5;
+inline constexpr uint16_t kVersion = 6;
 inline constexpr size_t kHeaderSize = 24;
 inline constexpr uint32_t kPageBytes = 4096;
 inline constexpr uint32_t kMaxPagesPerBatch = 256;
@@ -65,6 +65,7 @@ enum class MsgType : uint16_t {
   kPostcopyState = 26,     // src -> dst (control): switchover: frame counts, pages to follow, state
   kPostcopyComplete = 27,  // dst -> src (control): every page is here; waiting for the source's word
   kPostcopyEnd = 28,       // src -> dst (control): the source has stopped for good: release the output
+  kPostcopyReleased = 29,  // dst -> src (control): the VM runs there, released (empty reason), or is held (why)
 };
 const char* MsgTypeName(uint16_t type);
 
