@@ -49,6 +49,7 @@ struct Replicator::Impl {
   bool SleepUntil(uint64_t ns);  // false: Stop() was called
   void Run();
   Status RunEpochs();  // the initial sync, then checkpoints until stopped or failed
+  bool StopRequested();
   void Finish(const Status& why);
   void FinishHandover(ReplicationState state, const Status& why);
   void SetState(ReplicationState s);
@@ -134,6 +135,7 @@ Status Replicator::Impl::SendDiskImage() {
   migrate::DiskWritesBuilder b;
   uint64_t sent = 0;
   for (uint64_t off = 0; off < static_cast<uint64_t>(sb.st_size); off += kDiskChunk) {
+    if (StopRequested()) return Status::Ok();  // InitialSync sees it too and ends early
     uint64_t len = std::min<uint64_t>(kDiskChunk, sb.st_size - off);
     ssize_t n = ::pread(fd.get(), chunk.data(), len, static_cast<off_t>(off));
     if (n != static_cast<ssize_t>(len)) return ErrnoError("read the disk image " + path);
@@ -180,6 +182,9 @@ Status Replicator::Impl::InitialSync() {
   }
   vm.StartDiskJournal(o.disk_journal_bytes);
   FERRY_RETURN_IF_ERROR(SendDiskImage());
+  // A stop asked during the sync ends it between disk chunks and between rounds (not within
+  // a round): RunEpochs then stops as it would between checkpoints.
+  if (StopRequested()) return Status::Ok();
   migrate::RateLimiter limiter(o.sync_bandwidth);
   if (o.sync_bandwidth) streams->SetLimiter(&limiter);
   struct Unlimit {
@@ -196,6 +201,7 @@ Status Replicator::Impl::InitialSync() {
   for (uint64_t w = 0; w < populated.word_count(); ++w) pending.pages.words()[w] &= populated.words()[w];
   // Live rounds until the dirty set stops shrinking: what is left goes in the first checkpoint.
   for (uint32_t round = 0; round < kMaxSyncRounds; ++round) {
+    if (StopRequested()) return Status::Ok();
     uint64_t count = pending.Count();
     const uint64_t round_t0 = MonotonicNs();
     {
@@ -249,7 +255,9 @@ Status Replicator::Impl::Checkpoint(uint64_t epoch, uint64_t* resume_ns, bool fi
   if (epoch == 1) vm.StartOutputBuffering();
   const uint64_t out_epoch = vm.SealOutput();  // what the guest sent in this epoch waits for its ack
   if (paused_here && !final) {
-    FERRY_RETURN_IF_ERROR(vm.Resume());
+    // Refused because a fence sealed the VM meanwhile: the fence holds it paused now, and
+    // replication goes on (a failure here would end the standby the HA manager may promote).
+    if (Status r = vm.Resume(); !r.ok() && !vm.sealed()) return r;
     paused_here = false;
   }
   const uint64_t t1 = MonotonicNs();
@@ -323,6 +331,11 @@ Status Replicator::Impl::HandOver(uint64_t epoch) {
   return Status::Ok();
 }
 
+bool Replicator::Impl::StopRequested() {
+  std::lock_guard lock(mu);
+  return stop_requested;
+}
+
 bool Replicator::Impl::SleepUntil(uint64_t ns) {
   std::unique_lock lock(mu);
   for (;;) {
@@ -380,9 +393,10 @@ void Replicator::Impl::Finish(const Status& why) {
     FinishHandover(ReplicationState::kHandoverIndeterminate, why);
     return;
   }
-  if (keep) {
+  if (keep || (!stopped && vm.sealed())) {
     // Nothing said: an abort or an error would end the standby; a closed stream leaves it
-    // its last committed checkpoint, promotable.
+    // its last committed checkpoint, promotable. So also when the VM was fenced: the HA
+    // manager fenced it to promote the standby, which it could not if the standby had ended.
   } else if (stopped) {
     control->set_timeout_ms(2000);
     // Tell the standby first and let it hang up, so it reads the reason rather than seeing a

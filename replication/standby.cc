@@ -410,7 +410,9 @@ Status Standby::Impl::Replicate() {
     });
   }
   control->set_timeout_ms(o.sync_timeout_ms);
-  Status result = ControlLoop();
+  // Guarded: an exception (out of memory staging a checkpoint) would otherwise unwind past
+  // the joinable stream threads and end the process, and the replica with it.
+  Status result = Guarded("the standby's control stream", [this] { return ControlLoop(); });
   FailAll(result);
   for (auto& t : threads) t.join();
   std::lock_guard lock(mu);
@@ -502,6 +504,13 @@ Result<std::unique_ptr<hypervisor::Vm>> Standby::Promote(bool force, uint64_t ge
   if (m.st.state == StandbyState::kPromoted) return InvalidArgument("this standby was promoted already");
   if (m.st.committed_epoch == 0) {
     return InvalidArgument(std::string("no whole checkpoint has arrived yet (state ") + StandbyStateName(m.st.state) + "): nothing to promote");
+  }
+  if (m.st.state == StandbyState::kCancelled) return Refused("this standby was stopped: nothing to promote");
+  if (m.st.state == StandbyState::kEnded && !force) {
+    // The primary ended replication on purpose and runs on: a replica started now would be
+    // a second copy of the VM.
+    return Refused("the primary ended replication and runs on (" + m.st.error +
+                   "): promoting would run a second copy; --force if you have stopped it yourself");
   }
   if (m.in_session) {
     if (!force) {

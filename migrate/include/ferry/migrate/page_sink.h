@@ -15,9 +15,16 @@ namespace ferry::migrate {
 // Decoded pages held back from guest memory until their checkpoint is complete (a
 // replication standby), in arrival order; each page at most once per checkpoint.
 struct StagedPages {
+  // Capacity kept across checkpoints for reuse; one unusually large checkpoint does not pin
+  // its size for the life of the standby (on top of the replica itself).
+  static constexpr size_t kKeptBytes = 64u << 20;
   std::vector<uint64_t> index;
   std::vector<uint8_t> data;  // index.size() pages
   void Clear() {
+    if (data.capacity() > kKeptBytes) {
+      std::vector<uint8_t>().swap(data);
+      std::vector<uint64_t>().swap(index);
+    }
     index.clear();
     data.clear();
   }
