@@ -50,6 +50,20 @@ TEST(AgentSim, WithoutALeaseAKilledAgentsVmIsFailedOverAtOnce) {
   ASSERT_TRUE(sim.RunUntil([&] { return sim.ProtectedOn("b"); }, 200));
 }
 
+// Found by review: an agent restarted at once, before the backup failed over, knew no claim
+// and booted the VM afresh (blank RAM) as if it had never run. It now learns the claim from
+// the others' reports and lets the backup's replica take over.
+TEST(AgentSim, WithoutALeaseAnAgentRestartedAtOnceNeverBootsTheVmAfresh) {
+  Sim sim;
+  ASSERT_TRUE(sim.RunUntil([&] { return sim.ProtectedOn("a", "b"); }, 100));
+  sim.Run(5);
+  sim.KillAgent("a");
+  sim.RestartAgent("a");
+  ASSERT_TRUE(sim.RunUntil([&] { return sim.PrimaryHost() == "b"; }, 50));  // Step(): nothing acked is lost
+  EXPECT_EQ(sim.world.boots, 1) << "booted afresh";
+  ASSERT_TRUE(sim.RunUntil([&] { return sim.ProtectedOn("b"); }, 200));
+}
+
 // With a 2 s lease, an agent restarted within it adopts its VMMs: no failover, no fence,
 // protection never lost.
 TEST(AgentSim, WithALeaseAnAgentRestartedInTimeAdoptsItsVmmsWithoutAFailover) {

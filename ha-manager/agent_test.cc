@@ -137,6 +137,28 @@ TEST(AgentSim, APartitionedOwnerFencesAndRejoinsWithoutTwoCopies) {
   EXPECT_EQ(sim.PrimaryHost(), "b");
 }
 
+// Found by review: the partition heals after the majority agreed b's failover claim but before
+// b reported a primary. a, which was not in the view that agreed it, must learn it from the
+// reports (every report carries its sender's claims) rather than unfence and claim the same
+// generation itself: that ran the VM on a and on b at one generation, forever.
+TEST(AgentSim, APartitionThatHealsBeforeTheNewOwnerRunsNeverLetsTheOldOneUnfence) {
+  Sim sim;
+  ASSERT_TRUE(sim.RunUntil([&] { return sim.ProtectedOn("a", "b"); }, 100));
+  const uint64_t g = sim.world.Find("a", "kv")->generation;
+  sim.Partition("a");
+  ASSERT_TRUE(sim.RunUntil([&] {
+    const Claim* c = sim.agent("b").state().claim("kv");
+    return c && c->generation > g && c->host == "b";
+  }, 50));
+  FakeVmm* b = sim.world.Find("b", "kv");
+  ASSERT_TRUE(b && b->role == Role::kStandby) << "b promoted in the step that agreed its claim: the window is gone";
+  sim.Heal();
+  sim.Run(50);  // Step(): never two copies serving
+  ASSERT_TRUE(sim.RunUntilStalePrimaryGone("a")) << "the stale primary on a must go";
+  EXPECT_EQ(sim.PrimaryHost(), "b");
+  EXPECT_GT(sim.world.Find("b", "kv")->generation, g);
+}
+
 // The owner's Corosync crashes (or restarts): its agent stays up, counts itself alone, fences
 // at once (well before the others' promote_delay_ms), sends nothing while it is gone, and on
 // rejoining finds the newer generation and gives up its stale primary.

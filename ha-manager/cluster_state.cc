@@ -172,6 +172,14 @@ bool ClusterState::Apply(const std::string& host, const json& j) {
     for (const auto& i : list) {
       if (i.primary() && config_.Vm(i.vm)) Accept(i.vm, Claim{i.generation, host, "report"});
     }
+    // Claims the sender holds: each was agreed by a majority that it was part of. Learned ones
+    // say "report", so no owner boots or promotes on a claim it did not see agreed.
+    for (const auto& c : j.value("claims", json::array())) {
+      if (!c.is_object()) continue;
+      const std::string vm = c.value("vm", ""), owner = c.value("host", "");
+      const uint64_t generation = c.value("generation", uint64_t{0});
+      if (config_.Vm(vm) && config_.Host(owner) && generation > 0) Accept(vm, Claim{generation, owner, "report"});
+    }
     reports_[host] = std::move(list);
     if (j.contains("stats") && j["stats"].is_object()) stats_[host] = j["stats"];
     fresh_.insert(host);
@@ -273,9 +281,16 @@ std::string ClusterState::ReportMessage(const std::string& host, const std::vect
 
 std::string ClusterState::ReportMessage(const std::string& host, const std::vector<Instance>& instances,
                                         const json& stats) {
+  return ReportMessage(host, instances, stats, {});
+}
+
+std::string ClusterState::ReportMessage(const std::string& host, const std::vector<Instance>& instances,
+                                        const json& stats, const std::map<std::string, Claim>& claims) {
   json list = json::array();
   for (const auto& i : instances) list.push_back(i.ToJson());
-  return json{{"t", "report"}, {"host", host}, {"instances", list}, {"stats", stats}}.dump();
+  json known = json::array();
+  for (const auto& [vm, c] : claims) known.push_back({{"vm", vm}, {"generation", c.generation}, {"host", c.host}});
+  return json{{"t", "report"}, {"host", host}, {"instances", list}, {"stats", stats}, {"claims", known}}.dump();
 }
 
 std::string ClusterState::MoveMessage(const std::string& vm, const std::string& to, bool on) {

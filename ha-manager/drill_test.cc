@@ -85,7 +85,8 @@ TEST(DrillFaults, TheCorosyncStartCommandRunsDetachedWithItsOutputInTheHostsDir)
   h.corosync_start = {"sh", "-c", "echo started in session $(ps -o sid= -p $$)"};
   ASSERT_TRUE(StartCorosync(h).ok());
   std::string got;
-  for (int i = 0; i < 100 && got.find("started") == std::string::npos; ++i) {
+  // Up to 10 s: under a loaded machine (a build beside it) sh and ps took over 2 s to start.
+  for (int i = 0; i < 500 && got.find("started") == std::string::npos; ++i) {
     ::usleep(20000);
     std::ifstream in(h.dir + "/corosync-start.log");
     std::getline(in, got);

@@ -173,6 +173,12 @@ class ClusterState {
   static std::string MoveMessage(const std::string& vm, const std::string& to, bool on = true);
   static std::string ReportMessage(const std::string& host, const std::vector<Instance>& instances,
                                    const nlohmann::json& stats);
+  // With the sender's claims: a host that was not in the view that agreed a claim (it was cut
+  // off, or its agent restarted) learns it from the next reports, before it decides anything
+  // (complete() waits for them), instead of acting on an owner it remembers.
+  static std::string ReportMessage(const std::string& host, const std::vector<Instance>& instances,
+                                   const nlohmann::json& stats, const std::map<std::string, Claim>& claims);
+  const std::map<std::string, Claim>& claims() const { return claims_; }
 
   // The agent's own bookkeeping, consulted by Decide().
   std::map<std::string, uint64_t> launched;         // vm -> generation booted or promoted here
