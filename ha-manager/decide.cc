@@ -237,6 +237,16 @@ Verdict StandbyTakesOverAGoneOwner(const Ctx& x) {
   const bool waited = x.state.live(x.c->host) || x.state.absent_ms(x.c->host, x.state.now_ms) >=
                                                        std::max(x.config.promote_delay_ms, x.config.lease_ms);
   if (!waited) return Wait();
+  // A make-before-break switch left two replicas: the owner last asked for protection on
+  // another host, and that standby holds a checkpoint at this generation. The output may
+  // have been released on its acknowledgement, so only it holds every acknowledged write:
+  // it claims, this one waits (and ends once the claim names the other).
+  if (auto p = x.state.protect(x.v.name); p && p->first != x.self && p->second == x.G) {
+    const Instance* other = x.state.instance(p->first, x.v.name);
+    if (x.state.live(p->first) && other && other->standby() && other->generation == x.G && other->committed > 0) {
+      return Wait();
+    }
+  }
   if (x.mine->committed > 0 && x.mine->generation == x.G && !x.claim_pending) {
     return Do(Action::kClaim, x, x.self, x.G + 1, "failover");
   }

@@ -91,6 +91,32 @@ TEST(Decide, TheStandbyClaimsTheNextGenerationWhenTheOwnerLeavesThenPromotes) {
 // the majority had given generation 2 to the standby's host; the owner then unfenced as "still
 // the owner": two copies served. A claim delivered in a minority view owns nothing, and the
 // majority's claim, learnt from reports on rejoin, makes the old primary stale.
+// Found by review: the owner moved its protection from b to c make-before-break; c holds a
+// checkpoint (the output may have left on its acknowledgement) while b still holds its older
+// replica. The owner dies: only c may claim, or b could win and promote a replica that
+// acknowledged writes outran.
+TEST(Decide, AfterASwitchOnlyTheStandbyTheOwnerLastProtectedOnTakesOver) {
+  auto c = Config();
+  for (const char* self : {"b", "c"}) {
+    ClusterState s(c, self);
+    s.OnView({"a", "b", "c"}, true);
+    Hear(s, {{"a", {Primary(1, ReplicationState::kProtected, "c")}}, {"b", {Standby(1, 40)}}, {"c", {Standby(1, 3)}}});
+    ASSERT_TRUE(s.OnMessage("a", ClusterState::ProtectMessage("kv", "c", 1)));
+    s.OnView({"b", "c"}, true, 1000);
+    Hear(s, {{"b", {Standby(1, 40)}}, {"c", {Standby(1, 3)}}});
+    s.now_ms = 1000 + c.promote_delay_ms;
+    const std::string me = self;
+    auto acts = Decide(c, me, s, {me == "b" ? Standby(1, 40) : Standby(1, 3)}, {});
+    if (me == "b") {
+      EXPECT_TRUE(acts.empty()) << "b claimed over the standby that the owner switched to";
+    } else {
+      ASSERT_EQ(acts.size(), 1u);
+      EXPECT_EQ(acts[0].kind, Action::kClaim);
+      EXPECT_EQ(acts[0].why, "failover");
+    }
+  }
+}
+
 TEST(Decide, AClaimDeliveredInAMinorityViewOwnsNothing) {
   auto c = Config();
   ClusterState s(c, "a");
