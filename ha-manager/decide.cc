@@ -230,7 +230,13 @@ Verdict OwnerProtects(const Ctx& x) {
 // --- Rules for the holder of a standby of another host's VM ---
 
 Verdict StandbyTakesOverAGoneOwner(const Ctx& x) {
-  if (OwnerAlive(x)) return Pass();
+  // A handover to this standby whose answer was lost: the old primary stays paused and sealed
+  // (commit-unknown) and waits for a running guest that, if this standby never ran the VM, no
+  // rule would bring. It is as good as gone: this replica takes over at the next generation.
+  const Instance* owner = x.state.instance(x.c->host, x.v.name);
+  const bool handover_lost = owner && owner->primary() && owner->standby_host == x.self &&
+                             owner->ReplicationIs(ReplicationState::kHandoverIndeterminate);
+  if (OwnerAlive(x) && !handover_lost) return Pass();
   // A host that left gets promote_delay_ms to fence itself first (with a watchdog lease: the
   // lease, by which its VMMs fence themselves even if its agent is gone); a VM whose host is still
   // here but lost its process is taken over at once.

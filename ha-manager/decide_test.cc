@@ -117,6 +117,25 @@ TEST(Decide, AfterASwitchOnlyTheStandbyTheOwnerLastProtectedOnTakesOver) {
   }
 }
 
+// Found by review: the old primary's handover went unanswered and the standby never ran the
+// VM. The old primary stays sealed in commit-unknown; the standby must take over, or nothing
+// ever runs the VM again.
+TEST(Decide, AStandbyTakesOverFromAnOwnerWhoseHandoverToItWentUnanswered) {
+  auto c = Config();
+  ClusterState s(c, "b");
+  s.OnView({"a", "b", "c"}, true);
+  Hear(s, {{"a", {Primary(1, ReplicationState::kHandoverIndeterminate, "b")}}, {"b", {Standby(1, 9)}}, {"c", {}}});
+  auto acts = Decide(c, "b", s, {Standby(1, 9)}, {});
+  ASSERT_EQ(acts.size(), 1u);
+  EXPECT_EQ(acts[0].kind, Action::kClaim);
+  EXPECT_EQ(acts[0].generation, 2u);
+  // The same owner replicating normally is alive: nothing.
+  ClusterState t(c, "b");
+  t.OnView({"a", "b", "c"}, true);
+  Hear(t, {{"a", {Primary(1, ReplicationState::kProtected, "b")}}, {"b", {Standby(1, 9)}}, {"c", {}}});
+  EXPECT_TRUE(Decide(c, "b", t, {Standby(1, 9)}, {}).empty());
+}
+
 TEST(Decide, AClaimDeliveredInAMinorityViewOwnsNothing) {
   auto c = Config();
   ClusterState s(c, "a");
