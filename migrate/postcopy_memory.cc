@@ -30,6 +30,12 @@ double Percentile(std::vector<uint32_t> v, double q) {
 
 }  // namespace
 
+Status PostcopyMemory::Available() {
+  UniqueFd uffd(static_cast<int>(::syscall(SYS_userfaultfd, O_CLOEXEC | O_NONBLOCK)));
+  if (!uffd.valid()) return ErrnoError("userfaultfd (post-copy needs it: vm.unprivileged_userfaultfd or CAP_SYS_PTRACE)", errno);
+  return Status::Ok();
+}
+
 Result<std::unique_ptr<PostcopyMemory>> PostcopyMemory::Register(uint8_t* base, uint64_t bytes, PostcopyOptions options) {
   if (!base || bytes == 0 || reinterpret_cast<uintptr_t>(base) % kPage != 0 || bytes % kPage != 0) {
     return InvalidArgument("post-copy memory must be a non-empty range of whole 4 KiB pages");

@@ -18,6 +18,7 @@
 #include "ferry/migrate/incoming.h"
 #include "ferry/migrate/page_sink.h"
 #include "ferry/migrate/postcopy_destination.h"
+#include "ferry/migrate/postcopy_memory.h"
 #include "ferry/migrate/postcopy_protocol.h"
 
 namespace ferry::migrate {
@@ -232,6 +233,13 @@ Result<Received> DestMigration::Run() {
                       ", this destination expects " + std::to_string(o_.min_generation) + " or newer (a newer primary exists)";
     control_->Fail(why);
     return Status(ErrorCode::kAborted, why);
+  }
+  if (begin_.postcopy) {
+    if (Status uffd = PostcopyMemory::Available(); !uffd.ok()) {
+      std::string why = "this destination cannot take post-copy: " + uffd.message();
+      control_->Fail(why);
+      return Status(ErrorCode::kUnsupported, why);
+    }
   }
   // A source may announce more RAM than this host has: refuse it before allocating.
   if (const uint64_t host = uint64_t(::sysconf(_SC_PHYS_PAGES)) * uint64_t(::sysconf(_SC_PAGESIZE));

@@ -202,5 +202,21 @@ TEST(StreamSetTest, ADeltaIsNeverTakenAgainstACopyTheCacheDidNotKeep) {
   EXPECT_GT(r.set().counts().cached, cached_before);
 }
 
+// A standby keeps its staging buffers between checkpoints for reuse, but one unusually large
+// checkpoint must not pin its size (next to the replica itself) for the standby's life.
+TEST(StagedPagesTest, ClearKeepsTheUsualCapacityAndGivesBackAHugeOne) {
+  StagedPages s;
+  s.data.resize(8u << 20);
+  s.index.resize((8u << 20) / kPageBytes);
+  s.Clear();
+  EXPECT_TRUE(s.data.empty());
+  EXPECT_GE(s.data.capacity(), 8u << 20) << "an 8 MiB checkpoint's buffer is reused";
+  s.data.resize(StagedPages::kKeptBytes + kPageBytes);
+  s.index.resize(s.data.size() / kPageBytes);
+  s.Clear();
+  EXPECT_EQ(s.data.capacity(), 0u);
+  EXPECT_EQ(s.index.capacity(), 0u);
+}
+
 }  // namespace
 }  // namespace ferry::migrate

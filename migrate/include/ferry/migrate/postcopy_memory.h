@@ -53,6 +53,10 @@ class PostcopyMemory {
   // Registers [base, base + bytes) (page-aligned; anonymous private memory or a shared memfd
   // mapping, whose outstanding pages must all be holes) and starts the fault thread.
   static Result<std::unique_ptr<PostcopyMemory>> Register(uint8_t* base, uint64_t bytes, PostcopyOptions options);
+  // Whether this process may use userfaultfd at all (vm.unprivileged_userfaultfd, or
+  // CAP_SYS_PTRACE): asked when a migration that may switch to post-copy begins, so a host
+  // that cannot is refused before any RAM is sent rather than at the switchover.
+  static Status Available();
   ~PostcopyMemory();  // Abandon()s if it was not (blocked touchers then see zero pages: stop them first)
 
   // Gives up for good (this copy of the VM is being thrown away; call from neither the fault
