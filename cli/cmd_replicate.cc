@@ -29,7 +29,7 @@ struct ReplicateFlags {
   std::string api, to;
   SecurityFlags security;
   double interval_ms = 25;
-  double max_interval_ms = 1000;
+  double max_interval_ms = 0;  // 0: the VMM's default, min(1000, io_timeout_ms / 2)
   uint32_t streams = 2;
   std::string compress = "zstd";
   uint64_t io_timeout_ms = 3000;
@@ -86,7 +86,7 @@ int DoReplicate(const ReplicateFlags& f) {
     if (f.max_interval_ms < 0 || f.max_interval_ms > 600000) return Fail("--max-interval-ms must be 0..600000", kExitUsage);
     if (f.wait_s < 0 || f.wait_s > 3600) return Fail("--wait-s must be 0..3600", kExitUsage);
     req = {{"op", "replicate"}, {"to", f.to}, {"interval_ms", static_cast<uint64_t>(f.interval_ms)},
-           {"max_interval_ms", static_cast<uint64_t>(std::max(f.max_interval_ms, f.interval_ms))}, {"streams", f.streams},
+           {"max_interval_ms", f.max_interval_ms ? static_cast<uint64_t>(std::max(f.max_interval_ms, f.interval_ms)) : uint64_t{0}}, {"streams", f.streams},
            {"compress", f.compress}, {"io_timeout_ms", f.io_timeout_ms}, {"throttle", !f.no_throttle},
            {"wait_ms", static_cast<uint64_t>(f.wait_s * 1000)}};
     auto security = f.security.Load();
@@ -149,7 +149,7 @@ void AddReplicationCommands(CLI::App& app, CommandFn* selected) {
   rep->add_option("--to", r->to, "HOST:PORT of the standby");
   AddSecurityFlags(rep, &r->security, /*listener=*/false);
   rep->add_option("--interval-ms", r->interval_ms, "Guest run time between checkpoints")->check(kFinite)->capture_default_str();
-  rep->add_option("--max-interval-ms", r->max_interval_ms, "How far epochs may stretch when shipping is slow")->check(kFinite)->capture_default_str();
+  rep->add_option("--max-interval-ms", r->max_interval_ms, "How far epochs may stretch when shipping is slow (0: 1000, at most half of --io-timeout-ms)")->check(kFinite)->capture_default_str();
   rep->add_option("--streams", r->streams, "Parallel TCP streams")->check(CLI::Range(1, 16))->capture_default_str();
   rep->add_option("--compress", r->compress, "zstd (where it pays) or none")->capture_default_str();
   rep->add_option("--io-timeout-ms", r->io_timeout_ms, "A standby silent this long is lost (the VM runs on unprotected)")->capture_default_str();

@@ -48,7 +48,14 @@ uint32_t BlockDevice::Notify() {
   std::unique_lock lock(mu_);
   if (queue_.broken()) return FERRY_E_BROKEN;
   if (!queue_.ready()) return FERRY_E_INVAL;
-  while (auto d = queue_.Peek()) queue_.Complete(Serve(*d, lock));
+  // At most one ring's worth per doorbell: a guest that keeps posting from another vCPU must
+  // not hold the device (and status, which reads its stats) for as long as it likes. It rings
+  // again for what it posted meanwhile.
+  for (uint32_t served = 0; served < queue_.entries(); ++served) {
+    auto d = queue_.Peek();
+    if (!d) break;
+    queue_.Complete(Serve(*d, lock));
+  }
   return queue_.broken() ? FERRY_E_BROKEN : FERRY_E_OK;
 }
 

@@ -127,6 +127,31 @@ TEST_F(BlockDeviceTest, MalformedDescriptorsAreRefusedOneByOne) {
   EXPECT_EQ(Submit(FERRY_BLK_READ, kDiskSectors - 1, kBuf, 512), FERRY_STATUS_OK);       // the last sector is fine
 }
 
+// Found by review: a guest with two vCPUs rang the doorbell on one and kept posting (bad)
+// requests from the other; the device served them for as long as it went on, holding its lock,
+// which status needs. One doorbell now serves at most one ring's worth.
+TEST_F(BlockDeviceTest, ADoorbellServesAtMostOneRingWhileAnotherVcpuKeepsPosting) {
+  std::atomic<bool> stop{false};
+  std::thread poster([&] {
+    while (!stop.load()) {
+      const uint32_t used = std::atomic_ref<uint32_t>(ring()->used).load(std::memory_order_acquire);
+      for (uint32_t i = 0; i < kEntries; ++i) *desc(used + i) = ferry_desc{kBuf, 512, 9, 0xffff, 0, 7};
+      std::atomic_ref<uint32_t>(ring()->avail).store(used + kEntries, std::memory_order_release);
+    }
+  });
+  while (std::atomic_ref<uint32_t>(ring()->avail).load() == 0) std::this_thread::yield();
+  const uint32_t before = std::atomic_ref<uint32_t>(ring()->used).load();
+  const auto t0 = std::chrono::steady_clock::now();
+  std::future<uint32_t> rang = std::async(std::launch::async, [&] { return dev_->Notify(); });
+  const bool returned = rang.wait_for(std::chrono::seconds(2)) == std::future_status::ready;
+  stop = true;
+  poster.join();
+  ASSERT_TRUE(returned) << "the doorbell served the other vCPU's requests as long as it posted";
+  EXPECT_EQ(rang.get(), static_cast<uint32_t>(FERRY_E_OK));
+  EXPECT_LE(std::atomic_ref<uint32_t>(ring()->used).load() - before, kEntries);
+  EXPECT_LT(std::chrono::steady_clock::now() - t0, std::chrono::seconds(2));
+}
+
 TEST_F(BlockDeviceTest, RingRunningAheadBreaksTheQueueUntilSetUpAgain) {
   ring()->avail = ring()->used + kEntries + 1;
   EXPECT_EQ(dev_->Notify(), static_cast<uint32_t>(FERRY_E_BROKEN));

@@ -26,6 +26,7 @@ class DeviceQueue {
   uint32_t Setup(uint64_t gpa, uint64_t entries);
   bool ready() const { return state_.ring_gpa != 0 && !state_.broken; }
   bool broken() const { return state_.broken; }
+  uint32_t entries() const { return state_.entries; }
 
   // The next descriptor to complete (a private copy), or nullopt when the guest has posted
   // nothing more. Marks the queue broken if `avail` is out of range.

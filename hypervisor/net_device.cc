@@ -71,7 +71,11 @@ uint32_t NetDevice::Notify(uint32_t queue) {
   if (tx_.broken()) return FERRY_E_BROKEN;
   if (!tx_.ready()) return FERRY_E_INVAL;
   std::vector<uint8_t> frame;
-  while (auto d = tx_.Peek()) {
+  // At most one ring's worth per doorbell (as the block device): a guest posting from another
+  // vCPU all the while must not hold mu_, which status needs, for as long as it likes.
+  for (uint32_t served = 0; served < tx_.entries(); ++served) {
+    auto d = tx_.Peek();
+    if (!d) break;
     if (d->len < kEthHeader || d->len > FERRY_NET_MAX_FRAME || !tx_.BufferOk(d->addr, d->len)) {
       ++stats_.tx_bad;
       tx_.Complete(FERRY_STATUS_BAD_REQUEST);

@@ -298,7 +298,12 @@ Status Standby::Impl::ControlLoop() {
         FERRY_ASSIGN_OR_RETURN(migrate::CheckpointMsg msg, migrate::DecodeCheckpoint(f.payload, begin.streams));
         FERRY_RETURN_IF_ERROR(Commit(msg));
         FERRY_RETURN_IF_ERROR(control->Send(MsgType::kCheckpointAck, migrate::EncodeEpoch(msg.epoch)));
-        control->set_timeout_ms(o.io_timeout_ms);
+        // The next checkpoint message comes after an epoch and the whole shipment of its pages,
+        // which on a slow link may take longer than io_timeout_ms while the data streams are
+        // busy. Those streams hear from the primary every epoch (its end, at least) within
+        // io_timeout_ms and fail the session when it goes silent, so the control stream only
+        // needs to catch a primary that sends pages but no checkpoint.
+        control->set_timeout_ms(std::max(o.io_timeout_ms, o.sync_timeout_ms));
         break;
       }
       case MsgType::kHandover: {

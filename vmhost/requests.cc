@@ -157,6 +157,16 @@ RequestBody DecodeReplicate(FieldReader& r, const DecodeLimits&) {
   r.U64("max_interval_ms", &q.max_interval_ms, 0, 600000);
   r.Bool("throttle", &q.throttle);
   r.U64("wait_ms", &q.wait_ms, 0, kMaxTimeoutMs);
+  // Epochs may stretch to the longest interval, and a standby hears nothing on its data
+  // streams between two: that silence must stay well under the timeout that declares the
+  // primary lost (a standby with the same io_timeout_ms would otherwise fail a healthy one).
+  // (Without max_interval_ms, VmHost::Replicate caps the stretch at half the timeout.)
+  const uint64_t longest = std::max<uint64_t>(q.interval_ms, q.max_interval_ms);
+  if (r.ok() && longest * 2 > q.io_timeout_ms) {
+    r.Fail("epochs of up to " + std::to_string(longest) + " ms need \"io_timeout_ms\" of at least " +
+           std::to_string(longest * 2) + " (it is " + std::to_string(q.io_timeout_ms) +
+           "): the standby takes that long a silence for a lost primary");
+  }
   return q;
 }
 

@@ -2,6 +2,7 @@
 // the VMM and answers once the guest is protected; "replicate_stop" ends it; "handover" is
 // the planned switchover to the standby. The lifecycle's replicating phase follows the
 // replicator (VmHost::SyncReplication).
+#include <algorithm>
 #include <cstdio>
 
 #include "ferry/vmhost/vm_host.h"
@@ -28,7 +29,13 @@ json VmHost::Replicate(const ReplicateRequest& r) {
   o.hold_output_on_failure = r.hold_on_failure;
   o.sync_bandwidth = r.sync_bandwidth;
   o.epochs.interval_ms = r.interval_ms;
-  if (r.max_interval_ms) o.epochs.max_interval_ms = r.max_interval_ms;
+  if (r.max_interval_ms) {
+    o.epochs.max_interval_ms = r.max_interval_ms;
+  } else {
+    // Stretched epochs are silences on the standby's data streams: at most half the timeout
+    // after which a standby (with the same io_timeout_ms) takes the primary for lost.
+    o.epochs.max_interval_ms = std::min(o.epochs.max_interval_ms, r.io_timeout_ms / 2.0);
+  }
   if (o.epochs.max_interval_ms < o.epochs.interval_ms) o.epochs.max_interval_ms = o.epochs.interval_ms;
   o.epochs.throttle = r.throttle;
 
