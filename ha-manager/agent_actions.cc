@@ -34,7 +34,7 @@ void Agent::Execute(const Action& a) {
       state_->launched[a.vm] = a.generation;
       break;
     case Action::kStartStandby:
-      if (Status st = executor_.StartStandby(v, a.generation); !st.ok()) Event("error", a.vm, "standby: " + st.message());
+      if (Status st = executor_.StartStandby(v, a.generation, a.host); !st.ok()) Event("error", a.vm, "standby: " + st.message());
       break;
     case Action::kPromote:
       state_->launched[a.vm] = a.generation;

@@ -152,7 +152,7 @@ class FakeExecutor : public Executor {
     if (w_.acked[v.name] > 0) w_.lost.push_back("booted afresh after " + std::to_string(w_.acked[v.name]) + " acked writes");
     return Status::Ok();
   }
-  Status StartStandby(const VmSpec& v, uint64_t generation) override {
+  Status StartStandby(const VmSpec& v, uint64_t generation, const std::string& /*primary*/) override {
     FakeVmm s;
     s.role = Role::kStandby;
     s.generation = generation;

@@ -297,7 +297,7 @@ Verdict StartAStandbyWhenAsked(const Ctx& x) {
     const Instance* owner = x.state.instance(x.c->host, x.v.name);
     // Asked while the owner replicates elsewhere: the new standby of a make-before-break switch.
     if (!owner->Replicating() || owner->standby_host != x.self) {
-      return Do(Action::kStartStandby, x, x.self, x.G, "asked by " + x.c->host);
+      return Do(Action::kStartStandby, x, x.c->host, x.G, "asked by " + x.c->host);
     }
   }
   return Wait();

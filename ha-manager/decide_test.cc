@@ -192,6 +192,7 @@ TEST(Decide, TheOldPrimaryLearnsTheNewGenerationFromReportsAndStops) {
   acts = Decide(c, "a", s, {}, {});
   ASSERT_EQ(acts.size(), 1u);
   EXPECT_EQ(acts[0].kind, Action::kStartStandby);
+  EXPECT_EQ(acts[0].host, "b") << "the standby accepts its owner only";
   Hear(s, {{"a", {Standby(2, 0, StandbyState::kWaiting)}}});
   acts = Decide(c, "b", s, {Primary(2, ReplicationState::kProtected, "c")}, {});
   ASSERT_EQ(acts.size(), 1u);

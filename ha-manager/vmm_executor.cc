@@ -87,7 +87,7 @@ Status VmmExecutor::StartPrimary(const VmSpec& v, uint64_t generation) {
   return Spawn(v, Role::kPrimary, generation, std::move(args));
 }
 
-Status VmmExecutor::StartStandby(const VmSpec& v, uint64_t generation) {
+Status VmmExecutor::StartStandby(const VmSpec& v, uint64_t generation, const std::string& primary) {
   const std::string disk = self_.dir + "/" + v.name + ".img";
   if (v.disk_bytes) {  // a standby's image is filled by the initial sync
     int fd = ::open(disk.c_str(), O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
@@ -102,6 +102,10 @@ Status VmmExecutor::StartStandby(const VmSpec& v, uint64_t generation) {
   if (!config_.tls_cert.empty()) {
     args.insert(args.end(), {"--tls-cert", config_.TlsPath(config_.tls_cert, self_.name), "--tls-key",
                              config_.TlsPath(config_.tls_key, self_.name), "--tls-ca", config_.TlsPath(config_.tls_ca, self_.name)});
+    // Only the owner may replicate to it: its certificate must name the owner's host, as the
+    // config names it (as the primary's check of the standby does, Replicate below).
+    if (!config_.Host(primary)) return InvalidArgument("standby for " + v.name + ": unknown primary host " + primary);
+    args.insert(args.end(), {"--tls-peer-name", primary});
   }
   if (config_.insecure) args.push_back("--insecure");
   if (v.disk_bytes) args.insert(args.end(), {"--disk", disk});

@@ -196,7 +196,7 @@ TEST(VmmExecutor, TheClustersCertificatesReachTheStandbyItStarts) {
   ASSERT_TRUE(config.ok()) << config.status().message();
   {
     VmmExecutor exec(*config, *config->Host("b"), fake);
-    ASSERT_TRUE(exec.StartStandby(*config->Vm("kv"), 1).ok());
+    ASSERT_TRUE(exec.StartStandby(*config->Vm("kv"), 1, "a").ok());
     std::string args;
     const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
     while (args.find("--tls-ca") == std::string::npos && std::chrono::steady_clock::now() < deadline) {
@@ -207,6 +207,9 @@ TEST(VmmExecutor, TheClustersCertificatesReachTheStandbyItStarts) {
     EXPECT_NE(args.find("--tls-cert\n/etc/ferry/b.pem\n--tls-key\n/etc/ferry/b.key\n--tls-ca\n/etc/ferry/ca.pem\n"), std::string::npos)
         << args;
     EXPECT_EQ(args.find("--insecure"), std::string::npos);
+    // Only the owner may become its primary: another holder of a cluster certificate may not.
+    EXPECT_NE(args.find("--tls-peer-name\na\n"), std::string::npos) << args;
+    EXPECT_FALSE(exec.StartStandby(*config->Vm("kv"), 1, "nobody").ok());
     exec.Kill("kv");
     const auto end = std::chrono::steady_clock::now() + std::chrono::seconds(10);
     while (exec.Reap().empty() && std::chrono::steady_clock::now() < end) std::this_thread::sleep_for(std::chrono::milliseconds(10));

@@ -80,7 +80,7 @@ struct Action {
   enum Kind {
     kClaim,           // send claim {vm, generation, host=self, why}
     kStartPrimary,    // boot vm here at generation
-    kStartStandby,    // hold a standby here accepting generation
+    kStartStandby,    // hold a standby here accepting generation from `host` (the owner)
     kPromote,         // promote the local standby to generation
     kReplicate,       // replicate the local primary to host
     kStopReplication, // stop replicating (its standby's host left)

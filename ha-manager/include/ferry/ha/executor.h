@@ -45,7 +45,9 @@ class Executor {
   // Boots vm here at `generation` (a new primary's disk starts blank), or holds a standby for
   // it that accepts `generation` and newer (its disk is filled by the initial sync).
   virtual Status StartPrimary(const VmSpec& v, uint64_t generation) = 0;
-  virtual Status StartStandby(const VmSpec& v, uint64_t generation) = 0;
+  // `primary`: the host whose replication it takes (with certificates, the only peer it
+  // accepts: another holder of a certificate from the cluster's CA cannot become its primary).
+  virtual Status StartStandby(const VmSpec& v, uint64_t generation, const std::string& primary) = 0;
   // Ends vm's local process at once (primary or standby); Reap() reports it.
   virtual void Kill(const std::string& vm) = 0;
   // The local processes that ended since the last call.

@@ -34,7 +34,7 @@ class VmmExecutor : public Executor {
   ~VmmExecutor() override;  // KillAll()
 
   Status StartPrimary(const VmSpec& v, uint64_t generation) override;
-  Status StartStandby(const VmSpec& v, uint64_t generation) override;
+  Status StartStandby(const VmSpec& v, uint64_t generation, const std::string& primary) override;
   void Kill(const std::string& vm) override;
   std::vector<Ended> Reap() override;
   std::vector<std::string> Adopt() override;
