@@ -158,7 +158,7 @@ struct Refusal {
 
 void Reply(httplib::Response& res, const json& body, int status = 200) {
   res.status = status;
-  res.set_content(body.dump(), "application/json");
+  res.set_content(body.dump(-1, ' ', false, json::error_handler_t::replace), "application/json");  // a peer's bytes (Host) may not be UTF-8
 }
 
 void Refuse(httplib::Response& res, const Refusal& r) {

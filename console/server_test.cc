@@ -230,6 +230,11 @@ TEST(ConsoleServer, AHostItDoesNotServeIsRefused) {
     ExpectError(Exchange(c.port(), Post("/api/move", host, kToken, 10 << 20), 10 << 20), 421);
   }
   ExpectError(Exchange(c.port(), "GET / HTTP/1.0\r\n\r\n"), 421);  // no Host at all
+  // A Host that is not UTF-8 is quoted in the refusal: still a 421 saying why, not a 500 or
+  // (on the 100-continue path) no answer at all.
+  const std::string bad = "\xff\xfe.invalid";
+  ExpectError(Exchange(c.port(), Get("/", bad)), 421);
+  ExpectError(Exchange(c.port(), Post("/api/move", bad, kToken, 10 << 20, "Expect: 100-continue\r\n")), 421);
 }
 
 TEST(ConsoleServer, TheNamesItServesAreAccepted) {

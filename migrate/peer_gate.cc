@@ -218,7 +218,9 @@ void PeerGate::Handshake(std::unique_ptr<Connection> connection) {
   if (o_.security.tls()) {
     // TLS 1.3 first (the key as its PSK, or certificates both ways), then the protocol's own
     // handshake inside, keyed with certificates by the session's exporter.
-    auto wrapped = TlsConnection::Wrap(std::move(connection), o_.security, TlsConnection::Side::kServer);
+    // On failure the connection stays ours (and registered) until the guard unregisters it:
+    // Shutdown() may close it meanwhile, so it must not be destroyed inside Wrap.
+    auto wrapped = TlsConnection::Wrap(&connection, o_.security, TlsConnection::Side::kServer);
     if (wrapped.ok()) {
       tls = std::move(*wrapped);
       Status st = tls->Handshake(o_.handshake_timeout_ms);

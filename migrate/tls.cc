@@ -300,12 +300,17 @@ Status ExpectName(SSL* ssl, const std::string& name) {
 
 Result<std::unique_ptr<TlsConnection>> TlsConnection::Wrap(std::unique_ptr<Connection> inner, const Security& security, Side side,
                                                            const std::string& dialled_host) {
+  return Wrap(&inner, security, side, dialled_host);
+}
+
+Result<std::unique_ptr<TlsConnection>> TlsConnection::Wrap(std::unique_ptr<Connection>* inner_owner, const Security& security,
+                                                           Side side, const std::string& dialled_host) {
   FERRY_RETURN_IF_ERROR(CheckSecurity(security));
   if (!security.tls()) return InvalidArgument("TLS needs a key or certificates");
   auto impl = std::make_unique<Impl>();
   impl->side = side;
   impl->mode = security.mode();
-  impl->inner = inner.get();
+  impl->inner = inner_owner->get();
   impl->ctx = SSL_CTX_new(side == Side::kClient ? TLS_client_method() : TLS_server_method());
   if (!impl->ctx) return Internal("TLS: " + TlsErrors());
   SSL_CTX_set_min_proto_version(impl->ctx, TLS1_3_VERSION);
@@ -351,7 +356,7 @@ Result<std::unique_ptr<TlsConnection>> TlsConnection::Wrap(std::unique_ptr<Conne
   SSL_set_bio(impl->ssl, bio, bio);  // one BIO both ways; ssl owns it
   SSL_set_read_ahead(impl->ssl, 1);  // take whole buffers, not a record header at a time
   SSL_set_app_data(impl->ssl, impl.get());
-  return std::unique_ptr<TlsConnection>(new TlsConnection(std::move(inner), std::move(impl)));
+  return std::unique_ptr<TlsConnection>(new TlsConnection(std::move(*inner_owner), std::move(impl)));
 }
 
 TlsConnection::TlsConnection(std::unique_ptr<Connection> inner, std::unique_ptr<Impl> impl)

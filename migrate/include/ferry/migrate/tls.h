@@ -33,6 +33,10 @@ class TlsConnection final : public Connection {
   // `dialled_host` unless the certificates name a peer.
   static Result<std::unique_ptr<TlsConnection>> Wrap(std::unique_ptr<Connection> inner, const Security& security, Side side,
                                                      const std::string& dialled_host = "");
+  // The same, taking *inner over only on success: on failure the caller still owns it (a
+  // listener that registered it for closing must unregister it before it is destroyed).
+  static Result<std::unique_ptr<TlsConnection>> Wrap(std::unique_ptr<Connection>* inner, const Security& security, Side side,
+                                                     const std::string& dialled_host = "");
   ~TlsConnection() override;
   // The whole handshake within timeout_ms. A peer without TLS, a wrong key, a certificate
   // that is expired, unknown to the CA or for another name, or a tampered handshake is an
