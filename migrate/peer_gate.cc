@@ -110,6 +110,28 @@ void PeerGate::ExpireLocked(uint64_t now_ns) {
   }
 }
 
+// A flood of strangers must not keep the real peer out until their deadlines: when a new
+// connection comes with every place taken, the oldest handshake still going is cut (it has
+// had the longest to prove itself). A real peer's handshake takes milliseconds, so only a
+// flood of a whole pool's worth of connections within them could cut it.
+// Cuts as many as the connections waiting for a worker need: every worker busy, each pending
+// connection gets the place of an idle worker, of a handshake being cut already, or of the
+// oldest one still going.
+void PeerGate::EvictOldestLocked() {
+  size_t freeing = idle_workers_;
+  for (const auto& f : handshaking_) freeing += f.expired;
+  while (freeing < pending_.size()) {
+    InFlight* oldest = nullptr;
+    for (auto& f : handshaking_) {
+      if (!f.expired && (!oldest || f.deadline_ns < oldest->deadline_ns)) oldest = &f;
+    }
+    if (!oldest) return;
+    oldest->expired = true;
+    oldest->connection->Close();
+    ++freeing;
+  }
+}
+
 bool PeerGate::UnregisterLocked(Connection* connection) {
   auto it = std::find_if(handshaking_.begin(), handshaking_.end(),
                          [&](const InFlight& f) { return f.connection == connection; });
@@ -128,7 +150,9 @@ void PeerGate::AcceptLoop() {
       for (;;) {
         ExpireLocked(MonotonicNs());
         if (stopping_) return;
-        if (HeldLocked() < max_held_) break;
+        if (HeldLocked() <= max_held_) break;  // one over: a new arrival, which the oldest makes room for
+        // A connection still waiting for a worker (every worker busy since it came): make room.
+        if (workers_.size() >= max_held_) EvictOldestLocked();
         room_cv_.wait_for(lock, std::chrono::milliseconds(kAcceptSliceMs));
       }
     }
@@ -172,6 +196,7 @@ void PeerGate::AcceptLoop() {
         }
       }
     }
+    if (workers_.size() >= max_held_) EvictOldestLocked();
     work_cv_.notify_one();
   }
 }

@@ -162,6 +162,28 @@ TEST_F(PeerGateTest, TheRealPeerGetsInPastSilentAndStallingStrangers) {
   EXPECT_LT(MsSince(t0), 1000);
 }
 
+// Found by review: more strangers than the gate has places (each holding its place until its
+// deadline) kept the real source queued in the backlog behind them, past its own deadline. A
+// new arrival now takes the oldest stranger's place.
+TEST_F(PeerGateTest, MoreStrangersThanPlacesDoNotKeepTheRealPeerOut) {
+  // Each stranger would hold its place for 30 s: without eviction the real peer waits at least
+  // that long; with it, milliseconds on a quiet machine and a few seconds beside a build.
+  options_.handshake_timeout_ms = 30000;
+  options_.max_handshakes = 8;
+  auto gate = StartGate();
+  ASSERT_TRUE(gate);
+  OpenSilent(40);  // five times the places: the last 32 wait in the backlog
+  std::this_thread::sleep_for(std::chrono::milliseconds(200));
+  uint64_t t0 = MonotonicNs();
+  auto source = Source(*options_.security.key, Role::kControl);
+  auto peer = gate->Next(Role::kControl, 15000);
+  double ms = MsSince(t0);
+  ASSERT_TRUE(peer.ok()) << peer.status().message() << ": queued behind the strangers until their deadlines";
+  std::printf("the real peer got in after %.1f ms, past 40 strangers in 8 places\n", ms);
+  EXPECT_LT(ms, 12000) << "queued behind the strangers until their deadlines (30 s each, 8 at a time)";
+  ASSERT_TRUE(source.get().ok());
+}
+
 TEST_F(PeerGateTest, AWrongKeyIsRefusedAndCountedWhileTheRealPeerGetsIn) {
   auto gate = StartGate();
   ASSERT_TRUE(gate);

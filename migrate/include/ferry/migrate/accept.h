@@ -89,6 +89,8 @@ class PeerGate {
   void WorkerLoop();
   void Handshake(std::unique_ptr<Connection> connection);
   void ExpireLocked(uint64_t now_ns);  // cuts the handshakes past their deadline
+  // Every worker busy and a new arrival waiting: the oldest handshakes still going give their places.
+  void EvictOldestLocked();
   // Forgets a finished handshake (if still listed); returns whether its deadline cut it.
   bool UnregisterLocked(Connection* connection);
   size_t HeldLocked() const { return pending_.size() + handshaking_.size() + ready_.size(); }
