@@ -8,6 +8,7 @@
 // Not thread-safe: NetDevice guards it with its lock.
 #pragma once
 
+#include <algorithm>
 #include <cstdint>
 #include <deque>
 #include <span>
@@ -38,9 +39,14 @@ class OutputBuffer {
     uint64_t epoch;  // the epoch that produced it: sealed_ + 1 when added
     std::vector<uint8_t> frame;
   };
+  // What a held frame costs against the cap: at least a minimum frame's bytes, plus its
+  // bookkeeping and allocation. Counting payload alone let a guest sending 14-byte frames hold
+  // several times the cap in memory.
+  static uint64_t Charge(size_t frame_bytes) { return std::max<uint64_t>(frame_bytes, 64) + sizeof(Held) + 16; }
   const uint64_t cap_bytes_;
   std::deque<Held> frames_;
-  uint64_t bytes_ = 0;
+  uint64_t bytes_ = 0;    // payload bytes held
+  uint64_t charged_ = 0;  // against cap_bytes_
   uint64_t sealed_ = 0;
   uint64_t dropped_ = 0;
 };

@@ -40,13 +40,23 @@ TEST(OutputBufferTest, AcknowledgingALaterEpochReleasesEarlierOnesInOrder) {
 }
 
 TEST(OutputBufferTest, CapDropsAndCounts) {
-  OutputBuffer b(100);
+  OutputBuffer b(200);  // one 60-byte frame with its bookkeeping fits, two do not
   EXPECT_TRUE(b.Add(F(1, 60)));
   EXPECT_FALSE(b.Add(F(2, 60)));
   EXPECT_EQ(b.dropped(), 1u);
   EXPECT_EQ(b.held_bytes(), 60u);
   EXPECT_EQ(b.TakeAll().size(), 1u);
   EXPECT_TRUE(b.Add(F(3, 60)));  // room again once released
+}
+
+// Found by review: the cap counted payload only, so a guest sending minimum-size frames held
+// several times the cap in memory (each frame has its bookkeeping and allocation too).
+TEST(OutputBufferTest, TinyFramesAreChargedTheirWholeCost) {
+  OutputBuffer b(64 << 10);
+  uint64_t held = 0;
+  while (b.Add(F(1, 14))) ++held;
+  EXPECT_LE(held * (64 + 32), uint64_t{64} << 10) << held << " frames of 14 bytes held under a 64 KiB cap";
+  EXPECT_GT(held, 0u);
 }
 
 TEST(OutputBufferTest, TakeAllReleasesTheOpenEpochToo) {
