@@ -80,7 +80,8 @@ class PostcopyMemory {
   void Run();
   void ServeFault(uint64_t address);
   // Installs `count` pages from `data` at `page`, page by page where some are present already.
-  Status Install(uint64_t page, uint32_t count, const uint8_t* data, bool fetched);
+  // `fault_t0`: a fault's fetch (counted, with its latency from then).
+  Status Install(uint64_t page, uint32_t count, const uint8_t* data, bool fetched, const uint64_t* fault_t0 = nullptr);
   void Fail(const Status& st);
 
   uint8_t* const base_;
