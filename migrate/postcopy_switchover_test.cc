@@ -10,6 +10,7 @@
 
 #include <atomic>
 #include <cstring>
+#include <functional>
 #include <random>
 #include <thread>
 
@@ -140,6 +141,30 @@ class PostcopySwitchover : public ::testing::Test {
     EXPECT_TRUE(src_->WriteThroughFd(5 * kPageBytes, zero, kPageBytes).ok());
     outstanding.Set(5);
     return outstanding;
+  }
+
+  // Both ends to the destination's completion, the real source on a thread: `answer` is what
+  // the destination then does on the control stream (if it completed), `may_hand_off` the
+  // source's check before its end. Returns the source's result; `done`, the destination's.
+  PostcopySourceResult Complete(const std::function<void()>& answer, const std::function<bool()>& may_hand_off,
+                                Result<PostcopyComplete>* done) {
+    Bitmap outstanding = PrecopyThenChange();
+    PostcopyDestinationOptions o;
+    o.io_timeout_ms = 2000;
+    auto pd = PostcopyDestination::Switch(*dst_, outstanding, *requests_.dst, o);
+    EXPECT_TRUE(pd.ok()) << pd.status().message();
+    if (!pd.ok()) return {PostcopyOutcome::kFailed, pd.status(), {}};
+    StartPostcopyReceivers(&(*pd)->memory());
+    PostcopySourceResult r;
+    std::thread source([&] {
+      PostcopyPageServer server(*requests_.src, src_->host(), kPages, [&] { control_.src->Close(); });
+      r = RunPostcopySource(outstanding, {streams_.get(), requests_.src.get(), control_.src.get(), &server, may_hand_off},
+                            2000);
+    });
+    *done = (*pd)->Finish(*control_.dst, nullptr);
+    if (done->ok() && answer) answer();
+    source.join();
+    return r;
   }
 
   uint64_t DifferentPages() {
@@ -290,43 +315,25 @@ TEST_F(PostcopySwitchover, CompletionWithoutTheSourcesEndIsIndeterminateNotARele
   EXPECT_EQ(DifferentPages(), 0u) << "every page did arrive";
 }
 
+// Both ends to the destination's completion, the real source on a thread: `answer` is what
+// the destination then does on the control stream (when it completed), `may_hand_off` the
+// source's check before its end. Returns the source's result; `done`, the destination's.
 TEST_F(PostcopySwitchover, ASourceWhoseEndIsNotConfirmedDoesNotClaimSuccess) {
-  Bitmap outstanding = PrecopyThenChange();
-  PostcopyDestinationOptions o;
-  o.io_timeout_ms = 1000;
-  auto pd = PostcopyDestination::Switch(*dst_, outstanding, *requests_.dst, o);
-  ASSERT_TRUE(pd.ok()) << pd.status().message();
-  StartPostcopyReceivers(&(*pd)->memory());
-  PostcopySourceResult r;
-  std::thread source([&] {
-    PostcopyPageServer server(*requests_.src, src_->host(), kPages, [&] { control_.src->Close(); });
-    r = RunPostcopySource(outstanding, {streams_.get(), requests_.src.get(), control_.src.get(), &server}, 1000);
-  });
-  auto done = (*pd)->Finish(*control_.dst, nullptr);
+  Result<PostcopyComplete> done = Status(ErrorCode::kAborted, "not run");
+  // The destination host dies as it releases: the source cannot tell.
+  PostcopySourceResult r = Complete([&] { control_.dst->Close(); }, {}, &done);
   ASSERT_TRUE(done.ok()) << done.status().message();
-  control_.dst->Close();  // the destination host dies as it releases: the source cannot tell
-  source.join();
   EXPECT_EQ(r.outcome, PostcopyOutcome::kIndeterminate) << r.why.message();
   EXPECT_EQ(r.why.code(), ErrorCode::kIndeterminate);
   EXPECT_NE(r.why.message().find("did not confirm"), std::string::npos) << r.why.message();
 }
 
 TEST_F(PostcopySwitchover, ADestinationThatHoldsTheVmIsNoSuccessEither) {
-  Bitmap outstanding = PrecopyThenChange();
-  PostcopyDestinationOptions o;
-  o.io_timeout_ms = 1000;
-  auto pd = PostcopyDestination::Switch(*dst_, outstanding, *requests_.dst, o);
-  ASSERT_TRUE(pd.ok()) << pd.status().message();
-  StartPostcopyReceivers(&(*pd)->memory());
-  PostcopySourceResult r;
-  std::thread source([&] {
-    PostcopyPageServer server(*requests_.src, src_->host(), kPages, [&] { control_.src->Close(); });
-    r = RunPostcopySource(outstanding, {streams_.get(), requests_.src.get(), control_.src.get(), &server}, 1000);
-  });
-  auto done = (*pd)->Finish(*control_.dst, nullptr);
+  Result<PostcopyComplete> done = Status(ErrorCode::kAborted, "not run");
+  PostcopySourceResult r = Complete(
+      [&] { EXPECT_TRUE(control_.dst->Send(MsgType::kPostcopyReleased, EncodeReason("held: the disk image refused the writes")).ok()); },
+      {}, &done);
   ASSERT_TRUE(done.ok()) << done.status().message();
-  ASSERT_TRUE(control_.dst->Send(MsgType::kPostcopyReleased, EncodeReason("held: the disk image refused the writes")).ok());
-  source.join();
   EXPECT_EQ(r.outcome, PostcopyOutcome::kIndeterminate) << r.why.message();
   EXPECT_NE(r.why.message().find("the disk image refused"), std::string::npos) << r.why.message();
 }
@@ -335,24 +342,12 @@ TEST_F(PostcopySwitchover, ADestinationThatHoldsTheVmIsNoSuccessEither) {
 // the VM: it fails the post-copy, and the destination, told so, discards rather than waiting
 // in commit-unknown.
 TEST_F(PostcopySwitchover, AFencedSourceNeverSendsItsEndAndTheDestinationDiscards) {
-  Bitmap outstanding = PrecopyThenChange();
-  PostcopyDestinationOptions o;
-  o.io_timeout_ms = 2000;
-  auto pd = PostcopyDestination::Switch(*dst_, outstanding, *requests_.dst, o);
-  ASSERT_TRUE(pd.ok()) << pd.status().message();
-  StartPostcopyReceivers(&(*pd)->memory());
-  PostcopySourceResult r;
+  Result<PostcopyComplete> done = Status(ErrorCode::kAborted, "not run");
   std::atomic<int> asked{0};
-  std::thread source([&] {
-    PostcopyPageServer server(*requests_.src, src_->host(), kPages, [&] { control_.src->Close(); });
-    PostcopySourceLinks links{streams_.get(), requests_.src.get(), control_.src.get(), &server, [&] {
-                                ++asked;
-                                return false;
-                              }};
-    r = RunPostcopySource(outstanding, links, 2000);
-  });
-  auto done = (*pd)->Finish(*control_.dst, nullptr);
-  source.join();
+  PostcopySourceResult r = Complete({}, [&] {
+    ++asked;
+    return false;
+  }, &done);
   EXPECT_EQ(asked.load(), 1);
   EXPECT_EQ(r.outcome, PostcopyOutcome::kFailed) << r.why.message();
   EXPECT_NE(r.why.message().find("fenced"), std::string::npos) << r.why.message();
