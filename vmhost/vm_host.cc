@@ -112,8 +112,10 @@ void VmHost::EndHeld(Event outcome) {
     FERRY_LOG_ERROR("%s", st.message().c_str());
     return;
   }
+  // Running only: back in replicating, the replicator may have the guest paused for a
+  // checkpoint right now, and resuming it then would tear that checkpoint.
   hypervisor::Vm* v = vm();
-  if (v && GuestRuns(lifecycle_.phase()) && !v->sealed() && v->state() == hypervisor::RunState::kPaused) {
+  if (v && lifecycle_.phase() == Phase::kRunning && !v->sealed() && v->state() == hypervisor::RunState::kPaused) {
     if (ferry::Status st = v->Resume(); !st.ok()) FERRY_LOG_ERROR("resume after %s: %s", EventName(outcome), st.message().c_str());
   }
 }

@@ -75,8 +75,8 @@ class VmHost {
   nlohmann::json ReplicationJson() const;
   DecodeLimits Limits() const;
   void SyncReplication();
-  // Records a holding operation's outcome (control_mu_ held); a phase where the guest runs
-  // gets a running guest (a fence and unfence while it held the VM left the vCPUs paused).
+  // Records a holding operation's outcome (control_mu_ held); back in running, the guest runs
+  // (a fence and unfence while it held the VM left the vCPUs paused).
   void EndHeld(Event outcome);
   void Notify();
 
