@@ -100,6 +100,25 @@ TEST(AgentSim, WithALeaseAnAgentGoneTooLongIsFailedOverAfterItsVmmFencedItself) 
   EXPECT_EQ(sim.world.boots, 1);
 }
 
+// The new owner's agent restarts between its failover claim and the promotion: it learns the
+// claim from the others' reports (not having seen it agreed) and must still promote its
+// replica, or the VM stays down.
+TEST(AgentSim, ANewOwnerRestartedBetweenItsClaimAndThePromotionStillPromotes) {
+  Sim sim(2000);
+  ASSERT_TRUE(sim.RunUntil([&] { return sim.ProtectedOn("a", "b"); }, 100));
+  sim.Run(5);
+  const uint64_t g = sim.world.Find("a", "kv")->generation;
+  sim.KillHost("a");
+  ASSERT_TRUE(sim.RunUntil([&] {
+    const Claim* c = sim.agent("b").state().claim("kv");
+    return c && c->generation > g;
+  }, 100));
+  if (sim.PrimaryHost() == "b") GTEST_SKIP() << "promoted in the step that agreed the claim: no window";
+  sim.KillAgent("b");
+  sim.RestartAgent("b");
+  ASSERT_TRUE(sim.RunUntil([&] { return sim.PrimaryHost() == "b"; }, 100)) << "the replica was never promoted";
+}
+
 // The standby's agent restarted in time: the standby is adopted and keeps the VM protected.
 TEST(AgentSim, WithALeaseTheStandbysAgentRestartedInTimeKeepsItsStandby) {
   Sim sim(2000);
