@@ -172,13 +172,17 @@ bool ClusterState::Apply(const std::string& host, const json& j) {
     for (const auto& i : list) {
       if (i.primary() && config_.Vm(i.vm)) Accept(i.vm, Claim{i.generation, host, "report"});
     }
-    // Claims the sender holds: each was agreed by a majority that it was part of. Learned ones
-    // say "report", so no owner boots or promotes on a claim it did not see agreed.
+    // Claims the sender holds: each was agreed by a majority that it was part of. They keep
+    // their reason (an owner restarted between its claim and acting on it carries on: promotes
+    // after a failover, releases after an unprotected claim), except that a "start" claim
+    // learned so says "report": a VM is booted afresh only on a claim seen agreed.
     for (const auto& c : j.value("claims", json::array())) {
       if (!c.is_object()) continue;
       const std::string vm = c.value("vm", ""), owner = c.value("host", "");
       const uint64_t generation = c.value("generation", uint64_t{0});
-      if (config_.Vm(vm) && config_.Host(owner) && generation > 0) Accept(vm, Claim{generation, owner, "report"});
+      std::string why = c.value("why", "report");
+      if (why == "start" || why.empty() || why.size() > 32) why = "report";
+      if (config_.Vm(vm) && config_.Host(owner) && generation > 0) Accept(vm, Claim{generation, owner, why});
     }
     reports_[host] = std::move(list);
     if (j.contains("stats") && j["stats"].is_object()) stats_[host] = j["stats"];
@@ -289,7 +293,9 @@ std::string ClusterState::ReportMessage(const std::string& host, const std::vect
   json list = json::array();
   for (const auto& i : instances) list.push_back(i.ToJson());
   json known = json::array();
-  for (const auto& [vm, c] : claims) known.push_back({{"vm", vm}, {"generation", c.generation}, {"host", c.host}});
+  for (const auto& [vm, c] : claims) {
+    known.push_back({{"vm", vm}, {"generation", c.generation}, {"host", c.host}, {"why", c.why}});
+  }
   return json{{"t", "report"}, {"host", host}, {"instances", list}, {"stats", stats}, {"claims", known}}.dump();
 }
 

@@ -136,6 +136,26 @@ TEST(Decide, AStandbyTakesOverFromAnOwnerWhoseHandoverToItWentUnanswered) {
   EXPECT_TRUE(Decide(c, "b", t, {Standby(1, 9)}, {}).empty());
 }
 
+// Claims learned from reports keep their reason (a restarted owner carries on), but a start
+// claim learned so never boots a VM afresh.
+TEST(Decide, ClaimsLearnedFromReportsKeepTheirReasonButNeverStart) {
+  auto c = Config();
+  ClusterState s(c, "a");
+  s.OnView({"a", "b", "c"}, true);
+  std::map<std::string, Claim> theirs = {{"kv", Claim{4, "a", "unprotected"}}};
+  ASSERT_TRUE(s.OnMessage("b", ClusterState::ReportMessage("b", {}, nlohmann::json::object(), theirs)));
+  ASSERT_NE(s.claim("kv"), nullptr);
+  EXPECT_EQ(s.claim("kv")->generation, 4u);
+  EXPECT_EQ(s.claim("kv")->why, "unprotected");
+  theirs["kv"] = Claim{5, "a", "start"};
+  ASSERT_TRUE(s.OnMessage("b", ClusterState::ReportMessage("b", {}, nlohmann::json::object(), theirs)));
+  EXPECT_EQ(s.claim("kv")->generation, 5u);
+  EXPECT_EQ(s.claim("kv")->why, "report");
+  // A mistyped claim changes nothing and throws nothing.
+  EXPECT_FALSE(s.OnMessage("b", R"({"t":"report","host":"b","instances":[],"claims":[{"vm":"kv","generation":"x","host":"a"}]})"));
+  EXPECT_EQ(s.claim("kv")->generation, 5u);
+}
+
 TEST(Decide, AClaimDeliveredInAMinorityViewOwnsNothing) {
   auto c = Config();
   ClusterState s(c, "a");

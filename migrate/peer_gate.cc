@@ -240,6 +240,7 @@ void PeerGate::Handshake(std::unique_ptr<Connection> connection) {
   const std::string peer = raw->PeerAddress();
   Result<Hello> hello = Status(ErrorCode::kRefused, "no handshake");
   std::optional<Key> hmac = o_.security.key;
+  bool tls_failed = false;
   if (o_.security.tls()) {
     // TLS 1.3 first (the key as its PSK, or certificates both ways), then the protocol's own
     // handshake inside, keyed with certificates by the session's exporter.
@@ -264,9 +265,12 @@ void PeerGate::Handshake(std::unique_ptr<Connection> connection) {
       }
     } else {
       hello = wrapped.status();
+      // Still ours (registered, so it outlives the guard) but never spoken to: a TLS gate
+      // does not fall back to the plaintext handshake.
+      tls_failed = true;
     }
   }
-  if (connection) {
+  if (connection && !tls_failed) {
     ch = std::make_unique<Channel>(std::move(connection), "handshake");
     ch->set_timeout_ms(o_.handshake_timeout_ms);
     ch->set_max_payload(MaxHandshakePayload());

@@ -198,8 +198,10 @@ Status PostcopyMemory::Install(uint64_t page, uint32_t count, const uint8_t* dat
     }
     return ErrnoError("post-copy: installing page " + std::to_string(page + i + done), errno);
   }
-  const uint64_t left = installed ? missing_.fetch_sub(installed, std::memory_order_acq_rel) - installed : missing();
+  // Under mu_, with the counts: WaitComplete (which reads missing under mu_) cannot see the
+  // last page in before the fault that brought it is counted.
   std::lock_guard lock(mu_);
+  const uint64_t left = installed ? missing_.fetch_sub(installed, std::memory_order_acq_rel) - installed : missing();
   (fetched ? fetched_ : placed_) += installed;
   // A fault is counted before completion is announced: whoever waits for it reads every figure.
   if (fault_t0) {

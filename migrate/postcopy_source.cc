@@ -112,6 +112,8 @@ PostcopySourceResult RunPostcopySource(const Bitmap& outstanding, const Postcopy
   }
   // The destination's word that it released the VM: without it the source cannot tell
   // whether the VM runs anywhere (the end may have been lost), so it does not claim success.
+  // It writes the held disk writes first (and syncs them): give that time, at 50 MB/s or more.
+  l.control->set_timeout_ms(io_timeout_ms + complete->held_disk_bytes / 50000);
   Status released = l.control->Expect(MsgType::kPostcopyReleased, &f);
   Result<std::string> held = released.ok() ? DecodeReason(f.payload) : Result<std::string>(released);
   if (!held.ok()) {

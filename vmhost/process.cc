@@ -140,6 +140,9 @@ HostOutcome RunStandby(std::unique_ptr<replication::Standby> standby, const std:
     return !((s.state == replication::StandbyState::kPrimaryLost && s.committed_epoch > 0) || s.state == replication::StandbyState::kPromoted);
   });
   receiver.join();
+  // A handover that completed as the standby was being stopped: the VM is here, and it is the
+  // only copy (its source has stopped for good). It runs (LIFECYCLE.md, stopped + arrived).
+  if (!have_vm && host.vm()) have_vm = true;
   if (!have_vm) {
     auto s = sb->status();
     if (s.state == replication::StandbyState::kEnded || host.phase() == Phase::kStopped) return {Status::Ok(), std::nullopt};

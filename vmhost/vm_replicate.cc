@@ -50,7 +50,15 @@ json VmHost::Replicate(const ReplicateRequest& r) {
   }
   o.generation = r.generation.value_or(generation());
   // Connecting may take the io timeout: not under control_mu_, so a fence is never delayed.
-  auto started = replication::Replicator::Start(v, o);
+  // An exception (out of memory) must fail the request like any error: the flag and the phase
+  // above are undone below, or replicate_stop and handover would answer busy forever.
+  auto started = [&]() -> Result<std::unique_ptr<replication::Replicator>> {
+    try {
+      return replication::Replicator::Start(v, o);
+    } catch (const std::exception& e) {
+      return Internal(std::string("replication could not start: ") + e.what());
+    }
+  }();
   if (!started.ok()) {
     std::lock_guard control(control_mu_);
     {

@@ -129,6 +129,8 @@ RunResult RunOnce(uint64_t mib, uint64_t cap_bytes_s) {
     r = RunPostcopySource(outstanding, {&streams, requests.src.get(), control.src.get(), &server}, 20000);
   });
   auto complete = (*pd)->Finish(*control.dst, nullptr);
+  // Protocol version 6: the destination confirms it released the VM (the source waits for it).
+  if (complete.ok()) (void)control.dst->Send(MsgType::kPostcopyReleased, EncodeReason(""));
   out.ms = (MonotonicNs() - t0) / 1e6;
   source.join();
   done = true;
