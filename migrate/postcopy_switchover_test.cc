@@ -212,10 +212,12 @@ TEST_F(PostcopySwitchover, TouchedPagesAreFetchedOnDemandTheRestStreamsAndComple
   PostcopySourceResult r;
   std::thread source([&] {
     PostcopyPageServer server(*requests_.src, src_->host(), kPages, [&] { control_.src->Close(); });
-    r = RunPostcopySource(outstanding, {streams_.get(), requests_.src.get(), control_.src.get(), &server}, 5000);
+    r = RunPostcopySource(outstanding, {streams_.get(), requests_.src.get(), control_.src.get(), &server, {}}, 5000);
   });
   auto done = (*pd)->Finish(*control_.dst, [](PostcopyComplete* c) { c->held_frames = 3; });
-  if (done.ok()) EXPECT_TRUE(control_.dst->Send(MsgType::kPostcopyReleased, EncodeReason("")).ok());
+  if (done.ok()) {
+    EXPECT_TRUE(control_.dst->Send(MsgType::kPostcopyReleased, EncodeReason("")).ok());
+  }
   source.join();
   vcpu.join();
   ASSERT_TRUE(done.ok()) << done.status().message();
@@ -278,7 +280,7 @@ TEST_F(PostcopySwitchover, ADestinationThatDiesMidwayLeavesTheSourceFreeToResume
   PostcopySourceResult r;
   std::thread source([&] {
     PostcopyPageServer server(*requests_.src, src_->host(), kPages, [&] { control_.src->Close(); });
-    r = RunPostcopySource(outstanding, {streams_.get(), requests_.src.get(), control_.src.get(), &server}, 3000);
+    r = RunPostcopySource(outstanding, {streams_.get(), requests_.src.get(), control_.src.get(), &server, {}}, 3000);
   });
   std::this_thread::sleep_for(std::chrono::milliseconds(200));
   for (auto& ch : data_dst_) ch->Close();  // the destination host dies

@@ -103,7 +103,9 @@ TEST(Lifecycle, EveryRequestInEveryPhaseIsObeyedOrRefusedAsTheTableSays) {
       if (expected) {
         ASSERT_TRUE(r.ok()) << PhaseName(from) << " + " << EventName(e) << ": " << r.status().message();
         EXPECT_EQ(*r, from);
-        if (!(from == Phase::kFenced && e == Event::kUnfence)) EXPECT_EQ(l.phase(), *expected) << PhaseName(from);
+        if (!(from == Phase::kFenced && e == Event::kUnfence)) {
+          EXPECT_EQ(l.phase(), *expected) << PhaseName(from);
+        }
       } else {
         ASSERT_FALSE(r.ok()) << PhaseName(from) << " + " << EventName(e) << " was admitted";
         EXPECT_EQ(r.status().code(), ErrorCode::kRefused);

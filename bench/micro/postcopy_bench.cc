@@ -126,7 +126,7 @@ RunResult RunOnce(uint64_t mib, uint64_t cap_bytes_s) {
   PostcopySourceResult r;
   std::thread source([&] {
     PostcopyPageServer server(*requests.src, src.host(), pages, [&] { control.src->Close(); });
-    r = RunPostcopySource(outstanding, {&streams, requests.src.get(), control.src.get(), &server}, 20000);
+    r = RunPostcopySource(outstanding, {&streams, requests.src.get(), control.src.get(), &server, {}}, 20000);
   });
   auto complete = (*pd)->Finish(*control.dst, nullptr);
   // Protocol version 6: the destination confirms it released the VM (the source waits for it).
