@@ -38,12 +38,19 @@ Status Channel::Receive(Frame* frame) {
   return Status::Ok();
 }
 
+bool IsGiveUp(const Frame& f) {
+  return f.type == static_cast<uint16_t>(MsgType::kError) || f.type == static_cast<uint16_t>(MsgType::kAbort);
+}
+
+std::string GiveUpReason(const Frame& f) {
+  auto reason = DecodeReason(f.payload);
+  return reason.ok() ? *reason : reason.status().message();
+}
+
 Status Channel::Expect(MsgType type, Frame* frame) {
   FERRY_RETURN_IF_ERROR(Receive(frame));
-  if (frame->type == static_cast<uint16_t>(MsgType::kError) || frame->type == static_cast<uint16_t>(MsgType::kAbort)) {
-    auto reason = DecodeReason(frame->payload);
-    return Status(ErrorCode::kAborted, "the peer (" + connection_->PeerAddress() + ") gave up: " +
-                                           (reason.ok() ? *reason : reason.status().message()));
+  if (IsGiveUp(*frame)) {
+    return Status(ErrorCode::kAborted, "the peer (" + connection_->PeerAddress() + ") gave up: " + GiveUpReason(*frame));
   }
   if (frame->type != static_cast<uint16_t>(type)) {
     return Corrupt(name_ + ": expected a " + MsgTypeName(static_cast<uint16_t>(type)) + " message, got " +

@@ -78,12 +78,10 @@ Result<PostcopyComplete> PostcopyDestination::Finish(Channel& control, const std
   Frame f;
   control.set_timeout_ms(options_.io_timeout_ms);
   Status st = control.Receive(&f);
-  if (st.ok() && (f.type == static_cast<uint16_t>(MsgType::kError) || f.type == static_cast<uint16_t>(MsgType::kAbort))) {
+  if (st.ok() && IsGiveUp(f)) {
     // The source says it gives up: it only does so instead of its end (it resumes, or it was
     // fenced), so this copy must not run.
-    auto reason = DecodeReason(f.payload);
-    return Status(ErrorCode::kAborted, "post-copy: the source gave up after completion: " +
-                                           (reason.ok() ? *reason : reason.status().message()));
+    return Status(ErrorCode::kAborted, "post-copy: the source gave up after completion: " + GiveUpReason(f));
   }
   if (st.ok() && f.type != static_cast<uint16_t>(MsgType::kPostcopyEnd)) {
     st = Corrupt(std::string("expected postcopy-end, got ") + MsgTypeName(f.type));

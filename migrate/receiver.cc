@@ -30,10 +30,7 @@ double Ms(uint64_t ns) { return ns / 1e6; }
 // A control message other than state or sync while pages flow: the source's abort or error
 // (with its reason), or a protocol violation.
 std::string DescribeUnexpected(const Frame& f) {
-  if (f.type == static_cast<uint16_t>(MsgType::kAbort) || f.type == static_cast<uint16_t>(MsgType::kError)) {
-    auto reason = DecodeReason(f.payload);
-    return "the source gave up: " + (reason.ok() ? *reason : reason.status().message());
-  }
+  if (IsGiveUp(f)) return "the source gave up: " + GiveUpReason(f);
   return std::string("unexpected ") + MsgTypeName(f.type) + " message on the control stream";
 }
 

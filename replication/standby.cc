@@ -29,11 +29,6 @@ using migrate::MsgType;
 namespace {
 double Ms(uint64_t ns) { return ns / 1e6; }
 
-std::string PeerReason(const Frame& f) {
-  auto reason = migrate::DecodeReason(f.payload);
-  return reason.ok() ? *reason : reason.status().message();
-}
-
 bool WriteAll(int fd, const uint8_t* p, uint64_t len, uint64_t off) {
   while (len > 0) {
     ssize_t n = ::pwrite(fd, p, len, static_cast<off_t>(off));
@@ -183,7 +178,7 @@ Status Standby::Impl::ReceiveStream(uint32_t index) {
           break;
         }
         case MsgType::kError:
-          return Status(ErrorCode::kAborted, "the primary gave up: " + PeerReason(f));
+          return Status(ErrorCode::kAborted, "the primary gave up: " + migrate::GiveUpReason(f));
         default:
           return Corrupt(std::string("unexpected ") + migrate::MsgTypeName(f.type) + " message on data stream " +
                          std::to_string(index));
@@ -322,7 +317,7 @@ Status Standby::Impl::ControlLoop() {
       }
       case MsgType::kAbort:
       case MsgType::kError:
-        return Status(ErrorCode::kAborted, "the primary ended replication: " + PeerReason(f));
+        return Status(ErrorCode::kAborted, "the primary ended replication: " + migrate::GiveUpReason(f));
       default:
         return Corrupt(std::string("unexpected ") + migrate::MsgTypeName(f.type) + " message on the control stream");
     }

@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <cstdio>
 
+#include "ferry/base/guard.h"
 #include "ferry/vmhost/vm_host.h"
 #include "status_json.h"
 
@@ -52,13 +53,11 @@ json VmHost::Replicate(const ReplicateRequest& r) {
   // Connecting may take the io timeout: not under control_mu_, so a fence is never delayed.
   // An exception (out of memory) must fail the request like any error: the flag and the phase
   // above are undone below, or replicate_stop and handover would answer busy forever.
-  auto started = [&]() -> Result<std::unique_ptr<replication::Replicator>> {
-    try {
-      return replication::Replicator::Start(v, o);
-    } catch (const std::exception& e) {
-      return Internal(std::string("replication could not start: ") + e.what());
-    }
-  }();
+  std::unique_ptr<replication::Replicator> started_rep;
+  const ferry::Status started = Guarded("starting replication", [&]() -> ferry::Status {
+    FERRY_ASSIGN_OR_RETURN(started_rep, replication::Replicator::Start(v, o));
+    return ferry::Status::Ok();
+  });
   if (!started.ok()) {
     std::lock_guard control(control_mu_);
     {
@@ -69,10 +68,10 @@ json VmHost::Replicate(const ReplicateRequest& r) {
       if (previous && previous->status().output_held && !replicator_) replicator_ = std::move(previous);
     }
     (void)lifecycle_.End(Event::kReplicationEnded);
-    return ErrorReply(started.status());
+    return ErrorReply(started);
   }
   previous.reset();
-  std::shared_ptr<replication::Replicator> rep = std::move(started).value();
+  std::shared_ptr<replication::Replicator> rep = std::move(started_rep);
   {
     std::lock_guard control(control_mu_);
     std::lock_guard lock(mu_);

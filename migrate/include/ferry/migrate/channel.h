@@ -23,6 +23,11 @@ struct Frame {
   std::vector<uint8_t> payload;  // reused across Receive calls
 };
 
+// An error or abort frame: the peer says why it gives up.
+bool IsGiveUp(const Frame& f);
+// The reason such a frame carries, or why it could not be read.
+std::string GiveUpReason(const Frame& f);
+
 class Channel {
  public:
   explicit Channel(std::unique_ptr<Connection> connection, std::string name);
