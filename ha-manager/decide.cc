@@ -140,12 +140,9 @@ Verdict OwnerBootsWhatItClaimed(const Ctx& x) {
 
 Verdict OwnerPromotesItsStandby(const Ctx& x) {
   if (!x.mine->standby()) return Pass();
-  // A failover claim, seen agreed or learned from the others' reports (this agent restarted
-  // between its claim and the promotion): the majority made this host the owner while it
-  // holds the replica.
-  if ((x.c->why == "failover" || x.c->why == "report") && x.mine->committed > 0) {
-    return Do(Action::kPromote, x, x.self, x.G, x.c->why == "failover" ? "failover" : "failover (claim learned from reports)");
-  }
+  // A failover claim, seen agreed or learned from the others' reports (they carry its reason:
+  // this agent may have restarted between its claim and the promotion).
+  if (x.c->why == "failover" && x.mine->committed > 0) return Do(Action::kPromote, x, x.self, x.G, "failover");
   return Wait();
 }
 

@@ -110,13 +110,11 @@ void PeerGate::ExpireLocked(uint64_t now_ns) {
   }
 }
 
-// A flood of strangers must not keep the real peer out until their deadlines: when a new
-// connection comes with every place taken, the oldest handshake still going is cut (it has
-// had the longest to prove itself). A real peer's handshake takes milliseconds, so only a
-// flood of a whole pool's worth of connections within them could cut it.
-// Cuts as many as the connections waiting for a worker need: every worker busy, each pending
-// connection gets the place of an idle worker, of a handshake being cut already, or of the
-// oldest one still going.
+// A flood of strangers must not keep the real peer out until their deadlines: with every
+// worker busy, each connection waiting for one gets the place of an idle worker, of a
+// handshake being cut already, or of the oldest one still going (it has had the longest to
+// prove itself). A real peer's handshake takes milliseconds, so only a flood of a whole
+// pool's worth of connections within them could cut it.
 void PeerGate::EvictOldestLocked() {
   size_t freeing = idle_workers_;
   for (const auto& f : handshaking_) freeing += f.expired;
