@@ -27,11 +27,6 @@ std::string AgentSocket(const ha::HostConfig& host) { return host.dir + "/agent.
 
 namespace {
 
-// The agent's clock: silence, absence, retries and backoff are durations, so a monotonic one
-// (a wall-clock step forward made every host look silent and fenced the primaries; a step back
-// held failover back by its size). Events keep wall-clock stamps (Agent::Event).
-uint64_t NowMs() { return MonotonicNs() / 1000000; }
-
 // Corosync's group for the agent. Membership is single-threaded, and the agent sends from
 // its API and worker threads too, so every call goes through one mutex; views and messages
 // that Dispatch() delivers are queued and handed to the agent after it, outside that mutex
@@ -98,11 +93,11 @@ class CorosyncGroup : public ha::Group {
 int RunHaAgent(const ha::ClusterConfig& config, const std::string& config_path, double wait_corosync_s) {
   std::atomic<bool> stop{false};
   SignalWatcher signals([&] { stop = true; });
-  const uint64_t started = NowMs();
+  const uint64_t started = MonotonicMs();
   const uint64_t wait_ms = static_cast<uint64_t>(wait_corosync_s * 1000);
   CorosyncGroup group;
   Status joined = group.Join("ferry-ha-" + config.name);
-  for (bool said = false; !joined.ok() && !stop && NowMs() - started < wait_ms;) {
+  for (bool said = false; !joined.ok() && !stop && MonotonicMs() - started < wait_ms;) {
     if (!said) std::fprintf(stderr, "ferry ha agent: waiting up to %.0f s for Corosync (%s)\n", wait_ms / 1000.0, joined.message().c_str());
     said = true;
     ::usleep(200000);
@@ -119,7 +114,10 @@ int RunHaAgent(const ha::ClusterConfig& config, const std::string& config_path, 
   }
   ::mkdir(self->dir.c_str(), 0755);
   ha::VmmExecutor executor(config, *self);
-  ha::Agent agent(config, *self, executor, group, ha::AgentOptions{}, NowMs(), metrics.get());
+  // The agent's clock: silence, absence, retries and backoff are durations, so a monotonic one
+  // (a wall-clock step forward made every host look silent and fenced the primaries; a step back
+  // held failover back by its size). Events keep wall-clock stamps (Agent::Event).
+  ha::Agent agent(config, *self, executor, group, ha::AgentOptions{}, MonotonicMs(), metrics.get());
   auto api = ApiServer::Start(AgentSocket(*self), [&](const json& r, const ApiEmit&) { return agent.Handle(r); });
   if (!api.ok()) return Fail(api.status().message());
   std::fprintf(stderr, "ferry ha agent: host %s (node %u) in cluster %s; API on %s\n", self->name.c_str(),
@@ -132,8 +130,8 @@ int RunHaAgent(const ha::ClusterConfig& config, const std::string& config_path, 
       // Corosync is gone (crashed, or restarting). This host counts as cut off meanwhile: the
       // agent has fenced its primaries (no quorum) and the others fail them over, as in a
       // partition. It rejoins when Corosync is back and goes on as a partitioned host would.
-      if (NowMs() >= next_join_ms) {
-        next_join_ms = NowMs() + 500;
+      if (MonotonicMs() >= next_join_ms) {
+        next_join_ms = MonotonicMs() + 500;
         if (group.Join("ferry-ha-" + config.name).ok()) {
           if (group.local_nodeid() != self->nodeid) {
             Fail("Corosync came back as node " + std::to_string(group.local_nodeid()) + ", not " +
@@ -146,7 +144,7 @@ int RunHaAgent(const ha::ClusterConfig& config, const std::string& config_path, 
       }
       if (!group.connected()) {
         ::usleep(100000);
-        agent.Tick(NowMs());
+        agent.Tick(MonotonicMs());
         continue;
       }
     }
@@ -159,17 +157,17 @@ int RunHaAgent(const ha::ClusterConfig& config, const std::string& config_path, 
           for (uint32_t id : d.view.members) {
             if (const auto* h = config.HostByNode(id)) members.insert(h->name);
           }
-          agent.OnView(members, d.view.quorate, NowMs());
+          agent.OnView(members, d.view.quorate, MonotonicMs());
         } else if (const auto* h = config.HostByNode(d.node)) {
-          agent.OnMessage(h->name, d.payload, NowMs());
+          agent.OnMessage(h->name, d.payload, MonotonicMs());
         }
       }
       if (!st.ok()) {
         group.Drop();
-        agent.OnGroupLost("lost Corosync (" + st.message() + "): no quorum until it is back", NowMs());
+        agent.OnGroupLost("lost Corosync (" + st.message() + "): no quorum until it is back", MonotonicMs());
       }
     }
-    agent.Tick(NowMs());
+    agent.Tick(MonotonicMs());
   }
   (*api)->Stop();
   executor.KillAll();

@@ -281,7 +281,7 @@ std::vector<Instance> VmmExecutor::Probe(bool renew_leases) {
       continue;
     }
     try {
-      sampler_.Observe(vm, c->pid, *r, MonotonicNs() / 1000000);  // rates: a duration
+      sampler_.Observe(vm, c->pid, *r, MonotonicMs());  // rates: a duration
     } catch (const json::exception&) {
     }
     out.push_back(Parse(vm, *c, *r));

@@ -29,7 +29,7 @@ namespace {
 
 using nlohmann::json;
 
-int64_t NowMs() { return static_cast<int64_t>(MonotonicNs() / 1000000); }
+int64_t NowMs() { return static_cast<int64_t>(MonotonicMs()); }
 
 // One membership_probe running in a host's namespace.
 class Probe {

@@ -26,7 +26,7 @@ volatile sig_atomic_t stop_requested = 0;
 void OnSignal(int) { stop_requested = 1; }
 
 void Emit(nlohmann::json event) {
-  event["t_ms"] = ferry::MonotonicNs() / 1000000;
+  event["t_ms"] = ferry::MonotonicMs();
   std::printf("%s\n", event.dump().c_str());
   std::fflush(stdout);
 }

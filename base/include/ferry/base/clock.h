@@ -25,6 +25,9 @@ inline uint64_t RealtimeNs() {
 // event times and a drill's fault time).
 inline uint64_t RealtimeMs() { return RealtimeNs() / 1000000; }
 
+// Monotonic milliseconds: for durations (timeouts, silence, backoff), immune to clock steps.
+inline uint64_t MonotonicMs() { return MonotonicNs() / 1000000; }
+
 inline uint64_t ReadTsc() { return __rdtsc(); }
 
 }  // namespace ferry
