@@ -33,15 +33,16 @@ const char* DirtyTracker::source_name() const {
 }
 
 // KVM_GET_DIRTY_LOG, then KVM_CLEAR_DIRTY_LOG (which re-protects) only for the chunks that
-// hold dirty bits, at most kClearChunkPages per call. A page written between the two calls is
-// already reported; its contents are read by the consumer after this returns.
+// hold bits to clear, at most kClearChunkPages per call. A page written between the two calls
+// is already reported; its contents are read by the consumer after this returns.
 Status DirtyTracker::HarvestBitmap(Bitmap* out) {
   uint64_t t0 = MonotonicNs();
   FERRY_RETURN_IF_ERROR(kvm_.Get(&kvm_bits_));
   uint64_t t1 = MonotonicNs();
   const uint64_t words = kvm_bits_.word_count();
-  const uint64_t chunk_words = kClearChunkPages / 64;
   const uint64_t* w = kvm_bits_.words();
+  if (probe_every_ != 0) w = LeaveHotPagesSet();
+  const uint64_t chunk_words = kClearChunkPages / 64;
   for (uint64_t start = 0; start < words; start += chunk_words) {
     uint64_t end = std::min(words, start + chunk_words);
     uint64_t first_dirty = start;
@@ -57,6 +58,24 @@ Status DirtyTracker::HarvestBitmap(Bitmap* out) {
   stats_.clear_ns = MonotonicNs() - t1;
   out->MergeFrom(kvm_bits_);
   return Status::Ok();
+}
+
+// KeepHotPages: the words to clear, without the pages dirty at this harvest and the last
+// (except at a probe, which clears them all).
+const uint64_t* DirtyTracker::LeaveHotPagesSet() {
+  if (previous_.size() != kvm_bits_.size()) previous_ = clear_ = Bitmap(kvm_bits_.size());
+  const bool probe = ++since_probe_ >= probe_every_;
+  if (probe) since_probe_ = 0;
+  const uint64_t* w = kvm_bits_.words();
+  uint64_t* prev = previous_.words();
+  uint64_t* clear = clear_.words();
+  for (uint64_t i = 0; i < kvm_bits_.word_count(); ++i) {
+    const uint64_t hot = probe ? 0 : (w[i] & prev[i]);
+    clear[i] = w[i] & ~hot;
+    prev[i] = w[i];
+    stats_.hot_pages += static_cast<uint64_t>(__builtin_popcountll(hot));
+  }
+  return clear;
 }
 
 // Reap every vCPU's ring (and entries set aside by ring-full exits), then re-arm them all.

@@ -32,6 +32,9 @@ double Ms(uint64_t ns) { return ns / 1e6; }
 constexpr uint64_t kDiskChunk = 1u << 20;
 constexpr uint32_t kMaxSyncRounds = 5;
 constexpr uint64_t kSettledPages = 256;  // a first checkpoint this small costs ~1 ms to copy
+// Checkpoints leave the guest's hot pages writable (DirtyTracker::KeepHotPages) and re-protect
+// them every this many checkpoints: a page gone cold is sent for at most this many more epochs.
+constexpr uint32_t kHotProbeEvery = 16;
 }  // namespace
 
 struct Replicator::Impl {
@@ -221,6 +224,7 @@ Status Replicator::Impl::InitialSync() {
     if (left <= kSettledPages || left * 2 > count) break;
   }
   tracker->MergeBack(pending);  // the first checkpoint's harvest returns them
+  tracker->KeepHotPages(kHotProbeEvery);
   std::lock_guard lock(mu);
   status.sync_ms = Ms(MonotonicNs() - t0);
   return Status::Ok();
@@ -283,6 +287,7 @@ Status Replicator::Impl::Checkpoint(uint64_t epoch, uint64_t* resume_ns, bool fi
   e.pause_ms = Ms(t1 - t0);
   e.copy_ms = Ms(copy_ns);
   e.pages = dirty.Count();
+  e.hot_pages = tracker->last_stats().hot_pages;
   for (const auto& w : journal) e.disk_bytes += w.data.size();
   e.wire_bytes = streams->wire_bytes() + control->bytes_sent() - bytes0;
   e.ship_ms = Ms(t2 - t1);

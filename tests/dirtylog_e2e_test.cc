@@ -27,6 +27,7 @@ struct Mode {
   uint32_t ring_entries;  // 0: bitmap; 256 is KVM's smallest ring (one page)
   const char* args;
   bool fills_ring;        // the rate is high enough to force KVM_EXIT_DIRTY_RING_FULL
+  uint32_t hot_probe = 0; // DirtyTracker::KeepHotPages (replication's checkpoints)
 };
 // sequential: each page is written once in the window, so a harvested set that was dropped
 // instead of merged back would be lost for good. uniform: pages rewritten concurrently.
@@ -62,6 +63,7 @@ TEST_P(DirtyCoverage, UnionOfHarvestsCoversEveryPageTheGuestWrote) {
   auto initial = (*tracker)->Harvest();
   ASSERT_TRUE(initial.ok());
   EXPECT_EQ(initial->Count(), page_count) << "the first harvest is all of RAM";
+  (*tracker)->KeepHotPages(GetParam().hot_probe);
   std::vector<uint32_t> before(wss_pages);
   std::memcpy(before.data(), vm->memory().host() + record_gpa, wss_pages * 4);
   ASSERT_TRUE(vm->Resume().ok());
@@ -115,9 +117,42 @@ TEST_P(DirtyCoverage, UnionOfHarvestsCoversEveryPageTheGuestWrote) {
 INSTANTIATE_TEST_SUITE_P(Sources, DirtyCoverage,
                          ::testing::Values(Mode{"bitmap_sequential", 0, kSequential, false},
                                            Mode{"bitmap_uniform", 0, kUniform, false},
+                                           Mode{"bitmap_uniform_hot", 0, kUniform, false, 3},
+                                           Mode{"bitmap_sequential_hot", 0, kSequential, false, 3},
                                            Mode{"ring_sequential", 256, kSequential, false},
                                            Mode{"ring_uniform", 256, kUniform, true}),
                          [](const auto& info) { return std::string(info.param.name); });
+
+// KeepHotPages: a page dirty at two harvests in a row is left writable and reported at every
+// harvest, written or not, until the probe harvest re-protects it; then, unwritten, it is gone.
+TEST(DirtyTrackingTest, HotPagesStayReportedUntilTheProbeThenGoCold) {
+  if (!HaveKvm()) GTEST_SKIP() << "no usable /dev/kvm on this host";
+  auto vm = BootDirtier(0, 1, "rate_mbps=200 wss_mib=8 pattern=uniform");
+  ASSERT_TRUE(vm);
+  auto tracker = DirtyTracker::Start(*vm);
+  ASSERT_TRUE(tracker.ok());
+  ASSERT_TRUE((*tracker)->Harvest().ok());  // all of RAM, all re-protected
+  (*tracker)->KeepHotPages(4);
+  std::this_thread::sleep_for(std::chrono::milliseconds(200));
+  ASSERT_TRUE((*tracker)->Harvest().ok());  // 1: written since, cleared (not yet hot)
+  std::this_thread::sleep_for(std::chrono::milliseconds(200));
+  ASSERT_TRUE((*tracker)->Harvest().ok());  // 2: written in both windows: hot, left writable
+  const uint64_t hot = (*tracker)->last_stats().hot_pages;
+  EXPECT_GT(hot, 200u) << "a uniform 200 MB/s writer over 8 MiB rewrites most pages in 200 ms";
+  ASSERT_TRUE(vm->Pause().ok());       // nothing is written from here on
+  auto third = (*tracker)->Harvest();  // 3: the hot pages again, unwritten
+  ASSERT_TRUE(third.ok());
+  EXPECT_GE(third->Count(), hot) << "a hot page is reported at every harvest until the probe";
+  auto fourth = (*tracker)->Harvest();  // 4: the probe: reported once more, and re-protected
+  ASSERT_TRUE(fourth.ok());
+  EXPECT_GE(fourth->Count(), hot);
+  EXPECT_EQ((*tracker)->last_stats().hot_pages, 0u) << "the probe harvest leaves nothing writable";
+  auto fifth = (*tracker)->Harvest();  // 5: nothing was written since the probe
+  ASSERT_TRUE(fifth.ok());
+  EXPECT_LT(fifth->Count(), 16u) << "pages gone cold are no longer reported after the probe";
+  vm->Stop();
+  vm->WaitForExit();
+}
 
 TEST(DirtyTrackingTest, VmmWritesAreTrackedToo) {
   if (!HaveKvm()) GTEST_SKIP() << "no usable /dev/kvm on this host";

@@ -32,8 +32,8 @@ json DevicesJson(const hypervisor::DeviceReport& d) {
 
 json EpochJson(const replication::EpochStats& e) {
   return {{"epoch", e.epoch}, {"pause_ms", e.pause_ms}, {"copy_ms", e.copy_ms}, {"pages", e.pages},
-          {"disk_bytes", e.disk_bytes}, {"wire_bytes", e.wire_bytes}, {"ship_ms", e.ship_ms},
-          {"lag_ms", e.lag_ms}, {"interval_ms", e.interval_ms}, {"throttle", e.throttle}};
+          {"hot_pages", e.hot_pages}, {"disk_bytes", e.disk_bytes}, {"wire_bytes", e.wire_bytes},
+          {"ship_ms", e.ship_ms}, {"lag_ms", e.lag_ms}, {"interval_ms", e.interval_ms}, {"throttle", e.throttle}};
 }
 
 }  // namespace

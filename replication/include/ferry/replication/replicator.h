@@ -58,6 +58,7 @@ struct EpochStats {
   double pause_ms = 0;     // the guest stood still
   double copy_ms = 0;      // of which: copying dirty pages into the staging copy
   uint64_t pages = 0;      // dirty pages in the checkpoint
+  uint64_t hot_pages = 0;  // of which: left writable since the last, sent written or not
   uint64_t disk_bytes = 0; // disk writes in the checkpoint
   uint64_t wire_bytes = 0;
   double ship_ms = 0;      // resume to acknowledgement
