@@ -56,6 +56,22 @@ TEST(Lifecycle, AVmThatArrivesAsItsHostIsStoppedOrPromotedRunsThere) {
   EXPECT_EQ(s.phase(), Phase::kRunning);
 }
 
+// Found by the API fuzzer (its own check was wrong, not the table): under a fence every
+// outcome lands in fenced, the arrival at a stopped host included (the fuzzer's path: a
+// snapshot --stop fenced while it held the VM, then an arrival).
+TEST(Lifecycle, AnArrivalUnderAFenceLandsFencedUntilUnfenced) {
+  Lifecycle l(Phase::kRunning);
+  ASSERT_TRUE(l.Begin(Event::kSnapshot).ok());
+  ASSERT_TRUE(l.Begin(Event::kFence).ok());
+  ASSERT_TRUE(l.End(Event::kDoneStopped).ok());
+  EXPECT_EQ(l.phase(), Phase::kStopped);
+  ASSERT_TRUE(l.End(Event::kArrived).ok());
+  EXPECT_EQ(l.phase(), Phase::kFenced) << "a fenced guest must not run";
+  EXPECT_FALSE(l.Begin(Event::kResume).ok());
+  ASSERT_TRUE(l.Begin(Event::kUnfence).ok());
+  EXPECT_EQ(l.phase(), Phase::kRunning);
+}
+
 TEST(Lifecycle, ReplicationStaysHeldUntilItsReplicatorHasStopped) {
   Lifecycle l(Phase::kRunning);
   ASSERT_TRUE(l.Begin(Event::kReplicate).ok());
