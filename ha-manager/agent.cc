@@ -149,10 +149,17 @@ void Agent::Worker(const std::string& vm, std::function<void()> fn) {
     std::lock_guard lock(mu_);
     busy_.erase(vm);
   };
-  if (options_.run_async) {
-    options_.run_async(std::move(task));
-  } else {
-    workers_->Run(std::move(task));
+  // Starting the worker can fail (no thread left: std::system_error; no memory): the VM is
+  // then not busy, and a later tick decides again. Nothing escapes into the caller's loop.
+  try {
+    if (options_.run_async) {
+      options_.run_async(std::move(task));
+    } else {
+      workers_->Run(std::move(task));
+    }
+  } catch (const std::exception& e) {
+    busy_.erase(vm);
+    Event("error", vm, std::string("could not start a worker: ") + e.what());
   }
 }
 

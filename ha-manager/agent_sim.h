@@ -7,8 +7,10 @@
 
 #include <gtest/gtest.h>
 
+#include <cerrno>
 #include <deque>
 #include <functional>
+#include <system_error>
 
 #include "ferry/ha/agent.h"
 
@@ -305,7 +307,10 @@ class FakeGroup : public Group {
 // Three hosts a, b, c (a preferred, b its backup) and one protected VM, "kv".
 class Sim {
  public:
-  explicit Sim(uint64_t lease_ms = 0) {
+  // Worker starts still to fail (as std::thread's constructor does without threads left).
+  int failed_spawns_left = 0;
+
+  explicit Sim(uint64_t lease_ms = 0, int failed_spawns = 0) : failed_spawns_left(failed_spawns) {
     auto c = ClusterConfig::Parse(json::parse(R"({"lease_ms": )" + std::to_string(lease_ms) + R"(,
       "hosts": [{"name":"a","nodeid":1,"address":"127.31.0.1","dir":"/tmp/ferry-sim-a"},
                 {"name":"b","nodeid":2,"address":"127.31.0.2","dir":"/tmp/ferry-sim-b"},
@@ -325,7 +330,13 @@ class Sim {
     exec_[h] = std::make_unique<FakeExecutor>(world, h, config_.lease_ms);
     groups_[h] = std::make_unique<FakeGroup>(bus_, world, h);
     AgentOptions o;
-    o.run_async = [this, h](std::function<void()> fn) { tasks_.emplace_back(h, std::move(fn)); };
+    o.run_async = [this, h](std::function<void()> fn) {
+      if (failed_spawns_left > 0) {
+        --failed_spawns_left;
+        throw std::system_error(EAGAIN, std::generic_category(), "Resource temporarily unavailable");
+      }
+      tasks_.emplace_back(h, std::move(fn));
+    };
     o.startup_grace_ms = 2000;
     agents_[h] = std::make_unique<Agent>(config_, *config_.Host(h), *exec_[h], *groups_[h], o, now);
   }

@@ -52,17 +52,22 @@ std::vector<std::string> BackupCandidates(const Ctx& x) {
   std::vector<std::string> order;
   // A VM being moved is protected by its destination first: the move is a handover to it.
   if (const std::string* to = x.state.move(x.v.name)) order.push_back(*to);
-  order.push_back(x.v.primary);
-  if (!x.v.backup.empty()) order.push_back(x.v.backup);
-  for (const auto& h : x.config.hosts) {
-    if (std::find(order.begin(), order.end(), h.name) == order.end()) order.push_back(h.name);
-  }
+  auto add = [&order](const std::string& h) {
+    if (!h.empty() && std::find(order.begin(), order.end(), h) == order.end()) order.push_back(h);
+  };
+  add(x.v.primary);
+  add(x.v.backup);
+  for (const auto& h : x.config.hosts) add(h.name);
   std::vector<std::string> out;
   for (const auto& h : order) {
     if (h != x.self && x.state.live(h) && !x.state.evacuating(h)) out.push_back(h);
   }
+  // A host that failed this VM's standby lately is tried last, unless a move names it: the
+  // operator (or the balancer) asked for that host, and the move could not begin without it.
   auto avoid = x.state.protect_avoid.find(x.v.name);
-  if (avoid != x.state.protect_avoid.end() && x.state.now_ms < avoid->second.second) {
+  const std::string* moving_to = x.state.move(x.v.name);
+  if (avoid != x.state.protect_avoid.end() && x.state.now_ms < avoid->second.second &&
+      !(moving_to && *moving_to == avoid->second.first)) {
     auto it = std::find(out.begin(), out.end(), avoid->second.first);
     if (it != out.end()) std::rotate(it, it + 1, out.end());  // last, not gone: it may be the only one
   }

@@ -149,11 +149,14 @@ int Run(const Options& o) {
     const bool ok = r.code == 0 && card.value("ok", false);
     failed += !ok;
     lost += card.value("lost_writes", uint64_t{0});
-    // The host or agent the fault took down comes back, and protection with it.
+    // The host or agent the fault took down comes back, and protection with it. Only if the
+    // drill got as far as its fault (a scorecard names it): reviving a host that was never
+    // killed restarted its live Corosync and started a second agent, a fault of our own.
     const int h = HostOf(owner);
+    const bool injected = card.contains("fault");
     bool revived = true;
-    if (h >= 0 && (fault == "kill-host" || fault == "kill-host-mid-move")) revived = Revive(&c, h, true);
-    if (h >= 0 && fault == "kill-agent") revived = Revive(&c, h, false);
+    if (h >= 0 && injected && (fault == "kill-host" || fault == "kill-host-mid-move")) revived = Revive(&c, h, true);
+    if (h >= 0 && injected && fault == "kill-agent") revived = Revive(&c, h, false);
     const uint64_t t_back = MonotonicNs();
     const bool restored = revived && AllProtected(c, 2, 180000);
     card["protection_restored"] = restored;
