@@ -84,6 +84,7 @@ void FaultProxy::Relay(int from, int to, bool damage) {
     ssize_t n = ::recv(from, buf, sizeof buf, 0);
     if (n <= 0) break;
     if (tap.size() < limit) tap.append(buf, std::min<size_t>(n, limit - tap.size()));
+    if (damage && stalled_) continue;
     if (damage && !fired_ && pos + n > offset_) {
       size_t at = offset_ - pos;
       if (fault_ == Fault::kCut) {

@@ -22,6 +22,9 @@ class FaultProxy {
   ~FaultProxy();
   uint16_t port() const { return port_; }
   bool fired() const { return fired_; }
+  // From now on the victim connection's bytes toward the destination are read and dropped:
+  // the destination hears nothing more on it, the source writes on; its close still ends both.
+  void Stall() { stalled_ = true; }
   // Keeps the first `limit` bytes each direction carried, of every connection, for captured().
   void Capture(size_t limit) { capture_limit_ = limit; }
   // Whether any connection carried `needle` (a tap of what a host on the path could read).
@@ -38,7 +41,7 @@ class FaultProxy {
   uint64_t offset_;
   Fault fault_;
   int listen_fd_ = -1;
-  std::atomic<bool> stopping_{false}, fired_{false};
+  std::atomic<bool> stopping_{false}, fired_{false}, stalled_{false};
   std::thread accept_thread_;
   std::mutex mu_;  // guards fds_ and threads_
   std::vector<int> fds_;
