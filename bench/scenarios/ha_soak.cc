@@ -103,6 +103,20 @@ bool Revive(Cluster* c, int i, bool whole_host) {
   return true;
 }
 
+// A failed drill's evidence outlives the cluster's temporary directory: every host's agent
+// logs and load-client reports, and the drill's own output, copied to /var/tmp.
+std::string KeepEvidence(const Cluster& c, int drill) {
+  const std::string to = "/var/tmp/ferry-ha-soak-" + std::to_string(::getpid()) + "/drill" + std::to_string(drill);
+  std::string cmd = "mkdir -p '" + to + "'";
+  for (int i = 0; i < c.tc->size(); ++i) {
+    cmd += "; mkdir -p '" + to + "/h" + std::to_string(i) + "'; cp '" + c.tc->host_dir(i) + "'/*.err '" +
+           c.tc->host_dir(i) + "'/*.json '" + to + "/h" + std::to_string(i) + "/' 2>/dev/null";
+  }
+  cmd += "; cp '" + c.tc->dir() + "/drill" + std::to_string(drill - 1) + "'.* '" + to + "/' 2>/dev/null; true";
+  (void)RunCommand({"sh", "-c", cmd}, c.tc->dir() + "/keep", 30000);
+  return to;
+}
+
 int Run(const Options& o) {
   Cluster c;
   std::string why;
@@ -148,6 +162,7 @@ int Run(const Options& o) {
     card["t_s"] = now_s();
     const bool ok = r.code == 0 && card.value("ok", false);
     failed += !ok;
+    if (!ok) card["kept"] = KeepEvidence(c, drills);
     lost += card.value("lost_writes", uint64_t{0});
     // The host or agent the fault took down comes back, and protection with it. Only if the
     // drill got as far as its fault (a scorecard names it): reviving a host that was never
