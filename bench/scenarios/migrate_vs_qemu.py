@@ -56,13 +56,14 @@ def _status(sock):
 def _first_report_here(sock):
     """The dirtier's first report on the destination (fields), which holds the migration's
     pause as the guest's own loop saw it (QEMU's guest reports the same), or None."""
+    # A VMM that has just started may answer before its guest's first report (no "report").
     first = _status(sock)
-    seen = first["report"]["text"] if first else ""
+    seen = (first or {}).get("report", {}).get("text", "")
     end = time.monotonic() + 5
     while time.monotonic() < end:
-        st = _status(sock)
-        if st and st["report"]["text"] != seen and "window_max_pause_us" in st["report"]["fields"]:
-            return st["report"]["fields"]
+        report = (_status(sock) or {}).get("report", {})
+        if report.get("text", "") != seen and "window_max_pause_us" in report.get("fields", {}):
+            return report["fields"]
         time.sleep(0.05)
     return None
 
