@@ -51,7 +51,8 @@ struct Rule {
 std::vector<std::string> BackupCandidates(const Ctx& x) {
   std::vector<std::string> order;
   // A VM being moved is protected by its destination first: the move is a handover to it.
-  if (const std::string* to = x.state.move(x.v.name)) order.push_back(*to);
+  const std::string* moving_to = x.state.move(x.v.name);
+  if (moving_to) order.push_back(*moving_to);
   auto add = [&order](const std::string& h) {
     if (!h.empty() && std::find(order.begin(), order.end(), h) == order.end()) order.push_back(h);
   };
@@ -65,7 +66,6 @@ std::vector<std::string> BackupCandidates(const Ctx& x) {
   // A host that failed this VM's standby lately is tried last, unless a move names it: the
   // operator (or the balancer) asked for that host, and the move could not begin without it.
   auto avoid = x.state.protect_avoid.find(x.v.name);
-  const std::string* moving_to = x.state.move(x.v.name);
   if (avoid != x.state.protect_avoid.end() && x.state.now_ms < avoid->second.second &&
       !(moving_to && *moving_to == avoid->second.first)) {
     auto it = std::find(out.begin(), out.end(), avoid->second.first);
