@@ -71,7 +71,9 @@ bool AllProtected(const Cluster& c, int vms, int timeout_ms) {
       [&] {
         json s = HaStatus(c);
         for (int k = 0; k < vms; ++k) {
-          if (VmOf(s, "kv" + std::to_string(k)).value("replication", "") != "protected") return false;
+          // Protected and serving: a fenced primary's replication may still read "protected".
+          const json v = VmOf(s, "kv" + std::to_string(k));
+          if (v.value("replication", "") != "protected" || v.value("state", "") != "running") return false;
         }
         return true;
       },

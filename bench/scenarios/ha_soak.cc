@@ -117,6 +117,29 @@ std::string KeepEvidence(const Cluster& c, int drill) {
   return to;
 }
 
+// What every agent says of the VMs when protection did not come back: per host, its local
+// instances, its protection bookkeeping, what it is busy with and its last events, one
+// compact block each (the end of a CI log is what survives).
+std::string Diagnose(const Cluster& c) {
+  std::string out;
+  for (int i = 0; i < c.tc->size(); ++i) {
+    const std::string h = "h" + std::to_string(i);
+    json s = HaStatus(c, h);
+    if (!s.is_object()) {
+      out += h + ": no answer\n";
+      continue;
+    }
+    out += h + ": local " + s.value("local", json::array()).dump() + "\n  protection " +
+           s.value("protection", json::object()).dump() + " busy " + s.value("busy", json::array()).dump() + "\n";
+    const json ev = s.value("events", json::array());
+    for (size_t k = ev.size() > 12 ? ev.size() - 12 : 0; k < ev.size(); ++k) {
+      out += "  " + std::to_string(ev[k].value("t_ms", uint64_t{0}) % 1000000) + " " + ev[k].value("kind", "") + " " +
+             ev[k].value("vm", "") + " " + ev[k].value("detail", "") + "\n";
+    }
+  }
+  return out;
+}
+
 int Run(const Options& o) {
   Cluster c;
   std::string why;
@@ -124,7 +147,9 @@ int Run(const Options& o) {
     std::fprintf(stderr, "ha-soak: %s\n", why.c_str());
     return 1;
   }
-  std::mt19937 rng(o.seed ? o.seed : static_cast<uint32_t>(MonotonicNs()));
+  const uint32_t seed = o.seed ? o.seed : static_cast<uint32_t>(MonotonicNs());
+  std::mt19937 rng(seed);
+  std::fprintf(stderr, "ha-soak: seed %u\n", seed);
   std::map<pid_t, Series> series;
   const uint64_t t0 = MonotonicNs();
   auto now_s = [&] { return (MonotonicNs() - t0) / 1e9; };
@@ -142,7 +167,8 @@ int Run(const Options& o) {
     }
     next_drill = now_s() + o.drill_every_s;
     if (!AllProtected(c, 2, 120000)) {
-      std::fprintf(stderr, "ha-soak: not every VM protected before drill %d\n%s", drills + 1, Logs(c).c_str());
+      std::fprintf(stderr, "ha-soak: not every VM protected before drill %d\n%s%s", drills + 1, Logs(c).c_str(),
+                   Diagnose(c).c_str());
       ++unrestored;
       continue;
     }
@@ -177,6 +203,13 @@ int Run(const Options& o) {
     card["protection_restored"] = restored;
     card["protection_restored_s"] = (MonotonicNs() - t_back) / 1e9;
     unrestored += !restored;
+    if (!restored) {
+      if (ok) card["kept"] = KeepEvidence(c, drills);
+      const json st = HaStatus(c);
+      const json vms = st.is_object() && st.contains("cluster") ? st["cluster"].value("vms", json::array()) : json();
+      std::fprintf(stderr, "ha-soak: protection not back 180 s after drill %d (%s %s): %s\n%s", drills, fault.c_str(),
+                   vm.c_str(), vms.dump().c_str(), Diagnose(c).c_str());
+    }
     std::printf("%s\n", card.dump().c_str());
     std::fflush(stdout);
   }
@@ -230,7 +263,7 @@ int Run(const Options& o) {
     }
   }
   const bool pass = !g_stop && failed == 0 && lost == 0 && unrestored == 0 && grew.empty();
-  std::printf("%s\n", json{{"verdict", pass ? "pass" : "fail"}, {"duration_s", now_s()}, {"drills", drills}, {"failed", failed},
+  std::printf("%s\n", json{{"verdict", pass ? "pass" : "fail"}, {"seed", seed}, {"duration_s", now_s()}, {"drills", drills}, {"failed", failed},
                            {"lost_writes", lost}, {"protection_not_restored", unrestored}, {"processes_that_grew", grew}}
                           .dump()
                           .c_str());
