@@ -17,9 +17,11 @@ void Agent::Execute(const Action& a) {
   Event(ActionName(a.kind), a.vm, "generation " + gen + (a.host != self_.name ? " " + a.host : "") + ": " + a.why);
   switch (a.kind) {
     case Action::kClaim:
+      // For this host, or (a failover handed back) for the host named.
       state_->pending_claim[a.vm] = a.generation;
       claim_ms_[a.vm] = now_ms_;
-      Send(ClusterState::ClaimMessage(a.vm, Claim{a.generation, self_.name, a.why}));
+      if (a.host == self_.name) state_->claimed_here[a.vm] = a.generation;
+      Send(ClusterState::ClaimMessage(a.vm, Claim{a.generation, a.host, a.why}));
       break;
     case Action::kProtect:
       state_->protect_sent[a.vm] = a.host;
@@ -43,6 +45,15 @@ void Agent::Execute(const Action& a) {
         std::lock_guard lock(mu_);
         if (!r.ok()) {
           Event("promote-failed", a.vm, r.status().message());
+          // Refused, or no VMM to ask (it died first): the generation did not run here, and
+          // OwnerHandsBackAStandbyItLost may hand the VM back. A lost answer (an I/O error, a
+          // timeout) may hide a promotion that ran: then it stays counted as launched.
+          const ErrorCode code = r.status().code();
+          const bool never_ran = code == ErrorCode::kNotFound || code == ErrorCode::kInvalidArgument ||
+                                 code == ErrorCode::kRefused || code == ErrorCode::kDenied ||
+                                 code == ErrorCode::kUnsupported || code == ErrorCode::kBusy;
+          auto l = state_->launched.find(a.vm);
+          if (never_ran && l != state_->launched.end() && l->second == a.generation) state_->launched.erase(l);
           return;
         }
         Event("promoted", a.vm,

@@ -309,6 +309,9 @@ class Sim {
  public:
   // Worker starts still to fail (as std::thread's constructor does without threads left).
   int failed_spawns_left = 0;
+  // Steps a worker's call takes (promote, replicate, stop, switch, handover), drawn per task;
+  // none if unset: it completes in the step that started it.
+  std::function<uint64_t()> task_delay;
 
   explicit Sim(uint64_t lease_ms = 0, int failed_spawns = 0) : failed_spawns_left(failed_spawns) {
     auto c = ClusterConfig::Parse(json::parse(R"({"lease_ms": )" + std::to_string(lease_ms) + R"(,
@@ -323,6 +326,7 @@ class Sim {
   }
   ~Sim() {
     tasks_.clear();
+    ready_at_.clear();
     agents_.clear();
   }
 
@@ -335,6 +339,8 @@ class Sim {
         --failed_spawns_left;
         throw std::system_error(EAGAIN, std::generic_category(), "Resource temporarily unavailable");
       }
+      const uint64_t delay = task_delay ? task_delay() : 0;
+      ready_at_.push_back(now + delay * 100);
       tasks_.emplace_back(h, std::move(fn));
     };
     o.startup_grace_ms = 2000;
@@ -432,16 +438,33 @@ class Sim {
   }
   void RunTasks() {
     std::deque<std::pair<std::string, std::function<void()>>> later;
+    std::deque<uint64_t> later_at;
     while (!tasks_.empty()) {
       auto [h, fn] = std::move(tasks_.front());
+      const uint64_t at = ready_at_.empty() ? 0 : ready_at_.front();
       tasks_.pop_front();
-      if (stopped_.count(h)) {
+      if (!ready_at_.empty()) ready_at_.pop_front();
+      if (stopped_.count(h) || at > now) {
         later.emplace_back(h, std::move(fn));  // a stopped agent's workers are stopped too
+        later_at.push_back(at);
       } else if (!world.dead.count(h)) {
         fn();
       }
     }
     tasks_ = std::move(later);
+    ready_at_ = std::move(later_at);
+  }
+  // A dead host's or agent's workers die with it.
+  void DropTasks(const std::string& h) {
+    std::deque<std::pair<std::string, std::function<void()>>> keep;
+    std::deque<uint64_t> keep_at;
+    for (size_t i = 0; i < tasks_.size(); ++i) {
+      if (tasks_[i].first == h) continue;
+      keep.push_back(std::move(tasks_[i]));
+      keep_at.push_back(i < ready_at_.size() ? ready_at_[i] : 0);
+    }
+    tasks_ = std::move(keep);
+    ready_at_ = std::move(keep_at);
   }
   // Steps until pred holds; false after max_steps.
   bool RunUntil(const std::function<bool()>& pred, int max_steps = 600) {
@@ -466,12 +489,12 @@ class Sim {
   void KillHost(const std::string& h) {
     world.dead.insert(h);
     world.vmms.erase(h);
-    std::erase_if(tasks_, [&](const auto& t) { return t.first == h; });
+    DropTasks(h);
     Views();
   }
   // The agent alone dies (SIGKILL); without a lease its VMMs die with it (PDEATHSIG).
   void KillAgent(const std::string& h) {
-    std::erase_if(tasks_, [&](const auto& t) { return t.first == h; });
+    DropTasks(h);
     agents_.erase(h);
     if (!config_.lease_ms) {
       std::vector<std::string> vms;
@@ -485,6 +508,16 @@ class Sim {
     StartAgent(h);
     Views();
   }
+  // A killed host comes back: its link, an empty VMM table, and a fresh agent.
+  void ReviveHost(const std::string& h) {
+    world.dead.erase(h);
+    part_[h] = 0;
+    muted_.erase(h);
+    stopped_.erase(h);
+    held_[h].clear();
+    RestartAgent(h);
+  }
+  bool Stopped(const std::string& h) const { return stopped_.count(h) > 0; }
   void Partition(const std::string& h) {
     part_[h] = 1;
     Views();
@@ -494,10 +527,17 @@ class Sim {
     Views();
   }
 
-  // Where kv's primary serves, protected by `standby` (any standby if empty).
+  // Where kv's primary serves (unfenced, its output flowing), protected by `standby` (any
+  // standby if empty).
   bool ProtectedOn(const std::string& host, const std::string& standby = "") {
     FakeVmm* p = world.Find(host, "kv");
-    if (!p || p->role != Role::kPrimary || p->replication != ReplicationState::kProtected || p->output_held) return false;
+    if (!p || p->role != Role::kPrimary || p->replication != ReplicationState::kProtected || p->output_held || p->fenced) {
+      return false;
+    }
+    // A fenced primary's replication state is last checked when it last ran: its standby must
+    // still be there.
+    FakeVmm* sb = world.Find(p->standby_host, "kv");
+    if (!sb || sb->role != Role::kStandby) return false;
     return standby.empty() || p->standby_host == standby;
   }
   std::string PrimaryHost() {
@@ -516,6 +556,7 @@ class Sim {
   std::map<std::string, std::unique_ptr<FakeGroup>> groups_;
   std::map<std::string, int> part_;
   std::deque<std::pair<std::string, std::function<void()>>> tasks_;
+  std::deque<uint64_t> ready_at_;  // when each task may run (a worker's call takes that long)
   std::set<std::string> stopped_, muted_;
   std::map<std::string, std::vector<std::pair<std::string, std::string>>> held_;  // for stopped agents
   std::map<std::string, std::unique_ptr<Agent>> agents_;

@@ -189,6 +189,34 @@ TEST(AgentSim, APartitionThatHealsBeforeTheNewOwnerRunsNeverLetsTheOldOneUnfence
   EXPECT_GT(sim.world.Find("b", "kv")->generation, g);
 }
 
+// Found by AgentSimDrills (seed 1595 with a lease): the new owner's standby died between its
+// failover claim and its promotion. The old primary, back in the view, was killed as stale
+// and the VM ran nowhere, for good. Now a stale primary waits until the new owner runs the
+// VM, and an owner that lost its standby before promoting it hands the VM back to it.
+TEST(AgentSim, ANewOwnersStandbyLostBeforeItsPromotionHandsTheVmBackToTheOldPrimary) {
+  Sim sim;
+  ASSERT_TRUE(sim.RunUntil([&] { return sim.ProtectedOn("a", "b"); }, 100));
+  const uint64_t g = sim.world.Find("a", "kv")->generation;
+  sim.Partition("a");
+  ASSERT_TRUE(sim.RunUntil([&] {
+    const Claim* c = sim.agent("b").state().claim("kv");
+    return c && c->generation > g && c->host == "b";
+  }, 50));
+  FakeVmm* b = sim.world.Find("b", "kv");
+  ASSERT_TRUE(b && b->role == Role::kStandby) << "b promoted in the step that agreed its claim: the window is gone";
+  sim.world.End("b", "kv", "signal 9");
+  sim.Heal();
+  ASSERT_TRUE(sim.RunUntil([&] { return sim.PrimaryHost() == "a"; }, 100)) << "the VM runs nowhere";
+  EXPECT_GT(sim.world.Find("a", "kv")->generation, g + 1) << "taken back above the failover's generation";
+  bool handed_back = false;
+  for (const auto& e : sim.agent("b").events()) {
+    handed_back |= e.value("kind", "") == "claim" && e.value("detail", "").find("a: reclaim") != std::string::npos;
+  }
+  EXPECT_TRUE(handed_back) << "b, the failover's owner, hands the VM back to a";
+  EXPECT_EQ(sim.world.boots, 1) << "handed back, not booted afresh";
+  ASSERT_TRUE(sim.RunUntil([&] { return sim.ProtectedOn("a"); }, 300));
+}
+
 // The owner's Corosync crashes (or restarts): its agent stays up, counts itself alone, fences
 // at once (well before the others' promote_delay_ms), sends nothing while it is gone, and on
 // rejoining finds the newer generation and gives up its stale primary.

@@ -103,14 +103,34 @@ bool UnprotectedClaimOfMine(const Ctx& x) {
          x.mine->generation + 1 == x.G;
 }
 
-Verdict OwnerTakesItsUnprotectedClaim(const Ctx& x) {
-  if (!UnprotectedClaimOfMine(x)) return Pass();
-  return Do(Action::kReleaseOutput, x, x.self, x.G, "standby lost while quorate, its replica disowned");
+// The VM handed back to this primary (OwnerHandsBackAStandbyItLost), agreed: its VMM takes
+// the claim's generation and lets its held output go (unfenced by the owner's rules next).
+bool ReclaimOfMine(const Ctx& x) {
+  return x.mine && x.mine->primary() && x.c && x.c->host == x.self && x.c->why == "reclaim" && x.mine->generation < x.G;
 }
 
+Verdict OwnerTakesItsUnprotectedClaim(const Ctx& x) {
+  if (UnprotectedClaimOfMine(x)) {
+    return Do(Action::kReleaseOutput, x, x.self, x.G, "standby lost while quorate, its replica disowned");
+  }
+  if (ReclaimOfMine(x)) return Do(Action::kReleaseOutput, x, x.self, x.G, "handed back: the failover's standby was lost");
+  return Pass();
+}
+
+// The claimed owner runs the claim's generation: its report lists a primary of it (or newer).
+bool ClaimedOwnerRunsIt(const Ctx& x) {
+  const Instance* i = x.state.instance(x.c->host, x.v.name);
+  return x.state.live(x.c->host) && i && i->primary() && i->generation >= x.G;
+}
+
+// A primary of an older generation, or of the claim's generation on another host, is stale.
+// It goes once the claimed owner runs the VM. Until then it stays (fenced, or its output
+// held, as a stale primary is: only the owner's rules unfence or release): it may be the only
+// copy left, if the new owner's standby dies before its promotion (OwnerHandsBackAStandbyItLost).
 Verdict StaleLocalPrimary(const Ctx& x) {
   if (!x.mine || !x.mine->primary() || !x.c) return Pass();
   if (x.mine->generation < x.G || (x.mine->generation == x.G && x.c->host != x.self)) {
+    if (!ClaimedOwnerRunsIt(x)) return Wait();
     return Do(Action::kKill, x, x.self, x.mine->generation,
               "stale: generation " + std::to_string(x.G) + " runs on " + x.c->host);
   }
@@ -134,6 +154,31 @@ Verdict NeverStarted(const Ctx& x) {
 }
 
 // --- Rules for the owner (the claim names this host) ---
+
+// This agent claimed a failover onto its standby, and the standby is gone before any
+// promotion was asked of it here: the claim's generation never ran (a standby serves only
+// once promoted, and only this agent promotes it; an agent restarted since knows no such
+// claim of its own and waits). The primary that standby protected, the previous generation's,
+// still holds every acknowledged write (its output waited for this standby's acknowledgements):
+// if its host is here, the VM is handed back to it at the next generation, rather than left
+// running nowhere. Found by AgentSimDrills (seed 1595, with a lease): the standby killed
+// right after its host claimed, the old primary back in the view, and the VM ran nowhere for good.
+Verdict OwnerHandsBackAStandbyItLost(const Ctx& x) {
+  if (x.c->why != "failover") return Pass();
+  auto made = x.state.claimed_here.find(x.v.name);
+  auto l = x.state.launched.find(x.v.name);
+  if (made == x.state.claimed_here.end() || made->second != x.G || (l != x.state.launched.end() && l->second >= x.G)) {
+    return Pass();
+  }
+  if (x.claim_pending) return Wait();
+  for (const auto& h : x.config.hosts) {
+    const Instance* i = x.state.instance(h.name, x.v.name);
+    if (h.name != x.self && x.state.live(h.name) && i && i->primary() && i->generation + 1 == x.G) {
+      return Do(Action::kClaim, x, h.name, x.G + 1, "reclaim");
+    }
+  }
+  return Wait();
+}
 
 Verdict OwnerBootsWhatItClaimed(const Ctx& x) {
   auto l = x.state.launched.find(x.v.name);
@@ -311,13 +356,17 @@ Verdict StartAStandbyWhenAsked(const Ctx& x) {
 }
 
 constexpr std::array kFirstRules = {
-    Rule{"a primary that claimed the next generation to disown a lost standby takes it and releases its output",
+    Rule{"a primary claimed at the next generation (to disown a lost standby, or handed the VM back) takes it and "
+         "releases its output",
          OwnerTakesItsUnprotectedClaim},
-    Rule{"a primary of an older generation, or of one another host owns, is killed", StaleLocalPrimary},
+    Rule{"a primary of an older generation, or of one another host owns, is killed once that owner runs it",
+         StaleLocalPrimary},
     Rule{"a primary a handover made here claims its new generation", HandoverMadeThisThePrimary},
     Rule{"a VM never started is claimed by its start host", NeverStarted},
 };
 constexpr std::array kOwnerWithNothingHereRules = {
+    Rule{"hand a failover whose standby died before its promotion back to the primary it protected",
+         OwnerHandsBackAStandbyItLost},
     Rule{"boot what this host claimed at start", OwnerBootsWhatItClaimed},
 };
 constexpr std::array kOwnerRules = {

@@ -73,7 +73,7 @@ struct Instance {
 struct Claim {
   uint64_t generation = 0;
   std::string host;
-  std::string why;  // start, failover, handover, report
+  std::string why;  // start, failover, handover, report, unprotected, reclaim
 };
 
 struct Action {
@@ -183,6 +183,7 @@ class ClusterState {
   // The agent's own bookkeeping, consulted by Decide().
   std::map<std::string, uint64_t> launched;         // vm -> generation booted or promoted here
   std::map<std::string, uint64_t> pending_claim;    // vm -> generation claimed, not yet delivered
+  std::map<std::string, uint64_t> claimed_here;     // vm -> the last generation this agent claimed for this host
   std::map<std::string, std::string> protect_sent;  // vm -> host asked (until the standby shows up)
   bool startup_grace_over = false;                  // may claim a never-started VM without every host
   // vm -> the agent's clock before which no new standby is asked for or replicated to (the

@@ -1,0 +1,167 @@
+// bench/ha-soak at the model's level: the AgentSim cluster (agent_sim.h) through long
+// random sequences of the drills' faults, each injected at a random step, held a random time
+// and healed (a killed host or agent brought back, as the soak does). After every drill the
+// VM must be protected again within the soak's bound (180 s), and at every step Step()
+// checks that no two copies serve and no acknowledged write is lost. Each failure prints its
+// seed and the drills that led to it, so it replays exactly.
+#include <gtest/gtest.h>
+
+#include <cstdio>
+#include <cstdlib>
+#include <random>
+
+#include "agent_sim.h"
+
+namespace ferry::ha::sim {
+namespace {
+
+constexpr int kRestoreSteps = 1800;  // 180 s of cluster time: bench/ha-soak's bound
+const std::vector<std::string> kHosts = {"a", "b", "c"};
+
+std::string Protected(Sim& sim) {
+  for (const auto& h : kHosts) {
+    if (sim.ProtectedOn(h)) return h;
+  }
+  return "";
+}
+
+// One drill: the fault, held `hold` steps, then healed. Returns what it did, for the log.
+std::string Inject(Sim& sim, std::mt19937& rng, const std::string& fault, int hold) {
+  const std::string owner = Protected(sim);
+  const std::string standby = sim.world.Find(owner, "kv")->standby_host;
+  std::string third;
+  for (const auto& h : kHosts) {
+    if (h != owner && h != standby) third = h;
+  }
+  const std::string what = fault + " (owner " + owner + ", standby " + standby + ", held " + std::to_string(hold) + ")";
+  if (fault == "kill-vm") {
+    sim.world.End(owner, "kv", "signal 9");
+    sim.Run(hold);
+  } else if (fault == "kill-standby") {
+    sim.world.End(standby, "kv", "signal 9");
+    sim.Run(hold);
+  } else if (fault == "stop-agent") {
+    sim.StopAgent(owner);
+    sim.Run(hold);
+    sim.ContinueAgent(owner);
+  } else if (fault == "cut-replication") {
+    sim.world.cut.insert(std::minmax(owner, standby));
+    sim.Run(hold);
+    sim.world.cut.erase(std::minmax(owner, standby));
+  } else if (fault == "kill-agent") {
+    sim.KillAgent(owner);
+    sim.Run(hold);
+    sim.RestartAgent(owner);
+  } else if (fault == "kill-host") {
+    sim.KillHost(owner);
+    sim.Run(hold);
+    sim.ReviveHost(owner);
+  } else if (fault == "cut-corosync") {
+    sim.Partition(owner);
+    sim.Run(hold);
+    sim.Heal();
+  } else if (fault == "partition-host") {
+    sim.Partition(owner);
+    sim.world.cut.insert(std::minmax(owner, standby));
+    sim.world.cut.insert(std::minmax(owner, third));
+    sim.Run(hold);
+    sim.world.cut.clear();
+    sim.Heal();
+  } else if (fault == "restart-corosync") {
+    sim.LoseGroup(owner);
+    sim.Run(hold);
+    sim.RejoinGroup(owner);
+  } else if (fault == "kill-host-mid-move") {
+    (void)sim.agent(standby).Handle({{"op", "move"}, {"vm", "kv"}, {"to", third}});
+    const int into = static_cast<int>(rng() % 12);
+    sim.Run(into);
+    sim.KillHost(owner);
+    sim.Run(hold);
+    sim.ReviveHost(owner);
+    return what + " killed " + std::to_string(into) + " steps into a move to " + third;
+  }
+  return what;
+}
+
+// Runs `drills` random drills from `seed`; empty if every one ended protected, else the log.
+// With slow_workers, each worker's call (promote, replicate, stop, switch, handover) takes
+// 0 to 2 s, drawn per call: the VM stays busy meanwhile and faults land inside those calls.
+std::string RandomDrills(uint32_t seed, int drills, uint64_t lease_ms, const std::vector<std::string>& faults,
+                         bool slow_workers = false) {
+  if (const char* only = std::getenv("FERRY_SIM_ONLY_SEED"); only && std::strtoul(only, nullptr, 10) != seed) return "";
+  Sim sim(lease_ms);
+  std::mt19937 rng(seed), slow(seed * 7919u);
+  if (slow_workers) sim.task_delay = [&slow] { return static_cast<uint64_t>(slow() % 21); };
+  std::string log = "seed " + std::to_string(seed) + ", lease " + std::to_string(lease_ms) + " ms" +
+                    (slow_workers ? ", slow workers" : "") + ":";
+  if (!sim.RunUntil([&] { return !Protected(sim).empty(); }, kRestoreSteps)) return log + " never protected at start";
+  for (int d = 1; d <= drills; ++d) {
+    sim.Run(static_cast<int>(rng() % 30));  // a random instant of the checkpoint cycle
+    if (::testing::Test::HasFatalFailure()) return log + " (Step() failed before drill " + std::to_string(d) + ")";
+    if (Protected(sim).empty()) continue;  // the soak waits for protection first
+    const std::string fault = faults[rng() % faults.size()];
+    const int hold = 5 + static_cast<int>(rng() % 80);
+    std::fprintf(stderr, "--- drill %d at %llu ms: %s\n", d, static_cast<unsigned long long>(sim.now), fault.c_str());
+    log += "\n  drill " + std::to_string(d) + " at " + std::to_string(sim.now) + " ms: " + Inject(sim, rng, fault, hold);
+    std::fprintf(stderr, "--- drill %d healed at %llu ms\n", d, static_cast<unsigned long long>(sim.now));
+    if (::testing::Test::HasFatalFailure()) return log + " -> Step() failed";
+    const uint64_t healed = sim.now;
+    if (!sim.RunUntil([&] { return !Protected(sim).empty(); }, kRestoreSteps)) {
+      std::string where;
+      for (const auto& h : kHosts) {
+        const FakeVmm* v = sim.world.Find(h, "kv");
+        if (!v) continue;
+        where += " " + h + ":" + (v->role == Role::kPrimary ? "primary" : "standby") + " g" + std::to_string(v->generation) +
+                 (v->fenced ? " fenced" : "") + (v->output_held ? " held" : "") +
+                 (v->replication ? " repl=" + std::string(replication::ReplicationStateName(*v->replication)) : "") +
+                 (v->role == Role::kStandby ? " sb=" + std::string(replication::StandbyStateName(v->standby_state)) : "");
+      }
+      return log + " -> not protected " + std::to_string(kRestoreSteps / 10) + " s after the heal; VMMs:" + where;
+    }
+    log += " -> protected on " + Protected(sim) + " after " + std::to_string(sim.now - healed) + " ms";
+  }
+  return "";
+}
+
+const std::vector<std::string> kAllFaults = {"kill-vm",   "kill-standby", "stop-agent",     "cut-replication",
+                                             "kill-agent", "kill-host",    "cut-corosync",   "partition-host",
+                                             "restart-corosync", "kill-host-mid-move"};
+
+// FERRY_SIM_SEEDS=N runs N times the seeds (CI runs 1x: about 3 s).
+uint32_t SeedScale() {
+  const char* v = std::getenv("FERRY_SIM_SEEDS");
+  const long n = v ? std::strtol(v, nullptr, 10) : 1;
+  return n > 0 && n < 100000 ? static_cast<uint32_t>(n) : 1;
+}
+
+// The four faults of HaSoak.AShortSoakUnderDrillsPassesItsVerdict, many times over.
+TEST(AgentSimDrills, TheCiSoaksFaultsAlwaysEndProtected) {
+  for (uint32_t seed = 1; seed <= 40 * SeedScale() && !HasFatalFailure(); ++seed) {
+    const std::string log = RandomDrills(seed, 12, 0, {"kill-vm", "kill-standby", "stop-agent", "cut-replication"});
+    EXPECT_TRUE(log.empty()) << log;
+  }
+}
+
+TEST(AgentSimDrills, EveryDrillFaultAlwaysEndsProtected) {
+  for (uint32_t seed = 100; seed < 100 + 40 * SeedScale() && !HasFatalFailure(); ++seed) {
+    const std::string log = RandomDrills(seed, 12, 0, kAllFaults);
+    EXPECT_TRUE(log.empty()) << log;
+  }
+}
+
+TEST(AgentSimDrills, WithALeaseEveryDrillFaultAlwaysEndsProtected) {
+  for (uint32_t seed = 200; seed < 200 + 30 * SeedScale() && !HasFatalFailure(); ++seed) {
+    const std::string log = RandomDrills(seed, 12, 2000, kAllFaults);
+    EXPECT_TRUE(log.empty()) << log;
+  }
+}
+
+TEST(AgentSimDrills, WithSlowWorkersEveryDrillFaultAlwaysEndsProtected) {
+  for (uint32_t seed = 300; seed < 300 + 30 * SeedScale() && !HasFatalFailure(); ++seed) {
+    const std::string log = RandomDrills(seed, 12, seed % 2 ? 2000 : 0, kAllFaults, /*slow_workers=*/true);
+    EXPECT_TRUE(log.empty()) << log;
+  }
+}
+
+}  // namespace
+}  // namespace ferry::ha::sim
