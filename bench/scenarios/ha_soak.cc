@@ -5,7 +5,8 @@
 // threads and descriptors. One JSON line per sample and per drill on stdout, then a verdict:
 // every drill passed (0 lost writes, never two primaries, its expected outcome), protection
 // came back after each, and every process, past a warm-up of its own, grew by less than
-// 8 MiB of RSS (plus its guest RAM for a VMM or standby) and kept its maps, threads and fds flat.
+// 8 MiB of RSS (plus its guest RAM for a VMM or standby, and a standby's staging buffer) and
+// kept its maps, threads and fds flat.
 //
 //   build/bench/ha_soak_bench [--duration-s 3600] [--drill-every-s 180] [--sample-s 10]
 //                             [--warmup-s 300] [--seed N] [--faults kill-host,kill-standby,...]
@@ -24,6 +25,7 @@
 
 #include "e2e_util.h"
 #include "ferry/base/clock.h"
+#include "ferry/migrate/page_sink.h"
 #include "ha_cluster_util.h"
 #include "proc_usage.h"
 #include "test_cluster.h"
@@ -241,7 +243,11 @@ int Run(const Options& o) {
     }
     const double growth_kib = bench::Slope(t, rss) * (t.back() - t.front());
     const bool guest = s.what == "vmm" || s.what == "standby";
-    const double allowed_kib = 8192 + (guest ? kGuestMib * 1024.0 : 0);
+    // A standby also keeps its staging buffer's capacity across checkpoints, up to
+    // StagedPages::kKeptBytes (never more than the guest): measured in the first KVM hour, a
+    // standby grew 96 MiB, over the 72 MiB allowed before this was counted.
+    const double staged_kib = std::min<double>(migrate::StagedPages::kKeptBytes / 1024.0, kGuestMib * 1024.0);
+    const double allowed_kib = 8192 + (guest ? kGuestMib * 1024.0 : 0) + (s.what == "standby" ? staged_kib : 0);
     auto third = [&](const std::vector<double>& v, bool last) {
       const size_t n = std::max<size_t>(1, idx.size() / 3);
       std::vector<double> part;
