@@ -280,8 +280,13 @@ void Agent::Tick(uint64_t now_ms) {
     }
   }
   last_stats_ = stats;
+  // Reports go out at every change of what decisions read, and at least every
+  // report_every_ms with the counters (checkpoints acknowledged or committed, frames sent).
+  // Those move with every checkpoint: reporting each of their changes flooded the group (every
+  // delivery wakes every agent, whose next tick had a counter of its own to report).
   bool changed = local.size() != last_sent_.size();
-  for (size_t i = 0; !changed && i < local.size(); ++i) changed = local[i].ToJson() != last_sent_[i].ToJson();
+  for (size_t i = 0; !changed && i < local.size(); ++i) changed = local[i].Differs(last_sent_[i]);
+  last_local_ = local;
   if (metrics_) {
     std::map<std::string, bool> moving;
     for (const auto& [vm, to] : state_->moves()) {

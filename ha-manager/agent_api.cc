@@ -30,7 +30,7 @@ bool Flag(const json& req, const char* key, bool dflt) {
 
 json Agent::StatusJson() const {
   json local = json::array();
-  for (const auto& i : last_sent_) local.push_back(i.ToJson());
+  for (const auto& i : last_local_) local.push_back(i.ToJson());
   json ev = json::array();
   for (const auto& e : events_) ev.push_back(e);
   json prot = json::object();

@@ -285,6 +285,7 @@ class FakeExecutor : public Executor {
 
 struct Bus {
   std::deque<std::pair<std::string, std::string>> queue;  // (sender, payload) in agreed order
+  std::map<std::string, int> reports;                      // reports sent, per sender
 };
 
 class FakeGroup : public Group {
@@ -292,6 +293,7 @@ class FakeGroup : public Group {
   FakeGroup(Bus& bus, World& w, std::string host) : bus_(bus), w_(w), host_(std::move(host)) {}
   Status Send(const std::string& payload) override {
     if (w_.dead.count(host_)) return Status(ErrorCode::kIo, "dead");
+    if (payload.find(R"("t":"report")") != std::string::npos) ++bus_.reports[host_];
     bus_.queue.emplace_back(host_, payload);
     return Status::Ok();
   }
@@ -347,6 +349,7 @@ class Sim {
     agents_[h] = std::make_unique<Agent>(config_, *config_.Host(h), *exec_[h], *groups_[h], o, now);
   }
   Agent& agent(const std::string& h) { return *agents_.at(h); }
+  int reports_sent(const std::string& h) { return bus_.reports[h]; }
 
   std::set<std::string> Members(const std::string& h) const {
     std::set<std::string> out;

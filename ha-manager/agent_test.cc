@@ -27,6 +27,29 @@ TEST(AgentSim, AWorkerThatCannotStartIsRetriedAndNothingEscapesTheTick) {
   EXPECT_EQ(sim.world.boots, 1) << "booted once, not once per failed try";
 }
 
+// Every checkpoint moves the owner's and the standby's counters. A report at each of those
+// changes flooded the group (on a KVM test cluster every delivery woke every agent, whose next
+// tick reported its own moved counter). Counters ride on the report sent every second; what
+// decisions read goes out at once.
+TEST(AgentSim, CheckpointCountersRideOnThePeriodicReportAndChangesGoAtOnce) {
+  Sim sim;
+  ASSERT_TRUE(sim.RunUntil([&] { return sim.ProtectedOn("a", "b"); }, 100));
+  sim.Run(10);
+  const int a0 = sim.reports_sent("a"), b0 = sim.reports_sent("b");
+  const uint64_t epochs0 = sim.world.Find("a", "kv")->epochs;
+  sim.Run(100);  // 10 s, a checkpoint every step
+  EXPECT_EQ(sim.world.Find("a", "kv")->epochs - epochs0, 100u);
+  EXPECT_LE(sim.reports_sent("a") - a0, 11) << "one report a second, not one per checkpoint";
+  EXPECT_LE(sim.reports_sent("b") - b0, 11);
+  EXPECT_GE(sim.reports_sent("a") - a0, 9);
+  json st = sim.agent("a").Handle({{"op", "status"}});
+  EXPECT_EQ(st["local"][0]["epochs"], sim.world.Find("a", "kv")->epochs) << "the status shows the last probe";
+  const int before = sim.reports_sent("a");
+  sim.world.End("b", "kv", "signal 9");
+  sim.Run(2);
+  EXPECT_GT(sim.reports_sent("a"), before) << "a change (the replication failed) is reported at once";
+}
+
 TEST(AgentSim, AStandbyVmmKilledWhileQuorateIsReplacedAndOutputReleasedOnce) {
   Sim sim;
   ASSERT_TRUE(sim.RunUntil([&] { return sim.ProtectedOn("a", "b"); }, 100));

@@ -31,6 +31,12 @@ json Instance::ToJson() const {
           {"tx_frames", tx_frames}};
 }
 
+bool Instance::Differs(const Instance& o) const {
+  return vm != o.vm || role != o.role || phase != o.phase || standby_state != o.standby_state || generation != o.generation ||
+         fenced != o.fenced || replication != o.replication || standby_host != o.standby_host ||
+         output_held != o.output_held || (committed > 0) != (o.committed > 0);
+}
+
 std::optional<Instance> Instance::FromJson(const json& j) {
   if (!j.is_object()) return std::nullopt;
   try {

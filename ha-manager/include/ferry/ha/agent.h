@@ -130,7 +130,8 @@ class Agent {
 
   mutable std::mutex mu_;  // guards everything below
   std::unique_ptr<ClusterState> state_;
-  std::vector<Instance> last_sent_;
+  std::vector<Instance> last_sent_;   // as last reported to the group
+  std::vector<Instance> last_local_;  // as last probed (the status shows these)
   nlohmann::json last_stats_ = nlohmann::json::object();
   uint64_t last_report_ms_ = 0;
   uint64_t last_balance_ms_ = 0;

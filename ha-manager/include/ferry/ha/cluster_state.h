@@ -5,7 +5,8 @@
 // The protocol over the closed process group (every message delivered to every member in
 // the same order):
 //   report   {host, instances}: each agent's VMs (primaries and standbys), sent after every
-//            view change, whenever they change, and once a second.
+//            view change, whenever what decisions read of them changes (Instance::Differs),
+//            and once a second, with the counters that move at every checkpoint.
 //   claim    {vm, generation, host, why}: "host runs vm at generation". The first claim of a
 //            generation higher than any seen wins, everywhere at once (agreed order): this is
 //            the fencing token. A report showing a primary of a higher generation counts as
@@ -60,6 +61,9 @@ struct Instance {
   // A primary whose replication is under way (connecting, syncing or protected).
   bool Replicating() const { return primary() && replication && replication::ReplicationActive(*replication); }
   bool ReplicationIs(replication::ReplicationState s) const { return primary() && replication == s; }
+  // Whether anything a decision reads differs: every field but the counters (epochs,
+  // tx_frames; committed only as none or some).
+  bool Differs(const Instance& o) const;
   bool StandbyIs(replication::StandbyState s) const { return standby() && standby_state == s; }
 
   // "state" is the phase's name ("running" for every phase whose guest runs, "starting"
