@@ -85,7 +85,8 @@ std::string Inject(Sim& sim, std::mt19937& rng, const std::string& fault, int ho
 
 // Runs `drills` random drills from `seed`; empty if every one ended protected, else the log.
 // With slow_workers, each worker's call (promote, replicate, stop, switch, handover) takes
-// 0 to 2 s, drawn per call: the VM stays busy meanwhile and faults land inside those calls.
+// 0 to 2 s, drawn per call (the VM stays busy meanwhile and faults land inside those calls),
+// and 1 probe in 20 gets no answer (the executor reports the VMM's last answer, not answering).
 std::string RandomDrills(uint32_t seed, int drills, uint64_t lease_ms, const std::vector<std::string>& faults,
                          bool slow_workers = false) {
   if (const char* only = std::getenv("FERRY_SIM_ONLY_SEED"); only && std::strtoul(only, nullptr, 10) != seed) return "";
@@ -93,7 +94,11 @@ std::string RandomDrills(uint32_t seed, int drills, uint64_t lease_ms, const std
   std::mt19937 rng(seed), slow(seed * 7919u);
   const char* max = std::getenv("FERRY_SIM_SLOW_STEPS");  // 20 (2 s) unless set
   const uint64_t slow_max = max ? std::strtoull(max, nullptr, 10) : 20;
-  if (slow_workers) sim.task_delay = [&slow, slow_max] { return static_cast<uint64_t>(slow() % (slow_max + 1)); };
+  if (slow_workers) {
+    sim.task_delay = [&slow, slow_max] { return static_cast<uint64_t>(slow() % (slow_max + 1)); };
+    sim.world.probe_fail_pct = 5;  // and loaded VMMs: 1 probe in 20 gets no answer
+    sim.world.probe_rng.seed(seed);
+  }
   std::string log = "seed " + std::to_string(seed) + ", lease " + std::to_string(lease_ms) + " ms" +
                     (slow_workers ? ", slow workers" : "") + ":";
   if (!sim.RunUntil([&] { return !Protected(sim).empty(); }, kRestoreSteps)) return log + " never protected at start";

@@ -10,6 +10,7 @@
 #include <cerrno>
 #include <deque>
 #include <functional>
+#include <random>
 #include <system_error>
 
 #include "ferry/ha/agent.h"
@@ -51,6 +52,10 @@ struct World {
   std::map<std::string, uint64_t> acked;
   std::vector<std::string> lost;
   bool sticky_output_held = false;  // a VMM whose status keeps saying "held" after a release
+  // Probes that get no answer (a loaded VMM), in percent: the executor then reports what the
+  // VMM last said, as not answering (VmmExecutor::NotAnswering).
+  int probe_fail_pct = 0;
+  std::mt19937 probe_rng{7};
   uint64_t now = 0;                 // the cluster's clock, set by the simulation
 
   bool LinkOk(const std::string& a, const std::string& b) const {
@@ -172,6 +177,17 @@ class FakeExecutor : public Executor {
       i.vm = vm;
       i.role = p.role;
       i.generation = p.generation;
+      const bool answered = w_.probe_fail_pct == 0 || static_cast<int>(w_.probe_rng() % 100) >= w_.probe_fail_pct;
+      if (!answered) {
+        auto last = last_.find(vm);
+        if (last != last_.end()) {
+          i = last->second;
+          i.phase.reset();
+          i.standby_state.reset();
+          out.push_back(i);
+          continue;
+        }
+      }
       if (p.role == Role::kPrimary) {
         i.phase = p.phase;
         i.fenced = p.fenced;
@@ -183,6 +199,7 @@ class FakeExecutor : public Executor {
         i.standby_state = p.standby_state;
         i.committed = p.committed;
       }
+      last_[vm] = i;
       out.push_back(i);
     }
     return out;
@@ -281,6 +298,7 @@ class FakeExecutor : public Executor {
   World& w_;
   const std::string host_;
   const uint64_t lease_ms_;
+  std::map<std::string, Instance> last_;  // each VMM's last answer
 };
 
 struct Bus {

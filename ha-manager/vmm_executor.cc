@@ -191,6 +191,7 @@ std::vector<std::string> VmmExecutor::Adopt() {
     Instance i = Parse(v.name, c, *r);
     c.role = i.role;
     c.generation = i.generation;
+    c.last = i;
     std::lock_guard lock(mu_);
     children_[v.name] = std::move(c);
     out.push_back(v.name);
@@ -250,12 +251,26 @@ Instance VmmExecutor::Parse(const std::string& vm, const Child& child, const jso
       i.tx_frames = r["devices"]["nic"].value("tx_frames", uint64_t{0});
     }
   } catch (const json::exception&) {
-    Instance none;
-    none.vm = vm;
-    none.role = child.role;
-    none.generation = child.generation;
-    return none;
+    return NotAnswering(vm, child);
   }
+  return i;
+}
+
+// A child that gave no usable answer: what it last said, but not answering. A promoted
+// standby is a primary from then on, and a primary's generation grows (unprotected claims,
+// hand-backs): reporting the role and generation it started with made a promoted primary
+// whose probe timed out look like a standby of the previous generation (the others saw no
+// primary and promoted their replica beside it: two copies), and an owner whose generation
+// had grown saw its own primary as stale and killed it. Found by review, after stale reads
+// under load in bench/ha-soak's first KVM hour.
+Instance VmmExecutor::NotAnswering(const std::string& vm, const Child& child) {
+  Instance i;
+  if (child.last) i = *child.last;
+  i.vm = vm;
+  i.role = child.role;
+  i.generation = child.generation;
+  i.phase.reset();
+  i.standby_state.reset();
   return i;
 }
 
@@ -273,18 +288,20 @@ std::vector<Instance> VmmExecutor::Probe(bool renew_leases) {
     // hung, stopped) lets it run out and the VM fences itself.
     if (r.ok() && config_.lease_ms && renew_leases) (void)c->api->Call({{"op", "lease"}, {"ttl_ms", config_.lease_ms}}, 1000);
     if (!r.ok()) {
-      Instance i;
-      i.vm = vm;
-      i.role = c->role;
-      i.generation = c->generation;
-      out.push_back(i);
+      out.push_back(NotAnswering(vm, *c));
       continue;
     }
     try {
       sampler_.Observe(vm, c->pid, *r, MonotonicMs());  // rates: a duration
     } catch (const json::exception&) {
     }
-    out.push_back(Parse(vm, *c, *r));
+    Instance i = Parse(vm, *c, *r);
+    if (i.phase || i.standby_state) {  // an answer: what it is now
+      c->role = i.role;
+      c->generation = i.generation;
+      c->last = i;
+    }
+    out.push_back(std::move(i));
   }
   sampler_.EndRound();
   return out;

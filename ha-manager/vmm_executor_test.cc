@@ -170,6 +170,68 @@ TEST(VmmExecutor, WithALeaseARunningVmmIsAdoptedLeasedWatchedAndReaped) {
   ::rmdir(dir.c_str());
 }
 
+// A standby the agent started, then promoted: its probe times out once (a loaded VMM). The
+// report must still say primary, at the generation it last answered with, not answering: it
+// used to say "standby" at the generation it started with, so the others saw no primary and
+// promoted their replica beside the one still serving.
+TEST(VmmExecutor, AProbeThatGetsNoAnswerReportsWhatTheVmmLastSaidNotWhatItStartedAs) {
+  char dir_template[] = "/tmp/ferry-probe-test-XXXXXX";
+  ASSERT_NE(::mkdtemp(dir_template), nullptr);
+  const std::string dir = dir_template;
+  const std::string fake = dir + "/fake-ferry";
+  {
+    std::ofstream f(fake);
+    f << "#!/bin/sh\nexec sleep 30\n";
+  }
+  ASSERT_EQ(::chmod(fake.c_str(), 0755), 0);
+  auto config = ClusterConfig::Parse(nlohmann::json::parse(R"({
+    "hosts": [{"name":"a","nodeid":1,"address":"127.31.0.1","dir":")" + dir + R"("},
+              {"name":"b","nodeid":2,"address":"127.31.0.2","dir":")" + dir + R"("}],
+    "vms": [{"name":"kv","guest":"kvstore.elf","primary":"a","backup":"b","port":7100}]})"));
+  ASSERT_TRUE(config.ok()) << config.status().message();
+  std::atomic<bool> promoted{false}, slow{false};
+  {
+    VmmExecutor exec(*config, *config->Host("b"), fake);
+    ASSERT_TRUE(exec.StartStandby(*config->Vm("kv"), 1, "a").ok());
+    // The VMM's API, answered here (the child only sleeps): a standby, then a promoted primary.
+    auto server = vmhost::ApiServer::Start(dir + "/kv.sock", [&](const nlohmann::json&, const vmhost::ApiEmit&) {
+      if (slow) std::this_thread::sleep_for(std::chrono::milliseconds(1500));
+      if (!promoted) {
+        return nlohmann::json{{"ok", true}, {"state", "standby"}, {"replication", {{"state", "replicating"}, {"committed_epoch", 5}}}};
+      }
+      return nlohmann::json{{"ok", true}, {"state", "running"}, {"ha", {{"generation", 2}, {"fenced", false}}}};
+    });
+    ASSERT_TRUE(server.ok()) << server.status().message();
+    auto local = exec.Probe();
+    ASSERT_EQ(local.size(), 1u);
+    EXPECT_TRUE(local[0].standby());
+    EXPECT_EQ(local[0].committed, 5u);
+    promoted = true;
+    local = exec.Probe();
+    ASSERT_EQ(local.size(), 1u);
+    EXPECT_TRUE(local[0].Runs());
+    EXPECT_EQ(local[0].generation, 2u);
+    slow = true;  // the next status answers after the probe's 1 s
+    local = exec.Probe();
+    ASSERT_EQ(local.size(), 1u);
+    EXPECT_TRUE(local[0].primary()) << "a promoted primary that did not answer was reported as a standby";
+    EXPECT_EQ(local[0].generation, 2u) << "reported at the generation it started with";
+    EXPECT_FALSE(local[0].phase.has_value()) << "not answering";
+    EXPECT_FALSE(local[0].Runs());
+    slow = false;
+    std::this_thread::sleep_for(std::chrono::milliseconds(600));  // the late answer is dropped with its connection
+    local = exec.Probe();
+    ASSERT_EQ(local.size(), 1u);
+    EXPECT_TRUE(local[0].Runs());
+    (*server)->Stop();
+    exec.Kill("kv");
+  }
+  ::unlink(fake.c_str());
+  ::unlink((dir + "/kv.log").c_str());
+  ::unlink((dir + "/kv.sock").c_str());
+  ::rmdir(dir.c_str());
+}
+
 }  // namespace
 }  // namespace ferry::ha
 

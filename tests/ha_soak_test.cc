@@ -22,16 +22,16 @@ TEST(HaSoak, AShortSoakUnderDrillsPassesItsVerdict) {
   ASSERT_NE(r.code, -1) << "the soak did not finish in time";
   nlohmann::json verdict = LastJsonLine(r.out);
   ASSERT_TRUE(verdict.is_object() && verdict.contains("verdict")) << r.out.substr(0, 4000) << r.err;
-  // On failure: the drills' cards, then the end of the bench's stderr (its seed, and for a VM
-  // left unprotected every agent's instances, bookkeeping and last events), last, where a CI
-  // log's tail keeps it.
+  // On failure: the end of the bench's stderr (its seed, and for a VM left unprotected every
+  // agent's instances, bookkeeping and last events), then the drills' cards, last, where a CI
+  // log's tail keeps them.
   std::string cards;
   std::istringstream lines(r.out);
   for (std::string l; std::getline(lines, l);) {
     if (l.find("\"sample\"") == std::string::npos) cards += l + "\n";
   }
   const std::string err_tail = r.err.size() > 6000 ? r.err.substr(r.err.size() - 6000) : r.err;
-  EXPECT_EQ(verdict["verdict"], "pass") << cards << err_tail;
+  EXPECT_EQ(verdict["verdict"], "pass") << err_tail << cards;
   EXPECT_GE(verdict["drills"].get<int>(), 2);
 }
 

@@ -134,7 +134,7 @@ std::string Diagnose(const Cluster& c) {
     out += h + ": local " + s.value("local", json::array()).dump() + "\n  protection " +
            s.value("protection", json::object()).dump() + " busy " + s.value("busy", json::array()).dump() + "\n";
     const json ev = s.value("events", json::array());
-    for (size_t k = ev.size() > 12 ? ev.size() - 12 : 0; k < ev.size(); ++k) {
+    for (size_t k = ev.size() > 10 ? ev.size() - 10 : 0; k < ev.size(); ++k) {
       out += "  " + std::to_string(ev[k].value("t_ms", uint64_t{0}) % 1000000) + " " + ev[k].value("kind", "") + " " +
              ev[k].value("vm", "") + " " + ev[k].value("detail", "") + "\n";
     }

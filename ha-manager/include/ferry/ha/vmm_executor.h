@@ -60,12 +60,16 @@ class VmmExecutor : public Executor {
     pid_t pid = -1;
     Role role = Role::kPrimary;
     uint64_t generation = 0;
+    // The last answer to a probe: a probe that gets none reports it again, as not answering
+    // (no phase or standby state), never the role and generation the child started with.
+    std::optional<Instance> last;
     std::unique_ptr<vmhost::ApiConnection> api;  // the probe's; agent thread only
     int pidfd = -1;  // adopted (not our child): its end is seen here, not by waitpid
   };
   std::string Sock(const std::string& vm) const;
   Status Spawn(const VmSpec& v, Role role, uint64_t generation, std::vector<std::string> args);
   Instance Parse(const std::string& vm, const Child& child, const nlohmann::json& status);
+  static Instance NotAnswering(const std::string& vm, const Child& child);
 
   const ClusterConfig& config_;
   const HostConfig& self_;
