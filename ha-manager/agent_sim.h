@@ -12,6 +12,7 @@
 #include <functional>
 #include <random>
 #include <system_error>
+#include <tuple>
 
 #include "ferry/ha/agent.h"
 
@@ -182,6 +183,8 @@ class FakeExecutor : public Executor {
         auto last = last_.find(vm);
         if (last != last_.end()) {
           i = last->second;
+          auto t = told_.find(vm);  // promoted or given a generation since (as VmmExecutor)
+          if (t != told_.end() && t->second.second >= i.generation) std::tie(i.role, i.generation) = t->second;
           i.phase.reset();
           i.standby_state.reset();
           out.push_back(i);
@@ -200,6 +203,7 @@ class FakeExecutor : public Executor {
         i.committed = p.committed;
       }
       last_[vm] = i;
+      told_.erase(vm);
       out.push_back(i);
     }
     return out;
@@ -254,6 +258,7 @@ class FakeExecutor : public Executor {
     }
     const uint64_t epoch = sb->committed;
     *sb = p;
+    told_[vm] = {Role::kPrimary, generation};
     return PromoteResult{epoch, 1.0};
   }
   Result<HandoverResult> Handover(const std::string& vm, uint64_t generation) override {
@@ -290,6 +295,7 @@ class FakeExecutor : public Executor {
     if (!p) return NotFound("no VMM");
     if (generation < p->generation) return InvalidArgument("the generation may only grow");
     p->generation = generation;
+    told_[vm] = {Role::kPrimary, generation};
     if (!w_.sticky_output_held) p->output_held = false;
     return Status::Ok();
   }
@@ -299,6 +305,7 @@ class FakeExecutor : public Executor {
   const std::string host_;
   const uint64_t lease_ms_;
   std::map<std::string, Instance> last_;  // each VMM's last answer
+  std::map<std::string, std::pair<Role, uint64_t>> told_;
 };
 
 struct Bus {

@@ -9,6 +9,8 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <tuple>
+
 #include "ferry/base/clock.h"
 #include "ferry/migrate/auth.h"
 #include "ferry/vmhost/lifecycle.h"
@@ -140,6 +142,7 @@ std::vector<Ended> VmmExecutor::Reap() {
       out.push_back({it->first, it->second.role, how});
       if (it->second.api) closed_connects_ += it->second.api->connects();
       if (it->second.pidfd >= 0) ::close(it->second.pidfd);
+      told_.erase(it->first);
       it = children_.erase(it);
     } else {
       ++it;
@@ -269,6 +272,12 @@ Instance VmmExecutor::NotAnswering(const std::string& vm, const Child& child) {
   i.vm = vm;
   i.role = child.role;
   i.generation = child.generation;
+  {
+    // Promoted, or given a new generation, since its last answer: that is what it is now.
+    std::lock_guard lock(mu_);
+    auto t = told_.find(vm);
+    if (t != told_.end() && t->second.second >= i.generation) std::tie(i.role, i.generation) = t->second;
+  }
   i.phase.reset();
   i.standby_state.reset();
   return i;
@@ -300,6 +309,8 @@ std::vector<Instance> VmmExecutor::Probe(bool renew_leases) {
       c->role = i.role;
       c->generation = i.generation;
       c->last = i;
+      std::lock_guard lock(mu_);
+      told_.erase(vm);
     }
     out.push_back(std::move(i));
   }
@@ -339,6 +350,10 @@ Status VmmExecutor::StopReplication(const std::string& vm, bool keep_standby) {
 
 Result<PromoteResult> VmmExecutor::Promote(const std::string& vm, uint64_t generation) {
   FERRY_ASSIGN_OR_RETURN(json r, vmhost::CallApi(Sock(vm), {{"op", "promote"}, {"force", true}, {"generation", generation}}, 30000));
+  {
+    std::lock_guard lock(mu_);
+    told_[vm] = {Role::kPrimary, generation};
+  }
   PromoteResult out;
   if (r.contains("epoch") && r["epoch"].is_number_unsigned()) out.epoch = r["epoch"].get<uint64_t>();
   if (r.contains("promote_ms") && r["promote_ms"].is_number()) out.promote_ms = r["promote_ms"].get<double>();
@@ -357,6 +372,10 @@ Status VmmExecutor::Unfence(const std::string& vm) { return vmhost::CallApi(Sock
 Status VmmExecutor::ReleaseOutput(const std::string& vm, uint64_t generation) {
   FERRY_RETURN_IF_ERROR(
       vmhost::CallApi(Sock(vm), {{"op", "set_generation"}, {"generation", generation}}, 3000).status().Annotate("set_generation"));
+  {
+    std::lock_guard lock(mu_);
+    told_[vm] = {Role::kPrimary, generation};
+  }
   return vmhost::CallApi(Sock(vm), {{"op", "release_output"}}, 3000).status();
 }
 

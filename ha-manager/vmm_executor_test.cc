@@ -207,6 +207,15 @@ TEST(VmmExecutor, AProbeThatGetsNoAnswerReportsWhatTheVmmLastSaidNotWhatItStarte
     EXPECT_TRUE(local[0].standby());
     EXPECT_EQ(local[0].committed, 5u);
     promoted = true;
+    ASSERT_TRUE(exec.Promote("kv", 2).ok());
+    slow = true;  // promoted, and its very next probe gets no answer
+    local = exec.Probe();
+    ASSERT_EQ(local.size(), 1u);
+    EXPECT_TRUE(local[0].primary()) << "promoted, then reported as the standby it last answered as";
+    EXPECT_EQ(local[0].generation, 2u);
+    EXPECT_FALSE(local[0].Runs());
+    slow = false;
+    std::this_thread::sleep_for(std::chrono::milliseconds(600));
     local = exec.Probe();
     ASSERT_EQ(local.size(), 1u);
     EXPECT_TRUE(local[0].Runs());

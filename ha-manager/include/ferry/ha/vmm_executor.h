@@ -69,13 +69,16 @@ class VmmExecutor : public Executor {
   std::string Sock(const std::string& vm) const;
   Status Spawn(const VmSpec& v, Role role, uint64_t generation, std::vector<std::string> args);
   Instance Parse(const std::string& vm, const Child& child, const nlohmann::json& status);
-  static Instance NotAnswering(const std::string& vm, const Child& child);
+  Instance NotAnswering(const std::string& vm, const Child& child);
 
   const ClusterConfig& config_;
   const HostConfig& self_;
   const std::string exe_;
   LoadSampler sampler_;  // agent thread only
   mutable std::mutex mu_;
+  // vm -> (role, generation) a promotion or a new generation made it, until its next answer
+  // (guarded by mu_: workers promote, the agent's thread probes).
+  std::map<std::string, std::pair<Role, uint64_t>> told_;
   std::map<std::string, Child> children_;  // guarded by mu_ (api: agent thread only)
   uint64_t closed_connects_ = 0;           // guarded by mu_: probe connects of reaped children
 };
