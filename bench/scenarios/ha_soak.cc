@@ -156,7 +156,7 @@ int Run(const Options& o) {
   const uint64_t t0 = MonotonicNs();
   auto now_s = [&] { return (MonotonicNs() - t0) / 1e9; };
   double next_sample = 0, next_drill = o.drill_every_s;
-  int drills = 0, failed = 0, unrestored = 0;
+  int drills = 0, failed = 0, unrestored = 0, retried = 0;
   uint64_t lost = 0;
   while (!g_stop && now_s() < o.duration_s) {
     if (now_s() >= next_sample) {
@@ -176,13 +176,27 @@ int Run(const Options& o) {
     }
     const std::string fault = o.faults[rng() % o.faults.size()];
     const std::string vm = rng() % 2 ? "kv1" : "kv0";
-    json entry = VmOf(HaStatus(c), vm);
-    const std::string owner = entry.value("owner", "");
     const bool vm_target = fault == "kill-vm" || fault == "kill-standby" || fault == "cut-replication";
-    std::vector<std::string> args = {"drill", "--config", c.config, "--json", "--vm", vm, "--" + fault, vm_target ? vm : owner};
-    if (fault == "stop-agent") args.insert(args.end(), {"--stop-s", "5"});
-    if (fault == "cut-replication") args.insert(args.end(), {"--heal-after-s", "5"});
-    auto r = RunFerry(args, c.tc->dir() + "/drill" + std::to_string(drills), 240000);
+    std::string owner;
+    auto drill = [&] {
+      owner = VmOf(HaStatus(c), vm).value("owner", "");
+      std::vector<std::string> args = {"drill", "--config", c.config, "--json", "--vm", vm, "--" + fault, vm_target ? vm : owner};
+      if (fault == "stop-agent") args.insert(args.end(), {"--stop-s", "5"});
+      if (fault == "cut-replication") args.insert(args.end(), {"--heal-after-s", "5"});
+      return RunFerry(args, c.tc->dir() + "/drill" + std::to_string(drills), 240000);
+    };
+    auto r = drill();
+    // A drill that refused to start (the VM was briefly unprotected, or its owner changed,
+    // between the harness's look and the drill's: a standby moving back to its preferred
+    // host) injected nothing: once every VM is protected again it is tried once more.
+    const bool refused = r.code != 0 && !LastJsonLine(r.out).is_object() &&
+                         (r.err.find("is not protected right now") != std::string::npos ||
+                          r.err.find(", not on ") != std::string::npos);
+    if (refused && AllProtected(c, 2, 120000)) {
+      std::fprintf(stderr, "ha-soak: drill %d refused to start, tried again: %s", drills + 1, r.err.c_str());
+      ++retried;
+      r = drill();
+    }
     ++drills;
     json card = LastJsonLine(r.out);
     if (!card.is_object()) card = {{"error", r.err}};
@@ -270,7 +284,8 @@ int Run(const Options& o) {
   }
   const bool pass = !g_stop && failed == 0 && lost == 0 && unrestored == 0 && grew.empty();
   std::printf("%s\n", json{{"verdict", pass ? "pass" : "fail"}, {"seed", seed}, {"duration_s", now_s()}, {"drills", drills}, {"failed", failed},
-                           {"lost_writes", lost}, {"protection_not_restored", unrestored}, {"processes_that_grew", grew}}
+                           {"lost_writes", lost}, {"protection_not_restored", unrestored}, {"refused_and_retried", retried},
+                           {"processes_that_grew", grew}}
                           .dump()
                           .c_str());
   std::fflush(stdout);
