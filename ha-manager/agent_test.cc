@@ -190,21 +190,29 @@ TEST(AgentSim, APartitionedOwnerFencesAndRejoinsWithoutTwoCopies) {
   EXPECT_EQ(sim.PrimaryHost(), "b");
 }
 
+// Protected on a (backed by b), then a partitioned off until the majority has agreed b's
+// failover claim, b's standby not promoted yet. Returns a's generation.
+uint64_t PartitionAUntilBClaims(Sim& sim) {
+  EXPECT_TRUE(sim.RunUntil([&] { return sim.ProtectedOn("a", "b"); }, 100));
+  const uint64_t g = sim.world.Find("a", "kv")->generation;
+  sim.Partition("a");
+  EXPECT_TRUE(sim.RunUntil([&] {
+    const Claim* c = sim.agent("b").state().claim("kv");
+    return c && c->generation > g && c->host == "b";
+  }, 50));
+  FakeVmm* b = sim.world.Find("b", "kv");
+  EXPECT_TRUE(b && b->role == Role::kStandby) << "b promoted in the step that agreed its claim: the window is gone";
+  return g;
+}
+
 // Found by review: the partition heals after the majority agreed b's failover claim but before
 // b reported a primary. a, which was not in the view that agreed it, must learn it from the
 // reports (every report carries its sender's claims) rather than unfence and claim the same
 // generation itself: that ran the VM on a and on b at one generation, forever.
 TEST(AgentSim, APartitionThatHealsBeforeTheNewOwnerRunsNeverLetsTheOldOneUnfence) {
   Sim sim;
-  ASSERT_TRUE(sim.RunUntil([&] { return sim.ProtectedOn("a", "b"); }, 100));
-  const uint64_t g = sim.world.Find("a", "kv")->generation;
-  sim.Partition("a");
-  ASSERT_TRUE(sim.RunUntil([&] {
-    const Claim* c = sim.agent("b").state().claim("kv");
-    return c && c->generation > g && c->host == "b";
-  }, 50));
-  FakeVmm* b = sim.world.Find("b", "kv");
-  ASSERT_TRUE(b && b->role == Role::kStandby) << "b promoted in the step that agreed its claim: the window is gone";
+  const uint64_t g = PartitionAUntilBClaims(sim);
+  ASSERT_FALSE(HasFailure());
   sim.Heal();
   sim.Run(50);  // Step(): never two copies serving
   ASSERT_TRUE(sim.RunUntilStalePrimaryGone("a")) << "the stale primary on a must go";
@@ -218,15 +226,8 @@ TEST(AgentSim, APartitionThatHealsBeforeTheNewOwnerRunsNeverLetsTheOldOneUnfence
 // VM, and an owner that lost its standby before promoting it hands the VM back to it.
 TEST(AgentSim, ANewOwnersStandbyLostBeforeItsPromotionHandsTheVmBackToTheOldPrimary) {
   Sim sim;
-  ASSERT_TRUE(sim.RunUntil([&] { return sim.ProtectedOn("a", "b"); }, 100));
-  const uint64_t g = sim.world.Find("a", "kv")->generation;
-  sim.Partition("a");
-  ASSERT_TRUE(sim.RunUntil([&] {
-    const Claim* c = sim.agent("b").state().claim("kv");
-    return c && c->generation > g && c->host == "b";
-  }, 50));
-  FakeVmm* b = sim.world.Find("b", "kv");
-  ASSERT_TRUE(b && b->role == Role::kStandby) << "b promoted in the step that agreed its claim: the window is gone";
+  const uint64_t g = PartitionAUntilBClaims(sim);
+  ASSERT_FALSE(HasFailure());
   sim.world.End("b", "kv", "signal 9");
   sim.Heal();
   ASSERT_TRUE(sim.RunUntil([&] { return sim.PrimaryHost() == "a"; }, 100)) << "the VM runs nowhere";

@@ -17,6 +17,7 @@
 #include <chrono>
 #include <cstdlib>
 #include <fstream>
+#include <optional>
 #include <set>
 #include <thread>
 
@@ -52,21 +53,35 @@ std::string Exe(pid_t pid) {
   return n > 0 ? std::string(buf, n) : "";
 }
 
-TEST(VmmExecutor, ChildrenInheritNoDescriptorOfTheAgentsAndTheirEndIsReaped) {
-  char dir_template[] = "/tmp/ferry-exec-test-XXXXXX";
-  ASSERT_NE(::mkdtemp(dir_template), nullptr);
-  const std::string dir = dir_template;
-  const std::string fake = dir + "/fake-ferry";
-  {
-    std::ofstream f(fake);
-    f << "#!/bin/sh\nexec sleep 30\n";
+// A temporary directory both hosts (a, b) of a two-host config use, with a stand-in for the
+// ferry binary that only sleeps; all of it removed at the end.
+struct SleeperHosts {
+  std::string dir, fake;
+  std::optional<ClusterConfig> config;
+  explicit SleeperHosts(const std::string& name) {
+    std::string tmpl = "/tmp/ferry-" + name + "-XXXXXX";
+    if (!::mkdtemp(tmpl.data())) return;
+    dir = tmpl;
+    fake = dir + "/fake-ferry";
+    std::ofstream(fake) << "#!/bin/sh\nexec sleep 30\n";
+    if (::chmod(fake.c_str(), 0755) != 0) return;
+    auto c = ClusterConfig::Parse(nlohmann::json::parse(R"({
+      "hosts": [{"name":"a","nodeid":1,"address":"127.31.0.1","dir":")" + dir + R"("},
+                {"name":"b","nodeid":2,"address":"127.31.0.2","dir":")" + dir + R"("}],
+      "vms": [{"name":"kv","guest":"kvstore.elf","primary":"a","backup":"b","port":7100}]})"));
+    if (c.ok()) config = *c;
   }
-  ASSERT_EQ(::chmod(fake.c_str(), 0755), 0);
-  auto config = ClusterConfig::Parse(nlohmann::json::parse(R"({
-    "hosts": [{"name":"a","nodeid":1,"address":"127.31.0.1","dir":")" + dir + R"("},
-              {"name":"b","nodeid":2,"address":"127.31.0.2","dir":")" + dir + R"("}],
-    "vms": [{"name":"kv","guest":"kvstore.elf","primary":"a","backup":"b","port":7100}]})"));
-  ASSERT_TRUE(config.ok()) << config.status().message();
+  ~SleeperHosts() {
+    for (const char* f : {"/fake-ferry", "/kv.log", "/kv.sock"}) ::unlink((dir + f).c_str());
+    ::rmdir(dir.c_str());
+  }
+};
+
+TEST(VmmExecutor, ChildrenInheritNoDescriptorOfTheAgentsAndTheirEndIsReaped) {
+  SleeperHosts t("exec-test");
+  ASSERT_TRUE(t.config.has_value());
+  const std::string& fake = t.fake;
+  const ClusterConfig* config = &*t.config;
   // Descriptors an agent holds without close-on-exec (asio's listening sockets, Corosync's).
   UniqueFd leaky(::open("/dev/null", O_RDONLY));
   UniqueFd sock(::socket(AF_UNIX, SOCK_STREAM, 0));
@@ -108,9 +123,6 @@ TEST(VmmExecutor, ChildrenInheritNoDescriptorOfTheAgentsAndTheirEndIsReaped) {
   EXPECT_EQ(ended[0].how, "signal 9");
   EXPECT_FALSE(exec.pid("kv").has_value());
   EXPECT_TRUE(exec.Probe().empty());
-  ::unlink(fake.c_str());
-  ::unlink((dir + "/kv.log").c_str());
-  ::rmdir(dir.c_str());
 }
 
 // With a lease, a restarted agent adopts a VMM it did not start: found by its socket, watched
@@ -175,20 +187,11 @@ TEST(VmmExecutor, WithALeaseARunningVmmIsAdoptedLeasedWatchedAndReaped) {
 // used to say "standby" at the generation it started with, so the others saw no primary and
 // promoted their replica beside the one still serving.
 TEST(VmmExecutor, AProbeThatGetsNoAnswerReportsWhatTheVmmLastSaidNotWhatItStartedAs) {
-  char dir_template[] = "/tmp/ferry-probe-test-XXXXXX";
-  ASSERT_NE(::mkdtemp(dir_template), nullptr);
-  const std::string dir = dir_template;
-  const std::string fake = dir + "/fake-ferry";
-  {
-    std::ofstream f(fake);
-    f << "#!/bin/sh\nexec sleep 30\n";
-  }
-  ASSERT_EQ(::chmod(fake.c_str(), 0755), 0);
-  auto config = ClusterConfig::Parse(nlohmann::json::parse(R"({
-    "hosts": [{"name":"a","nodeid":1,"address":"127.31.0.1","dir":")" + dir + R"("},
-              {"name":"b","nodeid":2,"address":"127.31.0.2","dir":")" + dir + R"("}],
-    "vms": [{"name":"kv","guest":"kvstore.elf","primary":"a","backup":"b","port":7100}]})"));
-  ASSERT_TRUE(config.ok()) << config.status().message();
+  SleeperHosts t("probe-test");
+  ASSERT_TRUE(t.config.has_value());
+  const std::string& dir = t.dir;
+  const std::string& fake = t.fake;
+  const ClusterConfig* config = &*t.config;
   std::atomic<bool> promoted{false}, slow{false};
   {
     VmmExecutor exec(*config, *config->Host("b"), fake);
@@ -235,10 +238,6 @@ TEST(VmmExecutor, AProbeThatGetsNoAnswerReportsWhatTheVmmLastSaidNotWhatItStarte
     (*server)->Stop();
     exec.Kill("kv");
   }
-  ::unlink(fake.c_str());
-  ::unlink((dir + "/kv.log").c_str());
-  ::unlink((dir + "/kv.sock").c_str());
-  ::rmdir(dir.c_str());
 }
 
 }  // namespace
