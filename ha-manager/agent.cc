@@ -297,7 +297,7 @@ void Agent::Tick(uint64_t now_ms) {
   }
   // Load figures ride on the reports: at least every report_every_ms, and at every change.
   if (changed || now_ms - last_report_ms_ > options_.report_every_ms) {
-    Send(ClusterState::ReportMessage(self_.name, local, stats, state_->claims()));
+    Send(ClusterState::ReportMessage(self_.name, local, stats, state_->claims(), state_->evacuations()));
     last_sent_ = local;
     last_report_ms_ = now_ms;
   }

@@ -54,7 +54,7 @@ json Agent::Handle(const json& req) {
     const std::string h = Str(req, "host");
     if (!config_.Host(h)) return Error("no host named \"" + h + "\" in the cluster config");
     if (!state_->quorate()) return Refused("this agent's partition has no quorum");
-    Send(ClusterState::EvacuateMessage(h, Flag(req, "on", true)));
+    Send(ClusterState::EvacuateMessage(h, Flag(req, "on", true), state_->evacuation_seq(h) + 1));
     return {{"ok", true}};
   }
   if (op == "move") return HandleMove(req);

@@ -71,6 +71,24 @@ std::string Inject(Sim& sim, std::mt19937& rng, const std::string& fault, int ho
     sim.LoseGroup(owner);
     sim.Run(hold);
     sim.RejoinGroup(owner);
+  } else if (fault == "kill-standby-host") {
+    sim.KillHost(standby);
+    sim.Run(hold);
+    sim.ReviveHost(standby);
+  } else if (fault == "partition-standby") {
+    sim.Partition(standby);
+    sim.world.cut.insert(std::minmax(standby, owner));
+    sim.world.cut.insert(std::minmax(standby, third));
+    sim.Run(hold);
+    sim.world.cut.clear();
+    sim.Heal();
+  } else if (fault == "evacuate") {
+    (void)sim.agent(third).Handle({{"op", "evacuate"}, {"host", owner}});
+    sim.Run(hold);
+    (void)sim.agent(third).Handle({{"op", "evacuate"}, {"host", owner}, {"on", false}});
+  } else if (fault == "move") {
+    (void)sim.agent(standby).Handle({{"op", "move"}, {"vm", "kv"}, {"to", third}});
+    sim.Run(hold);
   } else if (fault == "kill-host-mid-move") {
     (void)sim.agent(standby).Handle({{"op", "move"}, {"vm", "kv"}, {"to", third}});
     const int into = static_cast<int>(rng() % 12);
@@ -123,6 +141,12 @@ std::string RandomDrills(uint32_t seed, int drills, uint64_t lease_ms, const std
                  (v->replication ? " repl=" + std::string(replication::ReplicationStateName(*v->replication)) : "") +
                  (v->role == Role::kStandby ? " sb=" + std::string(replication::StandbyStateName(v->standby_state)) : "");
       }
+      for (const auto& h : kHosts) {
+        if (sim.world.dead.count(h)) continue;
+        const json st = sim.agent(h).Handle({{"op", "status"}});
+        where += "\n    " + h + ": busy " + st["busy"].dump() + ", evacuating " + std::to_string(sim.agent(h).state().evacuating(h)) +
+                 ", protect " + (sim.agent(h).state().protect("kv") ? sim.agent(h).state().protect("kv")->first : "-");
+      }
       return log + " -> not protected " + std::to_string(kRestoreSteps / 10) + " s after the heal; VMMs:" + where;
     }
     log += " -> protected on " + Protected(sim) + " after " + std::to_string(sim.now - healed) + " ms";
@@ -133,6 +157,10 @@ std::string RandomDrills(uint32_t seed, int drills, uint64_t lease_ms, const std
 const std::vector<std::string> kAllFaults = {"kill-vm",   "kill-standby", "stop-agent",     "cut-replication",
                                              "kill-agent", "kill-host",    "cut-corosync",   "partition-host",
                                              "restart-corosync", "kill-host-mid-move"};
+// Beyond the drills: the standby's host killed or partitioned, an evacuation of the owner
+// (lifted after the hold), a move to the third host.
+const std::vector<std::string> kMoreFaults = {"kill-standby-host", "partition-standby", "evacuate", "move", "kill-vm",
+                                              "kill-standby", "cut-replication", "kill-host-mid-move"};
 
 // FERRY_SIM_SEEDS=N runs N times the seeds (CI runs 1x: about 3 s).
 uint32_t SeedScale() {
@@ -168,6 +196,13 @@ TEST(AgentSimDrills, WithALeaseEveryDrillFaultAlwaysEndsProtected) {
 TEST(AgentSimDrills, WithSlowWorkersEveryDrillFaultAlwaysEndsProtected) {
   for (uint32_t seed = 300; seed < 300 + 30 * SeedScale() && !HasFatalFailure(); ++seed) {
     const std::string log = RandomDrills(seed, 12, seed % 2 ? 2000 : 0, kAllFaults, /*slow_workers=*/true);
+    EXPECT_TRUE(log.empty()) << log;
+  }
+}
+
+TEST(AgentSimDrills, StandbyHostFaultsEvacuationsAndMovesAlwaysEndProtected) {
+  for (uint32_t seed = 400; seed < 400 + 30 * SeedScale() && !HasFatalFailure(); ++seed) {
+    const std::string log = RandomDrills(seed, 12, seed % 3 == 0 ? 2000 : 0, kMoreFaults, /*slow_workers=*/seed % 2);
     EXPECT_TRUE(log.empty()) << log;
   }
 }

@@ -190,6 +190,12 @@ bool ClusterState::Apply(const std::string& host, const json& j) {
       if (why == "start" || why.empty() || why.size() > 32) why = "report";
       if (config_.Vm(vm) && config_.Host(owner) && generation > 0) Accept(vm, Claim{generation, owner, why});
     }
+    for (const auto& e : j.value("evacuations", json::array())) {
+      if (!e.is_object()) continue;
+      const std::string h = e.value("host", "");
+      const uint64_t seq = e.value("seq", uint64_t{0});
+      if (config_.Host(h) && seq > 0) MergeEvacuation(h, e.value("on", false), seq);
+    }
     reports_[host] = std::move(list);
     if (j.contains("stats") && j["stats"].is_object()) stats_[host] = j["stats"];
     fresh_.insert(host);
@@ -227,14 +233,16 @@ bool ClusterState::Apply(const std::string& host, const json& j) {
   if (type == "evacuate") {
     std::string h = j.value("host", "");
     if (!config_.Host(h)) return false;
-    if (j.value("on", true)) {
-      evacuating_.insert(h);
-    } else {
-      evacuating_.erase(h);
-    }
+    const uint64_t seq = j.value("seq", uint64_t{0});
+    MergeEvacuation(h, j.value("on", true), seq ? seq : evacuation_seq(h) + 1);
     return true;
   }
   return false;
+}
+
+void ClusterState::MergeEvacuation(const std::string& host, bool on, uint64_t seq) {
+  Evacuation& e = evacuations_[host];
+  if (seq > e.seq || (seq == e.seq && on && !e.on)) e = Evacuation{on, seq};
 }
 
 const Claim* ClusterState::claim(const std::string& vm) const {
@@ -295,14 +303,18 @@ std::string ClusterState::ReportMessage(const std::string& host, const std::vect
 }
 
 std::string ClusterState::ReportMessage(const std::string& host, const std::vector<Instance>& instances,
-                                        const json& stats, const std::map<std::string, Claim>& claims) {
+                                        const json& stats, const std::map<std::string, Claim>& claims,
+                                        const std::map<std::string, Evacuation>& evacuations) {
   json list = json::array();
   for (const auto& i : instances) list.push_back(i.ToJson());
   json known = json::array();
   for (const auto& [vm, c] : claims) {
     known.push_back({{"vm", vm}, {"generation", c.generation}, {"host", c.host}, {"why", c.why}});
   }
-  return json{{"t", "report"}, {"host", host}, {"instances", list}, {"stats", stats}, {"claims", known}}.dump();
+  json evac = json::array();
+  for (const auto& [h, e] : evacuations) evac.push_back({{"host", h}, {"on", e.on}, {"seq", e.seq}});
+  return json{{"t", "report"}, {"host", host}, {"instances", list}, {"stats", stats}, {"claims", known}, {"evacuations", evac}}
+      .dump();
 }
 
 std::string ClusterState::MoveMessage(const std::string& vm, const std::string& to, bool on) {
@@ -317,8 +329,10 @@ std::string ClusterState::ProtectMessage(const std::string& vm, const std::strin
   return json{{"t", "protect"}, {"vm", vm}, {"host", host}, {"generation", generation}}.dump();
 }
 
-std::string ClusterState::EvacuateMessage(const std::string& host, bool on) {
-  return json{{"t", "evacuate"}, {"host", host}, {"on", on}}.dump();
+std::string ClusterState::EvacuateMessage(const std::string& host, bool on, uint64_t seq) {
+  json j = {{"t", "evacuate"}, {"host", host}, {"on", on}};
+  if (seq) j["seq"] = seq;
+  return j.dump();
 }
 
 }  // namespace ferry::ha

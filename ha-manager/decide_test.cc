@@ -286,6 +286,39 @@ TEST(Decide, EvacuationHandsTheVmToItsStandby) {
   EXPECT_EQ(acts[0].generation, 2u);
 }
 
+// Found by AgentSimDrills: an evacuation lifted by a message that never arrived (its sender's
+// host died with it queued) left one agent evacuating itself for good while the others had
+// it lifted. Flags carry a version and ride on the reports; the newest wins everywhere.
+TEST(ClusterState, EvacuationFlagsConvergeThroughTheReports) {
+  auto c = Config();
+  ClusterState a(c, "a"), fresh(c, "c");
+  a.OnView({"a", "b", "c"}, true);
+  fresh.OnView({"a", "b", "c"}, true);
+  ASSERT_TRUE(a.OnMessage("c", ClusterState::EvacuateMessage("a", true, 1)));
+  EXPECT_TRUE(a.evacuating("a"));
+  // "a" missed the lift (seq 2); b's report carries it.
+  ASSERT_TRUE(a.OnMessage("b", ClusterState::ReportMessage("b", {}, nlohmann::json::object(), {},
+                                                           {{"a", ClusterState::Evacuation{false, 2}}})));
+  EXPECT_FALSE(a.evacuating("a")) << "the lift in b's report did not reach a";
+  // An older flag in a later report changes nothing.
+  ASSERT_TRUE(a.OnMessage("c", ClusterState::ReportMessage("c", {}, nlohmann::json::object(), {},
+                                                           {{"a", ClusterState::Evacuation{true, 1}}})));
+  EXPECT_FALSE(a.evacuating("a"));
+  EXPECT_EQ(a.evacuation_seq("a"), 2u);
+  // An agent restarted (knowing nothing) learns a flag in force from the first report.
+  ASSERT_TRUE(fresh.OnMessage("b", ClusterState::ReportMessage("b", {}, nlohmann::json::object(), {},
+                                                               {{"b", ClusterState::Evacuation{true, 4}}})));
+  EXPECT_TRUE(fresh.evacuating("b"));
+  // A message without a version (an older sender) is newer than any.
+  ASSERT_TRUE(fresh.OnMessage("a", ClusterState::EvacuateMessage("b", false)));
+  EXPECT_FALSE(fresh.evacuating("b"));
+  EXPECT_EQ(fresh.evacuation_seq("b"), 5u);
+  // Two requests of one version (asked at once on two hosts): "on" wins, the same everywhere.
+  ASSERT_TRUE(fresh.OnMessage("a", ClusterState::EvacuateMessage("c", true, 7)));
+  ASSERT_TRUE(fresh.OnMessage("b", ClusterState::EvacuateMessage("c", false, 7)));
+  EXPECT_TRUE(fresh.evacuating("c"));
+}
+
 TEST(Config, RejectsBadInput) {
   EXPECT_FALSE(ClusterConfig::Parse(nlohmann::json::parse(R"({"hosts": []})")).ok());
   auto dup = ClusterConfig::Parse(nlohmann::json::parse(R"({"hosts": [

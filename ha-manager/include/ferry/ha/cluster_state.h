@@ -141,7 +141,25 @@ class ClusterState {
   // A report from every member since the last view change.
   bool complete() const;
   bool live(const std::string& host) const { return members_.count(host) > 0 && !silent(host); }
-  bool evacuating(const std::string& host) const { return evacuating_.count(host) > 0; }
+  bool evacuating(const std::string& host) const {
+    auto it = evacuations_.find(host);
+    return it != evacuations_.end() && it->second.on;
+  }
+  // An evacuation flag with its version: each `evacuate` request is one more than the last its
+  // sender knew, and the newest wins (on a tie, "on"), from a message or from a report.
+  // Reports carry every agent's flags, so an agent restarted, or out of the view when one was
+  // set or lifted, converges on the others' (found by AgentSimDrills: a lifted evacuation
+  // whose message was lost with its sender's host left one agent evacuating itself for good,
+  // refusing every standby its owner asked of it).
+  struct Evacuation {
+    bool on = false;
+    uint64_t seq = 0;
+  };
+  const std::map<std::string, Evacuation>& evacuations() const { return evacuations_; }
+  uint64_t evacuation_seq(const std::string& host) const {
+    auto it = evacuations_.find(host);
+    return it == evacuations_.end() ? 0 : it->second.seq;
+  }
   const Claim* claim(const std::string& vm) const;
   const std::vector<Instance>* report(const std::string& host) const;
   const Instance* instance(const std::string& host, const std::string& vm) const;
@@ -173,7 +191,8 @@ class ClusterState {
   static std::string ReportMessage(const std::string& host, const std::vector<Instance>& instances);
   static std::string ClaimMessage(const std::string& vm, const Claim& c);
   static std::string ProtectMessage(const std::string& vm, const std::string& host, uint64_t generation);
-  static std::string EvacuateMessage(const std::string& host, bool on);
+  // seq 0 (a sender that knows no versions): newer than any.
+  static std::string EvacuateMessage(const std::string& host, bool on, uint64_t seq = 0);
   static std::string MoveMessage(const std::string& vm, const std::string& to, bool on = true);
   static std::string ReportMessage(const std::string& host, const std::vector<Instance>& instances,
                                    const nlohmann::json& stats);
@@ -181,7 +200,8 @@ class ClusterState {
   // off, or its agent restarted) learns it from the next reports, before it decides anything
   // (complete() waits for them), instead of acting on an owner it remembers.
   static std::string ReportMessage(const std::string& host, const std::vector<Instance>& instances,
-                                   const nlohmann::json& stats, const std::map<std::string, Claim>& claims);
+                                   const nlohmann::json& stats, const std::map<std::string, Claim>& claims,
+                                   const std::map<std::string, Evacuation>& evacuations = {});
   const std::map<std::string, Claim>& claims() const { return claims_; }
 
   // The agent's own bookkeeping, consulted by Decide().
@@ -213,7 +233,8 @@ class ClusterState {
   std::map<std::string, std::vector<Instance>> reports_;
   std::map<std::string, Claim> claims_;
   std::map<std::string, std::pair<std::string, uint64_t>> protects_;  // vm -> (host, generation)
-  std::set<std::string> evacuating_;
+  std::map<std::string, Evacuation> evacuations_;  // host -> its flag
+  void MergeEvacuation(const std::string& host, bool on, uint64_t seq);
   std::map<std::string, nlohmann::json> stats_;      // host -> its last reported stats
   std::map<std::string, std::string> moves_;         // vm -> target host
   std::map<std::string, uint64_t> placed_ms_;        // vm -> when its owner last changed
