@@ -374,6 +374,7 @@ class Sim {
     agents_[h] = std::make_unique<Agent>(config_, *config_.Host(h), *exec_[h], *groups_[h], o, now);
   }
   Agent& agent(const std::string& h) { return *agents_.at(h); }
+  bool has_agent(const std::string& h) const { return agents_.count(h) > 0 && !world.dead.count(h); }
   int reports_sent(const std::string& h) { return bus_.reports[h]; }
 
   std::set<std::string> Members(const std::string& h) const {

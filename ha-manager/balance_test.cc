@@ -149,6 +149,7 @@ TEST(Move, TheOwnerReprotectsToTheTargetThenHandsOver) {
   ASSERT_EQ(acts.size(), 1u);
   EXPECT_EQ(acts[0].kind, Action::kProtect);
   EXPECT_EQ(acts[0].host, "c");
+  ASSERT_TRUE(s.OnMessage("a", ClusterState::ProtectMessage("v1", "c", 1)));  // the request, delivered
   Instance waiting;
   waiting.vm = "v1";
   waiting.role = Role::kStandby;

@@ -233,6 +233,23 @@ Verdict OwnerHandsOver(const Ctx& x) {
             x.state.evacuating(x.self) ? "evacuating " + x.self : "move to " + standby);
 }
 
+// Whether the last protect request every member holds names `target` at this generation.
+// A failover with two replicas about goes to the host it names (StandbyTakesOverAGoneOwner),
+// so replication to a standby starts only once it is announced. A standby can be waiting
+// without it: one a host started on a protect request it still held from before it left the
+// view, while the owner asked another host meanwhile. Found by AgentSimDrills: a switch to
+// such a standby, the owner's host killed mid-move, and the old standby, named by the last
+// request everyone held, won the failover over the new one (5 acknowledged writes lost).
+bool Announced(const Ctx& x, const std::string& target) {
+  auto p = x.state.protect(x.v.name);
+  return p && p->first == target && p->second == x.G;
+}
+Verdict Announce(const Ctx& x, const std::string& target, const std::string& why) {
+  auto sent = x.state.protect_sent.find(x.v.name);
+  if (sent != x.state.protect_sent.end() && sent->second == target) return Wait();  // on its way
+  return Do(Action::kProtect, x, target, x.G, why + " (announced)");
+}
+
 // Replicating: keep it, stop it if the standby's host left, or move the standby where it
 // should be (a move's target, or back to a preferred host) make-before-break: the new standby
 // is asked for and must be waiting before the switch, and the switch leaves the old one its
@@ -254,7 +271,10 @@ Verdict OwnerKeepsOrRedirectsReplication(const Ctx& x) {
   const std::string& target = candidates.front();
   const std::string why = to_move_target ? "move to " + target : "back to " + target;
   const Instance* sb = x.state.instance(target, x.v.name);
-  if (sb && sb->StandbyIs(StandbyState::kWaiting) && sb->generation == x.G) return Do(Action::kSwitchStandby, x, target, x.G, why);
+  if (sb && sb->StandbyIs(StandbyState::kWaiting) && sb->generation == x.G) {
+    if (!Announced(x, target)) return Announce(x, target, why);
+    return Do(Action::kSwitchStandby, x, target, x.G, why);
+  }
   if (!sb) {
     auto sent = x.state.protect_sent.find(x.v.name);
     if (sent == x.state.protect_sent.end() || sent->second != target) return Do(Action::kProtect, x, target, x.G, why);
@@ -270,6 +290,7 @@ Verdict OwnerProtects(const Ctx& x) {
   const std::string& target = candidates.front();
   const Instance* sb = x.state.instance(target, x.v.name);
   if (sb && sb->StandbyIs(StandbyState::kWaiting) && sb->generation == x.G) {
+    if (!Announced(x, target)) return Announce(x, target, "standby ready");
     return Do(Action::kReplicate, x, target, x.G, "standby ready");
   }
   if (!sb) {
@@ -282,6 +303,14 @@ Verdict OwnerProtects(const Ctx& x) {
 // --- Rules for the holder of a standby of another host's VM ---
 
 Verdict StandbyTakesOverAGoneOwner(const Ctx& x) {
+  // A standby its primary ended on purpose (replication stopped without keeping it: its host
+  // had left the view) holds a replica the released output has outrun: it never takes over,
+  // and ends (the next rule). One whose state is unknown (its probe unanswered) waits. Found
+  // by AgentSimDrills: the standby's host rejoined with its ended replica, the owner's host
+  // died before the next tick ended it, and it won the failover over the live standby that
+  // held every acknowledged write (47 lost).
+  if (x.mine->StandbyIs(StandbyState::kEnded) || x.mine->StandbyIs(StandbyState::kCancelled)) return Pass();
+  if (!x.mine->standby_state) return Wait();
   // A handover to this standby whose answer was lost: the old primary stays paused and sealed
   // (commit-unknown) and waits for a running guest that, if this standby never ran the VM, no
   // rule would bring. It is as good as gone: this replica takes over at the next generation.

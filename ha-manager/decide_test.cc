@@ -86,6 +86,29 @@ TEST(Decide, TheStandbyClaimsTheNextGenerationWhenTheOwnerLeavesThenPromotes) {
   EXPECT_EQ(acts[0].generation, 2u);
 }
 
+// Found by AgentSimDrills: the owner stopped replicating to b (b's host had left the view)
+// and released its output; b came back with that ended replica, and the owner's host died
+// before b's next tick ended it. b claimed the failover and promoted a replica the released
+// output had outrun (47 acknowledged writes lost). An ended standby never takes over; one
+// whose state is unknown (its probe unanswered) waits.
+TEST(Decide, AStandbyItsPrimaryEndedNeverTakesOver) {
+  auto c = Config();
+  ClusterState s(c, "b");
+  s.OnView({"a", "b", "c"}, true);
+  ASSERT_TRUE(s.OnMessage("a", ClusterState::ClaimMessage("kv", Claim{1, "a", "start"})));
+  Hear(s, {{"a", {Primary(1, ReplicationState::kStopped, "b")}}, {"b", {Standby(1, 5, StandbyState::kEnded)}}, {"c", {}}});
+  s.OnView({"b", "c"}, true, 1000);  // a's host dies
+  Hear(s, {{"b", {Standby(1, 5, StandbyState::kEnded)}}, {"c", {}}});
+  s.now_ms = 1000 + c.promote_delay_ms;
+  auto acts = Decide(c, "b", s, {Standby(1, 5, StandbyState::kEnded)}, {});
+  ASSERT_EQ(acts.size(), 1u);
+  EXPECT_EQ(acts[0].kind, Action::kKill) << "an ended replica claimed the failover";
+  Instance unknown = Standby(1, 5);
+  unknown.standby_state.reset();
+  EXPECT_TRUE(Decide(c, "b", s, {unknown}, {}).empty()) << "a standby not answering waits";
+  EXPECT_EQ(Decide(c, "b", s, {Standby(1, 5, StandbyState::kPrimaryLost)}, {}).at(0).kind, Action::kClaim);
+}
+
 // Measured on a 3-host test cluster with only Corosync cut: the owner's "unprotected" claim of
 // generation 2, sent as it was being cut off, came back to it alone in a view of its own while
 // the majority had given generation 2 to the standby's host; the owner then unfenced as "still
