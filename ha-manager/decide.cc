@@ -119,8 +119,7 @@ Verdict OwnerTakesItsUnprotectedClaim(const Ctx& x) {
 
 // The claimed owner runs the claim's generation: its report lists a primary of it (or newer).
 bool ClaimedOwnerRunsIt(const Ctx& x) {
-  const Instance* i = x.state.instance(x.c->host, x.v.name);
-  return x.state.live(x.c->host) && i && i->primary() && i->generation >= x.G;
+  return OwnerAlive(x) && x.state.instance(x.c->host, x.v.name)->generation >= x.G;
 }
 
 // A primary of an older generation, or of the claim's generation on another host, is stale.
@@ -244,10 +243,20 @@ bool Announced(const Ctx& x, const std::string& target) {
   auto p = x.state.protect(x.v.name);
   return p && p->first == target && p->second == x.G;
 }
-Verdict Announce(const Ctx& x, const std::string& target, const std::string& why) {
+
+// The last steps of protecting vm on `target`, for a first protection and a switch alike: ask
+// the host for a standby (a protect request, not again while the last one this agent sent
+// names it), and once its standby waits at this generation and is announced, `start` it
+// (replicate, or switch to it). A waiting standby not yet announced is asked for again.
+Verdict ProtectOn(const Ctx& x, const std::string& target, Action::Kind start, const std::string& ready_why,
+                  const std::string& ask_why) {
+  const Instance* sb = x.state.instance(target, x.v.name);
+  const bool waiting = sb && sb->StandbyIs(StandbyState::kWaiting) && sb->generation == x.G;
+  if (waiting && Announced(x, target)) return Do(start, x, target, x.G, ready_why);
+  if (sb && !waiting) return Wait();
   auto sent = x.state.protect_sent.find(x.v.name);
   if (sent != x.state.protect_sent.end() && sent->second == target) return Wait();  // on its way
-  return Do(Action::kProtect, x, target, x.G, why + " (announced)");
+  return Do(Action::kProtect, x, target, x.G, waiting ? ready_why + " (announced)" : ask_why);
 }
 
 // Replicating: keep it, stop it if the standby's host left, or move the standby where it
@@ -270,16 +279,7 @@ Verdict OwnerKeepsOrRedirectsReplication(const Ctx& x) {
   if (nb != x.state.protect_not_before.end() && x.state.now_ms < nb->second) return Wait();  // backing off
   const std::string& target = candidates.front();
   const std::string why = to_move_target ? "move to " + target : "back to " + target;
-  const Instance* sb = x.state.instance(target, x.v.name);
-  if (sb && sb->StandbyIs(StandbyState::kWaiting) && sb->generation == x.G) {
-    if (!Announced(x, target)) return Announce(x, target, why);
-    return Do(Action::kSwitchStandby, x, target, x.G, why);
-  }
-  if (!sb) {
-    auto sent = x.state.protect_sent.find(x.v.name);
-    if (sent == x.state.protect_sent.end() || sent->second != target) return Do(Action::kProtect, x, target, x.G, why);
-  }
-  return Wait();
+  return ProtectOn(x, target, Action::kSwitchStandby, why, why);
 }
 
 Verdict OwnerProtects(const Ctx& x) {
@@ -287,17 +287,7 @@ Verdict OwnerProtects(const Ctx& x) {
   if (candidates.empty()) return Wait();  // nowhere to protect it: runs unprotected (the agent says so)
   auto nb = x.state.protect_not_before.find(x.v.name);
   if (nb != x.state.protect_not_before.end() && x.state.now_ms < nb->second) return Wait();  // backing off
-  const std::string& target = candidates.front();
-  const Instance* sb = x.state.instance(target, x.v.name);
-  if (sb && sb->StandbyIs(StandbyState::kWaiting) && sb->generation == x.G) {
-    if (!Announced(x, target)) return Announce(x, target, "standby ready");
-    return Do(Action::kReplicate, x, target, x.G, "standby ready");
-  }
-  if (!sb) {
-    auto sent = x.state.protect_sent.find(x.v.name);
-    if (sent == x.state.protect_sent.end() || sent->second != target) return Do(Action::kProtect, x, target, x.G, "protect");
-  }
-  return Wait();
+  return ProtectOn(x, candidates.front(), Action::kReplicate, "standby ready", "protect");
 }
 
 // --- Rules for the holder of a standby of another host's VM ---
