@@ -353,7 +353,6 @@ class Sim {
   }
   ~Sim() {
     tasks_.clear();
-    ready_at_.clear();
     agents_.clear();
   }
 
@@ -367,8 +366,7 @@ class Sim {
         throw std::system_error(EAGAIN, std::generic_category(), "Resource temporarily unavailable");
       }
       const uint64_t delay = task_delay ? task_delay() : 0;
-      ready_at_.push_back(now + delay * 100);
-      tasks_.emplace_back(h, std::move(fn));
+      tasks_.push_back({h, now + delay * 100, std::move(fn)});
     };
     o.startup_grace_ms = 2000;
     agents_[h] = std::make_unique<Agent>(config_, *config_.Host(h), *exec_[h], *groups_[h], o, now);
@@ -466,34 +464,21 @@ class Sim {
     ASSERT_TRUE(world.lost.empty()) << "acknowledged writes lost: " << world.lost.front();
   }
   void RunTasks() {
-    std::deque<std::pair<std::string, std::function<void()>>> later;
-    std::deque<uint64_t> later_at;
+    std::deque<Task> later;
     while (!tasks_.empty()) {
-      auto [h, fn] = std::move(tasks_.front());
-      const uint64_t at = ready_at_.empty() ? 0 : ready_at_.front();
+      Task t = std::move(tasks_.front());
       tasks_.pop_front();
-      if (!ready_at_.empty()) ready_at_.pop_front();
-      if (stopped_.count(h) || at > now) {
-        later.emplace_back(h, std::move(fn));  // a stopped agent's workers are stopped too
-        later_at.push_back(at);
-      } else if (!world.dead.count(h)) {
-        fn();
+      if (stopped_.count(t.host) || t.ready_at > now) {
+        later.push_back(std::move(t));  // a stopped agent's workers are stopped too
+      } else if (!world.dead.count(t.host)) {
+        t.fn();
       }
     }
     tasks_ = std::move(later);
-    ready_at_ = std::move(later_at);
   }
   // A dead host's or agent's workers die with it.
   void DropTasks(const std::string& h) {
-    std::deque<std::pair<std::string, std::function<void()>>> keep;
-    std::deque<uint64_t> keep_at;
-    for (size_t i = 0; i < tasks_.size(); ++i) {
-      if (tasks_[i].first == h) continue;
-      keep.push_back(std::move(tasks_[i]));
-      keep_at.push_back(i < ready_at_.size() ? ready_at_[i] : 0);
-    }
-    tasks_ = std::move(keep);
-    ready_at_ = std::move(keep_at);
+    std::erase_if(tasks_, [&](const Task& t) { return t.host == h; });
   }
   // Steps until pred holds; false after max_steps.
   bool RunUntil(const std::function<bool()>& pred, int max_steps = 600) {
@@ -546,7 +531,6 @@ class Sim {
     held_[h].clear();
     RestartAgent(h);
   }
-  bool Stopped(const std::string& h) const { return stopped_.count(h) > 0; }
   void Partition(const std::string& h) {
     part_[h] = 1;
     Views();
@@ -584,8 +568,12 @@ class Sim {
   std::map<std::string, std::unique_ptr<FakeExecutor>> exec_;
   std::map<std::string, std::unique_ptr<FakeGroup>> groups_;
   std::map<std::string, int> part_;
-  std::deque<std::pair<std::string, std::function<void()>>> tasks_;
-  std::deque<uint64_t> ready_at_;  // when each task may run (a worker's call takes that long)
+  struct Task {
+    std::string host;
+    uint64_t ready_at;  // when it may run (a worker's call takes that long)
+    std::function<void()> fn;
+  };
+  std::deque<Task> tasks_;
   std::set<std::string> stopped_, muted_;
   std::map<std::string, std::vector<std::pair<std::string, std::string>>> held_;  // for stopped agents
   std::map<std::string, std::unique_ptr<Agent>> agents_;
