@@ -277,7 +277,12 @@ TEST(AgentSim, MalformedGroupMessagesAndApiRequestsChangeNothing) {
                           R"({"t":"claim","vm":"kv","generation":"9","host":"c"})",
                           R"({"t":"claim","vm":["kv"],"generation":9,"host":"c"})",
                           R"({"t":"protect","vm":"kv","host":3,"generation":-1})",
-                          R"({"t":"move","vm":"kv","to":"c","on":"yes"})", R"([1,2])", "not json"}) {
+                          R"({"t":"move","vm":"kv","to":"c","on":"yes"})", R"([1,2])", "not json",
+                          R"({"t":"evacuate","host":"a","seq":-1})", R"({"t":"evacuate","host":"a","seq":"x"})",
+                          R"({"t":"evacuate","host":"a","on":"yes"})",
+                          R"({"t":"report","instances":[],"evacuations":[{"host":"a","on":true,"seq":-5}]})",
+                          R"({"t":"report","instances":[],"evacuations":[{"host":"a","on":"yes","seq":3}]})",
+                          R"({"t":"report","instances":[],"evacuations":{"host":"a"}})"}) {
     sim.agent("b").OnMessage("c", bad);
   }
   for (const json& req : {json{{"op", 3}}, json{{"op", "move"}, {"vm", 1}, {"to", nullptr}},

@@ -191,10 +191,15 @@ bool ClusterState::Apply(const std::string& host, const json& j) {
       if (config_.Vm(vm) && config_.Host(owner) && generation > 0) Accept(vm, Claim{generation, owner, why});
     }
     for (const auto& e : j.value("evacuations", json::array())) {
-      if (!e.is_object()) continue;
+      // A version that is not an unsigned integer (a negative one would read as a huge one,
+      // a flag nothing could ever lift) or a flag that is not a boolean: the entry is ignored.
+      if (!e.is_object() || !e.contains("seq") || !e["seq"].is_number_unsigned() || !e.contains("on") ||
+          !e["on"].is_boolean()) {
+        continue;
+      }
       const std::string h = e.value("host", "");
-      const uint64_t seq = e.value("seq", uint64_t{0});
-      if (config_.Host(h) && seq > 0) MergeEvacuation(h, e.value("on", false), seq);
+      const uint64_t seq = e["seq"].get<uint64_t>();
+      if (config_.Host(h) && seq > 0) MergeEvacuation(h, e["on"].get<bool>(), seq);
     }
     reports_[host] = std::move(list);
     if (j.contains("stats") && j["stats"].is_object()) stats_[host] = j["stats"];
@@ -233,6 +238,7 @@ bool ClusterState::Apply(const std::string& host, const json& j) {
   if (type == "evacuate") {
     std::string h = j.value("host", "");
     if (!config_.Host(h)) return false;
+    if (j.contains("seq") && !j["seq"].is_number_unsigned()) return false;  // as in reports
     const uint64_t seq = j.value("seq", uint64_t{0});
     MergeEvacuation(h, j.value("on", true), seq ? seq : evacuation_seq(h) + 1);
     return true;
