@@ -250,6 +250,21 @@ void Agent::Tick(uint64_t now_ms) {
   if (shut_down_) return;
   now_ms_ = now_ms;
   state_->now_ms = now_ms;
+  // This agent itself did not run (SIGSTOP, CPU stolen from its host, swapping): its own
+  // messages did not come back because it sent none, not because the group lost them. It
+  // reports now and waits up to self_silence for that report to come back before it judges
+  // itself cut off and fences its primaries (an outage, and a broken replication, for
+  // nothing). Its leases stay unrenewed until the report is back (`renew` above), so a VMM
+  // whose lease ran out meanwhile has fenced itself, before any failover the others may
+  // start (they wait the lease). Found by AgentSimDrills' outcome checks: an agent stopped
+  // 1.4-2 s, well within its 2 s lease, fenced its primary on waking and the VM moved to a
+  // new generation, where `ferry drill --stop-agent` expects nothing.
+  if (config_.lease_ms && last_tick_ms_ && now_ms - last_tick_ms_ > options_.report_every_ms) {
+    Event("stalled", "", "this agent did not run for " + std::to_string(now_ms - last_tick_ms_) +
+                             " ms: it reports before it judges itself cut off");
+    state_->Stalled(now_ms);
+  }
+  last_tick_ms_ = now_ms;
   if (renew != renewing_) {
     Event(renew ? "lease-renewed" : "lease-held", "",
           renew ? "this agent's own messages come back again" : "this agent's own messages stopped coming back: leases run out");

@@ -11,6 +11,7 @@
 #include <random>
 
 #include "agent_sim.h"
+#include "ferry/ha/drill.h"
 
 namespace ferry::ha::sim {
 namespace {
@@ -26,6 +27,88 @@ std::string Protected(Sim& sim) {
     const auto p = sim.agent(h).protection();
     auto it = p.find("kv");
     if (it != p.end() && it->second.unprotected_since_ms == 0 && !sim.agent(h).busy().count("kv")) return h;
+  }
+  return "";
+}
+
+// The VM as `ferry drill` reads it: the first quorate agent's status, in host order, hosts
+// other than `avoid` first (AnyAgent).
+json ClusterView(Sim& sim, const std::string& avoid = "") {
+  std::vector<std::string> order;
+  for (const auto& h : kHosts) {
+    if (h != avoid) order.push_back(h);
+  }
+  if (!avoid.empty()) order.push_back(avoid);
+  for (const auto& h : order) {
+    if (!sim.has_agent(h)) continue;
+    const json st = sim.agent(h).Handle({{"op", "status"}});
+    if (!st["cluster"].value("quorate", false)) continue;
+    for (const auto& v : st["cluster"]["vms"]) {
+      if (v.value("name", "") == "kv") return v;
+    }
+  }
+  return json::object();
+}
+
+// What `ferry drill` expects of a fault held `hold` steps (Expected()); the sim's faults
+// beyond the drill's: a stopped standby agent changes nothing, the others are not judged.
+std::optional<Outcome> ExpectedOf(const std::string& fault, uint64_t lease_ms, int hold) {
+  if (fault == "stop-standby-agent") return Outcome::kNothing;
+  // A hung VMM: its standby gives up on it at once here (the replication is re-protected at
+  // the next generation); past hung_vmm_ms (and the probes' second) its agent kills it.
+  if (fault == "stop-standby-vm") return Outcome::kReprotect;
+  if (fault == "stop-vm") {
+    const uint64_t hung_ms = ClusterConfig{}.hung_vmm_ms, held_ms = static_cast<uint64_t>(hold) * 100;
+    if (held_ms + 300 < hung_ms) return Outcome::kReprotect;  // (the probes' steps around the hold)
+    return held_ms > hung_ms + 2000 ? std::optional(Outcome::kFailover) : std::nullopt;
+  }
+  const auto f = ParseFault(fault);
+  if (!f) return std::nullopt;
+  // With a lease, an agent stopped longer than it has run out: the VMM fenced itself and the
+  // VM goes on at a new generation, failed over or reclaimed by its owner; from then to the
+  // drill's margin either may come.
+  // (Held steps, plus the steps around them before the agent ticks again.)
+  const uint64_t held_ms = static_cast<uint64_t>(hold) * 100;
+  if (*f == Fault::kStopAgent && lease_ms && held_ms + 300 > lease_ms && held_ms <= lease_ms + kHungAgentMarginMs) return std::nullopt;
+  const Outcome o = Expected(*f, lease_ms, hold / 10.0);
+  // The sim heals every fault after its hold (the drill heals once it saw the outcome): with
+  // a lease, a fault healed before the lease ran out may rightly end in no failover.
+  if (o == Outcome::kFailover && lease_ms && static_cast<uint64_t>(hold) * 100 <= lease_ms + kHungAgentMarginMs) return std::nullopt;
+  return o;
+}
+
+// Whether the drill's outcome came, as `ferry drill` watches for it (Watch): for nothing, the
+// VM keeps its owner and generation at every look from the heal and is seen running within
+// 3 + 10 s (StillServing); for a re-protection, once protected again the same host owns it
+// (UntilReprotected); for a failover, a newer generation is seen running within 30 s, read
+// from hosts other than the faulted one first (UntilFailover). Empty if met, else why not.
+std::string OutcomeMissed(Sim& sim, Outcome expected, const std::string& at, const std::string& owner, uint64_t generation) {
+  auto seen = [&](const json& view) {
+    return " (now " + view.value("owner", "") + " g" + std::to_string(view.value("generation", uint64_t{0})) + " " +
+           view.value("state", "-") + "; was " + owner + " g" + std::to_string(generation) + ")";
+  };
+  switch (expected) {
+    case Outcome::kNothing: {
+      for (int step = 0; step <= 130; ++step, sim.Step()) {
+        const json view = ClusterView(sim);
+        if (view.value("owner", "") != owner || view.value("generation", uint64_t{0}) != generation) {
+          return "expected nothing, it moved" + seen(view);
+        }
+        if (step >= 30 && view.value("state", "") == "running") return "";
+      }
+      return "expected nothing, not running 13 s after the heal" + seen(ClusterView(sim));
+    }
+    case Outcome::kReprotect: {
+      const json view = ClusterView(sim);
+      return view.value("owner", "") == owner ? "" : "expected a re-protection, it failed over" + seen(view);
+    }
+    case Outcome::kFailover: {
+      const bool met = sim.RunUntil([&] {
+        const json view = ClusterView(sim, at);
+        return view.value("generation", uint64_t{0}) > generation && view.value("state", "") == "running";
+      }, 300);
+      return met ? "" : "expected a failover" + seen(ClusterView(sim, at));
+    }
   }
   return "";
 }
@@ -95,6 +178,11 @@ std::string Inject(Sim& sim, std::mt19937& rng, const std::string& fault, int ho
     sim.LoseGroup(standby);
     sim.Run(hold);
     sim.RejoinGroup(standby);
+  } else if (fault == "stop-vm" || fault == "stop-standby-vm") {  // SIGSTOP of a VMM, SIGCONT after
+    const std::string at = fault == "stop-vm" ? owner : standby;
+    if (FakeVmm* v = sim.world.Find(at, "kv")) v->hung = true;
+    sim.Run(hold);
+    if (FakeVmm* v = sim.world.Find(at, "kv")) v->hung = false;  // or one started since: never hung
   } else if (fault == "evacuate") {
     (void)sim.agent(third).Handle({{"op", "evacuate"}, {"host", owner}});
     sim.Run(hold);
@@ -137,13 +225,40 @@ std::string RandomDrills(uint32_t seed, int drills, uint64_t lease_ms, const std
     sim.Run(static_cast<int>(rng() % 30));  // a random instant of the checkpoint cycle
     if (::testing::Test::HasFatalFailure()) return log + " (Step() failed before drill " + std::to_string(d) + ")";
     if (Protected(sim).empty()) continue;  // the soak waits for protection first
+    // The drill reads the owner from an agent's status (AnyAgent): until it agrees with where
+    // the VM is protected, it would aim at the wrong host.
+    const bool agreed = sim.RunUntil([&] {
+      const json v = ClusterView(sim);
+      const std::string p = Protected(sim);
+      return !p.empty() && v.value("owner", "") == p && v.value("replication", "") == "protected";
+    }, 100);
+    if (!agreed) return log + " -> the agents' view never agreed with where the VM is protected (drill " + std::to_string(d) + ")";
     const std::string fault = faults[rng() % faults.size()];
-    const int hold = 5 + static_cast<int>(rng() % 80);
+    int hold = 5 + static_cast<int>(rng() % 80);
+    if (fault == "stop-vm" || fault == "stop-standby-vm") hold *= 3;  // past hung_vmm_ms, or not
+    const json before = ClusterView(sim);
+    // A move still under way (an earlier kill-host-mid-move's) may complete in any drill.
+    const auto expected = before.contains("moving_to") ? std::nullopt : ExpectedOf(fault, lease_ms, hold);
     std::fprintf(stderr, "--- drill %d at %llu ms: %s\n", d, static_cast<unsigned long long>(sim.now), fault.c_str());
     log += "\n  drill " + std::to_string(d) + " at " + std::to_string(sim.now) + " ms: " + Inject(sim, rng, fault, hold);
     std::fprintf(stderr, "--- drill %d healed at %llu ms\n", d, static_cast<unsigned long long>(sim.now));
     if (::testing::Test::HasFatalFailure()) return log + " -> Step() failed";
     const uint64_t healed = sim.now;
+    const std::string was_owner = before.value("owner", "");
+    const uint64_t was_gen = before.value("generation", uint64_t{0});
+    if (expected == Outcome::kNothing) {
+      if (const std::string missed = OutcomeMissed(sim, *expected, was_owner, was_owner, was_gen); !missed.empty()) {
+        if (std::getenv("FERRY_SIM_DEBUG")) {
+          for (const auto& h : kHosts) {
+            if (!sim.has_agent(h)) continue;
+            for (const auto& e : sim.agent(h).events()) {
+              if (e.value("t_ms", uint64_t{0}) + 30000 > sim.now) std::fprintf(stderr, "%s %s\n", h.c_str(), e.dump().c_str());
+            }
+          }
+        }
+        return log + " -> " + missed;
+      }
+    }
     if (!sim.RunUntil([&] { return !Protected(sim).empty(); }, kRestoreSteps)) {
       std::string where;
       for (const auto& h : kHosts) {
@@ -161,6 +276,13 @@ std::string RandomDrills(uint32_t seed, int drills, uint64_t lease_ms, const std
                  ", protect " + (sim.agent(h).state().protect("kv") ? sim.agent(h).state().protect("kv")->first : "-");
       }
       return log + " -> not protected " + std::to_string(kRestoreSteps / 10) + " s after the heal; VMMs:" + where;
+    }
+    if (expected && *expected != Outcome::kNothing) {
+      // The faulted host: the owner's, or for kill-standby and stop-standby-vm the standby's.
+      const std::string at = fault == "kill-standby" || fault == "stop-standby-vm" ? before.value("standby_host", "") : was_owner;
+      if (const std::string missed = OutcomeMissed(sim, *expected, at, was_owner, was_gen); !missed.empty()) {
+        return log + " -> " + missed;
+      }
     }
     log += " -> protected on " + Protected(sim) + " after " + std::to_string(sim.now - healed) + " ms";
   }
@@ -213,6 +335,17 @@ TEST(AgentSimDrills, WithALeaseEveryDrillFaultAlwaysEndsProtected) {
 TEST(AgentSimDrills, WithSlowWorkersEveryDrillFaultAlwaysEndsProtected) {
   for (uint32_t seed = 300; seed < 300 + 30 * SeedScale() && !HasFatalFailure(); ++seed) {
     const std::string log = RandomDrills(seed, 12, seed % 2 ? 2000 : 0, kAllFaults, /*slow_workers=*/true);
+    EXPECT_TRUE(log.empty()) << log;
+  }
+}
+
+// A VMM stopped (SIGSTOP, a deadlock) for 1.5 to 25 s, primary or standby: one stopped past
+// hung_vmm_ms is killed by its agent and the VM fails over or is re-protected; one let go on
+// before serves on, re-protected. Never two copies: a hung primary counts as serving.
+TEST(AgentSimDrills, HungVmmsAreKilledAndTheVmEndsProtected) {
+  for (uint32_t seed = 500; seed < 500 + 30 * SeedScale() && !HasFatalFailure(); ++seed) {
+    const std::string log = RandomDrills(seed, 8, seed % 3 == 0 ? 2000 : 0, {"stop-vm", "stop-standby-vm", "stop-vm", "kill-vm"},
+                                         /*slow_workers=*/seed % 2);
     EXPECT_TRUE(log.empty()) << log;
   }
 }

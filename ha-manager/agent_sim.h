@@ -15,6 +15,7 @@
 #include <tuple>
 
 #include "ferry/ha/agent.h"
+#include "ferry/ha/vmm_executor.h"
 
 namespace ferry::ha::sim {
 
@@ -38,6 +39,9 @@ struct FakeVmm {
   int sync_left = 0;       // primary: steps of initial sync still to go
   uint64_t lease_until = 0;  // the watchdog lease (0: none); past it, a primary fences itself
   bool ever_fenced = false;
+  // Stopped (SIGSTOP, a deadlock): it neither runs, ships, acknowledges nor answers, and its
+  // own watchdog waits too; a standby gives up on a hung primary, as on a silent one.
+  bool hung = false;
 };
 
 // Every VMM of the simulated cluster, and the faults.
@@ -83,7 +87,7 @@ struct World {
   void Advance() {
     for (auto& [h, m] : vmms) {
       for (auto& [vm, p] : m) {
-        if (p.role == Role::kPrimary && p.lease_until && now > p.lease_until && !p.fenced) {
+        if (p.role == Role::kPrimary && p.lease_until && now > p.lease_until && !p.fenced && !p.hung) {
           p.fenced = p.ever_fenced = true;  // the watchdog: no agent renewed the lease
           p.phase = Phase::kFenced;
         }
@@ -93,7 +97,7 @@ struct World {
     for (auto& [h, m] : vmms) {
       if (dead.count(h)) continue;
       for (auto& [vm, p] : m) {
-        if (p.role != Role::kPrimary || !vmhost::GuestRuns(p.phase) || p.fenced) continue;
+        if (p.role != Role::kPrimary || !vmhost::GuestRuns(p.phase) || p.fenced || p.hung) continue;
         ++p.seq;
         const bool active = p.replication && replication::ReplicationActive(*p.replication);
         if (!active) {
@@ -101,7 +105,10 @@ struct World {
           continue;
         }
         FakeVmm* sb = Find(p.standby_host, vm);
-        if (!sb || sb->role != Role::kStandby || !LinkOk(h, p.standby_host)) {
+        // A standby that gave up on this primary (it was hung past the standby's timeout)
+        // has dropped the connection: the primary finds its replication broken.
+        if (!sb || sb->role != Role::kStandby || sb->hung || sb->standby_state == StandbyState::kPrimaryLost ||
+            !LinkOk(h, p.standby_host)) {
           p.replication = ReplicationState::kFailed;
           p.output_held = true;
           continue;
@@ -123,14 +130,15 @@ struct World {
     }
     for (auto& [h, m] : vmms) {
       for (auto& [vm, sb] : m) {
-        if (sb.role == Role::kStandby && (sb.standby_state == StandbyState::kReplicating || sb.standby_state == StandbyState::kSyncing) &&
-            !fed.count({h, vm})) {
+        if (sb.role == Role::kStandby && !sb.hung &&
+            (sb.standby_state == StandbyState::kReplicating || sb.standby_state == StandbyState::kSyncing) && !fed.count({h, vm})) {
           sb.standby_state = StandbyState::kPrimaryLost;
         }
       }
     }
   }
-  // Hosts where vm's guest serves clients: it runs, is not fenced, its output is not held.
+  // Hosts where vm's guest serves clients: it runs, is not fenced, its output is not held (a
+  // hung one counts: it serves again the moment it is let go on).
   std::vector<std::string> Serving(const std::string& vm) {
     std::vector<std::string> out;
     for (auto& [h, m] : vmms) {
@@ -148,7 +156,26 @@ class FakeExecutor : public Executor {
   std::vector<std::string> Adopt() override {
     std::vector<std::string> out;
     if (!lease_ms_) return out;
-    for (auto& [vm, p] : w_.vmms[host_]) out.push_back(vm);
+    for (auto& [vm, p] : w_.vmms[host_]) {
+      if (p.hung) continue;  // adopted only once it answers (VmmExecutor::Adopt asks its status)
+      out.push_back(vm);
+      answered_ms_[vm] = w_.now;
+      Instance i;  // its answer, as the next probe would read it
+      i.vm = vm;
+      i.role = p.role;
+      i.generation = p.generation;
+      if (p.role == Role::kPrimary) {
+        i.phase = p.phase;
+        i.fenced = p.fenced;
+        i.replication = p.replication;
+        i.standby_host = p.standby_host;
+        i.output_held = p.output_held;
+      } else {
+        i.standby_state = p.standby_state;
+        i.committed = p.committed;
+      }
+      last_[vm] = i;
+    }
     return out;
   }
   Status StartPrimary(const VmSpec& v, uint64_t generation) override {
@@ -156,6 +183,7 @@ class FakeExecutor : public Executor {
     p.generation = generation;
     if (lease_ms_) p.lease_until = w_.now + lease_ms_;
     w_.vmms[host_][v.name] = p;
+    answered_ms_[v.name] = w_.now;
     ++w_.boots;
     if (w_.acked[v.name] > 0) w_.lost.push_back("booted afresh after " + std::to_string(w_.acked[v.name]) + " acked writes");
     return Status::Ok();
@@ -166,6 +194,7 @@ class FakeExecutor : public Executor {
     s.generation = generation;
     if (lease_ms_) s.lease_until = w_.now + lease_ms_;
     w_.vmms[host_][v.name] = s;
+    answered_ms_[v.name] = w_.now;
     return Status::Ok();
   }
   void Kill(const std::string& vm) override { w_.End(host_, vm, "signal 9"); }
@@ -173,12 +202,11 @@ class FakeExecutor : public Executor {
   std::vector<Instance> Probe(bool renew_leases) override {
     std::vector<Instance> out;
     for (auto& [vm, p] : w_.vmms[host_]) {
-      if (lease_ms_ && renew_leases) p.lease_until = w_.now + lease_ms_;  // probing renews the lease
       Instance i;
       i.vm = vm;
       i.role = p.role;
       i.generation = p.generation;
-      const bool answered = w_.probe_fail_pct == 0 || static_cast<int>(w_.probe_rng() % 100) >= w_.probe_fail_pct;
+      const bool answered = !p.hung && (w_.probe_fail_pct == 0 || static_cast<int>(w_.probe_rng() % 100) >= w_.probe_fail_pct);
       if (!answered) {
         auto last = last_.find(vm);
         if (last != last_.end()) {
@@ -187,10 +215,17 @@ class FakeExecutor : public Executor {
           if (t != told_.end() && t->second.second >= i.generation) std::tie(i.role, i.generation) = t->second;
           i.phase.reset();
           i.standby_state.reset();
-          out.push_back(i);
-          continue;
+        } else {
+          i.phase.reset();
+          i.standby_state.reset();
         }
+        // As VmmExecutor: silent once a probe's question is out longer than its timeout.
+        if (w_.now - answered_ms_[vm] > VmmExecutor::kProbeTimeoutMs) i.silent_ms = w_.now - answered_ms_[vm];
+        out.push_back(i);
+        continue;
       }
+      answered_ms_[vm] = w_.now;
+      if (lease_ms_ && renew_leases) p.lease_until = w_.now + lease_ms_;  // probing renews the lease
       if (p.role == Role::kPrimary) {
         i.phase = p.phase;
         i.fenced = p.fenced;
@@ -213,8 +248,10 @@ class FakeExecutor : public Executor {
     ++w_.replicate_calls;
     FakeVmm* p = w_.Find(host_, v.name);
     if (!p || p->role != Role::kPrimary) return NotFound("no primary");
+    if (p->hung) return Timeout("the VMM did not answer");
     FakeVmm* sb = w_.Find(to.name, v.name);
-    if (!sb || sb->role != Role::kStandby || sb->standby_state != StandbyState::kWaiting || !w_.LinkOk(host_, to.name)) {
+    if (!sb || sb->role != Role::kStandby || sb->standby_state != StandbyState::kWaiting || sb->hung ||
+        !w_.LinkOk(host_, to.name)) {
       return Status(ErrorCode::kIo, "cannot reach a waiting standby on " + to.name);
     }
     if (generation < sb->generation) return Status(ErrorCode::kRefused, "stale generation");
@@ -229,6 +266,7 @@ class FakeExecutor : public Executor {
   }
   Status StopReplication(const std::string& vm, bool keep_standby) override {
     FakeVmm* p = w_.Find(host_, vm);
+    if (p && p->hung) return Timeout("the VMM did not answer");
     if (!p || !p->replication) return Status::Ok();
     FakeVmm* sb = w_.Find(p->standby_host, vm);
     if (sb && sb->role == Role::kStandby) sb->standby_state = keep_standby ? StandbyState::kPrimaryLost : StandbyState::kEnded;
@@ -239,6 +277,7 @@ class FakeExecutor : public Executor {
   }
   Result<PromoteResult> Promote(const std::string& vm, uint64_t generation) override {
     FakeVmm* sb = w_.Find(host_, vm);
+    if (sb && sb->hung) return Timeout("the VMM did not answer");
     if (!sb || sb->role != Role::kStandby || sb->committed == 0) return InvalidArgument("nothing to promote");
     // A forced promotion cuts the primary off: its replication fails, its output stays held.
     for (auto& [h, m] : w_.vmms) {
@@ -263,9 +302,10 @@ class FakeExecutor : public Executor {
   }
   Result<HandoverResult> Handover(const std::string& vm, uint64_t generation) override {
     FakeVmm* p = w_.Find(host_, vm);
+    if (p && p->hung) return Timeout("the VMM did not answer");
     if (!p || p->replication != ReplicationState::kProtected) return Status(ErrorCode::kAborted, "not protected");
     FakeVmm* sb = w_.Find(p->standby_host, vm);
-    if (!sb || !w_.LinkOk(host_, p->standby_host)) return Status(ErrorCode::kAborted, "standby unreachable");
+    if (!sb || sb->hung || !w_.LinkOk(host_, p->standby_host)) return Status(ErrorCode::kAborted, "standby unreachable");
     FakeVmm np;
     np.generation = generation;
     np.seq = p->seq;  // the final checkpoint
@@ -277,6 +317,7 @@ class FakeExecutor : public Executor {
   Status Fence(const std::string& vm) override {
     FakeVmm* p = w_.Find(host_, vm);
     if (!p) return NotFound("no VMM");
+    if (p->hung) return Timeout("the VMM did not answer");
     p->phase = Phase::kFenced;
     p->fenced = p->ever_fenced = true;
     return Status::Ok();
@@ -284,6 +325,7 @@ class FakeExecutor : public Executor {
   Status Unfence(const std::string& vm) override {
     FakeVmm* p = w_.Find(host_, vm);
     if (!p) return NotFound("no VMM");
+    if (p->hung) return Timeout("the VMM did not answer");
     if (p->lease_until && w_.now > p->lease_until) return Status(ErrorCode::kRefused, "the lease ran out");
     p->fenced = false;
     p->phase = p->replication && replication::ReplicationActive(*p->replication) ? Phase::kReplicating : Phase::kRunning;
@@ -293,6 +335,7 @@ class FakeExecutor : public Executor {
     ++w_.release_calls;
     FakeVmm* p = w_.Find(host_, vm);
     if (!p) return NotFound("no VMM");
+    if (p->hung) return Timeout("the VMM did not answer");
     if (generation < p->generation) return InvalidArgument("the generation may only grow");
     p->generation = generation;
     told_[vm] = {Role::kPrimary, generation};
@@ -305,6 +348,7 @@ class FakeExecutor : public Executor {
   const std::string host_;
   const uint64_t lease_ms_;
   std::map<std::string, Instance> last_;  // each VMM's last answer
+  std::map<std::string, uint64_t> answered_ms_;  // when each VMM last answered (or started)
   std::map<std::string, std::pair<Role, uint64_t>> told_;
 };
 

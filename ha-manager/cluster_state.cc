@@ -18,17 +18,19 @@ json Instance::ToJson() const {
   std::string state = "starting";
   if (primary() && phase) state = vmhost::GuestRuns(*phase) ? "running" : vmhost::PhaseName(*phase);
   if (standby() && standby_state) state = replication::StandbyStateName(*standby_state);
-  return {{"vm", vm},
-          {"role", RoleName(role)},
-          {"state", state},
-          {"generation", generation},
-          {"fenced", fenced},
-          {"replication", replication ? replication::ReplicationStateName(*replication) : ""},
-          {"standby_host", standby_host},
-          {"output_held", output_held},
-          {"committed", committed},
-          {"epochs", epochs},
-          {"tx_frames", tx_frames}};
+  json j = {{"vm", vm},
+            {"role", RoleName(role)},
+            {"state", state},
+            {"generation", generation},
+            {"fenced", fenced},
+            {"replication", replication ? replication::ReplicationStateName(*replication) : ""},
+            {"standby_host", standby_host},
+            {"output_held", output_held},
+            {"committed", committed},
+            {"epochs", epochs},
+            {"tx_frames", tx_frames}};
+  if (silent_ms) j["silent_ms"] = silent_ms;
+  return j;
 }
 
 bool Instance::Differs(const Instance& o) const {
@@ -59,6 +61,7 @@ std::optional<Instance> Instance::FromJson(const json& j) {
     i.committed = j.value("committed", uint64_t{0});
     i.epochs = j.value("epochs", uint64_t{0});
     i.tx_frames = j.value("tx_frames", uint64_t{0});
+    i.silent_ms = j.value("silent_ms", uint64_t{0});
     return i;
   } catch (const json::exception&) {
     return std::nullopt;
@@ -112,7 +115,7 @@ bool ClusterState::complete() const {
 }
 
 bool ClusterState::cut_off() const {
-  if (silence_ms_ == 0) return false;
+  if (silence_ms_ == 0 || now_ms < stall_grace_until_ms_) return false;
   auto it = heard_ms_.find(self_);
   return it != heard_ms_.end() && now_ms > it->second && now_ms - it->second > self_silence_ms_;
 }

@@ -54,6 +54,7 @@ Result<ClusterConfig> ClusterConfig::Parse(const json& j) {
   FERRY_RETURN_IF_ERROR(Read(j, "io_timeout_ms", &c.io_timeout_ms, false, "config"));
   FERRY_RETURN_IF_ERROR(Read(j, "promote_delay_ms", &c.promote_delay_ms, false, "config"));
   FERRY_RETURN_IF_ERROR(Read(j, "lease_ms", &c.lease_ms, false, "config"));
+  FERRY_RETURN_IF_ERROR(Read(j, "hung_vmm_ms", &c.hung_vmm_ms, false, "config"));
   FERRY_RETURN_IF_ERROR(Read(j, "tls_cert", &c.tls_cert, false, "config"));
   FERRY_RETURN_IF_ERROR(Read(j, "tls_key", &c.tls_key, false, "config"));
   FERRY_RETURN_IF_ERROR(Read(j, "tls_ca", &c.tls_ca, false, "config"));
@@ -67,6 +68,9 @@ Result<ClusterConfig> ClusterConfig::Parse(const json& j) {
   }
   if (c.lease_ms != 0 && (c.lease_ms < 300 || c.lease_ms > 600000)) {
     return InvalidArgument("config: \"lease_ms\" must be 0 (no lease) or 300..600000");
+  }
+  if (c.hung_vmm_ms != 0 && (c.hung_vmm_ms < 3000 || c.hung_vmm_ms > 3600000)) {
+    return InvalidArgument("config: \"hung_vmm_ms\" must be 0 (never) or 3000..3600000");
   }
   FERRY_RETURN_IF_ERROR(Read(j, "client_netns", &c.client_netns, false, "config"));
   if (!j.contains("hosts") || !j["hosts"].is_array() || j["hosts"].empty()) {

@@ -7,6 +7,7 @@
 #include <algorithm>
 #include <array>
 #include <optional>
+#include <set>
 
 #include "ferry/ha/cluster_state.h"
 
@@ -341,7 +342,10 @@ Verdict StandbyEndsWhenNoLongerUsed(const Ctx& x) {
   // replica is the fallback: it goes once another standby protects the VM or the output left.
   const Instance* owner = x.state.instance(x.c->host, x.v.name);
   bool owner_done = false;
-  if (owner && owner->ReplicationIs(ReplicationState::kHandedOver)) {
+  if (owner && owner->primary() && !owner->phase) {
+    // Not answering its agent's probes: what it last said may be all it has (a restarted
+    // agent's VMM it could not yet ask), so nothing of it says the replica is unused.
+  } else if (owner && owner->ReplicationIs(ReplicationState::kHandedOver)) {
     owner_done = true;
   } else if (owner && owner->standby_host != x.self) {
     owner_done = owner->ReplicationIs(ReplicationState::kProtected) || !owner->output_held;
@@ -433,18 +437,32 @@ std::optional<Action> DecideVm(const Ctx& x) {
 std::vector<Action> Decide(const ClusterConfig& config, const std::string& self, const ClusterState& state,
                            const std::vector<Instance>& local, const std::set<std::string>& busy) {
   std::vector<Action> out;
+  // A VMM silent past hung_vmm_ms is killed first, with or without quorum, busy or not (a
+  // worker's call to it is as stuck as the probes): a hung primary can be neither fenced nor
+  // asked anything, and once it is gone the rules below take it as a crash (its standby's
+  // host claims the VM, or the owner re-protects a lost standby). Killing can only end a copy.
+  std::set<std::string> hung;
+  for (const auto& i : local) {
+    if (config.hung_vmm_ms && i.silent_ms >= config.hung_vmm_ms) {
+      out.push_back({Action::kKill, i.vm, self, i.generation,
+                     "hung: its VMM answered no probe for " + std::to_string(i.silent_ms) + " ms"});
+      hung.insert(i.vm);
+    }
+  }
   if (!state.quorate() || state.cut_off()) {
     // Cut off from the majority, or from the group's messages (the others will count this
     // agent as hung): this host's guests must stop before the others promote.
     const char* why = state.quorate() ? "cut off from the group's messages" : "no quorum";
     for (const auto& i : local) {
-      if (i.primary() && !i.fenced && !busy.count(i.vm)) out.push_back({Action::kFence, i.vm, self, i.generation, why});
+      if (i.primary() && !i.fenced && !busy.count(i.vm) && !hung.count(i.vm)) {
+        out.push_back({Action::kFence, i.vm, self, i.generation, why});
+      }
     }
     return out;
   }
   if (!state.complete()) return out;  // not every member heard since the view changed
   for (const auto& v : config.vms) {
-    if (busy.count(v.name)) continue;
+    if (busy.count(v.name) || hung.count(v.name)) continue;
     const Instance* mine = nullptr;
     for (const auto& i : local) {
       if (i.vm == v.name) mine = &i;

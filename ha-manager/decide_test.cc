@@ -351,6 +351,14 @@ TEST(Config, RejectsBadInput) {
       "vms": [{"name":"kv","guest":"g","primary":"nope","port":1}]})"));
   ASSERT_FALSE(bad_vm.ok());
   EXPECT_NE(bad_vm.status().message().find("nope"), std::string::npos);
+  for (const char* hung : {"500", "-1", "\"10s\"", "1e12", "null"}) {
+    auto h = ClusterConfig::Parse(nlohmann::json::parse(std::string(R"({"hung_vmm_ms": )") + hung +
+                                                        R"(, "hosts": [{"name":"a","nodeid":1,"address":"x","dir":"/t"}]})"));
+    EXPECT_FALSE(h.ok()) << "hung_vmm_ms " << hung;
+  }
+  auto never = ClusterConfig::Parse(nlohmann::json::parse(R"({"hung_vmm_ms": 0, "hosts": [{"name":"a","nodeid":1,"address":"x","dir":"/t"}]})"));
+  ASSERT_TRUE(never.ok()) << never.status().message();
+  EXPECT_EQ(never->hung_vmm_ms, 0u);
 }
 
 }  // namespace
@@ -372,6 +380,69 @@ TEST(Decide, AStandbyThatLostItsPrimaryStaysUntilTheOwnerSaysSo) {
   auto acts = Decide(c, "b", s, {Standby(1, 9, StandbyState::kPrimaryLost)}, {});
   ASSERT_EQ(acts.size(), 1u);
   EXPECT_EQ(acts[0].kind, Action::kKill);
+}
+
+}  // namespace
+}  // namespace ferry::ha
+
+namespace ferry::ha {
+namespace {
+
+// A local VMM silent for hung_vmm_ms (a hung primary or standby) is killed, with quorum or
+// without, busy or not, and nothing else is decided for its VM meanwhile; one silent for less
+// is ridden out; hung_vmm_ms 0 never kills.
+TEST(Decide, AVmmSilentPastTheHungBoundIsKilledWhateverElseHolds) {
+  auto c = Config();
+  ClusterState s(c, "a");
+  s.OnView({"a", "b", "c"}, true);
+  ASSERT_TRUE(s.OnMessage("a", ClusterState::ClaimMessage("kv", Claim{1, "a", "start"})));
+  Instance silent = Primary(1);
+  silent.phase.reset();  // not answering: reported as it last answered, without a phase
+  silent.silent_ms = c.hung_vmm_ms - 1;
+  Hear(s, {{"a", {silent}}, {"b", {Standby(1, 5)}}, {"c", {}}});
+  for (const auto& a : Decide(c, "a", s, {silent}, {})) EXPECT_NE(a.kind, Action::kKill) << "killed before the bound";
+  silent.silent_ms = c.hung_vmm_ms;
+  auto acts = Decide(c, "a", s, {silent}, {"kv"});
+  ASSERT_EQ(acts.size(), 1u) << "busy with it: the hung VMM is killed all the same";
+  EXPECT_EQ(acts[0].kind, Action::kKill);
+  EXPECT_NE(acts[0].why.find("hung"), std::string::npos) << acts[0].why;
+  s.OnView({"a"}, false, 2000);  // and without quorum: killed, not fenced (a fence would hang)
+  acts = Decide(c, "a", s, {silent}, {});
+  ASSERT_EQ(acts.size(), 1u);
+  EXPECT_EQ(acts[0].kind, Action::kKill);
+  Instance standby = Standby(1, 5);
+  standby.standby_state.reset();
+  standby.silent_ms = c.hung_vmm_ms + 5000;
+  acts = Decide(c, "b", s, {standby}, {});
+  ASSERT_EQ(acts.size(), 1u);
+  EXPECT_EQ(acts[0].kind, Action::kKill) << "a hung standby too";
+  c.hung_vmm_ms = 0;
+  EXPECT_TRUE(Decide(c, "b", s, {standby}, {}).empty()) << "hung_vmm_ms 0: never killed";
+}
+
+}  // namespace
+}  // namespace ferry::ha
+
+namespace ferry::ha {
+namespace {
+
+// A standby that lost its primary does not end its replica on the word of an owner's primary
+// that is not answering: a restarted agent's first report can carry nothing else of it (no
+// replication, no standby named), which read as "done with this standby".
+TEST(Decide, AStandbyKeepsItsReplicaWhileTheOwnersPrimaryIsNotAnswering) {
+  auto c = Config();
+  ClusterState s(c, "b");
+  s.OnView({"a", "b", "c"}, true);
+  ASSERT_TRUE(s.OnMessage("a", ClusterState::ClaimMessage("kv", Claim{1, "a", "start"})));
+  Instance unknown = Primary(1, std::nullopt, "");
+  unknown.phase.reset();
+  const Instance lost = Standby(1, 5, StandbyState::kPrimaryLost);
+  Hear(s, {{"a", {unknown}}, {"b", {lost}}, {"c", {}}});
+  EXPECT_TRUE(Decide(c, "b", s, {lost}, {}).empty()) << "the replica ended while its owner's state was unknown";
+  Hear(s, {{"a", {Primary(1, ReplicationState::kProtected, "c")}}});
+  auto acts = Decide(c, "b", s, {lost}, {});
+  ASSERT_EQ(acts.size(), 1u);
+  EXPECT_EQ(acts[0].kind, Action::kKill) << "once the owner answers, protected elsewhere: no longer used";
 }
 
 }  // namespace

@@ -167,7 +167,7 @@ Result<json> RunDrill(const ClusterConfig& c, const DrillOptions& o) {
     SleepS(o.stop_s);
     heal();
     SleepS(3);
-    met = w.StillServing();
+    met = w.StillServing(10000);
   }
   heal();
   if (expected != Outcome::kFailover) SleepS(1);  // the client sees the end of the fault too

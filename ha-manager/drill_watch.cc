@@ -126,11 +126,15 @@ bool Watch::UntilReprotected(const std::function<void()>& heal) {
   return false;
 }
 
-bool Watch::StillServing() {
-  auto s = AnyAgent(c_, "");
-  if (!s.ok()) return false;
-  json e = VmEntry(*s, vm_);
-  return e.value("owner", "") == owner_ && e.value("generation", uint64_t{0}) == old_gen_ && e.value("state", "") == "running";
+bool Watch::StillServing(uint64_t timeout_ms) {
+  for (const uint64_t t0 = RealtimeMs(); RealtimeMs() - t0 < timeout_ms; ::usleep(100 * 1000)) {
+    auto s = AnyAgent(c_, "");
+    if (!s.ok()) continue;
+    json e = VmEntry(*s, vm_);
+    if (e.value("owner", "") != owner_ || e.value("generation", uint64_t{0}) != old_gen_) return false;
+    if (e.value("state", "") == "running") return true;
+  }
+  return false;
 }
 
 json Watch::Card(const json& load, bool old_sent_after, uint64_t old_epochs) const {

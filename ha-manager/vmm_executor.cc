@@ -64,6 +64,7 @@ Status VmmExecutor::Spawn(const VmSpec& v, Role role, uint64_t generation, std::
   c.role = role;
   c.generation = generation;
   c.api = std::make_unique<vmhost::ApiConnection>(Sock(v.name));
+  c.answered_ms = MonotonicMs();  // silent from its start until it answers
   return Status::Ok();
 }
 
@@ -195,6 +196,8 @@ std::vector<std::string> VmmExecutor::Adopt() {
     c.role = i.role;
     c.generation = i.generation;
     c.last = i;
+    c.answering = true;
+    c.answered_ms = MonotonicMs();
     std::lock_guard lock(mu_);
     children_[v.name] = std::move(c);
     out.push_back(v.name);
@@ -276,11 +279,60 @@ Instance VmmExecutor::NotAnswering(const std::string& vm, const Child& child) {
     // Promoted, or given a new generation, since its last answer: that is what it is now.
     std::lock_guard lock(mu_);
     auto t = told_.find(vm);
-    if (t != told_.end() && t->second.second >= i.generation) std::tie(i.role, i.generation) = t->second;
+    if (t != told_.end() && t->second.generation >= i.generation) std::tie(i.role, i.generation) = std::tie(t->second.role, t->second.generation);
   }
   i.phase.reset();
   i.standby_state.reset();
   return i;
+}
+
+void VmmExecutor::Ask(Child& c, const json& request, uint64_t now_ms) {
+  if (c.api->Send(request).ok()) {
+    c.asked = request.value("op", "") == "lease" ? Child::Asked::kLease : Child::Asked::kStatus;
+    c.asked_ms = now_ms;
+  } else {
+    c.asked = Child::Asked::kNothing;
+    c.answering = false;
+  }
+}
+
+void VmmExecutor::Answered(const std::string& vm, Child& c, const Result<json>& r, bool renew, uint64_t now_ms) {
+  const bool status = c.asked == Child::Asked::kStatus;
+  const uint64_t asked_ms = c.asked_ms;
+  c.asked = Child::Asked::kNothing;
+  // Any reply on a connection still open, an error reply included, is a VMM alive (one whose
+  // answers this agent cannot read, a version apart, is not hung); a transport failure closed it.
+  if (c.api->connected()) c.answered_ms = now_ms;
+  if (!r.ok()) {
+    c.answering = false;
+    return;
+  }
+  if (!status) return;  // the lease, renewed
+  try {
+    sampler_.Observe(vm, c.pid, r.value(), MonotonicMs());  // rates: a duration
+  } catch (const json::exception&) {
+  }
+  Instance i = Parse(vm, c, r.value());
+  if (!i.phase && !i.standby_state) {  // no usable answer
+    c.answering = false;
+    return;
+  }
+  bool stale = false;  // asked before a promotion or a new generation: it says what the VMM was
+  {
+    std::lock_guard lock(mu_);
+    auto t = told_.find(vm);
+    stale = t != told_.end() && t->second.at_ms >= asked_ms;
+    if (!stale) told_.erase(vm);
+  }
+  if (!stale) {
+    c.role = i.role;
+    c.generation = i.generation;
+    c.last = i;
+    c.answering = true;
+  }
+  // The watchdog lease, renewed on the same connection: an agent that stops probing (dead,
+  // hung, stopped) lets it run out and the VM fences itself.
+  if (config_.lease_ms && renew) Ask(c, {{"op", "lease"}, {"ttl_ms", config_.lease_ms}}, now_ms);
 }
 
 std::vector<Instance> VmmExecutor::Probe(bool renew_leases) {
@@ -290,28 +342,51 @@ std::vector<Instance> VmmExecutor::Probe(bool renew_leases) {
     for (auto& [vm, c] : children_) list.emplace_back(vm, &c);
   }
   // Children are erased only by Reap() and KillAll(), on this same thread: the pointers hold.
-  std::vector<Instance> out;
+  const uint64_t start = MonotonicMs();
   for (auto& [vm, c] : list) {
-    auto r = c->api->Call({{"op", "status"}}, 1000);
-    // The watchdog lease, renewed on the same connection: an agent that stops probing (dead,
-    // hung, stopped) lets it run out and the VM fences itself.
-    if (r.ok() && config_.lease_ms && renew_leases) (void)c->api->Call({{"op", "lease"}, {"ttl_ms", config_.lease_ms}}, 1000);
-    if (!r.ok()) {
-      out.push_back(NotAnswering(vm, *c));
-      continue;
+    if (c->asked != Child::Asked::kNothing && start - c->asked_ms >= kProbeTimeoutMs) {
+      c->api->Close();  // its late answer must never be read as the next question's
+      c->asked = Child::Asked::kNothing;
+      c->answering = false;
     }
-    try {
-      sampler_.Observe(vm, c->pid, *r, MonotonicMs());  // rates: a duration
-    } catch (const json::exception&) {
+    if (c->asked == Child::Asked::kNothing) Ask(*c, {{"op", "status"}}, start);
+  }
+  // Answers (and lease renewals asked on the way) for up to kProbeWaitMs.
+  std::vector<pollfd> fds;
+  std::vector<std::pair<std::string, Child*>> out_now;
+  for (;;) {
+    fds.clear();
+    out_now.clear();
+    for (auto& [vm, c] : list) {
+      if (c->asked == Child::Asked::kNothing) continue;
+      fds.push_back({c->api->fd(), POLLIN, 0});
+      out_now.emplace_back(vm, c);
     }
-    Instance i = Parse(vm, *c, *r);
-    if (i.phase || i.standby_state) {  // an answer: what it is now
-      c->role = i.role;
-      c->generation = i.generation;
-      c->last = i;
+    const uint64_t now = MonotonicMs();
+    if (fds.empty() || now - start >= kProbeWaitMs) break;
+    const int n = ::poll(fds.data(), fds.size(), static_cast<int>(start + kProbeWaitMs - now));
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) break;
+    for (size_t k = 0; k < fds.size(); ++k) {
+      if (!fds[k].revents) continue;
+      auto& [vm, c] = out_now[k];
+      auto got = c->api->Receive();
+      if (!got) continue;
+      Answered(vm, *c, *got, renew_leases, MonotonicMs());
+    }
+  }
+  std::vector<Instance> out;
+  const uint64_t now = MonotonicMs();
+  for (auto& [vm, c] : list) {
+    // Answered now, or asked less than kProbeTimeoutMs ago and answering before: what it last
+    // said (a blocking probe would still be waiting for it); else not answering.
+    bool told;  // promoted, or given a generation, since that answer
+    {
       std::lock_guard lock(mu_);
-      told_.erase(vm);
+      told = told_.count(vm) > 0;
     }
+    Instance i = c->answering && c->last && !told ? *c->last : NotAnswering(vm, *c);
+    if (now - c->answered_ms > kProbeTimeoutMs) i.silent_ms = now - c->answered_ms;
     out.push_back(std::move(i));
   }
   sampler_.EndRound();
@@ -352,7 +427,7 @@ Result<PromoteResult> VmmExecutor::Promote(const std::string& vm, uint64_t gener
   FERRY_ASSIGN_OR_RETURN(json r, vmhost::CallApi(Sock(vm), {{"op", "promote"}, {"force", true}, {"generation", generation}}, 30000));
   {
     std::lock_guard lock(mu_);
-    told_[vm] = {Role::kPrimary, generation};
+    told_[vm] = {Role::kPrimary, generation, MonotonicMs()};
   }
   PromoteResult out;
   if (r.contains("epoch") && r["epoch"].is_number_unsigned()) out.epoch = r["epoch"].get<uint64_t>();
@@ -374,7 +449,7 @@ Status VmmExecutor::ReleaseOutput(const std::string& vm, uint64_t generation) {
       vmhost::CallApi(Sock(vm), {{"op", "set_generation"}, {"generation", generation}}, 3000).status().Annotate("set_generation"));
   {
     std::lock_guard lock(mu_);
-    told_[vm] = {Role::kPrimary, generation};
+    told_[vm] = {Role::kPrimary, generation, MonotonicMs()};
   }
   return vmhost::CallApi(Sock(vm), {{"op", "release_output"}}, 3000).status();
 }

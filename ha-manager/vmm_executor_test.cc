@@ -17,6 +17,7 @@
 #include <chrono>
 #include <cstdlib>
 #include <fstream>
+#include <functional>
 #include <optional>
 #include <set>
 #include <thread>
@@ -53,6 +54,23 @@ std::string Exe(pid_t pid) {
   return n > 0 ? std::string(buf, n) : "";
 }
 
+// Probes until `pred` holds of the one instance, for up to 5 s (a probe waits 100 ms at most;
+// an answer too late for one is read by a later one); the last probe's instance.
+Instance ProbeUntil(VmmExecutor& exec, const std::function<bool(const Instance&)>& pred) {
+  Instance last;
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(5);
+  while (std::chrono::steady_clock::now() < deadline) {
+    auto local = exec.Probe();
+    EXPECT_EQ(local.size(), 1u);
+    if (local.size() != 1) return last;
+    last = local[0];
+    if (pred(last)) return last;
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  ADD_FAILURE() << "the probe never saw what was expected";
+  return last;
+}
+
 // A temporary directory both hosts (a, b) of a two-host config use, with a stand-in for the
 // ferry binary that only sleeps; all of it removed at the end.
 struct SleeperHosts {
@@ -72,7 +90,7 @@ struct SleeperHosts {
     if (c.ok()) config = *c;
   }
   ~SleeperHosts() {
-    for (const char* f : {"/fake-ferry", "/kv.log", "/kv.sock"}) ::unlink((dir + f).c_str());
+    for (const char* f : {"/fake-ferry", "/kv.log", "/kv.sock", "/hung.log", "/hung.sock"}) ::unlink((dir + f).c_str());
     ::rmdir(dir.c_str());
   }
 };
@@ -162,9 +180,8 @@ TEST(VmmExecutor, WithALeaseARunningVmmIsAdoptedLeasedWatchedAndReaped) {
     EXPECT_TRUE(local[0].Runs());
     EXPECT_EQ(local[0].generation, 3u);
     EXPECT_EQ(local[0].standby_host, "b");
-    EXPECT_EQ(leases.load(), 1) << "probing renews the lease";
-    exec.Probe();
-    EXPECT_EQ(leases.load(), 2);
+    ProbeUntil(exec, [&](const Instance&) { return leases.load() >= 1; });  // probing renews the lease
+    ProbeUntil(exec, [&](const Instance&) { return leases.load() >= 2; });
     EXPECT_EQ(exec.probe_connects(), 1u) << "one connection, kept";
     EXPECT_TRUE(exec.Reap().empty());
     exec.Kill("kv");
@@ -205,36 +222,27 @@ TEST(VmmExecutor, AProbeThatGetsNoAnswerReportsWhatTheVmmLastSaidNotWhatItStarte
       return nlohmann::json{{"ok", true}, {"state", "running"}, {"ha", {{"generation", 2}, {"fenced", false}}}};
     });
     ASSERT_TRUE(server.ok()) << server.status().message();
-    auto local = exec.Probe();
-    ASSERT_EQ(local.size(), 1u);
-    EXPECT_TRUE(local[0].standby());
-    EXPECT_EQ(local[0].committed, 5u);
+    Instance i = ProbeUntil(exec, [](const Instance& i) { return i.standby_state.has_value(); });
+    EXPECT_TRUE(i.standby());
+    EXPECT_EQ(i.committed, 5u);
     promoted = true;
     ASSERT_TRUE(exec.Promote("kv", 2).ok());
     slow = true;  // promoted, and its very next probe gets no answer
-    local = exec.Probe();
+    auto local = exec.Probe();
     ASSERT_EQ(local.size(), 1u);
     EXPECT_TRUE(local[0].primary()) << "promoted, then reported as the standby it last answered as";
     EXPECT_EQ(local[0].generation, 2u);
     EXPECT_FALSE(local[0].Runs());
-    slow = false;
-    std::this_thread::sleep_for(std::chrono::milliseconds(600));
-    local = exec.Probe();
-    ASSERT_EQ(local.size(), 1u);
-    EXPECT_TRUE(local[0].Runs());
-    EXPECT_EQ(local[0].generation, 2u);
+    slow = false;  // the late answer is dropped with its connection; the next is read
+    i = ProbeUntil(exec, [](const Instance& i) { return i.Runs(); });
+    EXPECT_EQ(i.generation, 2u);
     slow = true;  // the next status answers after the probe's 1 s
-    local = exec.Probe();
-    ASSERT_EQ(local.size(), 1u);
-    EXPECT_TRUE(local[0].primary()) << "a promoted primary that did not answer was reported as a standby";
-    EXPECT_EQ(local[0].generation, 2u) << "reported at the generation it started with";
-    EXPECT_FALSE(local[0].phase.has_value()) << "not answering";
-    EXPECT_FALSE(local[0].Runs());
+    i = ProbeUntil(exec, [](const Instance& i) { return !i.phase.has_value(); });
+    EXPECT_TRUE(i.primary()) << "a promoted primary that did not answer was reported as a standby";
+    EXPECT_EQ(i.generation, 2u) << "reported at the generation it started with";
+    EXPECT_FALSE(i.Runs());
     slow = false;
-    std::this_thread::sleep_for(std::chrono::milliseconds(600));  // the late answer is dropped with its connection
-    local = exec.Probe();
-    ASSERT_EQ(local.size(), 1u);
-    EXPECT_TRUE(local[0].Runs());
+    ProbeUntil(exec, [](const Instance& i) { return i.Runs(); });
     (*server)->Stop();
     exec.Kill("kv");
   }
@@ -291,6 +299,78 @@ TEST(VmmExecutor, TheClustersCertificatesReachTheStandbyItStarts) {
   }
   for (const char* f : {"/fake-ferry", "/argv", "/kv.log", "/kv.img"}) ::unlink((dir + f).c_str());
   ::rmdir(dir.c_str());
+}
+
+}  // namespace
+}  // namespace ferry::ha
+
+namespace ferry::ha {
+namespace {
+
+// A VMM that has stopped (its API never answers: a listening socket nobody accepts on, as a
+// SIGSTOPped VMM's) beside one that answers: every probe still returns within its wait, the
+// answering VMM's lease is renewed at every probe, and the silent one is reported not
+// answering, with how long it has been silent. Probed one after another with 1 s each, the
+// stopped VMM held every probe (and the other's lease) up by a second.
+TEST(VmmExecutor, AHungVmmCostsTheOthersNothingAndIsReportedSilent) {
+  SleeperHosts t("hung-test");
+  ASSERT_TRUE(t.config.has_value());
+  auto config = ClusterConfig::Parse(nlohmann::json::parse(R"({"lease_ms": 1500,
+    "hosts": [{"name":"a","nodeid":1,"address":"127.31.0.1","dir":")" + t.dir + R"("},
+              {"name":"b","nodeid":2,"address":"127.31.0.2","dir":")" + t.dir + R"("}],
+    "vms": [{"name":"kv","guest":"kvstore.elf","primary":"a","backup":"b","port":7100},
+            {"name":"hung","guest":"kvstore.elf","primary":"a","backup":"b","port":7101}]})"));
+  ASSERT_TRUE(config.ok()) << config.status().message();
+  std::atomic<int> leases{0};
+  {
+    VmmExecutor exec(*config, *config->Host("a"), t.fake);
+    ASSERT_TRUE(exec.StartPrimary(*config->Vm("kv"), 1).ok());
+    ASSERT_TRUE(exec.StartPrimary(*config->Vm("hung"), 1).ok());
+    auto server = vmhost::ApiServer::Start(t.dir + "/kv.sock", [&](const nlohmann::json& r, const vmhost::ApiEmit&) {
+      if (r.value("op", "") == "lease") {
+        ++leases;
+        return nlohmann::json{{"ok", true}};
+      }
+      return nlohmann::json{{"ok", true}, {"state", "running"}, {"ha", {{"generation", 1}, {"fenced", false}}}};
+    });
+    ASSERT_TRUE(server.ok()) << server.status().message();
+    const std::string hung_path = t.dir + "/hung.sock";
+    UniqueFd hung(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0));
+    sockaddr_un addr{};
+    addr.sun_family = AF_UNIX;
+    std::memcpy(addr.sun_path, hung_path.c_str(), hung_path.size());
+    ASSERT_EQ(::bind(hung.get(), reinterpret_cast<sockaddr*>(&addr), sizeof addr), 0);
+    ASSERT_EQ(::listen(hung.get(), 1), 0);
+
+    const auto start = std::chrono::steady_clock::now();
+    int probes = 0;
+    uint64_t longest_ms = 0, silent_ms = 0;
+    bool kv_runs = true;
+    while (std::chrono::steady_clock::now() - start < std::chrono::milliseconds(3000)) {
+      const auto t0 = std::chrono::steady_clock::now();
+      auto local = exec.Probe();
+      longest_ms = std::max<uint64_t>(
+          longest_ms, std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() - t0).count());
+      ++probes;
+      ASSERT_EQ(local.size(), 2u);
+      for (const auto& i : local) {
+        if (i.vm == "hung") {
+          EXPECT_FALSE(i.Runs());
+          EXPECT_GE(i.silent_ms, silent_ms) << "silence only grows";
+          silent_ms = i.silent_ms;
+        } else if (probes > 5) {
+          kv_runs = kv_runs && i.Runs() && i.silent_ms == 0;
+        }
+      }
+    }
+    EXPECT_TRUE(kv_runs) << "the answering VMM looked silent beside the hung one";
+    EXPECT_LT(longest_ms, 600u) << "a probe waited on the hung VMM";
+    EXPECT_GE(probes, 10);
+    EXPECT_GE(leases.load(), probes / 2) << "the answering VMM's lease was renewed at " << leases.load() << " of " << probes << " probes";
+    EXPECT_GE(silent_ms, 1800u) << "the hung VMM was not reported silent";
+    (*server)->Stop();
+    ::unlink(hung_path.c_str());
+  }
 }
 
 }  // namespace

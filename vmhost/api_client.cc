@@ -1,5 +1,6 @@
 #include "ferry/vmhost/api_client.h"
 
+#include <fcntl.h>
 #include <poll.h>
 #include <sys/socket.h>
 #include <sys/un.h>
@@ -21,15 +22,21 @@ Result<UniqueFd> Connect(const std::string& socket_path) {
   if (socket_path.size() >= sizeof addr.sun_path) return InvalidArgument("--api path is too long");
   addr.sun_family = AF_UNIX;
   std::memcpy(addr.sun_path, socket_path.c_str(), socket_path.size());
-  UniqueFd fd(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0));
+  // Non-blocking for the connect only: a blocking connect to a VMM that has stopped accepting
+  // (hung, or SIGSTOPped) waits without a deadline once its listen backlog is full.
+  UniqueFd fd(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0));
   if (!fd.valid()) return ErrnoError("socket");
   if (::connect(fd.get(), reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0) {
     int err = errno;
     if (err == ENOENT || err == ECONNREFUSED) {
       return Status(ErrorCode::kNotFound, "no VMM is listening on " + socket_path + " (is the VM running?)");
     }
+    if (err == EAGAIN) {
+      return Timeout("the VMM at " + socket_path + " accepts no connection (its backlog is full: is it hung?)");
+    }
     return ErrnoError("connect " + socket_path, err);
   }
+  if (::fcntl(fd.get(), F_SETFL, ::fcntl(fd.get(), F_GETFL) & ~O_NONBLOCK) != 0) return ErrnoError("fcntl");
   return fd;
 }
 
@@ -118,6 +125,46 @@ Result<nlohmann::json> ApiConnection::Call(const nlohmann::json& request, int ti
     return response.status();
   }
   return Verdict(std::move(*response));
+}
+
+Status ApiConnection::Send(const nlohmann::json& request) {
+  in_.clear();
+  if (!fd_.valid()) {
+    FERRY_ASSIGN_OR_RETURN(fd_, Connect(path_));
+    ++connects_;
+  }
+  const std::string out = request.dump() + "\n";
+  // Whole or not at all: a socket buffer full of unread requests is a VMM not answering.
+  if (::send(fd_.get(), out.data(), out.size(), MSG_NOSIGNAL | MSG_DONTWAIT) != static_cast<ssize_t>(out.size())) {
+    Status st = errno == EAGAIN ? Timeout("the VMM at " + path_ + " reads no requests") : ErrnoError("send to " + path_);
+    Close();
+    return st;
+  }
+  return Status::Ok();
+}
+
+std::optional<Result<nlohmann::json>> ApiConnection::Receive() {
+  auto fail = [this](Status st) -> std::optional<Result<nlohmann::json>> {
+    Close();
+    return Result<nlohmann::json>(std::move(st));
+  };
+  char buf[4096];
+  for (;;) {
+    for (size_t nl; (nl = in_.find('\n')) != std::string::npos;) {
+      nlohmann::json response = nlohmann::json::parse(in_.substr(0, nl), nullptr, false);
+      in_.erase(0, nl + 1);
+      if (response.is_object() && response.contains("progress") && !response.contains("ok")) continue;
+      if (!in_.empty()) return fail(Corrupt("the VMM sent more than one response"));
+      return Verdict(std::move(response));
+    }
+    const ssize_t n = ::recv(fd_.get(), buf, sizeof buf, MSG_DONTWAIT);
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0 && errno == EAGAIN) return std::nullopt;
+    if (n < 0) return fail(ErrnoError("recv from " + path_));
+    if (n == 0) return fail(Status(ErrorCode::kIo, "the VMM at " + path_ + " closed the connection"));
+    in_.append(buf, n);
+    if (in_.size() > (8u << 20)) return fail(Corrupt("oversized API response"));
+  }
 }
 
 }  // namespace ferry::vmhost

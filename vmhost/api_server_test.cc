@@ -2,6 +2,7 @@
 
 #include <dirent.h>
 #include <fcntl.h>
+#include <poll.h>
 #include <sys/socket.h>
 #include <sys/un.h>
 #include <unistd.h>
@@ -10,6 +11,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <optional>
 #include <cstring>
 #include <stdexcept>
 #include <string>
@@ -192,6 +194,66 @@ TEST(ApiConnection, ManyCallsShareOneConnectionAndAFailureReconnects) {
   ASSERT_TRUE(again.ok()) << again.status().message();
   ASSERT_TRUE(conn.Call({{"op", "status"}}, 5000).ok());
   EXPECT_EQ(conn.connects(), 2u);
+}
+
+}  // namespace
+}  // namespace ferry::vmhost
+
+namespace ferry::vmhost {
+namespace {
+
+// A VMM that accepts no connection (hung, or SIGSTOPped, with its listen backlog full): a
+// call fails at once as a timeout. A blocking connect waited there without any deadline.
+TEST(ApiConnection, AVmmWhoseBacklogIsFullIsATimeoutNotAHang) {
+  const std::string path = SocketPath("full");
+  UniqueFd listener(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0));
+  sockaddr_un addr{};
+  addr.sun_family = AF_UNIX;
+  std::memcpy(addr.sun_path, path.c_str(), path.size());
+  ASSERT_EQ(::bind(listener.get(), reinterpret_cast<sockaddr*>(&addr), sizeof addr), 0);
+  ASSERT_EQ(::listen(listener.get(), 0), 0);
+  std::vector<UniqueFd> queued;
+  for (int i = 0; i < 16; ++i) {
+    UniqueFd fd(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0));
+    if (::connect(fd.get(), reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0) break;
+    queued.push_back(std::move(fd));
+  }
+  ASSERT_LT(queued.size(), 16u) << "the backlog never filled";
+  const auto t0 = std::chrono::steady_clock::now();
+  auto r = CallApi(path, {{"op", "status"}}, 5000);
+  const auto waited = std::chrono::steady_clock::now() - t0;
+  EXPECT_EQ(r.status().code(), ErrorCode::kTimeout) << r.status().message();
+  EXPECT_NE(r.status().message().find("backlog"), std::string::npos) << r.status().message();
+  EXPECT_LT(waited, std::chrono::seconds(1));
+  ApiConnection conn(path);
+  EXPECT_EQ(conn.Send({{"op", "status"}}).code(), ErrorCode::kTimeout);
+  EXPECT_FALSE(conn.connected());
+  ::unlink(path.c_str());
+}
+
+// Send() and Receive(), as a poller uses them: nothing until the whole answer is in, then
+// the answer, on the one connection.
+TEST(ApiConnection, SendThenReceiveReadsTheWholeAnswer) {
+  const std::string path = SocketPath("split");
+  auto server = ApiServer::Start(path, Echo);
+  ASSERT_TRUE(server.ok()) << server.status().message();
+  ApiConnection conn(path);
+  for (int i = 0; i < 3; ++i) {
+    ASSERT_TRUE(conn.Send({{"op", "status"}, {"i", i}, {"pad", std::string(i == 1 ? 100000 : 1, 'p')}}).ok());
+    std::optional<Result<json>> got;
+    const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(5);
+    while (!got && std::chrono::steady_clock::now() < deadline) {
+      pollfd p{conn.fd(), POLLIN, 0};
+      ::poll(&p, 1, 100);
+      got = conn.Receive();
+    }
+    ASSERT_TRUE(got.has_value());
+    ASSERT_TRUE(got->ok()) << got->status().message();
+    EXPECT_EQ((**got)["echo"]["i"], i);
+    EXPECT_EQ((**got)["echo"]["pad"].get<std::string>().size(), i == 1 ? 100000u : 1u);
+  }
+  EXPECT_EQ(conn.connects(), 1u);
+  (*server)->Stop();
 }
 
 }  // namespace

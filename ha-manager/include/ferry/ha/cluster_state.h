@@ -53,6 +53,7 @@ struct Instance {
   uint64_t committed = 0;    // standby: the last whole checkpoint
   uint64_t epochs = 0;       // primary: checkpoints acknowledged
   uint64_t tx_frames = 0;
+  uint64_t silent_ms = 0;    // how long its VMM has not answered its agent's probes (0: it does)
 
   bool primary() const { return role == Role::kPrimary; }
   bool standby() const { return role == Role::kStandby; }
@@ -62,7 +63,7 @@ struct Instance {
   bool Replicating() const { return primary() && replication && replication::ReplicationActive(*replication); }
   bool ReplicationIs(replication::ReplicationState s) const { return primary() && replication == s; }
   // Whether anything a decision reads differs: every field but the counters (epochs,
-  // tx_frames; committed only as none or some).
+  // tx_frames, silent_ms; committed only as none or some).
   bool Differs(const Instance& o) const;
   bool StandbyIs(replication::StandbyState s) const { return standby() && standby_state == s; }
 
@@ -134,8 +135,10 @@ class ClusterState {
   }
   bool silent(const std::string& host) const;
   // This agent's own messages stopped coming back (self_silence_ms): it is the one cut off,
-  // so it judges nobody silent and decides nothing (its leases run out meanwhile).
+  // so it judges nobody silent and decides nothing (its leases run out meanwhile). Not for
+  // self_silence_ms after Stalled(): the agent itself did not run (Agent::Tick).
   bool cut_off() const;
+  void Stalled(uint64_t now) { stall_grace_until_ms_ = now + self_silence_ms_; }
 
   bool quorate() const { return quorate_; }
   // A report from every member since the last view change.
@@ -241,6 +244,7 @@ class ClusterState {
   std::map<std::string, uint64_t> left_ms_;  // host -> when it left the view
   std::map<std::string, uint64_t> heard_ms_;  // member -> when it was last heard (or joined the view)
   uint64_t silence_ms_ = 0, self_silence_ms_ = 0, renew_bound_ms_ = 0;
+  uint64_t stall_grace_until_ms_ = 0;
 };
 
 // What the agent on `self` should do now, given its own instances (`local`, fresher than its

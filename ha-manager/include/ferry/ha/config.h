@@ -83,6 +83,11 @@ struct ClusterConfig {
   // agent and a failover waits promote_delay_ms. The trade: lease_ms added to every host
   // failure's recovery time, for an agent crash or upgrade that costs no failover.
   uint64_t lease_ms = 0;
+  // A VMM (primary or standby) that has answered none of its agent's probes for this long is
+  // hung (stopped, deadlocked, stuck in the kernel): its agent kills it, and the VM fails
+  // over (or is re-protected) as after a crash. A hung primary serves nobody and holds up
+  // nothing else; left alone it stayed the VM's owner forever. 0: never (ride it out).
+  uint64_t hung_vmm_ms = 10000;
   std::string client_netns;     // test clusters: where drills run the load client
   PlacementPolicy policy;
   std::vector<HostConfig> hosts;

@@ -7,7 +7,13 @@
 // adopts them (Adopt(): found by their sockets, watched through a pidfd).
 //
 // Probing keeps one API connection per child for its whole life (re-opened only after a
-// failure), so a host's agent costs each VMM one socket, not one per tick.
+// failure), so a host's agent costs each VMM one socket, not one per tick. It never waits on
+// one VMM: every child is asked at once, answers are collected for at most kProbeWaitMs, and
+// a question still unanswered stays out into the next probes until kProbeTimeoutMs (the
+// child is reported as it last answered meanwhile, then as not answering, with how long it
+// has been silent). So a hung VMM delays neither the agent nor its other VMMs' leases: asked
+// one after another with a 1 s deadline each, every hung VMM had held up the agent's loop and
+// every later VMM's lease renewal by a second.
 //
 // Threads: see executor.h; the children table is guarded by a mutex, and the long
 // operations use connections of their own.
@@ -29,6 +35,9 @@ namespace ferry::ha {
 
 class VmmExecutor : public Executor {
  public:
+  static constexpr uint64_t kProbeWaitMs = 100;      // a Probe() waits this long at most
+  static constexpr uint64_t kProbeTimeoutMs = 1000;  // an unanswered question is given up then
+
   // `exe` is the ferry binary the children run (/proc/self/exe in the agent).
   VmmExecutor(const ClusterConfig& config, const HostConfig& self, std::string exe = "/proc/self/exe");
   ~VmmExecutor() override;  // KillAll()
@@ -65,11 +74,21 @@ class VmmExecutor : public Executor {
     std::optional<Instance> last;
     std::unique_ptr<vmhost::ApiConnection> api;  // the probe's; agent thread only
     int pidfd = -1;  // adopted (not our child): its end is seen here, not by waitpid
+    // The probe's question out on `api` (agent thread only), since asked_ms: its status, then
+    // its lease; answering: it answered since its last failure; answered_ms: when it last
+    // answered (when it was started or adopted, before its first answer).
+    enum class Asked : uint8_t { kNothing, kStatus, kLease } asked = Asked::kNothing;
+    uint64_t asked_ms = 0;
+    bool answering = false;
+    uint64_t answered_ms = 0;
   };
   std::string Sock(const std::string& vm) const;
   Status Spawn(const VmSpec& v, Role role, uint64_t generation, std::vector<std::string> args);
   Instance Parse(const std::string& vm, const Child& child, const nlohmann::json& status);
   Instance NotAnswering(const std::string& vm, const Child& child);
+  // One probe's answers, read into `c` (status) or counted (lease); the next question sent.
+  void Answered(const std::string& vm, Child& c, const Result<nlohmann::json>& r, bool renew, uint64_t now_ms);
+  void Ask(Child& c, const nlohmann::json& request, uint64_t now_ms);
 
   const ClusterConfig& config_;
   const HostConfig& self_;
@@ -78,7 +97,12 @@ class VmmExecutor : public Executor {
   mutable std::mutex mu_;
   // vm -> (role, generation) a promotion or a new generation made it, until its next answer
   // (guarded by mu_: workers promote, the agent's thread probes).
-  std::map<std::string, std::pair<Role, uint64_t>> told_;
+  struct Told {
+    Role role;
+    uint64_t generation;
+    uint64_t at_ms;  // when: an answer to a question asked before says what the VMM was
+  };
+  std::map<std::string, Told> told_;
   std::map<std::string, Child> children_;  // guarded by mu_ (api: agent thread only)
   uint64_t closed_connects_ = 0;           // guarded by mu_: probe connects of reaped children
 };

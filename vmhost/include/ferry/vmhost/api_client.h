@@ -4,6 +4,7 @@
 #pragma once
 
 #include <functional>
+#include <optional>
 #include <string>
 #include <utility>
 
@@ -37,9 +38,19 @@ class ApiConnection {
   uint64_t connects() const { return connects_; }  // connections opened so far
   void Close();
 
+  // Call() in two halves, for a poller that asks many VMMs at once from one thread and never
+  // waits on one (the HA agent's probe): Send() connects if need be and sends the request;
+  // once fd() is readable, Receive() reads what is there and returns the response once it is
+  // whole (nullopt until then). Any failure closes the connection, as does the caller on its
+  // own deadline (Close()), so a late answer is never read as the next request's.
+  Status Send(const nlohmann::json& request);
+  std::optional<Result<nlohmann::json>> Receive();
+  int fd() const { return fd_.get(); }
+
  private:
   std::string path_;
   UniqueFd fd_;
+  std::string in_;  // a response read in part (Receive)
   uint64_t connects_ = 0;
 };
 
