@@ -85,6 +85,8 @@ void AddDrillCommand(CLI::App& app, CommandFn* selected) {
       {ha::Fault::kCutReplication, "Cut only this VM's replication path, heal after --heal-after-s (expect re-protection)"},
       {ha::Fault::kCutCorosync, "Cut only this host's Corosync traffic, heal after --heal-after-s (expect a failover)"},
       {ha::Fault::kKillStandby, "SIGKILL this VM's standby process (expect re-protection)"},
+      {ha::Fault::kStopVm, "SIGSTOP this VM's primary process for --stop-s, a hung VMM (within io_timeout_ms: expect nothing; "
+                           "past it: re-protection; past hung_vmm_ms + 3 s: its agent kills it, a failover)"},
       {ha::Fault::kKillHostMidMove, "Move this host's VM to --move-to and kill the host --after-s into it (expect a failover)"},
       {ha::Fault::kRestartCorosync, "SIGKILL this host's Corosync, start it again (the host's corosync_start) after --heal-after-s "
                                     "(expect a failover, the old host fenced, its agent rejoining as the backup)"},
@@ -100,7 +102,7 @@ void AddDrillCommand(CLI::App& app, CommandFn* selected) {
   d->add_option("--keys", f->o.keys, "Client keys (the guest's keys= must be at least this)")->capture_default_str();
   d->add_option("--heal-after-s", f->o.heal_after_s, "Cuts: heal this long after the fault (partition: after the promotion)")
       ->capture_default_str()->check(CLI::Range(0.0, 3600.0) & kFinite);
-  d->add_option("--stop-s", f->o.stop_s, "stop-agent: how long the agent stays stopped")
+  d->add_option("--stop-s", f->o.stop_s, "stop-agent, stop-vm: how long the agent or the VMM stays stopped")
       ->capture_default_str()->check(CLI::Range(0.0, 3600.0) & kFinite);
   d->add_option("--after-s", f->o.after_s, "kill-host-mid-move: kill this long after the standby switch began")
       ->capture_default_str()->check(CLI::Range(0.0, 3600.0) & kFinite);

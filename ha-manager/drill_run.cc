@@ -21,6 +21,10 @@ Result<json> RunDrill(const ClusterConfig& c, const DrillOptions& o) {
   if (vm_target ? !c.Vm(o.target) : !c.Host(o.target)) {
     return InvalidArgument(std::string("no ") + (vm_target ? "VM" : "host") + " named \"" + o.target + "\" in the config");
   }
+  Outcome expected = Expected(fault, c.lease_ms, o.stop_s);
+  if (fault == Fault::kStopVm) {
+    FERRY_ASSIGN_OR_RETURN(expected, StopVmOutcome(c, o.stop_s));
+  }
   auto before = AnyAgent(c, vm_target ? "" : o.target);
   if (!before.ok()) return before.status();
 
@@ -46,7 +50,7 @@ Result<json> RunDrill(const ClusterConfig& c, const DrillOptions& o) {
   }
   // The host the fault acts on.
   std::string at = o.target;
-  if (fault == Fault::kKillVm || fault == Fault::kCutReplication) at = owner;
+  if (fault == Fault::kKillVm || fault == Fault::kCutReplication || fault == Fault::kStopVm) at = owner;
   if (fault == Fault::kKillStandby) at = standby;
   const HostConfig* host = c.Host(at);
   if (!host) return Status(ErrorCode::kRefused, "vm " + vm + " has no " + (fault == Fault::kKillStandby ? "standby" : "owner") + " now");
@@ -81,6 +85,18 @@ Result<json> RunDrill(const ClusterConfig& c, const DrillOptions& o) {
     case Fault::kKillVm: {
       auto pid = VmmPid(*host, vm);
       injected = pid.ok() ? Signal(*pid, SIGKILL) : pid.status();
+      break;
+    }
+    case Fault::kStopVm: {
+      auto pid = VmmPid(*host, vm);
+      auto fd = pid.ok() ? OpenPid(*pid) : Result<UniqueFd>(pid.status());
+      if (!fd.ok()) {
+        injected = fd.status();
+        break;
+      }
+      auto held = std::make_shared<UniqueFd>(std::move(*fd));
+      injected = Signal(*held, SIGSTOP);
+      heal = [held] { (void)Signal(*held, SIGCONT); };  // fails harmlessly once its agent killed it
       break;
     }
     case Fault::kKillStandby: {
@@ -153,11 +169,12 @@ Result<json> RunDrill(const ClusterConfig& c, const DrillOptions& o) {
     return injected.Annotate(std::string("drill ") + FaultName(fault) + " " + o.target);
   }
 
-  Watch w{c, vm, owner, old_gen, t_fault, o};
-  const Outcome expected = Expected(fault, c.lease_ms, o.stop_s);
+  DrillOptions wo = o;  // a stopped VMM is continued after stop_s, whatever else heals when
+  if (fault == Fault::kStopVm) wo.heal_after_s = o.stop_s;
+  Watch w{c, vm, owner, old_gen, t_fault, wo};
   bool met = false;
   if (expected == Outcome::kFailover) {
-    met = w.UntilFailover(fault == Fault::kKillVm ? "" : at);
+    met = w.UntilFailover(fault == Fault::kKillVm || fault == Fault::kStopVm ? "" : at);
     if (fault == Fault::kPartitionHost || fault == Fault::kCutCorosync || fault == Fault::kRestartCorosync) {
       w.FencedAndRejoined(*host, heal, &extra);
     }

@@ -38,6 +38,26 @@ TEST(Drill, EveryFaultHasANameThatParsesBackAndAnExpectedOutcome) {
   EXPECT_FALSE(TargetsVm(Fault::kRestartCorosync));
   EXPECT_TRUE(TargetsVm(Fault::kKillStandby));
   EXPECT_FALSE(TargetsVm(Fault::kCutCorosync));
+  EXPECT_TRUE(TargetsVm(Fault::kStopVm));
+  EXPECT_EQ(ParseFault("stop-vm"), Fault::kStopVm);
+}
+
+// A hung primary VMM: nothing within the standby's io timeout, re-protection once it gave up
+// on it, a failover once its agent killed it; a stop near a bound is refused, saying the bounds.
+TEST(Drill, AStoppedVmmsOutcomeFollowsTheTimeoutsAndABorderlineStopIsRefused) {
+  ClusterConfig c;  // io_timeout_ms 1000, hung_vmm_ms 10000
+  EXPECT_EQ(StopVmOutcome(c, 0.3).value(), Outcome::kNothing);
+  EXPECT_EQ(StopVmOutcome(c, 5).value(), Outcome::kReprotect);
+  EXPECT_EQ(StopVmOutcome(c, 8).value(), Outcome::kReprotect);
+  EXPECT_EQ(StopVmOutcome(c, 13).value(), Outcome::kFailover);
+  for (double s : {0.8, 1.5, 9.0, 10.0, 12.5}) {
+    auto r = StopVmOutcome(c, s);
+    ASSERT_FALSE(r.ok()) << s << " s";
+    EXPECT_EQ(r.status().code(), ErrorCode::kInvalidArgument);
+    EXPECT_NE(r.status().message().find("from 13.0 s (failover)"), std::string::npos) << r.status().message();
+  }
+  c.hung_vmm_ms = 0;  // never killed: any long stop is a re-protection
+  EXPECT_EQ(StopVmOutcome(c, 600).value(), Outcome::kReprotect);
 }
 
 ClusterConfig Config() {
@@ -65,6 +85,12 @@ TEST(Drill, ABadTargetOrNoClusterIsAnErrorAndNothingIsTouched) {
   r = RunDrill(c, o);
   ASSERT_FALSE(r.ok());
   EXPECT_EQ(r.status().code(), ErrorCode::kNotFound) << r.status().message();  // no agent answers
+  o.fault = Fault::kStopVm;  // a stop that could end either way: refused before any agent is asked
+  o.stop_s = 10;
+  r = RunDrill(c, o);
+  ASSERT_FALSE(r.ok());
+  EXPECT_EQ(r.status().code(), ErrorCode::kInvalidArgument) << r.status().message();
+  EXPECT_NE(r.status().message().find("either way"), std::string::npos) << r.status().message();
 }
 
 TEST(DrillFaults, HostFaultsNeedATestClustersNamespace) {

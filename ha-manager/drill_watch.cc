@@ -57,7 +57,8 @@ bool Watch::UntilFailover(const std::string& avoid) {
   auto ns = AgentCall(*to, {{"op", "status"}});
   if (!ns.ok()) return false;
   std::string detail;
-  t_detect_ = o_.fault == Fault::kKillVm ? EventTime(*ns, t_fault_, {"claim"}, vm_) : EventTime(*ns, t_fault_, {"member-left"}, "");
+  const bool vmm_fault = o_.fault == Fault::kKillVm || o_.fault == Fault::kStopVm;  // the host stays: its claim
+  t_detect_ = vmm_fault ? EventTime(*ns, t_fault_, {"claim"}, vm_) : EventTime(*ns, t_fault_, {"member-left"}, "");
   t_promoted_ = EventTime(*ns, t_fault_, {"promoted", "handed-over"}, vm_, &detail);
   if (auto p = detail.find("checkpoint "); p != std::string::npos) committed_ = std::strtoull(detail.c_str() + p + 11, nullptr, 10);
   if (!t_promoted_) t_promoted_ = RealtimeMs();

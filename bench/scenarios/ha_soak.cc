@@ -176,12 +176,12 @@ int Run(const Options& o) {
     }
     const std::string fault = o.faults[rng() % o.faults.size()];
     const std::string vm = rng() % 2 ? "kv1" : "kv0";
-    const bool vm_target = fault == "kill-vm" || fault == "kill-standby" || fault == "cut-replication";
+    const bool vm_target = fault == "kill-vm" || fault == "kill-standby" || fault == "cut-replication" || fault == "stop-vm";
     std::string owner;
     auto drill = [&] {
       owner = VmOf(HaStatus(c), vm).value("owner", "");
       std::vector<std::string> args = {"drill", "--config", c.config, "--json", "--vm", vm, "--" + fault, vm_target ? vm : owner};
-      if (fault == "stop-agent") args.insert(args.end(), {"--stop-s", "5"});
+      if (fault == "stop-agent" || fault == "stop-vm") args.insert(args.end(), {"--stop-s", "5"});
       if (fault == "cut-replication") args.insert(args.end(), {"--heal-after-s", "5"});
       return RunFerry(args, c.tc->dir() + "/drill" + std::to_string(drills), 240000);
     };

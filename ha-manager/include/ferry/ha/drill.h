@@ -12,6 +12,8 @@
 //               kill-standby, cut-replication;
 //   nothing   - the VM must keep running where it is, at the same generation: stop-agent
 //               (SIGSTOP for stop_s, then SIGCONT).
+//   stop-vm (the VM's primary VMM SIGSTOPped for stop_s, then SIGCONT: a hung VMM) depends on
+//   how long: StopVmOutcome().
 // Every card reports acknowledged writes lost and whether two primaries ever served; a card
 // with either, or without its expected outcome, is a failed drill.
 //
@@ -43,8 +45,9 @@ enum class Fault : uint8_t {
   kKillStandby,
   kKillHostMidMove,
   kRestartCorosync,
+  kStopVm,
 };
-inline constexpr int kFaultCount = static_cast<int>(Fault::kRestartCorosync) + 1;
+inline constexpr int kFaultCount = static_cast<int>(Fault::kStopVm) + 1;
 
 enum class Outcome : uint8_t { kFailover, kReprotect, kNothing };
 
@@ -56,8 +59,13 @@ Outcome Expected(Fault f);
 // so an agent stopped longer than the lease plus kHungAgentMarginMs expects a failover.
 inline constexpr uint64_t kHungAgentMarginMs = 3000;
 Outcome Expected(Fault f, uint64_t lease_ms, double stop_s);
+// A primary VMM stopped for stop_s: within the standby's io_timeout_ms nothing happens; past it
+// by a second the standby gives up on it and the owner re-protects the VM (reprotect); past
+// hung_vmm_ms plus kHungAgentMarginMs its agent has killed it as hung and the VM failed over.
+// A stop nearer a bound than that could end either way, and is refused (invalid_argument).
+Result<Outcome> StopVmOutcome(const ClusterConfig& c, double stop_s);
 const char* OutcomeName(Outcome o);
-// Whether the target names a VM (kill-vm, kill-standby, cut-replication) or a host.
+// Whether the target names a VM (kill-vm, kill-standby, cut-replication, stop-vm) or a host.
 bool TargetsVm(Fault f);
 
 struct DrillOptions {
@@ -68,7 +76,7 @@ struct DrillOptions {
   double rate = 400;       // client requests per second
   uint32_t keys = 64;
   double heal_after_s = 2;  // partition-host, cut-corosync, cut-replication, restart-corosync: heal this long after
-  double stop_s = 10;       // stop-agent: how long the agent stays stopped
+  double stop_s = 10;       // stop-agent, stop-vm: how long the agent or the VMM stays stopped
   double after_s = 0.5;     // kill-host-mid-move: how long after the switch began
   double timeout_s = 30;    // the expected outcome must come by then
   std::string exe;          // the ferry binary (for the load client)
