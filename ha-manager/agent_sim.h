@@ -209,16 +209,9 @@ class FakeExecutor : public Executor {
       const bool answered = !p.hung && (w_.probe_fail_pct == 0 || static_cast<int>(w_.probe_rng() % 100) >= w_.probe_fail_pct);
       if (!answered) {
         auto last = last_.find(vm);
-        if (last != last_.end()) {
-          i = last->second;
-          auto t = told_.find(vm);  // promoted or given a generation since (as VmmExecutor)
-          if (t != told_.end() && t->second.second >= i.generation) std::tie(i.role, i.generation) = t->second;
-          i.phase.reset();
-          i.standby_state.reset();
-        } else {
-          i.phase.reset();
-          i.standby_state.reset();
-        }
+        auto t = told_.find(vm);  // promoted or given a generation since
+        i = Instance::NotAnswering(vm, last != last_.end() ? std::optional(last->second) : std::nullopt, p.role, p.generation,
+                                   t != told_.end() ? std::optional(t->second) : std::nullopt);
         // As VmmExecutor: silent once a probe's question is out longer than its timeout.
         if (w_.now - answered_ms_[vm] > VmmExecutor::kProbeTimeoutMs) i.silent_ms = w_.now - answered_ms_[vm];
         out.push_back(i);

@@ -1,6 +1,7 @@
 #include "ferry/ha/cluster_state.h"
 
 #include <algorithm>
+#include <tuple>
 
 namespace ferry::ha {
 
@@ -31,6 +32,19 @@ json Instance::ToJson() const {
             {"tx_frames", tx_frames}};
   if (silent_ms) j["silent_ms"] = silent_ms;
   return j;
+}
+
+Instance Instance::NotAnswering(const std::string& vm, const std::optional<Instance>& last, Role role, uint64_t generation,
+                                const std::optional<std::pair<Role, uint64_t>>& told) {
+  Instance i;
+  if (last) i = *last;
+  i.vm = vm;
+  i.role = last ? last->role : role;
+  i.generation = last ? last->generation : generation;
+  if (told && told->second >= i.generation) std::tie(i.role, i.generation) = *told;
+  i.phase.reset();
+  i.standby_state.reset();
+  return i;
 }
 
 bool Instance::Differs(const Instance& o) const {

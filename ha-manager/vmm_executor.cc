@@ -270,20 +270,12 @@ Instance VmmExecutor::Parse(const std::string& vm, const Child& child, const jso
 // had grown saw its own primary as stale and killed it. Found by review, after stale reads
 // under load in bench/ha-soak's first KVM hour.
 Instance VmmExecutor::NotAnswering(const std::string& vm, const Child& child) {
-  Instance i;
-  if (child.last) i = *child.last;
-  i.vm = vm;
-  i.role = child.role;
-  i.generation = child.generation;
+  std::optional<std::pair<Role, uint64_t>> told;  // promoted, or given a generation, since its last answer
   {
-    // Promoted, or given a new generation, since its last answer: that is what it is now.
     std::lock_guard lock(mu_);
-    auto t = told_.find(vm);
-    if (t != told_.end() && t->second.generation >= i.generation) std::tie(i.role, i.generation) = std::tie(t->second.role, t->second.generation);
+    if (auto t = told_.find(vm); t != told_.end()) told.emplace(t->second.role, t->second.generation);
   }
-  i.phase.reset();
-  i.standby_state.reset();
-  return i;
+  return Instance::NotAnswering(vm, child.last, child.role, child.generation, told);
 }
 
 void VmmExecutor::Ask(Child& c, const json& request, uint64_t now_ms) {

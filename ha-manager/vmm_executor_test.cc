@@ -375,3 +375,57 @@ TEST(VmmExecutor, AHungVmmCostsTheOthersNothingAndIsReportedSilent) {
 
 }  // namespace
 }  // namespace ferry::ha
+
+namespace ferry::ha {
+namespace {
+
+// A worker promotes the standby while the agent's thread probes it, its status answers slow
+// (150 ms, past a probe's wait) so questions are out across the promotion: once Promote() has returned, no probe may
+// report the VMM as the standby it was (an answer to a question asked before the promotion says
+// what the VMM was; taken, it made the others see no primary and promote beside it).
+TEST(VmmExecutor, OnceAPromotionReturnedNoProbeReportsTheStandbyItWas) {
+  SleeperHosts t("told-test");
+  ASSERT_TRUE(t.config.has_value());
+  const ClusterConfig* config = &*t.config;
+  for (int round = 0; round < 3; ++round) {
+    std::atomic<bool> promoted{false};
+    VmmExecutor exec(*config, *config->Host("b"), t.fake);
+    ASSERT_TRUE(exec.StartStandby(*config->Vm("kv"), 1, "a").ok());
+    auto server = vmhost::ApiServer::Start(t.dir + "/kv.sock", [&](const nlohmann::json& r, const vmhost::ApiEmit&) {
+      if (r.value("op", "") == "promote") {
+        promoted = true;
+        return nlohmann::json{{"ok", true}, {"epoch", 5}, {"promote_ms", 1.0}};
+      }
+      const bool was = promoted.load();  // the answer is what the VMM was when it was asked
+      std::this_thread::sleep_for(std::chrono::milliseconds(150));  // longer than a probe waits
+      if (!was) return nlohmann::json{{"ok", true}, {"state", "standby"}, {"replication", {{"state", "replicating"}, {"committed_epoch", 5}}}};
+      return nlohmann::json{{"ok", true}, {"state", "running"}, {"ha", {{"generation", 2}, {"fenced", false}}}};
+    });
+    ASSERT_TRUE(server.ok()) << server.status().message();
+    ProbeUntil(exec, [](const Instance& i) { return i.standby_state.has_value(); });
+    std::atomic<bool> returned{false};
+    std::thread worker([&] {
+      std::this_thread::sleep_for(std::chrono::milliseconds(10 + 37 * round));
+      EXPECT_TRUE(exec.Promote("kv", 2).ok());
+      returned = true;
+    });
+    int after = 0;
+    for (int i = 0; i < 200 && after < 8; ++i) {
+      const bool done = returned.load();
+      auto local = exec.Probe();
+      ASSERT_EQ(local.size(), 1u);
+      if (!done) continue;
+      ++after;
+      EXPECT_TRUE(local[0].primary()) << "round " << round << ": reported the standby it was after the promotion returned";
+      EXPECT_EQ(local[0].generation, 2u);
+    }
+    worker.join();
+    EXPECT_GE(after, 8);
+    EXPECT_TRUE(ProbeUntil(exec, [](const Instance& i) { return i.Runs(); }).Runs());
+    (*server)->Stop();
+    exec.Kill("kv");
+  }
+}
+
+}  // namespace
+}  // namespace ferry::ha

@@ -73,6 +73,14 @@ struct Instance {
   // Unknown names parse as "not answering yet"; a missing or unknown role, or a field of the
   // wrong type, is nullopt (the report is malformed).
   static std::optional<Instance> FromJson(const nlohmann::json& j);
+  // A VMM that gave no usable answer, as an executor reports it: what it last answered (else
+  // `role` and `generation`, what it was started as), not answering (no phase or standby
+  // state), and as what this agent's own promote or set_generation made it since (`told`,
+  // if not older). Never the role and generation it started with once it has answered: a
+  // promoted standby reported so looked like a standby of the previous generation, and the
+  // others promoted their replica beside it.
+  static Instance NotAnswering(const std::string& vm, const std::optional<Instance>& last, Role role, uint64_t generation,
+                               const std::optional<std::pair<Role, uint64_t>>& told);
 };
 
 struct Claim {
