@@ -58,8 +58,10 @@ void PrintStatus(const json& r) {
     std::printf("  host %-8s %-7s%s", h.value("name", "").c_str(), h.value("member", false) ? "up" : "DOWN",
                 h.value("evacuating", false) ? " evacuating" : "");
     for (const auto& i : h["instances"]) {
-      std::printf("  %s:%s(g%llu%s)", i.value("vm", "").c_str(), i.value("role", "").c_str(),
-                  static_cast<unsigned long long>(i.value("generation", uint64_t{0})), i.value("fenced", false) ? ",fenced" : "");
+      const uint64_t silent = i.value("silent_ms", uint64_t{0});
+      std::printf("  %s:%s(g%llu%s%s)", i.value("vm", "").c_str(), i.value("role", "").c_str(),
+                  static_cast<unsigned long long>(i.value("generation", uint64_t{0})), i.value("fenced", false) ? ",fenced" : "",
+                  silent ? (",SILENT " + std::to_string(silent / 1000) + "s").c_str() : "");
     }
     std::printf("\n");
   }

@@ -16,7 +16,7 @@ std::optional<Role> ParseRole(std::string_view name) {
 }
 
 json Instance::ToJson() const {
-  std::string state = "starting";
+  std::string state = silent_ms ? "not-answering" : "starting";
   if (primary() && phase) state = vmhost::GuestRuns(*phase) ? "running" : vmhost::PhaseName(*phase);
   if (standby() && standby_state) state = replication::StandbyStateName(*standby_state);
   json j = {{"vm", vm},

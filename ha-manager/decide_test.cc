@@ -447,3 +447,33 @@ TEST(Decide, AStandbyKeepsItsReplicaWhileTheOwnersPrimaryIsNotAnswering) {
 
 }  // namespace
 }  // namespace ferry::ha
+
+namespace ferry::ha {
+namespace {
+
+// A silent VMM reads as such in reports and status, and comes back from a report as not
+// answering, its silence kept (what `ferry ha status` prints as SILENT).
+TEST(Instance, ASilentVmmIsReportedNotAnsweringWithItsSilence) {
+  Instance i = Instance::NotAnswering("kv", Primary(3), Role::kStandby, 1, std::nullopt);
+  EXPECT_TRUE(i.primary()) << "what it last answered, not what it was started as";
+  EXPECT_EQ(i.generation, 3u);
+  EXPECT_FALSE(i.phase.has_value());
+  EXPECT_EQ(i.ToJson()["state"], "starting");
+  i.silent_ms = 12345;
+  const auto j = i.ToJson();
+  EXPECT_EQ(j["state"], "not-answering");
+  auto back = Instance::FromJson(j);
+  ASSERT_TRUE(back.has_value());
+  EXPECT_FALSE(back->phase.has_value());
+  EXPECT_EQ(back->silent_ms, 12345u);
+  EXPECT_FALSE(back->Differs(i)) << "silence alone is no change worth a report";
+  const Instance promoted = Instance::NotAnswering("kv", Standby(1, 5), Role::kStandby, 1, std::pair{Role::kPrimary, uint64_t{2}});
+  EXPECT_TRUE(promoted.primary()) << "promoted by this agent since its last answer";
+  EXPECT_EQ(promoted.generation, 2u);
+  const Instance never = Instance::NotAnswering("kv", std::nullopt, Role::kStandby, 4, std::nullopt);
+  EXPECT_TRUE(never.standby());
+  EXPECT_EQ(never.generation, 4u);
+}
+
+}  // namespace
+}  // namespace ferry::ha

@@ -68,7 +68,8 @@ struct Instance {
   bool StandbyIs(replication::StandbyState s) const { return standby() && standby_state == s; }
 
   // "state" is the phase's name ("running" for every phase whose guest runs, "starting"
-  // before the VMM answers) or the standby's state; "replication" is "" if never.
+  // before the VMM answers, "not-answering" once silent) or the standby's state;
+  // "replication" is "" if never.
   nlohmann::json ToJson() const;
   // Unknown names parse as "not answering yet"; a missing or unknown role, or a field of the
   // wrong type, is nullopt (the report is malformed).
