@@ -232,6 +232,13 @@ void Agent::TrackProtection(const std::vector<Instance>& local, uint64_t now_ms)
 }
 
 void Agent::Tick(uint64_t now_ms) {
+  // When this tick ends, on the agent's clock: the gap to the next one is time the agent was
+  // not running, not time a tick spent (a slow VMM's fence call is not a stall).
+  struct TickEnd {
+    uint64_t& end;
+    uint64_t now, t0 = MonotonicMs();
+    ~TickEnd() { end = now + (MonotonicMs() - t0); }
+  } tick_end{last_tick_end_ms_, now_ms};
   if (!adopted_) {  // a restarted agent takes on the VMMs still running here first
     adopted_ = true;
     std::vector<std::string> vms = executor_.Adopt();
@@ -259,12 +266,12 @@ void Agent::Tick(uint64_t now_ms) {
   // start (they wait the lease). Found by AgentSimDrills' outcome checks: an agent stopped
   // 1.4-2 s, well within its 2 s lease, fenced its primary on waking and the VM moved to a
   // new generation, where `ferry drill --stop-agent` expects nothing.
-  if (config_.lease_ms && last_tick_ms_ && now_ms - last_tick_ms_ > options_.report_every_ms) {
-    Event("stalled", "", "this agent did not run for " + std::to_string(now_ms - last_tick_ms_) +
+  // (last_tick_end_ms_ is still the previous tick's end: tick_end sets it as this one ends.)
+  if (config_.lease_ms && last_tick_end_ms_ && now_ms > last_tick_end_ms_ + options_.report_every_ms) {
+    Event("stalled", "", "this agent did not run for " + std::to_string(now_ms - last_tick_end_ms_) +
                              " ms: it reports before it judges itself cut off");
     state_->Stalled(now_ms);
   }
-  last_tick_ms_ = now_ms;
   if (renew != renewing_) {
     Event(renew ? "lease-renewed" : "lease-held", "",
           renew ? "this agent's own messages come back again" : "this agent's own messages stopped coming back: leases run out");

@@ -154,6 +154,28 @@ TEST(AgentSim, WithALeaseAHungAgentIsFailedOverOnceItsVmmFencedItself) {
   EXPECT_EQ(sim.max_serving, 1u);
 }
 
+// With a lease, an agent stopped for less than it (1.8 s of 2 s) wakes without fencing its
+// primary: it did not run, so its own messages could not come back; it reports, hears itself,
+// and the VM serves on at the same generation, protected by the same standby. It fenced it
+// before (cut off by its own reckoning), which broke the replication and moved the VM to a
+// new generation, where `ferry drill --stop-agent` expects nothing.
+TEST(AgentSim, WithALeaseAnAgentStoppedWithinItWakesWithoutFencing) {
+  Sim sim(2000);
+  ASSERT_TRUE(sim.RunUntil([&] { return sim.ProtectedOn("a", "b"); }, 100));
+  sim.Run(5);
+  sim.StopAgent("a");
+  sim.Run(18);
+  sim.ContinueAgent("a");
+  sim.Run(30);
+  FakeVmm* p = sim.world.Find("a", "kv");
+  ASSERT_NE(p, nullptr);
+  EXPECT_FALSE(p->ever_fenced) << "fenced on waking";
+  EXPECT_EQ(p->generation, 1u);
+  EXPECT_TRUE(sim.ProtectedOn("a", "b"));
+  EXPECT_TRUE(HasEvent(sim.agent("a"), "stalled"));
+  EXPECT_FALSE(HasEvent(sim.agent("a"), "fence"));
+}
+
 // Without a lease a hung agent's VMM serves on unfenced: failing it over would make two
 // copies, so nothing changes.
 TEST(AgentSim, WithoutALeaseAHungAgentChangesNothing) {

@@ -139,7 +139,7 @@ class Agent {
   std::atomic<bool> group_lost_{false};  // OnGroupLost() until OnGroupRejoined()
   std::atomic<uint64_t> self_heard_ms_{0};  // when this agent's own message last came back
   bool renewing_ = true;                    // leases were renewed at the last tick
-  uint64_t last_tick_ms_ = 0;
+  uint64_t last_tick_end_ms_ = 0;  // Tick's thread only
   std::map<std::string, uint64_t> claim_ms_, protect_ms_;
   std::map<std::string, Protection> protection_;
   std::map<std::string, uint64_t> warned_ms_;  // vm -> last "unprotected" event
