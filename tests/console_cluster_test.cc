@@ -133,7 +133,10 @@ TEST(ConsoleCluster, ThePlacementPolicyMovesABusyVmOffAnOverloadedHost) {
   bool balanced = false;
   for (const auto& e : s["events"]) balanced |= e.value("kind", "") == "balance";
   for (int i = 1; i < 3 && !balanced; ++i) {
-    for (const auto& e : HaStatus(c, "h" + std::to_string(i))["events"]) balanced |= e.value("kind", "") == "balance";
+    // Held in a local: a range-for over a member of the returned temporary read freed memory
+    // (its lifetime is not extended before C++23).
+    const json si = HaStatus(c, "h" + std::to_string(i));
+    for (const auto& e : si["events"]) balanced |= e.value("kind", "") == "balance";
   }
   EXPECT_TRUE(balanced) << "the move should come from the policy (a balance event)";
   EXPECT_TRUE(dry.out.find("would move") != std::string::npos) << dry.out;
