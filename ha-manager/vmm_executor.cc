@@ -1,17 +1,23 @@
 #include "ferry/ha/vmm_executor.h"
 
 #include <fcntl.h>
+#include <poll.h>
 #include <signal.h>
 #include <sys/prctl.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
-#include <poll.h>
+#include <sys/un.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <cstring>
+#include <fstream>
 #include <tuple>
+#include <vector>
 
 #include "ferry/base/clock.h"
+#include "ferry/base/unique_fd.h"
 #include "ferry/migrate/auth.h"
 #include "ferry/vmhost/lifecycle.h"
 #include "ferry/vmhost/requests.h"
@@ -172,6 +178,40 @@ void VmmExecutor::KillAll() {
 
 // With a lease, a VMM outlives a crashed agent: the next one finds it by its socket, asks it
 // its pid, role and generation, and watches it through a pidfd (it is not our child).
+namespace {
+
+// The pid of the process listening on a unix socket (its peer credentials), for a VMM that
+// accepts the connection but answers nothing; nullopt if nothing could be connected.
+std::optional<pid_t> ListenerPid(const std::string& path) {
+  sockaddr_un addr{};
+  if (path.size() >= sizeof addr.sun_path) return std::nullopt;
+  addr.sun_family = AF_UNIX;
+  std::memcpy(addr.sun_path, path.c_str(), path.size());
+  UniqueFd fd(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0));
+  if (!fd.valid() || ::connect(fd.get(), reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0) return std::nullopt;
+  ucred cred{};
+  socklen_t len = sizeof cred;
+  if (::getsockopt(fd.get(), SOL_SOCKET, SO_PEERCRED, &cred, &len) != 0 || cred.pid <= 1) return std::nullopt;
+  return cred.pid;
+}
+
+// What a VMM was started as, from its command line (`ferry run ... --generation N`, `ferry
+// standby ... --min-generation N`): all an agent knows of one that never answered it.
+std::pair<Role, uint64_t> StartedAs(pid_t pid) {
+  std::ifstream in("/proc/" + std::to_string(pid) + "/cmdline");
+  std::vector<std::string> args;
+  for (std::string a; std::getline(in, a, '\0');) args.push_back(a);
+  Role role = Role::kPrimary;
+  uint64_t generation = 0;
+  for (size_t k = 0; k + 1 < args.size(); ++k) {
+    if (args[k] == "standby") role = Role::kStandby;
+    if (args[k] == "--generation" || args[k] == "--min-generation") generation = std::strtoull(args[k + 1].c_str(), nullptr, 10);
+  }
+  return {role, generation};
+}
+
+}  // namespace
+
 std::vector<std::string> VmmExecutor::Adopt() {
   std::vector<std::string> out;
   if (config_.lease_ms == 0) return out;
@@ -182,22 +222,35 @@ std::vector<std::string> VmmExecutor::Adopt() {
     }
     auto api = std::make_unique<vmhost::ApiConnection>(Sock(v.name));
     auto r = api->Call({{"op", "status"}}, 1000);
-    if (!r.ok()) continue;
-    auto pid = r->find("pid");
-    if (pid == r->end() || !pid->is_number_integer() || pid->get<int64_t>() <= 1) continue;
-    const int pidfd = static_cast<int>(::syscall(SYS_pidfd_open, static_cast<pid_t>(pid->get<int64_t>()), 0));
+    std::optional<pid_t> pid;
+    if (r.ok()) {
+      auto p = r->find("pid");
+      if (p != r->end() && p->is_number_integer() && p->get<int64_t>() > 1) pid = static_cast<pid_t>(p->get<int64_t>());
+    } else if (r.status().code() != ErrorCode::kNotFound) {
+      // Listening but not answering (hung, stopped): adopted all the same, found by the
+      // socket's peer, and reported as not answering, so the hung-VMM rule kills it after
+      // hung_vmm_ms. Left out, it stayed an orphan holding its socket, TAP and port, and its
+      // host could not take the VM again.
+      pid = ListenerPid(Sock(v.name));
+    }
+    if (!pid) continue;
+    const int pidfd = static_cast<int>(::syscall(SYS_pidfd_open, *pid, 0));
     if (pidfd < 0) continue;
     ::fcntl(pidfd, F_SETFD, FD_CLOEXEC);
     Child c;
-    c.pid = static_cast<pid_t>(pid->get<int64_t>());
+    c.pid = *pid;
     c.pidfd = pidfd;
     c.api = std::move(api);
-    Instance i = Parse(v.name, c, *r);
-    c.role = i.role;
-    c.generation = i.generation;
-    c.last = i;
-    c.answering = true;
-    c.answered_ms = MonotonicMs();
+    c.answered_ms = MonotonicMs();  // silent from its adoption, if it does not answer
+    if (r.ok()) {
+      Instance i = Parse(v.name, c, *r);
+      c.role = i.role;
+      c.generation = i.generation;
+      c.last = i;
+      c.answering = true;
+    } else {
+      std::tie(c.role, c.generation) = StartedAs(*pid);
+    }
     std::lock_guard lock(mu_);
     children_[v.name] = std::move(c);
     out.push_back(v.name);

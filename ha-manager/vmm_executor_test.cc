@@ -5,6 +5,7 @@
 
 #include <dirent.h>
 #include <fcntl.h>
+#include <signal.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
@@ -16,6 +17,7 @@
 #include <atomic>
 #include <chrono>
 #include <cstdlib>
+#include <cstring>
 #include <fstream>
 #include <functional>
 #include <optional>
@@ -425,6 +427,80 @@ TEST(VmmExecutor, OnceAPromotionReturnedNoProbeReportsTheStandbyItWas) {
     (*server)->Stop();
     exec.Kill("kv");
   }
+}
+
+}  // namespace
+}  // namespace ferry::ha
+
+namespace ferry::ha {
+namespace {
+
+// A restarted agent finds a VMM that listens but answers nothing (hung, or stopped): it is
+// adopted all the same (by its socket's peer), reported as not answering as what its command
+// line says it was started as, silent from its adoption (the hung-VMM rule kills it), and its
+// end reaped. Left out, it stayed an orphan holding its socket, TAP and port.
+TEST(VmmExecutor, ARestartedAgentAdoptsAVmmThatAnswersNothing) {
+  SleeperHosts t("hung-adopt");
+  ASSERT_TRUE(t.config.has_value());
+  auto config = ClusterConfig::Parse(nlohmann::json::parse(R"({"lease_ms": 1500,
+    "hosts": [{"name":"a","nodeid":1,"address":"127.31.0.1","dir":")" + t.dir + R"("},
+              {"name":"b","nodeid":2,"address":"127.31.0.2","dir":")" + t.dir + R"("}],
+    "vms": [{"name":"kv","guest":"kvstore.elf","primary":"a","backup":"b","port":7100}]})"));
+  ASSERT_TRUE(config.ok()) << config.status().message();
+  const std::string sock = t.dir + "/kv.sock", script = t.dir + "/hung-vmm";
+  std::ofstream(script) << "#!/bin/sh\nwhile :; do sleep 1 3>&-; done\n";
+  sockaddr_un addr{};
+  addr.sun_family = AF_UNIX;
+  std::memcpy(addr.sun_path, sock.c_str(), sock.size());
+  const pid_t child = fork();
+  ASSERT_GE(child, 0);
+  if (child == 0) {  // listens on the VM's socket and never accepts, as a stopped VMM
+    const int fd = ::socket(AF_UNIX, SOCK_STREAM, 0);
+    if (fd < 0 || ::bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0 || ::listen(fd, 8) != 0) _exit(1);
+    ::dup2(fd, 3);
+    execl("/bin/sh", "sh", script.c_str(), "standby", "--min-generation", "7", static_cast<char*>(nullptr));
+    _exit(127);
+  }
+  // The test's own child, ended and reaped on every path (a failed assertion included).
+  struct Reaped {
+    pid_t pid;
+    std::string sock, script;
+    int status = 0;
+    void End() {
+      if (pid <= 0) return;
+      ::kill(pid, SIGKILL);  // ours; a no-op once the executor killed it
+      ::waitpid(pid, &status, 0);
+      pid = -1;
+    }
+    ~Reaped() {
+      End();
+      ::unlink(sock.c_str());
+      ::unlink(script.c_str());
+    }
+  } reaped{child, sock, script};
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(5);
+  while (::access(sock.c_str(), F_OK) != 0 && std::chrono::steady_clock::now() < deadline) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  {
+    VmmExecutor exec(*config, *config->Host("a"), "/nonexistent");
+    EXPECT_EQ(exec.Adopt(), std::vector<std::string>{"kv"});
+    EXPECT_EQ(exec.pid("kv"), child);
+    Instance i = ProbeUntil(exec, [](const Instance& i) { return i.silent_ms >= 1500; });
+    EXPECT_TRUE(i.standby()) << "its command line says standby";
+    EXPECT_EQ(i.generation, 7u);
+    EXPECT_FALSE(i.standby_state.has_value());
+    exec.Kill("kv");
+    std::vector<Ended> ended;
+    for (int k = 0; k < 500 && ended.empty(); ++k) {
+      ended = exec.Reap();
+      if (ended.empty()) std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    }
+    ASSERT_EQ(ended.size(), 1u);
+    EXPECT_EQ(ended[0].vm, "kv");
+  }
+  reaped.End();
+  EXPECT_TRUE(WIFSIGNALED(reaped.status) && WTERMSIG(reaped.status) == SIGKILL);
 }
 
 }  // namespace
