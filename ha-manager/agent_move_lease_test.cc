@@ -176,6 +176,23 @@ TEST(AgentSim, WithALeaseAnAgentStoppedWithinItWakesWithoutFencing) {
   EXPECT_FALSE(HasEvent(sim.agent("a"), "fence"));
 }
 
+// The primary's VMM hangs and its agent is restarted meanwhile: the new agent adopts the
+// silent VMM (VmmExecutor finds it by its socket's peer), kills it once it was silent for
+// hung_vmm_ms, and the VM fails over to its standby; never two copies (a hung primary counts
+// as serving).
+TEST(AgentSim, WithALeaseAHungVmmAdoptedByARestartedAgentIsKilledAndFailedOver) {
+  Sim sim(2000);
+  ASSERT_TRUE(sim.RunUntil([&] { return sim.ProtectedOn("a", "b"); }, 100));
+  sim.world.Find("a", "kv")->hung = true;
+  sim.KillAgent("a");
+  sim.Run(5);
+  sim.RestartAgent("a");
+  ASSERT_TRUE(sim.RunUntil([&] { return sim.ProtectedOn("b"); }, 400)) << "a hung VMM's VM must not stay down";
+  EXPECT_TRUE(HasEvent(sim.agent("a"), "adopted"));
+  EXPECT_EQ(sim.world.Find("a", "kv") == nullptr || sim.world.Find("a", "kv")->role == Role::kStandby, true);
+  EXPECT_EQ(sim.max_serving, 1u);
+}
+
 // Without a lease a hung agent's VMM serves on unfenced: failing it over would make two
 // copies, so nothing changes.
 TEST(AgentSim, WithoutALeaseAHungAgentChangesNothing) {

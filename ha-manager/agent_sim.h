@@ -157,9 +157,12 @@ class FakeExecutor : public Executor {
     std::vector<std::string> out;
     if (!lease_ms_) return out;
     for (auto& [vm, p] : w_.vmms[host_]) {
-      if (p.hung) continue;  // adopted only once it answers (VmmExecutor::Adopt asks its status)
       out.push_back(vm);
-      answered_ms_[vm] = w_.now;
+      answered_ms_[vm] = w_.now;  // silent from its adoption, if it does not answer
+      if (p.hung) {  // adopted by its socket's peer, known only by its command line
+        last_.erase(vm);
+        continue;
+      }
       Instance i;  // its answer, as the next probe would read it
       i.vm = vm;
       i.role = p.role;
