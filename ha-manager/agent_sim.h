@@ -163,21 +163,7 @@ class FakeExecutor : public Executor {
         last_.erase(vm);
         continue;
       }
-      Instance i;  // its answer, as the next probe would read it
-      i.vm = vm;
-      i.role = p.role;
-      i.generation = p.generation;
-      if (p.role == Role::kPrimary) {
-        i.phase = p.phase;
-        i.fenced = p.fenced;
-        i.replication = p.replication;
-        i.standby_host = p.standby_host;
-        i.output_held = p.output_held;
-      } else {
-        i.standby_state = p.standby_state;
-        i.committed = p.committed;
-      }
-      last_[vm] = i;
+      last_[vm] = Answer(vm, p);  // its status answer, as Adopt() asks it
     }
     return out;
   }
@@ -222,17 +208,7 @@ class FakeExecutor : public Executor {
       }
       answered_ms_[vm] = w_.now;
       if (lease_ms_ && renew_leases) p.lease_until = w_.now + lease_ms_;  // probing renews the lease
-      if (p.role == Role::kPrimary) {
-        i.phase = p.phase;
-        i.fenced = p.fenced;
-        i.replication = p.replication;
-        i.standby_host = p.standby_host;
-        i.output_held = p.output_held;
-        i.epochs = p.epochs;
-      } else {
-        i.standby_state = p.standby_state;
-        i.committed = p.committed;
-      }
+      i = Answer(vm, p);
       last_[vm] = i;
       told_.erase(vm);
       out.push_back(i);
@@ -340,6 +316,26 @@ class FakeExecutor : public Executor {
   }
 
  private:
+  // A VMM's status answer, read as VmmExecutor::Parse reads a real one.
+  static Instance Answer(const std::string& vm, const FakeVmm& p) {
+    Instance i;
+    i.vm = vm;
+    i.role = p.role;
+    i.generation = p.generation;
+    if (p.role == Role::kPrimary) {
+      i.phase = p.phase;
+      i.fenced = p.fenced;
+      i.replication = p.replication;
+      i.standby_host = p.standby_host;
+      i.output_held = p.output_held;
+      i.epochs = p.epochs;
+    } else {
+      i.standby_state = p.standby_state;
+      i.committed = p.committed;
+    }
+    return i;
+  }
+
   World& w_;
   const std::string host_;
   const uint64_t lease_ms_;

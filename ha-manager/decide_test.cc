@@ -382,12 +382,6 @@ TEST(Decide, AStandbyThatLostItsPrimaryStaysUntilTheOwnerSaysSo) {
   EXPECT_EQ(acts[0].kind, Action::kKill);
 }
 
-}  // namespace
-}  // namespace ferry::ha
-
-namespace ferry::ha {
-namespace {
-
 // A local VMM silent for hung_vmm_ms (a hung primary or standby) is killed, with quorum or
 // without, busy or not, and nothing else is decided for its VM meanwhile; one silent for less
 // is ridden out; hung_vmm_ms 0 never kills.
@@ -420,12 +414,6 @@ TEST(Decide, AVmmSilentPastTheHungBoundIsKilledWhateverElseHolds) {
   EXPECT_TRUE(Decide(c, "b", s, {standby}, {}).empty()) << "hung_vmm_ms 0: never killed";
 }
 
-}  // namespace
-}  // namespace ferry::ha
-
-namespace ferry::ha {
-namespace {
-
 // A standby that lost its primary does not end its replica on the word of an owner's primary
 // that is not answering: a restarted agent's first report can carry nothing else of it (no
 // replication, no standby named), which read as "done with this standby".
@@ -444,12 +432,6 @@ TEST(Decide, AStandbyKeepsItsReplicaWhileTheOwnersPrimaryIsNotAnswering) {
   ASSERT_EQ(acts.size(), 1u);
   EXPECT_EQ(acts[0].kind, Action::kKill) << "once the owner answers, protected elsewhere: no longer used";
 }
-
-}  // namespace
-}  // namespace ferry::ha
-
-namespace ferry::ha {
-namespace {
 
 // A silent VMM reads as such in reports and status, and comes back from a report as not
 // answering, its silence kept (what `ferry ha status` prints as SILENT).

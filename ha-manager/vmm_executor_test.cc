@@ -73,6 +73,29 @@ Instance ProbeUntil(VmmExecutor& exec, const std::function<bool(const Instance&)
   return last;
 }
 
+// Kills vm and reaps what ended within 5 s.
+std::vector<Ended> KillAndReap(VmmExecutor& exec, const std::string& vm) {
+  exec.Kill(vm);
+  std::vector<Ended> ended;
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(5);
+  while (ended.empty() && std::chrono::steady_clock::now() < deadline) {
+    ended = exec.Reap();
+    if (ended.empty()) std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  return ended;
+}
+
+// A two-host config with a watchdog lease whose hosts share `dir`: the VM kv, plus `more_vms`
+// (JSON objects, each with a leading comma).
+ClusterConfig LeasedConfig(const std::string& dir, const std::string& more_vms = "") {
+  auto c = ClusterConfig::Parse(nlohmann::json::parse(R"({"lease_ms": 1500,
+    "hosts": [{"name":"a","nodeid":1,"address":"127.31.0.1","dir":")" + dir + R"("},
+              {"name":"b","nodeid":2,"address":"127.31.0.2","dir":")" + dir + R"("}],
+    "vms": [{"name":"kv","guest":"kvstore.elf","primary":"a","backup":"b","port":7100})" + more_vms + "]}"));
+  EXPECT_TRUE(c.ok()) << c.status().message();
+  return c.ok() ? *c : ClusterConfig{};
+}
+
 // A temporary directory both hosts (a, b) of a two-host config use, with a stand-in for the
 // ferry binary that only sleeps; all of it removed at the end.
 struct SleeperHosts {
@@ -132,12 +155,7 @@ TEST(VmmExecutor, ChildrenInheritNoDescriptorOfTheAgentsAndTheirEndIsReaped) {
   EXPECT_FALSE(local[0].phase.has_value());
   EXPECT_EQ(local[0].generation, 1u);
 
-  exec.Kill("kv");
-  std::vector<Ended> ended;
-  while (ended.empty() && std::chrono::steady_clock::now() < deadline) {
-    ended = exec.Reap();
-    if (ended.empty()) std::this_thread::sleep_for(std::chrono::milliseconds(10));
-  }
+  const std::vector<Ended> ended = KillAndReap(exec, "kv");
   ASSERT_EQ(ended.size(), 1u);
   EXPECT_EQ(ended[0].vm, "kv");
   EXPECT_EQ(ended[0].how, "signal 9");
@@ -168,13 +186,10 @@ TEST(VmmExecutor, WithALeaseARunningVmmIsAdoptedLeasedWatchedAndReaped) {
                           {"replication", {{"state", "protected"}, {"standby", "127.31.0.2:7100"}, {"epochs", 9}}}};
   });
   ASSERT_TRUE(server.ok()) << server.status().message();
-  auto config = ClusterConfig::Parse(nlohmann::json::parse(R"({"lease_ms": 1500,
-    "hosts": [{"name":"a","nodeid":1,"address":"127.31.0.1","dir":")" + dir + R"("},
-              {"name":"b","nodeid":2,"address":"127.31.0.2","dir":")" + dir + R"("}],
-    "vms": [{"name":"kv","guest":"kvstore.elf","primary":"a","backup":"b","port":7100}]})"));
-  ASSERT_TRUE(config.ok()) << config.status().message();
+  const auto config = LeasedConfig(dir);
+  ASSERT_EQ(config.vms.size(), 1u);
   {
-    VmmExecutor exec(*config, *config->Host("a"), "/nonexistent");
+    VmmExecutor exec(config, *config.Host("a"), "/nonexistent");
     EXPECT_EQ(exec.Adopt(), std::vector<std::string>{"kv"});
     EXPECT_EQ(exec.pid("kv"), sleeper);
     auto local = exec.Probe();
@@ -186,12 +201,7 @@ TEST(VmmExecutor, WithALeaseARunningVmmIsAdoptedLeasedWatchedAndReaped) {
     ProbeUntil(exec, [&](const Instance&) { return leases.load() >= 2; });
     EXPECT_EQ(exec.probe_connects(), 1u) << "one connection, kept";
     EXPECT_TRUE(exec.Reap().empty());
-    exec.Kill("kv");
-    std::vector<Ended> ended;
-    for (int i = 0; i < 500 && ended.empty(); ++i) {
-      ended = exec.Reap();
-      if (ended.empty()) std::this_thread::sleep_for(std::chrono::milliseconds(10));
-    }
+    const std::vector<Ended> ended = KillAndReap(exec, "kv");
     ASSERT_EQ(ended.size(), 1u);
     EXPECT_EQ(ended[0].vm, "kv");
     EXPECT_NE(ended[0].how.find("adopted"), std::string::npos) << ended[0].how;
@@ -317,17 +327,13 @@ namespace {
 TEST(VmmExecutor, AHungVmmCostsTheOthersNothingAndIsReportedSilent) {
   SleeperHosts t("hung-test");
   ASSERT_TRUE(t.config.has_value());
-  auto config = ClusterConfig::Parse(nlohmann::json::parse(R"({"lease_ms": 1500,
-    "hosts": [{"name":"a","nodeid":1,"address":"127.31.0.1","dir":")" + t.dir + R"("},
-              {"name":"b","nodeid":2,"address":"127.31.0.2","dir":")" + t.dir + R"("}],
-    "vms": [{"name":"kv","guest":"kvstore.elf","primary":"a","backup":"b","port":7100},
-            {"name":"hung","guest":"kvstore.elf","primary":"a","backup":"b","port":7101}]})"));
-  ASSERT_TRUE(config.ok()) << config.status().message();
+  const auto config = LeasedConfig(t.dir, R"(, {"name":"hung","guest":"kvstore.elf","primary":"a","backup":"b","port":7101})");
+  ASSERT_EQ(config.vms.size(), 2u);
   std::atomic<int> leases{0};
   {
-    VmmExecutor exec(*config, *config->Host("a"), t.fake);
-    ASSERT_TRUE(exec.StartPrimary(*config->Vm("kv"), 1).ok());
-    ASSERT_TRUE(exec.StartPrimary(*config->Vm("hung"), 1).ok());
+    VmmExecutor exec(config, *config.Host("a"), t.fake);
+    ASSERT_TRUE(exec.StartPrimary(*config.Vm("kv"), 1).ok());
+    ASSERT_TRUE(exec.StartPrimary(*config.Vm("hung"), 1).ok());
     auto server = vmhost::ApiServer::Start(t.dir + "/kv.sock", [&](const nlohmann::json& r, const vmhost::ApiEmit&) {
       if (r.value("op", "") == "lease") {
         ++leases;
@@ -374,12 +380,6 @@ TEST(VmmExecutor, AHungVmmCostsTheOthersNothingAndIsReportedSilent) {
     ::unlink(hung_path.c_str());
   }
 }
-
-}  // namespace
-}  // namespace ferry::ha
-
-namespace ferry::ha {
-namespace {
 
 // A worker promotes the standby while the agent's thread probes it, its status answers slow
 // (150 ms, past a probe's wait) so questions are out across the promotion: once Promote() has returned, no probe may
@@ -429,12 +429,6 @@ TEST(VmmExecutor, OnceAPromotionReturnedNoProbeReportsTheStandbyItWas) {
   }
 }
 
-}  // namespace
-}  // namespace ferry::ha
-
-namespace ferry::ha {
-namespace {
-
 // A restarted agent finds a VMM that listens but answers nothing (hung, or stopped): it is
 // adopted all the same (by its socket's peer), reported as not answering as what its command
 // line says it was started as, silent from its adoption (the hung-VMM rule kills it), and its
@@ -442,11 +436,8 @@ namespace {
 TEST(VmmExecutor, ARestartedAgentAdoptsAVmmThatAnswersNothing) {
   SleeperHosts t("hung-adopt");
   ASSERT_TRUE(t.config.has_value());
-  auto config = ClusterConfig::Parse(nlohmann::json::parse(R"({"lease_ms": 1500,
-    "hosts": [{"name":"a","nodeid":1,"address":"127.31.0.1","dir":")" + t.dir + R"("},
-              {"name":"b","nodeid":2,"address":"127.31.0.2","dir":")" + t.dir + R"("}],
-    "vms": [{"name":"kv","guest":"kvstore.elf","primary":"a","backup":"b","port":7100}]})"));
-  ASSERT_TRUE(config.ok()) << config.status().message();
+  const auto config = LeasedConfig(t.dir);
+  ASSERT_EQ(config.vms.size(), 1u);
   const std::string sock = t.dir + "/kv.sock", script = t.dir + "/hung-vmm";
   std::ofstream(script) << "#!/bin/sh\nwhile :; do sleep 1 3>&-; done\n";
   sockaddr_un addr{};
@@ -483,19 +474,14 @@ TEST(VmmExecutor, ARestartedAgentAdoptsAVmmThatAnswersNothing) {
     std::this_thread::sleep_for(std::chrono::milliseconds(10));
   }
   {
-    VmmExecutor exec(*config, *config->Host("a"), "/nonexistent");
+    VmmExecutor exec(config, *config.Host("a"), "/nonexistent");
     EXPECT_EQ(exec.Adopt(), std::vector<std::string>{"kv"});
     EXPECT_EQ(exec.pid("kv"), child);
     Instance i = ProbeUntil(exec, [](const Instance& i) { return i.silent_ms >= 1500; });
     EXPECT_TRUE(i.standby()) << "its command line says standby";
     EXPECT_EQ(i.generation, 7u);
     EXPECT_FALSE(i.standby_state.has_value());
-    exec.Kill("kv");
-    std::vector<Ended> ended;
-    for (int k = 0; k < 500 && ended.empty(); ++k) {
-      ended = exec.Reap();
-      if (ended.empty()) std::this_thread::sleep_for(std::chrono::milliseconds(10));
-    }
+    const std::vector<Ended> ended = KillAndReap(exec, "kv");
     ASSERT_EQ(ended.size(), 1u);
     EXPECT_EQ(ended[0].vm, "kv");
   }
