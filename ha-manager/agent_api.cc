@@ -28,6 +28,22 @@ bool Flag(const json& req, const char* key, bool dflt) {
 
 }  // namespace
 
+bool Agent::CountsProtected(const json& status, const std::string& vm) {
+  if (!status.is_object()) return false;
+  auto prot = status.find("protection");
+  if (prot == status.end() || !prot->is_object()) return false;
+  auto p = prot->find(vm);
+  if (p == prot->end() || !p->is_object()) return false;
+  auto is = p->find("protected");
+  if (is == p->end() || !is->is_boolean() || !is->get<bool>()) return false;
+  if (auto busy = status.find("busy"); busy != status.end() && busy->is_array()) {
+    for (const auto& b : *busy) {
+      if (b.is_string() && b.get<std::string>() == vm) return false;
+    }
+  }
+  return true;
+}
+
 json Agent::StatusJson() const {
   json local = json::array();
   for (const auto& i : last_local_) local.push_back(i.ToJson());

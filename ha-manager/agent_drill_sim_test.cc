@@ -24,9 +24,7 @@ const std::vector<std::string> kHosts = {"a", "b", "c"};
 std::string Protected(Sim& sim) {
   for (const auto& h : kHosts) {
     if (!sim.ProtectedOn(h) || !sim.has_agent(h)) continue;
-    const auto p = sim.agent(h).protection();
-    auto it = p.find("kv");
-    if (it != p.end() && it->second.unprotected_since_ms == 0 && !sim.agent(h).busy().count("kv")) return h;
+    if (Agent::CountsProtected(sim.agent(h).Handle({{"op", "status"}}), "kv")) return h;
   }
   return "";
 }

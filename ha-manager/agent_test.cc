@@ -17,6 +17,32 @@ TEST(AgentSim, BootsTheVmOnItsPrimaryAndProtectsItOnItsBackup) {
   EXPECT_EQ(sim.agent("a").Handle({{"op", "status"}})["protection"]["kv"]["protected"], true);
 }
 
+// What harnesses wait for before a drill (tests' AllProtected): the owner's own status counts
+// the VM protected and no worker is busy with it; another host's status, a cut standby, a
+// busy worker or a malformed answer do not.
+TEST(AgentSim, AnOwnersStatusCountsItsVmProtectedOnlyWhenItIsAndNoWorkerIsBusy) {
+  Sim sim;
+  sim.task_delay = [] { return uint64_t{20}; };  // each worker's call takes 2 s
+  ASSERT_TRUE(sim.RunUntil([&] { return Agent::CountsProtected(sim.agent("a").Handle({{"op", "status"}}), "kv"); }, 300));
+  EXPECT_TRUE(sim.ProtectedOn("a", "b"));
+  EXPECT_FALSE(Agent::CountsProtected(sim.agent("b").Handle({{"op", "status"}}), "kv")) << "not the owner";
+  sim.world.cut.insert(std::minmax(std::string("a"), std::string("b")));
+  bool busy_seen = false;
+  for (int i = 0; i < 100; ++i) {
+    sim.Step();
+    const auto st = sim.agent("a").Handle({{"op", "status"}});
+    if (!sim.agent("a").busy().count("kv")) continue;
+    busy_seen = true;
+    EXPECT_FALSE(Agent::CountsProtected(st, "kv")) << "counted protected with a worker busy with it";
+  }
+  EXPECT_TRUE(busy_seen) << "re-protection ran no worker";
+  for (const char* bad : {R"(null)", R"({"protection": []})", R"({"protection": {"kv": {"protected": "yes"}}})",
+                          R"({"protection": {"kv": {"protected": true}}, "busy": ["kv"]})"}) {
+    EXPECT_FALSE(Agent::CountsProtected(nlohmann::json::parse(bad), "kv")) << bad;
+  }
+  EXPECT_TRUE(Agent::CountsProtected(nlohmann::json::parse(R"({"protection": {"kv": {"protected": true}}, "busy": []})"), "kv"));
+}
+
 // Found by review: a worker that could not be started (std::thread's constructor throws
 // std::system_error when no thread is left) escaped Tick and left its VM busy for good, so
 // nothing was ever decided for it again. Now the error is an event and a later tick retries.

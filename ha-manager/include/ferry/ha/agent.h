@@ -89,6 +89,11 @@ class Agent {
   void Tick(uint64_t now_ms);
   // The agent's API: status, evacuate, move, balance.
   nlohmann::json Handle(const nlohmann::json& request);
+  // Whether an agent's status answer counts `vm` protected (its own bookkeeping, not only its
+  // VMM's word) and no worker of it is busy with the VM: a worker about to stop a replication
+  // (a switch of standbys) leaves the VMM reporting "protected" meanwhile. What harnesses wait
+  // for before they inject a fault (tests' AllProtected, AgentSimDrills).
+  static bool CountsProtected(const nlohmann::json& status, const std::string& vm);
   // Waits for the workers in flight; no new ones start.
   void Shutdown();
 
