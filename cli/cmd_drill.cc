@@ -81,7 +81,8 @@ void AddDrillCommand(CLI::App& app, CommandFn* selected) {
       {ha::Fault::kPartitionHost, "Cut this host off the others, heal after --heal-after-s (expect a failover, the old host fenced)"},
       {ha::Fault::kKillVm, "SIGKILL this VM's primary process (expect a failover)"},
       {ha::Fault::kKillAgent, "SIGKILL this host's HA agent (its VMMs end with it: expect a failover)"},
-      {ha::Fault::kStopAgent, "SIGSTOP this host's HA agent for --stop-s (expect nothing; with a lease, a stop longer than the lease + 3 s: a failover)"},
+      {ha::Fault::kStopAgent, "SIGSTOP this host's HA agent for --stop-s (expect nothing; with a lease, a stop longer than the lease + 3 s: a failover, "
+                              "and one from the lease - 0.5 s to there is refused as ambiguous)"},
       {ha::Fault::kCutReplication, "Cut only this VM's replication path, heal after --heal-after-s (expect re-protection)"},
       {ha::Fault::kCutCorosync, "Cut only this host's Corosync traffic, heal after --heal-after-s (expect a failover)"},
       {ha::Fault::kKillStandby, "SIGKILL this VM's standby process (expect re-protection)"},

@@ -70,6 +70,19 @@ Result<Outcome> StopVmOutcome(const ClusterConfig& c, double stop_s) {
   return InvalidArgument(buf);
 }
 
+Result<Outcome> StopAgentOutcome(const ClusterConfig& c, double stop_s) {
+  const Outcome o = Expected(Fault::kStopAgent, c.lease_ms, stop_s);
+  const double ms = stop_s * 1000, lease = static_cast<double>(c.lease_ms);
+  if (c.lease_ms == 0 || o == Outcome::kFailover || ms + 500 <= lease) return o;
+  char buf[320];
+  std::snprintf(buf, sizeof buf,
+                "stop-agent: a stop of %.1f s could end either way (its VMMs fence themselves once lease_ms %.1f s runs "
+                "out, and the VM may go on where it was or at a new generation): choose up to %.1f s (nothing) or "
+                "more than %.1f s (failover)",
+                stop_s, lease / 1000, (lease - 500) / 1000, (lease + kHungAgentMarginMs) / 1000);
+  return InvalidArgument(buf);
+}
+
 bool TargetsVm(Fault f) {
   return f == Fault::kKillVm || f == Fault::kKillStandby || f == Fault::kCutReplication || f == Fault::kStopVm;
 }

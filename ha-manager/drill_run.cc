@@ -25,6 +25,9 @@ Result<json> RunDrill(const ClusterConfig& c, const DrillOptions& o) {
   if (fault == Fault::kStopVm) {
     FERRY_ASSIGN_OR_RETURN(expected, StopVmOutcome(c, o.stop_s));
   }
+  if (fault == Fault::kStopAgent) {
+    FERRY_ASSIGN_OR_RETURN(expected, StopAgentOutcome(c, o.stop_s));
+  }
   auto before = AnyAgent(c, vm_target ? "" : o.target);
   if (!before.ok()) return before.status();
 

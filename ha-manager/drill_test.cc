@@ -60,6 +60,23 @@ TEST(Drill, AStoppedVmmsOutcomeFollowsTheTimeoutsAndABorderlineStopIsRefused) {
   EXPECT_EQ(StopVmOutcome(c, 600).value(), Outcome::kReprotect);
 }
 
+// A stopped agent: without a lease nothing, however long; with one, nothing within the lease,
+// a failover past it by the margin, and a stop between refused (its VMMs fenced themselves,
+// and the VM may or may not move).
+TEST(Drill, AStoppedAgentsOutcomeFollowsTheLeaseAndABorderlineStopIsRefused) {
+  ClusterConfig c;
+  EXPECT_EQ(StopAgentOutcome(c, 600).value(), Outcome::kNothing);
+  c.lease_ms = 2000;
+  EXPECT_EQ(StopAgentOutcome(c, 1.5).value(), Outcome::kNothing);
+  EXPECT_EQ(StopAgentOutcome(c, 5.5).value(), Outcome::kFailover);
+  for (double s : {1.8, 2.5, 4.0, 5.0}) {
+    auto r = StopAgentOutcome(c, s);
+    ASSERT_FALSE(r.ok()) << s << " s";
+    EXPECT_EQ(r.status().code(), ErrorCode::kInvalidArgument);
+    EXPECT_NE(r.status().message().find("more than 5.0 s (failover)"), std::string::npos) << r.status().message();
+  }
+}
+
 ClusterConfig Config() {
   auto c = ClusterConfig::Parse(nlohmann::json::parse(R"({
     "hosts": [{"name":"a","nodeid":1,"address":"127.31.0.1","dir":"/tmp/ferry-drill-test-none-a"},

@@ -64,6 +64,11 @@ Outcome Expected(Fault f, uint64_t lease_ms, double stop_s);
 // hung_vmm_ms plus kHungAgentMarginMs its agent has killed it as hung and the VM failed over.
 // A stop nearer a bound than that could end either way, and is refused (invalid_argument).
 Result<Outcome> StopVmOutcome(const ClusterConfig& c, double stop_s);
+// An agent stopped for stop_s: without a lease, nothing. With one, nothing while its VMMs'
+// lease holds (up to lease_ms - 0.5 s), a failover from lease_ms + kHungAgentMarginMs; between,
+// its VMMs fenced themselves and it may wake to find the VM where it was or at a new generation,
+// so such a stop is refused (invalid_argument), as StopVmOutcome refuses its borderline stops.
+Result<Outcome> StopAgentOutcome(const ClusterConfig& c, double stop_s);
 const char* OutcomeName(Outcome o);
 // Whether the target names a VM (kill-vm, kill-standby, cut-replication, stop-vm) or a host.
 bool TargetsVm(Fault f);
