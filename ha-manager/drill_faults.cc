@@ -6,7 +6,6 @@
 
 #include <fcntl.h>
 #include <signal.h>
-#include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -140,18 +139,6 @@ Status StartCorosync(const HostConfig& h) {
 
 Status Signal(pid_t pid, int sig) {
   if (::kill(pid, sig) != 0) return ErrnoError("kill " + std::to_string(pid));
-  return Status::Ok();
-}
-
-Result<UniqueFd> OpenPid(pid_t pid) {
-  UniqueFd fd(static_cast<int>(::syscall(SYS_pidfd_open, pid, 0)));
-  if (!fd.valid()) return ErrnoError("pidfd_open " + std::to_string(pid));
-  ::fcntl(fd.get(), F_SETFD, FD_CLOEXEC);
-  return fd;
-}
-
-Status Signal(const UniqueFd& pidfd, int sig) {
-  if (::syscall(SYS_pidfd_send_signal, pidfd.get(), sig, nullptr, 0) != 0) return ErrnoError("pidfd_send_signal");
   return Status::Ok();
 }
 

@@ -7,7 +7,6 @@
 #include <string>
 
 #include "ferry/base/status.h"
-#include "ferry/base/unique_fd.h"
 #include "ferry/ha/config.h"
 
 namespace ferry::ha {
@@ -27,10 +26,6 @@ Status LinkUp(const HostConfig& h);
 Status CutPort(const HostConfig& h, const std::string& proto, uint16_t port, const std::string& to = "");
 Status HealPort(const HostConfig& h, const std::string& proto, uint16_t port, const std::string& to = "");
 Status Signal(pid_t pid, int sig);
-// A process held by a pidfd and signalled through it: never another one that reused its pid
-// (a VMM the drill stopped, its agent then killed as hung, continued by the drill's heal).
-Result<UniqueFd> OpenPid(pid_t pid);
-Status Signal(const UniqueFd& pidfd, int sig);
 // The host's corosync process (its netns's process named "corosync").
 Result<pid_t> CorosyncPid(const HostConfig& h);
 // Runs h.corosync_start detached (its own session, output to DIR/corosync-start.log), without

@@ -10,6 +10,7 @@
 #include "drill_watch.h"
 #include "ferry/base/clock.h"
 #include "ferry/ha/drill.h"
+#include "ferry/ha/subprocess.h"
 
 namespace ferry::ha {
 
@@ -92,14 +93,15 @@ Result<json> RunDrill(const ClusterConfig& c, const DrillOptions& o) {
     }
     case Fault::kStopVm: {
       auto pid = VmmPid(*host, vm);
-      auto fd = pid.ok() ? OpenPid(*pid) : Result<UniqueFd>(pid.status());
+      // Held by a pidfd: once its agent killed it as hung, the pid may name another process.
+      auto fd = pid.ok() ? OpenPidfd(*pid) : Result<UniqueFd>(pid.status());
       if (!fd.ok()) {
         injected = fd.status();
         break;
       }
       auto held = std::make_shared<UniqueFd>(std::move(*fd));
-      injected = Signal(*held, SIGSTOP);
-      heal = [held] { (void)Signal(*held, SIGCONT); };  // fails harmlessly once its agent killed it
+      injected = SignalPidfd(held->get(), SIGSTOP);
+      heal = [held] { (void)SignalPidfd(held->get(), SIGCONT); };  // fails harmlessly once its agent killed it
       break;
     }
     case Fault::kKillStandby: {

@@ -2,10 +2,23 @@
 
 #include <fcntl.h>
 #include <signal.h>
+#include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
 namespace ferry::ha {
+
+Result<UniqueFd> OpenPidfd(pid_t pid) {
+  UniqueFd fd(static_cast<int>(::syscall(SYS_pidfd_open, pid, 0)));
+  if (!fd.valid()) return ErrnoError("pidfd_open " + std::to_string(pid));
+  ::fcntl(fd.get(), F_SETFD, FD_CLOEXEC);
+  return fd;
+}
+
+Status SignalPidfd(int pidfd, int sig) {
+  if (::syscall(SYS_pidfd_send_signal, pidfd, sig, nullptr, 0) != 0) return ErrnoError("pidfd_send_signal");
+  return Status::Ok();
+}
 
 int RunQuiet(std::vector<std::string> argv, std::string* out, int timeout_s) {
   argv.insert(argv.begin(), {"timeout", std::to_string(timeout_s)});

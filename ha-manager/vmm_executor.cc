@@ -4,20 +4,18 @@
 #include <poll.h>
 #include <signal.h>
 #include <sys/prctl.h>
-#include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
-#include <sys/un.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
-#include <cstring>
+#include <cstdlib>
 #include <fstream>
 #include <tuple>
 #include <vector>
 
 #include "ferry/base/clock.h"
-#include "ferry/base/unique_fd.h"
+#include "ferry/ha/subprocess.h"
 #include "ferry/migrate/auth.h"
 #include "ferry/vmhost/lifecycle.h"
 #include "ferry/vmhost/requests.h"
@@ -127,7 +125,7 @@ void VmmExecutor::Kill(const std::string& vm) {
   auto it = children_.find(vm);
   if (it == children_.end()) return;
   if (it->second.pidfd >= 0) {
-    ::syscall(SYS_pidfd_send_signal, it->second.pidfd, SIGKILL, nullptr, 0);  // never a reused pid
+    (void)SignalPidfd(it->second.pidfd, SIGKILL);  // never a reused pid
   } else {
     ::kill(it->second.pid, SIGKILL);
   }
@@ -176,24 +174,7 @@ void VmmExecutor::KillAll() {
   }
 }
 
-// With a lease, a VMM outlives a crashed agent: the next one finds it by its socket, asks it
-// its pid, role and generation, and watches it through a pidfd (it is not our child).
 namespace {
-
-// The pid of the process listening on a unix socket (its peer credentials), for a VMM that
-// accepts the connection but answers nothing; nullopt if nothing could be connected.
-std::optional<pid_t> ListenerPid(const std::string& path) {
-  sockaddr_un addr{};
-  if (path.size() >= sizeof addr.sun_path) return std::nullopt;
-  addr.sun_family = AF_UNIX;
-  std::memcpy(addr.sun_path, path.c_str(), path.size());
-  UniqueFd fd(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0));
-  if (!fd.valid() || ::connect(fd.get(), reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0) return std::nullopt;
-  ucred cred{};
-  socklen_t len = sizeof cred;
-  if (::getsockopt(fd.get(), SOL_SOCKET, SO_PEERCRED, &cred, &len) != 0 || cred.pid <= 1) return std::nullopt;
-  return cred.pid;
-}
 
 // What a VMM was started as, from its command line (`ferry run ... --generation N`, `ferry
 // standby ... --min-generation N`): all an agent knows of one that never answered it.
@@ -212,6 +193,8 @@ std::pair<Role, uint64_t> StartedAs(pid_t pid) {
 
 }  // namespace
 
+// With a lease, a VMM outlives a crashed agent: the next one finds it by its socket, asks it
+// its pid, role and generation, and watches it through a pidfd (it is not our child).
 std::vector<std::string> VmmExecutor::Adopt() {
   std::vector<std::string> out;
   if (config_.lease_ms == 0) return out;
@@ -231,15 +214,14 @@ std::vector<std::string> VmmExecutor::Adopt() {
       // socket's peer, and reported as not answering, so the hung-VMM rule kills it after
       // hung_vmm_ms. Left out, it stayed an orphan holding its socket, TAP and port, and its
       // host could not take the VM again.
-      pid = ListenerPid(Sock(v.name));
+      if (auto listener = vmhost::ListenerPid(Sock(v.name)); listener.ok() && *listener > 1) pid = *listener;
     }
     if (!pid) continue;
-    const int pidfd = static_cast<int>(::syscall(SYS_pidfd_open, *pid, 0));
-    if (pidfd < 0) continue;
-    ::fcntl(pidfd, F_SETFD, FD_CLOEXEC);
+    auto pidfd = OpenPidfd(*pid);
+    if (!pidfd.ok()) continue;
     Child c;
     c.pid = *pid;
-    c.pidfd = pidfd;
+    c.pidfd = pidfd->Release();
     c.api = std::move(api);
     c.answered_ms = MonotonicMs();  // silent from its adoption, if it does not answer
     if (r.ok()) {
@@ -331,9 +313,10 @@ Instance VmmExecutor::NotAnswering(const std::string& vm, const Child& child) {
   return Instance::NotAnswering(vm, child.last, child.role, child.generation, told);
 }
 
-void VmmExecutor::Ask(Child& c, const json& request, uint64_t now_ms) {
+void VmmExecutor::Ask(Child& c, Child::Asked what, uint64_t now_ms) {
+  const json request = what == Child::Asked::kLease ? json{{"op", "lease"}, {"ttl_ms", config_.lease_ms}} : json{{"op", "status"}};
   if (c.api->Send(request).ok()) {
-    c.asked = request.value("op", "") == "lease" ? Child::Asked::kLease : Child::Asked::kStatus;
+    c.asked = what;
     c.asked_ms = now_ms;
   } else {
     c.asked = Child::Asked::kNothing;
@@ -377,7 +360,7 @@ void VmmExecutor::Answered(const std::string& vm, Child& c, const Result<json>& 
   }
   // The watchdog lease, renewed on the same connection: an agent that stops probing (dead,
   // hung, stopped) lets it run out and the VM fences itself.
-  if (config_.lease_ms && renew) Ask(c, {{"op", "lease"}, {"ttl_ms", config_.lease_ms}}, now_ms);
+  if (config_.lease_ms && renew) Ask(c, Child::Asked::kLease, now_ms);
 }
 
 std::vector<Instance> VmmExecutor::Probe(bool renew_leases) {
@@ -394,7 +377,7 @@ std::vector<Instance> VmmExecutor::Probe(bool renew_leases) {
       c->asked = Child::Asked::kNothing;
       c->answering = false;
     }
-    if (c->asked == Child::Asked::kNothing) Ask(*c, {{"op", "status"}}, start);
+    if (c->asked == Child::Asked::kNothing) Ask(*c, Child::Asked::kStatus, start);
   }
   // Answers (and lease renewals asked on the way) for up to kProbeWaitMs.
   std::vector<pollfd> fds;

@@ -127,6 +127,14 @@ Result<nlohmann::json> ApiConnection::Call(const nlohmann::json& request, int ti
   return Verdict(std::move(*response));
 }
 
+Result<pid_t> ListenerPid(const std::string& socket_path) {
+  FERRY_ASSIGN_OR_RETURN(UniqueFd fd, Connect(socket_path));
+  ucred cred{};
+  socklen_t len = sizeof cred;
+  if (::getsockopt(fd.get(), SOL_SOCKET, SO_PEERCRED, &cred, &len) != 0) return ErrnoError("SO_PEERCRED " + socket_path);
+  return cred.pid;
+}
+
 Status ApiConnection::Send(const nlohmann::json& request) {
   in_.clear();
   if (!fd_.valid()) {

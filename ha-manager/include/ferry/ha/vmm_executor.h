@@ -88,7 +88,7 @@ class VmmExecutor : public Executor {
   Instance NotAnswering(const std::string& vm, const Child& child);
   // One probe's answers, read into `c` (status) or counted (lease); the next question sent.
   void Answered(const std::string& vm, Child& c, const Result<nlohmann::json>& r, bool renew, uint64_t now_ms);
-  void Ask(Child& c, const nlohmann::json& request, uint64_t now_ms);
+  void Ask(Child& c, Child::Asked what, uint64_t now_ms);  // the status, or the lease
 
   const ClusterConfig& config_;
   const HostConfig& self_;

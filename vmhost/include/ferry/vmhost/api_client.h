@@ -3,6 +3,8 @@
 // exchanges (a poller's: one socket per VMM, not one per call). Blocking, with deadlines.
 #pragma once
 
+#include <sys/types.h>
+
 #include <functional>
 #include <optional>
 #include <string>
@@ -22,6 +24,10 @@ namespace ferry::vmhost {
 using ProgressLineFn = std::function<void(const nlohmann::json& line)>;
 Result<nlohmann::json> CallApi(const std::string& socket_path, const nlohmann::json& request, int timeout_ms = 30000,
                                const ProgressLineFn& on_progress = {});
+
+// The pid of the process listening on socket_path (its peer credentials, read from a
+// connection it need not accept): a VMM that takes connections but answers nothing.
+Result<pid_t> ListenerPid(const std::string& socket_path);
 
 // One persistent connection to a VMM's API. Call() connects on first use and after any
 // failure (the connection is dropped whenever an exchange fails or times out, so a late
