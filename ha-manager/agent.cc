@@ -277,7 +277,10 @@ void Agent::Tick(uint64_t now_ms) {
           renew ? "this agent's own messages come back again" : "this agent's own messages stopped coming back: leases run out");
     renewing_ = renew;
   }
-  for (const auto& e : ended) Event("process-ended", e.vm, std::string(RoleName(e.role)) + " (" + e.how + ")");
+  for (const auto& e : ended) {
+    Event("process-ended", e.vm, std::string(RoleName(e.role)) + " (" + e.how + ")");
+    fence_unanswered_ms_.erase(e.vm);
+  }
   if (!state_->startup_grace_over && now_ms - started_ms_ > options_.startup_grace_ms) state_->startup_grace_over = true;
   // Requests that nothing came of are forgotten, so they are made again.
   for (auto it = claim_ms_.begin(); it != claim_ms_.end();) {

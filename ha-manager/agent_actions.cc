@@ -12,6 +12,12 @@ namespace ferry::ha {
 using nlohmann::json;
 
 void Agent::Execute(const Action& a) {
+  // A fence that went unanswered (a hung or stopped VMM: the request waits in its socket) is
+  // sent again once a second, not at every tick with an event each.
+  if (a.kind == Action::kFence) {
+    auto u = fence_unanswered_ms_.find(a.vm);
+    if (u != fence_unanswered_ms_.end() && now_ms_ - u->second < kRefenceMs) return;
+  }
   const VmSpec& v = *config_.Vm(a.vm);
   const std::string gen = std::to_string(a.generation);
   Event(ActionName(a.kind), a.vm, "generation " + gen + (a.host != self_.name ? " " + a.host : "") + ": " + a.why);
@@ -132,8 +138,10 @@ void Agent::Execute(const Action& a) {
     case Action::kFence:
       if (Status st = executor_.Fence(a.vm); !st.ok()) {
         Event("error", a.vm, "fence: " + st.message());
-      } else if (metrics_) {
-        metrics_->OnFence();
+        fence_unanswered_ms_[a.vm] = now_ms_;
+      } else {
+        fence_unanswered_ms_.erase(a.vm);
+        if (metrics_) metrics_->OnFence();
       }
       break;
     case Action::kUnfence:

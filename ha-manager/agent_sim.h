@@ -50,7 +50,7 @@ struct World {
   std::set<std::string> dead;
   std::set<std::pair<std::string, std::string>> cut;  // replication paths cut
   std::map<std::string, std::vector<Ended>> ended;    // host -> not reaped yet
-  int release_calls = 0, replicate_calls = 0, boots = 0;
+  int release_calls = 0, replicate_calls = 0, boots = 0, fence_calls = 0;
   int sync_steps = 5;  // an initial sync takes this many steps
   // The clients' view: the newest write whose acknowledgement left a serving primary, per VM,
   // and the acknowledged writes a promotion or a fresh boot lost (must stay 0).
@@ -287,6 +287,7 @@ class FakeExecutor : public Executor {
     return HandoverResult{2.0};
   }
   Status Fence(const std::string& vm) override {
+    ++w_.fence_calls;
     FakeVmm* p = w_.Find(host_, vm);
     if (!p) return NotFound("no VMM");
     if (p->hung) return Timeout("the VMM did not answer");

@@ -216,6 +216,22 @@ TEST(AgentSim, APartitionedOwnerFencesAndRejoinsWithoutTwoCopies) {
   EXPECT_EQ(sim.PrimaryHost(), "b");
 }
 
+// A hung primary on a host cut off from the majority: its fence goes unanswered, and is sent
+// again once a second (with an event each), not at every tick.
+TEST(AgentSim, AnUnansweredFenceIsRepeatedOnceASecondNotAtEveryTick) {
+  Sim sim;
+  ASSERT_TRUE(sim.RunUntil([&] { return sim.ProtectedOn("a", "b"); }, 100));
+  sim.world.Find("a", "kv")->hung = true;
+  sim.Partition("a");
+  const int before = sim.world.fence_calls;
+  sim.Run(50);  // 5 s, within hung_vmm_ms
+  const int fences = sim.world.fence_calls - before;
+  EXPECT_GE(fences, 3) << "the fence is still tried";
+  EXPECT_LE(fences, 7) << "a fence at every tick";
+  sim.world.Find("a", "kv")->hung = false;
+  ASSERT_TRUE(sim.RunUntil([&] { return sim.world.Find("a", "kv")->fenced; }, 20)) << "fenced once it answers";
+}
+
 // Protected on a (backed by b), then a partitioned off until the majority has agreed b's
 // failover claim, b's standby not promoted yet. Returns a's generation.
 uint64_t PartitionAUntilBClaims(Sim& sim) {

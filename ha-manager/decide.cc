@@ -432,6 +432,26 @@ std::optional<Action> DecideVm(const Ctx& x) {
   return std::nullopt;
 }
 
+// The actions that ask the local VMM to act and wait on its answer. A VMM that did not answer
+// its last probe (hung, stopped, overloaded, not up yet) is asked none of them: what it last
+// said may be stale (an unfence or a release of a state it has left), and each would wait on
+// a VMM that does not read. It is fenced when it must be (the request waits in its socket)
+// and killed once hung (hung_vmm_ms); the rules take it up again once it answers.
+bool AsksTheVmm(Action::Kind k) {
+  switch (k) {
+    case Action::kUnfence:
+    case Action::kReleaseOutput:
+    case Action::kPromote:
+    case Action::kReplicate:
+    case Action::kStopReplication:
+    case Action::kSwitchStandby:
+    case Action::kHandover:
+      return true;
+    default:
+      return false;
+  }
+}
+
 }  // namespace
 
 std::vector<Action> Decide(const ClusterConfig& config, const std::string& self, const ClusterState& state,
@@ -469,7 +489,10 @@ std::vector<Action> Decide(const ClusterConfig& config, const std::string& self,
     }
     const Claim* c = state.claim(v.name);
     Ctx x{config, state, self, v, c, c ? c->generation : 0, mine, state.pending_claim.count(v.name) > 0};
-    if (auto a = DecideVm(x)) out.push_back(std::move(*a));
+    auto a = DecideVm(x);
+    const bool unanswered = mine && (mine->silent_ms || (!mine->phase && !mine->standby_state));
+    if (a && unanswered && AsksTheVmm(a->kind)) continue;
+    if (a) out.push_back(std::move(*a));
   }
   return out;
 }

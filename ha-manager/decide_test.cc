@@ -457,5 +457,58 @@ TEST(Instance, ASilentVmmIsReportedNotAnsweringWithItsSilence) {
   EXPECT_EQ(never.generation, 4u);
 }
 
+// A local VMM that did not answer its last probe is asked nothing that waits on its answer
+// (unfence, release, promote): what it last said may be stale, and the call held the agent's
+// thread. Fencing it goes on without quorum (the request waits in its socket).
+TEST(Decide, AVmmThatDoesNotAnswerIsAskedNothingButAFence) {
+  auto c = Config();
+  ClusterState s(c, "a");
+  s.OnView({"a", "b", "c"}, true);
+  ASSERT_TRUE(s.OnMessage("a", ClusterState::ClaimMessage("kv", Claim{1, "a", "start"})));
+  Instance fenced = Primary(1);
+  fenced.phase = vmhost::Phase::kFenced;
+  fenced.fenced = true;
+  Hear(s, {{"a", {fenced}}, {"b", {Standby(1, 5)}}, {"c", {}}});
+  auto acts = Decide(c, "a", s, {fenced}, {});
+  ASSERT_EQ(acts.size(), 1u);
+  EXPECT_EQ(acts[0].kind, Action::kUnfence) << "answering, fenced and still the owner: unfenced";
+  Instance quiet = fenced;
+  quiet.phase.reset();  // its probe unanswered: reported as it last answered, without a phase
+  EXPECT_TRUE(Decide(c, "a", s, {quiet}, {}).empty()) << "unfenced while it does not answer";
+  quiet.phase = vmhost::Phase::kFenced;
+  quiet.silent_ms = 2000;
+  EXPECT_TRUE(Decide(c, "a", s, {quiet}, {}).empty()) << "unfenced while silent";
+
+  // The owner's own unprotected claim: the VMM takes the generation and releases its output.
+  ASSERT_TRUE(s.OnMessage("a", ClusterState::ClaimMessage("kv", Claim{2, "a", "unprotected"})));
+  Instance held = Primary(1, ReplicationState::kFailed);
+  held.output_held = true;
+  acts = Decide(c, "a", s, {held}, {});
+  ASSERT_EQ(acts.size(), 1u);
+  EXPECT_EQ(acts[0].kind, Action::kReleaseOutput);
+  held.phase.reset();
+  EXPECT_TRUE(Decide(c, "a", s, {held}, {}).empty()) << "released while it does not answer";
+
+  // A failover claim onto a standby that does not answer: its promotion waits.
+  ClusterState sb(c, "b");
+  sb.OnView({"b", "c"}, true);
+  ASSERT_TRUE(sb.OnMessage("b", ClusterState::ClaimMessage("kv", Claim{2, "b", "failover"})));
+  Instance replica = Standby(1, 5, StandbyState::kPrimaryLost);
+  Hear(sb, {{"b", {replica}}, {"c", {}}});
+  acts = Decide(c, "b", sb, {replica}, {});
+  ASSERT_EQ(acts.size(), 1u);
+  EXPECT_EQ(acts[0].kind, Action::kPromote);
+  replica.standby_state.reset();
+  EXPECT_TRUE(Decide(c, "b", sb, {replica}, {}).empty()) << "promoted while it does not answer";
+
+  // Without quorum, a primary that does not answer is still fenced.
+  Instance running = Primary(1);
+  running.phase.reset();
+  s.OnView({"a"}, false, 2000);
+  acts = Decide(c, "a", s, {running}, {});
+  ASSERT_EQ(acts.size(), 1u);
+  EXPECT_EQ(acts[0].kind, Action::kFence);
+}
+
 }  // namespace
 }  // namespace ferry::ha

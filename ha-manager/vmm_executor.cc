@@ -470,16 +470,38 @@ Result<HandoverResult> VmmExecutor::Handover(const std::string& vm, uint64_t gen
   return out;
 }
 
-Status VmmExecutor::Fence(const std::string& vm) { return vmhost::CallApi(Sock(vm), {{"op", "fence"}}, 3000).status(); }
-Status VmmExecutor::Unfence(const std::string& vm) { return vmhost::CallApi(Sock(vm), {{"op", "unfence"}}, 3000).status(); }
+// How long a one-shot command (fence, unfence, release) waits for its answer, on the agent's
+// thread: kCommandWaitMs from a VMM that answers its probes; from one whose probe question is
+// out past a probe's wait, or that stopped answering (hung, stopped, overloaded), a probe's
+// wait. The request waits in its socket all the same and is carried out if the VMM wakes (its
+// server reads a request whose client has gone). Waiting 3 s each held the whole agent, its
+// API and every other VMM's lease renewal: beside one hung VMM that was asked to unfence at
+// every tick, leases of 1.5 s ran out on the healthy ones.
+int VmmExecutor::CommandWaitMs(const std::string& vm) const {
+  std::lock_guard lock(mu_);
+  auto it = children_.find(vm);
+  if (it == children_.end()) return kCommandWaitMs;
+  const Child& c = it->second;
+  const bool late = c.asked != Child::Asked::kNothing && MonotonicMs() - c.asked_ms > kProbeWaitMs;
+  return c.answering && !late ? kCommandWaitMs : static_cast<int>(kProbeWaitMs);
+}
+
+Status VmmExecutor::Fence(const std::string& vm) {
+  return vmhost::CallApi(Sock(vm), {{"op", "fence"}}, CommandWaitMs(vm)).status();
+}
+Status VmmExecutor::Unfence(const std::string& vm) {
+  return vmhost::CallApi(Sock(vm), {{"op", "unfence"}}, CommandWaitMs(vm)).status();
+}
 Status VmmExecutor::ReleaseOutput(const std::string& vm, uint64_t generation) {
-  FERRY_RETURN_IF_ERROR(
-      vmhost::CallApi(Sock(vm), {{"op", "set_generation"}, {"generation", generation}}, 3000).status().Annotate("set_generation"));
+  const int wait_ms = CommandWaitMs(vm);
+  FERRY_RETURN_IF_ERROR(vmhost::CallApi(Sock(vm), {{"op", "set_generation"}, {"generation", generation}}, wait_ms)
+                            .status()
+                            .Annotate("set_generation"));
   {
     std::lock_guard lock(mu_);
     told_[vm] = {Role::kPrimary, generation, MonotonicMs()};
   }
-  return vmhost::CallApi(Sock(vm), {{"op", "release_output"}}, 3000).status();
+  return vmhost::CallApi(Sock(vm), {{"op", "release_output"}}, wait_ms).status();
 }
 
 }  // namespace ferry::ha

@@ -5,6 +5,7 @@
 
 #include <dirent.h>
 #include <fcntl.h>
+#include <poll.h>
 #include <signal.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -20,9 +21,11 @@
 #include <cstring>
 #include <fstream>
 #include <functional>
+#include <mutex>
 #include <optional>
 #include <set>
 #include <thread>
+#include <vector>
 
 #include "ferry/base/unique_fd.h"
 #include "ferry/vmhost/api_server.h"
@@ -487,6 +490,109 @@ TEST(VmmExecutor, ARestartedAgentAdoptsAVmmThatAnswersNothing) {
   }
   reaped.End();
   EXPECT_TRUE(WIFSIGNALED(reaped.status) && WTERMSIG(reaped.status) == SIGKILL);
+}
+
+// A VMM's socket that takes connections and reads requests but never answers (a hung or
+// stopped VMM whose listener the kernel still serves): what it was asked, in order.
+class DeafVmm {
+ public:
+  explicit DeafVmm(const std::string& path) : path_(path) {
+    fd_.Reset(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0));
+    sockaddr_un addr{};
+    addr.sun_family = AF_UNIX;
+    std::memcpy(addr.sun_path, path.c_str(), path.size());
+    ok_ = ::bind(fd_.get(), reinterpret_cast<sockaddr*>(&addr), sizeof addr) == 0 && ::listen(fd_.get(), 16) == 0;
+    if (ok_) thread_ = std::thread([this] { Serve(); });
+  }
+  ~DeafVmm() {
+    stop_ = true;
+    if (thread_.joinable()) thread_.join();
+    ::unlink(path_.c_str());
+  }
+  bool ok() const { return ok_; }
+  std::string heard() {
+    std::lock_guard lock(mu_);
+    return heard_;
+  }
+
+ private:
+  void Serve() {
+    std::vector<UniqueFd> conns;
+    while (!stop_) {
+      std::vector<pollfd> fds{{fd_.get(), POLLIN, 0}};
+      for (const auto& c : conns) fds.push_back({c.get(), POLLIN, 0});
+      if (::poll(fds.data(), fds.size(), 20) <= 0) continue;
+      if (fds[0].revents) conns.emplace_back(::accept4(fd_.get(), nullptr, nullptr, SOCK_CLOEXEC));
+      for (size_t k = 1; k < fds.size(); ++k) {
+        char buf[4096];
+        if (!(fds[k].revents & POLLIN)) continue;
+        const ssize_t n = ::read(fds[k].fd, buf, sizeof buf);
+        std::lock_guard lock(mu_);
+        if (n > 0) heard_.append(buf, n);
+      }
+    }
+  }
+  std::string path_;
+  UniqueFd fd_;
+  bool ok_ = false;
+  std::atomic<bool> stop_{false};
+  std::thread thread_;
+  std::mutex mu_;
+  std::string heard_;
+};
+
+// Fence, unfence and release run on the agent's thread. To a VMM that answers its probes they
+// wait for a slow answer (400 ms here); to one that does not they wait a probe's wait at most,
+// and the request is delivered all the same (carried out if the VMM wakes). They waited 3 s
+// each: the agent's API and every other VMM's lease renewal were held that long, at every tick
+// that asked a hung VMM to unfence.
+TEST(VmmExecutor, CommandsToAVmmThatDoesNotAnswerItsProbesWaitOnlyAProbesWait) {
+  SleeperHosts t("deaf-test");
+  ASSERT_TRUE(t.config.has_value());
+  VmmExecutor exec(*t.config, *t.config->Host("a"), t.fake);
+  ASSERT_TRUE(exec.StartPrimary(*t.config->Vm("kv"), 1).ok());
+  const std::string sock = t.dir + "/kv.sock";
+  auto ms_since = [](std::chrono::steady_clock::time_point t0) {
+    return std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() - t0).count();
+  };
+  {
+    auto server = vmhost::ApiServer::Start(sock, [&](const nlohmann::json& r, const vmhost::ApiEmit&) {
+      if (r.value("op", "") == "fence") {
+        std::this_thread::sleep_for(std::chrono::milliseconds(400));
+        return nlohmann::json{{"ok", true}};
+      }
+      return nlohmann::json{{"ok", true}, {"state", "running"}, {"ha", {{"generation", 1}, {"fenced", false}}}};
+    });
+    ASSERT_TRUE(server.ok()) << server.status().message();
+    ProbeUntil(exec, [](const Instance& i) { return i.Runs(); });
+    const auto t0 = std::chrono::steady_clock::now();
+    Status st = exec.Fence("kv");
+    EXPECT_TRUE(st.ok()) << "an answering VMM's slow answer is waited for: " << st.message();
+    EXPECT_GE(ms_since(t0), 400);
+    (*server)->Stop();
+    ::unlink(sock.c_str());
+  }
+  DeafVmm deaf(sock);
+  ASSERT_TRUE(deaf.ok());
+  ProbeUntil(exec, [](const Instance& i) { return !i.phase; });  // not answering
+  for (int k = 0; k < 3; ++k) exec.Probe();
+  std::vector<std::pair<std::string, std::function<Status()>>> commands{
+      {"fence", [&] { return exec.Fence("kv"); }},
+      {"unfence", [&] { return exec.Unfence("kv"); }},
+      {"set_generation", [&] { return exec.ReleaseOutput("kv", 2); }}};
+  for (const auto& [op, call] : commands) {
+    const auto t0 = std::chrono::steady_clock::now();
+    EXPECT_FALSE(call().ok()) << op;
+    EXPECT_LT(ms_since(t0), 1000) << op << " waited on a VMM that does not answer";
+  }
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(5);
+  while (deaf.heard().find("set_generation") == std::string::npos && std::chrono::steady_clock::now() < deadline) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  const std::string heard = deaf.heard();
+  for (const char* op : {"\"fence\"", "\"unfence\"", "\"set_generation\""}) {
+    EXPECT_NE(heard.find(op), std::string::npos) << op << " never reached the VMM's socket: " << heard;
+  }
 }
 
 }  // namespace

@@ -124,6 +124,7 @@ class Agent {
   static constexpr uint64_t kSilenceReports = 3;      // others count this agent hung after
   static constexpr uint64_t kSelfSilenceReports = 2;  // it stops renewing leases after
   static constexpr uint64_t kDeliverySkewMs = 200;    // one message reaching two members apart
+  static constexpr uint64_t kRefenceMs = 1000;         // an unanswered fence is sent again after
 
   const ClusterConfig& config_;
   const HostConfig& self_;
@@ -148,6 +149,7 @@ class Agent {
   std::map<std::string, uint64_t> claim_ms_, protect_ms_;
   std::map<std::string, Protection> protection_;
   std::map<std::string, uint64_t> warned_ms_;  // vm -> last "unprotected" event
+  std::map<std::string, uint64_t> fence_unanswered_ms_;  // vm -> when a fence to it failed
   std::set<std::string> busy_;
   std::deque<nlohmann::json> events_;
   std::unique_ptr<Workers> workers_;

@@ -13,7 +13,9 @@
 // child is reported as it last answered meanwhile, then as not answering, with how long it
 // has been silent). So a hung VMM delays neither the agent nor its other VMMs' leases: asked
 // one after another with a 1 s deadline each, every hung VMM had held up the agent's loop and
-// every later VMM's lease renewal by a second.
+// every later VMM's lease renewal by a second. The one-shot commands the agent's thread sends
+// (fence, unfence, release) wait kCommandWaitMs for a VMM that answers its probes, and only
+// kProbeWaitMs for one that does not (CommandWaitMs).
 //
 // Threads: see executor.h; the children table is guarded by a mutex, and the long
 // operations use connections of their own.
@@ -37,6 +39,7 @@ class VmmExecutor : public Executor {
  public:
   static constexpr uint64_t kProbeWaitMs = 100;      // a Probe() waits this long at most
   static constexpr uint64_t kProbeTimeoutMs = 1000;  // an unanswered question is given up then
+  static constexpr int kCommandWaitMs = 3000;         // fence, unfence, release, answered
 
   // `exe` is the ferry binary the children run (/proc/self/exe in the agent).
   VmmExecutor(const ClusterConfig& config, const HostConfig& self, std::string exe = "/proc/self/exe");
@@ -83,6 +86,7 @@ class VmmExecutor : public Executor {
     uint64_t answered_ms = 0;
   };
   std::string Sock(const std::string& vm) const;
+  int CommandWaitMs(const std::string& vm) const;
   Status Spawn(const VmSpec& v, Role role, uint64_t generation, std::vector<std::string> args);
   Instance Parse(const std::string& vm, const Child& child, const nlohmann::json& status);
   Instance NotAnswering(const std::string& vm, const Child& child);
