@@ -52,12 +52,14 @@ ssize_t PlainWire::Recv(char* buf, size_t size, int timeout_ms) {
   return n;
 }
 
-bool PlainWire::SendAll(const char* p, size_t size) {
+bool PlainWire::SendAll(const char* p, size_t size, Deadline deadline) {
   size_t done = 0;
   while (done < size) {
-    if (!WaitFor(fd_, POLLOUT, kIoTimeoutMs)) return false;
-    ssize_t n = ::send(fd_, p + done, size - done, MSG_NOSIGNAL);
-    if (n < 0 && errno == EINTR) continue;
+    if (!WaitFor(fd_, POLLOUT, std::min(kIoTimeoutMs, MsUntil(deadline)))) return false;
+    // Never blocking inside send(): a blocking socket's send waits for room for all it was
+    // given (for its SO_SNDTIMEO, or for good), past the deadline the poll keeps.
+    ssize_t n = ::send(fd_, p + done, size - done, MSG_NOSIGNAL | MSG_DONTWAIT);
+    if (n < 0 && (errno == EINTR || errno == EAGAIN || errno == EWOULDBLOCK)) continue;
     if (n <= 0) return false;
     done += static_cast<size_t>(n);
   }
@@ -70,7 +72,11 @@ bool CappedStream::is_readable() const {
   return pos_ < len_ || wire_.HasBuffered() || WaitFor(wire_.fd(), POLLIN, ReadWaitMs());
 }
 
-bool CappedStream::is_writable() const { return WaitFor(wire_.fd(), POLLOUT, kIoTimeoutMs); }
+int CappedStream::WriteWaitMs() const {
+  return write_deadline_ ? std::min(kIoTimeoutMs, MsUntil(*write_deadline_)) : kIoTimeoutMs;
+}
+
+bool CappedStream::is_writable() const { return WaitFor(wire_.fd(), POLLOUT, WriteWaitMs()); }
 
 ssize_t CappedStream::read(char* ptr, size_t size) {
   if (pos_ == len_) {
@@ -93,7 +99,11 @@ ssize_t CappedStream::read(char* ptr, size_t size) {
 ssize_t CappedStream::write(const char* ptr, size_t size) {
   if (size == 0) return 0;
   wrote_ = true;  // an answer has begun: no other may follow it
-  if (!wire_.SendAll(ptr, size)) return -1;
+  // A client that reads the answer slower than write_time_ allows is cut off: each wait for it
+  // was bounded, but one that took a little every few seconds held a server thread for as long
+  // as it liked (the 210 KB chart script, read a KiB at a time), and eight took every thread.
+  if (!write_deadline_) write_deadline_ = std::chrono::steady_clock::now() + write_time_;
+  if (!wire_.SendAll(ptr, size, *write_deadline_)) return -1;
   return static_cast<ssize_t>(size);
 }
 

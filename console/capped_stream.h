@@ -9,6 +9,7 @@
 
 #include <chrono>
 #include <cstddef>
+#include <optional>
 #include <string>
 
 #include <httplib.h>
@@ -33,8 +34,9 @@ class Wire {
   virtual ~Wire() = default;
   // Up to `size` bytes: how many (> 0), 0 at the peer's end, -1 on an error or after timeout_ms.
   virtual ssize_t Recv(char* buf, size_t size, int timeout_ms) = 0;
-  // All of [p, p + size), waiting at most kIoTimeoutMs each time the peer does not take more.
-  virtual bool SendAll(const char* p, size_t size) = 0;
+  // All of [p, p + size) by `deadline`, waiting at most kIoTimeoutMs each time the peer does
+  // not take more.
+  virtual bool SendAll(const char* p, size_t size, Deadline deadline) = 0;
   // Whether bytes the peer sent are already held here (so a poll on the socket would miss them).
   virtual bool HasBuffered() const { return false; }
   // Ends the conversation before the socket is shut down (TLS: close_notify).
@@ -47,7 +49,7 @@ class PlainWire final : public Wire {
  public:
   explicit PlainWire(int fd) : fd_(fd) {}
   ssize_t Recv(char* buf, size_t size, int timeout_ms) override;
-  bool SendAll(const char* p, size_t size) override;
+  bool SendAll(const char* p, size_t size, Deadline deadline) override;
   int fd() const override { return fd_; }
 
  private:
@@ -58,7 +60,9 @@ class PlainWire final : public Wire {
 // while it reads it, so the budget is what bounds what one client can make the server hold.
 class CappedStream final : public httplib::Stream {
  public:
-  CappedStream(Wire& wire, size_t budget, Deadline deadline) : wire_(wire), budget_(budget), deadline_(deadline) {}
+  // The request is read by `deadline`; the answer is sent within `write_time` of its first byte.
+  CappedStream(Wire& wire, size_t budget, Deadline deadline, std::chrono::milliseconds write_time)
+      : wire_(wire), budget_(budget), deadline_(deadline), write_time_(write_time) {}
 
   bool over_budget() const { return over_budget_; }
   bool wrote() const { return wrote_; }
@@ -75,10 +79,13 @@ class CappedStream final : public httplib::Stream {
 
  private:
   int ReadWaitMs() const;
+  int WriteWaitMs() const;
 
   Wire& wire_;
   size_t budget_;  // bytes the request may still bring
   const Deadline deadline_;
+  const std::chrono::milliseconds write_time_;
+  std::optional<Deadline> write_deadline_;  // from the answer's first byte
   bool over_budget_ = false, wrote_ = false;
   char buf_[4096];
   size_t pos_ = 0, len_ = 0;  // buf_[pos_, len_) is read but not yet taken

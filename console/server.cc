@@ -34,9 +34,11 @@ namespace {
 class HttpServer final : public httplib::Server {
  public:
   // Both set before the server starts, read-only after.
-  void Configure(std::unique_ptr<TlsServer> tls, std::chrono::milliseconds read_deadline) {
+  void Configure(std::unique_ptr<TlsServer> tls, std::chrono::milliseconds read_deadline,
+                 std::chrono::milliseconds write_time) {
     tls_ = std::move(tls);
     read_deadline_ = read_deadline;
+    write_time_ = write_time;
   }
   bool tls() const { return tls_ != nullptr; }
 
@@ -74,7 +76,7 @@ class HttpServer final : public httplib::Server {
   }
 
   bool ServeOn(Wire& wire, Deadline deadline) {
-    CappedStream stream(wire, kMaxHeadBytes + kMaxBodyBytes, deadline);
+    CappedStream stream(wire, kMaxHeadBytes + kMaxBodyBytes, deadline, write_time_);
     bool connection_closed = false;
     const bool ok = process_request(stream, /*close_connection=*/true, connection_closed, nullptr);
     // The body is checked against its Content-Length before it is read, so a request that
@@ -94,6 +96,7 @@ class HttpServer final : public httplib::Server {
 
   std::unique_ptr<TlsServer> tls_;  // null: plaintext HTTP
   std::chrono::milliseconds read_deadline_{kDefaultReadDeadline};
+  std::chrono::milliseconds write_time_{kDefaultWriteTime};
 };
 
 // Compared in a time that depends on the length of what was sent, never on where it differs.
@@ -337,6 +340,7 @@ Result<std::unique_ptr<Console>> Console::Start(const ha::ClusterConfig& config,
     return InvalidArgument("HTTPS needs both a certificate and its key (or neither, for HTTP)");
   }
   if (options.read_deadline.count() <= 0) return InvalidArgument("the read deadline must be positive");
+  if (options.write_time.count() <= 0) return InvalidArgument("the write time must be positive");
   // The certificate and key are loaded and checked now, before anything listens.
   std::unique_ptr<TlsServer> tls;
   if (!options.tls_cert.empty()) {
@@ -346,7 +350,7 @@ Result<std::unique_ptr<Console>> Console::Start(const ha::ClusterConfig& config,
   }
   auto impl = std::make_unique<Impl>(config, std::move(options), std::move(agent), std::move(drill));
   Impl* s = impl.get();
-  s->http.Configure(std::move(tls), s->o.read_deadline);
+  s->http.Configure(std::move(tls), s->o.read_deadline, s->o.write_time);
   httplib::Server& http = s->http;
   http.set_payload_max_length(kMaxBodyBytes);  // Admit() refuses a larger one first
   // Every request passes Admit() on its line and headers; a client that asks before sending

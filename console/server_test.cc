@@ -264,6 +264,9 @@ TEST(ConsoleServer, StartRefusesOptionsThatWouldWeakenIt) {
   o.server_names = {"bad name"};
   EXPECT_FALSE(Console::Start(config, o, agent, drill).ok());
   o.server_names = {"ok.invalid"};
+  o.write_time = std::chrono::milliseconds(0);
+  EXPECT_FALSE(Console::Start(config, o, agent, drill).ok());
+  o.write_time = kDefaultWriteTime;
   EXPECT_TRUE(Console::Start(config, o, agent, drill).ok());
 }
 

@@ -6,6 +6,7 @@
 #include <openssl/ssl.h>
 #include <poll.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <climits>
 #include <cstdio>
@@ -57,7 +58,7 @@ class TlsWire final : public Wire {
     }
   }
 
-  bool SendAll(const char* p, size_t size) override {
+  bool SendAll(const char* p, size_t size, Deadline deadline) override {
     for (size_t done = 0; done < size;) {
       ERR_clear_error();
       const int n = SSL_write(ssl_, p + done, static_cast<int>(std::min<size_t>(size - done, INT_MAX)));
@@ -65,7 +66,7 @@ class TlsWire final : public Wire {
         done += static_cast<size_t>(n);
         continue;
       }
-      if (!Wait(SSL_get_error(ssl_, n), kIoTimeoutMs)) return false;
+      if (!Wait(SSL_get_error(ssl_, n), std::min(kIoTimeoutMs, MsUntil(deadline)))) return false;
     }
     return true;
   }

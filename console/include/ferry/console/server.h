@@ -36,6 +36,7 @@ namespace ferry::console {
 inline constexpr size_t kMaxBodyBytes = 64 * 1024;  // action bodies are small JSON objects
 inline constexpr size_t kMaxHeadBytes = 64 * 1024;  // request line and headers, cookies included
 inline constexpr std::chrono::milliseconds kDefaultReadDeadline = std::chrono::seconds(10);
+inline constexpr std::chrono::milliseconds kDefaultWriteTime = std::chrono::seconds(30);
 
 struct ConsoleOptions {
   std::string address = "127.0.0.1";
@@ -54,6 +55,9 @@ struct ConsoleOptions {
   std::string tls_key;
   // A connection's TLS handshake and its request, together, within this (tests shorten it).
   std::chrono::milliseconds read_deadline = kDefaultReadDeadline;
+  // An answer is sent within this of its first byte, or the connection is cut (a client that
+  // reads it slower holds a server thread no longer; tests shorten it).
+  std::chrono::milliseconds write_time = kDefaultWriteTime;
 };
 
 // Asks host's agent (its API socket) `request`; the answer, or why there was none.
