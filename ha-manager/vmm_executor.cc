@@ -211,7 +211,8 @@ std::vector<std::string> VmmExecutor::Adopt() {
       if (p != r->end() && p->is_number_integer() && p->get<int64_t>() > 1) pid = static_cast<pid_t>(p->get<int64_t>());
     } else if (r.status().code() != ErrorCode::kNotFound) {
       // Listening but not answering (hung, stopped): adopted all the same, found by the
-      // socket's peer, and reported as not answering, so the hung-VMM rule kills it after
+      // socket's peer (its backlog full: by the socket's inode, vmhost::ListenerPid), and
+      // reported as not answering, so the hung-VMM rule kills it after
       // hung_vmm_ms. Left out, it stayed an orphan holding its socket, TAP and port, and its
       // host could not take the VM again.
       if (auto listener = vmhost::ListenerPid(Sock(v.name)); listener.ok() && *listener > 1) pid = *listener;

@@ -433,11 +433,12 @@ TEST(VmmExecutor, OnceAPromotionReturnedNoProbeReportsTheStandbyItWas) {
 }
 
 // A restarted agent finds a VMM that listens but answers nothing (hung, or stopped): it is
-// adopted all the same (by its socket's peer), reported as not answering as what its command
-// line says it was started as, silent from its adoption (the hung-VMM rule kills it), and its
-// end reaped. Left out, it stayed an orphan holding its socket, TAP and port.
-TEST(VmmExecutor, ARestartedAgentAdoptsAVmmThatAnswersNothing) {
-  SleeperHosts t("hung-adopt");
+// adopted all the same (by its socket's peer, or with its backlog full by its socket's inode),
+// reported as not answering as what its command line says it was started as, silent from its
+// adoption (the hung-VMM rule kills it), and its end reaped. Left out, it stayed an orphan
+// holding its socket, TAP and port.
+void AdoptsAVmmThatAnswersNothing(const std::string& name, bool backlog_full) {
+  SleeperHosts t(name);
   ASSERT_TRUE(t.config.has_value());
   const auto config = LeasedConfig(t.dir);
   ASSERT_EQ(config.vms.size(), 1u);
@@ -449,9 +450,10 @@ TEST(VmmExecutor, ARestartedAgentAdoptsAVmmThatAnswersNothing) {
   const pid_t child = fork();
   ASSERT_GE(child, 0);
   if (child == 0) {  // listens on the VM's socket and never accepts, as a stopped VMM
-    const int fd = ::socket(AF_UNIX, SOCK_STREAM, 0);
-    if (fd < 0 || ::bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0 || ::listen(fd, 8) != 0) _exit(1);
-    ::dup2(fd, 3);
+    const int fd = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd < 0 || ::bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0 || ::listen(fd, 2) != 0) _exit(1);
+    ::dup2(fd, 3);  // the one descriptor of it the shell keeps (fd may be 3 already)
+    ::fcntl(3, F_SETFD, 0);
     execl("/bin/sh", "sh", script.c_str(), "standby", "--min-generation", "7", static_cast<char*>(nullptr));
     _exit(127);
   }
@@ -476,6 +478,15 @@ TEST(VmmExecutor, ARestartedAgentAdoptsAVmmThatAnswersNothing) {
   while (::access(sock.c_str(), F_OK) != 0 && std::chrono::steady_clock::now() < deadline) {
     std::this_thread::sleep_for(std::chrono::milliseconds(10));
   }
+  std::vector<UniqueFd> queued;  // connections its backlog holds, until it takes no more
+  for (int k = 0; backlog_full && k < 64; ++k) {
+    UniqueFd fd(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0));
+    if (::connect(fd.get(), reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0) {
+      ASSERT_EQ(errno, EAGAIN) << "connect: " << std::strerror(errno);
+      break;
+    }
+    queued.push_back(std::move(fd));
+  }
   {
     VmmExecutor exec(config, *config.Host("a"), "/nonexistent");
     EXPECT_EQ(exec.Adopt(), std::vector<std::string>{"kv"});
@@ -491,6 +502,12 @@ TEST(VmmExecutor, ARestartedAgentAdoptsAVmmThatAnswersNothing) {
   reaped.End();
   EXPECT_TRUE(WIFSIGNALED(reaped.status) && WTERMSIG(reaped.status) == SIGKILL);
 }
+
+TEST(VmmExecutor, ARestartedAgentAdoptsAVmmThatAnswersNothing) { AdoptsAVmmThatAnswersNothing("hung-adopt", false); }
+
+// Its backlog full, no connection reaches it: found by its listening socket's inode. Before,
+// it was left an orphan.
+TEST(VmmExecutor, ARestartedAgentAdoptsAVmmWhoseBacklogIsFull) { AdoptsAVmmThatAnswersNothing("full-adopt", true); }
 
 // A VMM's socket that takes connections and reads requests but never answers (a hung or
 // stopped VMM whose listener the kernel still serves): what it was asked, in order.

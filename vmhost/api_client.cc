@@ -6,9 +6,14 @@
 #include <sys/un.h>
 #include <unistd.h>
 
-#include <cerrno>
 #include <algorithm>
+#include <cerrno>
 #include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <set>
+#include <sstream>
+#include <string>
 
 #include "ferry/base/clock.h"
 #include "ferry/base/unique_fd.h"
@@ -127,8 +132,58 @@ Result<nlohmann::json> ApiConnection::Call(const nlohmann::json& request, int ti
   return Verdict(std::move(*response));
 }
 
+namespace {
+
+// The inode of the listening unix socket bound at `path`, in this network namespace
+// (/proc/net/unix: Num RefCount Protocol Flags Type St Inode Path; a listener's flags are
+// __SO_ACCEPTCON's); 0 if none.
+uint64_t ListeningInode(const std::string& path) {
+  std::ifstream in("/proc/net/unix");
+  std::string line;
+  std::getline(in, line);  // the header
+  while (std::getline(in, line)) {
+    std::istringstream fields(line);
+    std::string num, refs, protocol, flags, type, state, path_here;
+    uint64_t inode = 0;
+    if (!(fields >> num >> refs >> protocol >> flags >> type >> state >> inode)) continue;
+    std::getline(fields >> std::ws, path_here);
+    if (path_here == path && flags == "00010000") return inode;
+  }
+  return 0;
+}
+
+// The one process holding socket `inode` open (/proc/PID/fd); an error if none or several.
+Result<pid_t> HolderOf(uint64_t inode, const std::string& path) {
+  const std::string want = "socket:[" + std::to_string(inode) + "]";
+  std::set<pid_t> holders;
+  std::error_code ec;
+  for (const auto& proc : std::filesystem::directory_iterator("/proc", ec)) {
+    const std::string name = proc.path().filename();
+    if (name.empty() || !std::all_of(name.begin(), name.end(), [](char c) { return c >= '0' && c <= '9'; })) continue;
+    std::error_code fd_ec;  // a process that ended meanwhile, or one not ours to read
+    for (const auto& fd : std::filesystem::directory_iterator(proc.path() / "fd", fd_ec)) {
+      std::error_code link_ec;
+      if (std::filesystem::read_symlink(fd.path(), link_ec).string() == want) holders.insert(std::stoi(name));
+    }
+  }
+  if (holders.size() != 1) {
+    return Status(ErrorCode::kNotFound, std::to_string(holders.size()) + " processes hold the socket listening on " + path);
+  }
+  return *holders.begin();
+}
+
+}  // namespace
+
 Result<pid_t> ListenerPid(const std::string& socket_path) {
-  FERRY_ASSIGN_OR_RETURN(UniqueFd fd, Connect(socket_path));
+  auto connected = Connect(socket_path);
+  if (!connected.ok() && connected.status().code() == ErrorCode::kTimeout) {
+    // Its backlog is full (it has accepted nothing for a while): no connection to ask its peer
+    // credentials on, so the listening socket is found by its inode among the processes' files.
+    const uint64_t inode = ListeningInode(socket_path);
+    if (!inode) return Status(ErrorCode::kNotFound, "no socket listens on " + socket_path);
+    return HolderOf(inode, socket_path);
+  }
+  FERRY_ASSIGN_OR_RETURN(UniqueFd fd, std::move(connected));
   ucred cred{};
   socklen_t len = sizeof cred;
   if (::getsockopt(fd.get(), SOL_SOCKET, SO_PEERCRED, &cred, &len) != 0) return ErrnoError("SO_PEERCRED " + socket_path);

@@ -26,7 +26,9 @@ Result<nlohmann::json> CallApi(const std::string& socket_path, const nlohmann::j
                                const ProgressLineFn& on_progress = {});
 
 // The pid of the process listening on socket_path (its peer credentials, read from a
-// connection it need not accept): a VMM that takes connections but answers nothing.
+// connection it need not accept): a VMM that takes connections but answers nothing. One whose
+// backlog is full takes no connection: it is found by its socket's inode (/proc/net/unix,
+// /proc/PID/fd), if one process alone holds it.
 Result<pid_t> ListenerPid(const std::string& socket_path);
 
 // One persistent connection to a VMM's API. Call() connects on first use and after any
