@@ -2,9 +2,12 @@
 
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <cstdarg>
 #include <cstdio>
+
+#include "ferry/base/clock.h"
 
 namespace ferry {
 namespace {
@@ -29,5 +32,23 @@ void Log(LogLevel level, const char* fmt, ...) {
   ssize_t ignored = ::write(STDERR_FILENO, buf, len);
   (void)ignored;
 }
+
+bool LogLimiter::Allow(uint64_t now_ms, uint64_t* suppressed) {
+  std::lock_guard lock(mu_);
+  if (last_ms_ && now_ms > last_ms_) {
+    tokens_ = std::min<double>(burst_, tokens_ + static_cast<double>(now_ms - last_ms_) * per_second_ / 1000.0);
+  }
+  if (now_ms > last_ms_) last_ms_ = now_ms;
+  if (tokens_ < 1) {
+    ++dropped_;
+    return false;
+  }
+  tokens_ -= 1;
+  *suppressed = dropped_;
+  dropped_ = 0;
+  return true;
+}
+
+bool LogLimiter::Allow(uint64_t* suppressed) { return Allow(MonotonicMs(), suppressed); }
 
 }  // namespace ferry

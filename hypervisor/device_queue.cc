@@ -36,8 +36,15 @@ std::optional<ferry_desc> DeviceQueue::Peek() {
   uint32_t pending = avail - state_.next;
   if (pending == 0) return std::nullopt;
   if (pending > state_.entries) {
-    FERRY_LOG_ERROR("device queue at 0x%llx: avail %u runs %u ahead of the device (ring of %u); queue disabled",
-                    static_cast<unsigned long long>(state_.ring_gpa), avail, pending, state_.entries);
+    // The guest can break a queue, set it up again and break it at hypercall speed: this line
+    // is rate-limited, or it filled the VMM's log (and under HA the host's disk) at will.
+    static LogLimiter limiter(10, 20);
+    if (uint64_t dropped = 0; limiter.Allow(&dropped)) {
+      FERRY_LOG_ERROR("device queue at 0x%llx: avail %u runs %u ahead of the device (ring of %u); queue disabled"
+                      " (%llu more such lines dropped before this one)",
+                      static_cast<unsigned long long>(state_.ring_gpa), avail, pending, state_.entries,
+                      static_cast<unsigned long long>(dropped));
+    }
     state_.broken = true;
     return std::nullopt;
   }
