@@ -49,9 +49,11 @@ json ClusterView(Sim& sim, const std::string& avoid = "") {
 }
 
 // What `ferry drill` expects of a fault held `hold` steps (Expected()); the sim's faults
-// beyond the drill's: a stopped standby agent changes nothing, the others are not judged.
+// beyond the drill's: a stopped standby agent keeps the owner (without a lease it changes
+// nothing; with one, once counted hung its host has left, and the owner disowns the replica
+// there at the next generation before it re-protects), the others are not judged.
 std::optional<Outcome> ExpectedOf(const std::string& fault, uint64_t lease_ms, int hold) {
-  if (fault == "stop-standby-agent") return Outcome::kNothing;
+  if (fault == "stop-standby-agent") return lease_ms ? Outcome::kReprotect : Outcome::kNothing;
   // A hung VMM: its standby gives up on it at once here (the replication is re-protected at
   // the next generation); past hung_vmm_ms (and the probes' second) its agent kills it.
   if (fault == "stop-standby-vm") return Outcome::kReprotect;

@@ -37,6 +37,7 @@ struct FakeVmm {
   uint64_t committed = 0;
   uint64_t seq = 0;        // primary: the guest's state (one write per step it runs); standby: its checkpoint's
   int sync_left = 0;       // primary: steps of initial sync still to go
+  int unacked_steps = 0;   // primary: steps its standby has been silent (unreachable or hung)
   uint64_t lease_until = 0;  // the watchdog lease (0: none); past it, a primary fences itself
   bool ever_fenced = false;
   // Stopped (SIGSTOP, a deadlock): it neither runs, ships, acknowledges nor answers, and its
@@ -52,6 +53,10 @@ struct World {
   std::map<std::string, std::vector<Ended>> ended;    // host -> not reaped yet
   int release_calls = 0, replicate_calls = 0, boots = 0, fence_calls = 0;
   int sync_steps = 5;  // an initial sync takes this many steps
+  // A primary whose standby is silent (its link cut, its host dead, it hung) holds its output
+  // and finds the replication failed after this many steps (io_timeout_ms, 1 s by default);
+  // one whose standby ended or gave up (the connection closed) finds it at once.
+  int io_timeout_steps = 10;
   // The clients' view: the newest write whose acknowledgement left a serving primary, per VM,
   // and the acknowledged writes a promotion or a fresh boot lost (must stay 0).
   std::map<std::string, uint64_t> acked;
@@ -105,14 +110,25 @@ struct World {
           continue;
         }
         FakeVmm* sb = Find(p.standby_host, vm);
-        // A standby that gave up on this primary (it was hung past the standby's timeout)
-        // has dropped the connection: the primary finds its replication broken.
-        if (!sb || sb->role != Role::kStandby || sb->hung || sb->standby_state == StandbyState::kPrimaryLost ||
-            !LinkOk(h, p.standby_host)) {
-          p.replication = ReplicationState::kFailed;
+        const bool link = LinkOk(h, p.standby_host);
+        // A standby that ended, or gave up on this primary, has closed the connection (so has
+        // the kernel of a live host whose standby process died): the primary finds its
+        // replication broken at once.
+        const bool closed = link && (!sb || sb->role != Role::kStandby || sb->standby_state == StandbyState::kPrimaryLost);
+        // One it cannot hear (the link cut, its host dead, hung) goes silent: no acknowledgement,
+        // the output held, and the replication failed after io_timeout_steps.
+        const bool silent = !closed && (!link || sb->hung);
+        if (silent && ++p.unacked_steps < io_timeout_steps) {
           p.output_held = true;
           continue;
         }
+        if (closed || silent) {
+          p.replication = ReplicationState::kFailed;
+          p.output_held = true;
+          p.unacked_steps = 0;
+          continue;
+        }
+        p.unacked_steps = 0;
         fed.insert({p.standby_host, vm});
         if (p.replication == ReplicationState::kSyncing) {
           sb->standby_state = StandbyState::kSyncing;
@@ -231,6 +247,7 @@ class FakeExecutor : public Executor {
     // "syncing" meanwhile, as it would while the real call waits.
     p->replication = ReplicationState::kSyncing;
     p->sync_left = w_.sync_steps;
+    p->unacked_steps = 0;
     p->standby_host = to.name;
     p->phase = Phase::kReplicating;
     sb->standby_state = StandbyState::kSyncing;
@@ -241,7 +258,10 @@ class FakeExecutor : public Executor {
     if (p && p->hung) return Timeout("the VMM did not answer");
     if (!p || !p->replication) return Status::Ok();
     FakeVmm* sb = w_.Find(p->standby_host, vm);
-    if (sb && sb->role == Role::kStandby) sb->standby_state = keep_standby ? StandbyState::kPrimaryLost : StandbyState::kEnded;
+    // The standby hears the end only over a live link; cut off, it finds its primary lost.
+    if (sb && sb->role == Role::kStandby) {
+      sb->standby_state = keep_standby || !w_.LinkOk(host_, p->standby_host) ? StandbyState::kPrimaryLost : StandbyState::kEnded;
+    }
     p->replication = ReplicationState::kStopped;
     p->output_held = keep_standby;
     p->phase = Phase::kRunning;

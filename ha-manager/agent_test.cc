@@ -216,6 +216,31 @@ TEST(AgentSim, APartitionedOwnerFencesAndRejoinsWithoutTwoCopies) {
   EXPECT_EQ(sim.PrimaryHost(), "b");
 }
 
+// The standby's host is cut off (its Corosync and its links): the owner stops replicating to
+// it once the view has lost it (Corosync's token, before the replication's own timeout), and
+// that standby never hears the end: it finds its primary lost and keeps its replica. The
+// output the owner lets go after that outruns the replica, so it must first raise the
+// generation. Were the owner then lost and the standby's host back, that replica must not
+// take over. Before, the stop ended the standby's role in words only, and released the output
+// at the old generation: the replica was promoted without the writes acknowledged since.
+TEST(AgentSim, AStandbyCutOffWhenItsReplicationStoppedNeverTakesOverWithWritesItMissed) {
+  Sim sim;
+  ASSERT_TRUE(sim.RunUntil([&] { return sim.ProtectedOn("a", "b"); }, 100));
+  const uint64_t g = sim.world.Find("a", "kv")->generation;
+  for (const auto& [x, y] : {std::pair{"a", "b"}, {"b", "c"}, {"a", "c"}}) sim.world.cut.insert(std::minmax<std::string>(x, y));
+  sim.Partition("b");  // and no standby on c meanwhile (a-c cut too): a runs unprotected
+  const uint64_t acked = sim.world.acked["kv"];
+  ASSERT_TRUE(sim.RunUntil([&] { return sim.world.acked["kv"] > acked + 10; }, 100)) << "the owner's output never flowed again";
+  EXPECT_GT(sim.world.Find("a", "kv")->generation, g) << "the output flows at the generation the cut-off standby holds";
+  sim.KillHost("a");
+  sim.world.cut.clear();
+  sim.Heal();
+  sim.Run(100);
+  EXPECT_TRUE(sim.world.lost.empty()) << sim.world.lost.front();
+  FakeVmm* b = sim.world.Find("b", "kv");
+  EXPECT_TRUE(!b || b->role == Role::kStandby) << "b's stale replica was promoted";
+}
+
 // A hung primary on a host cut off from the majority: its fence goes unanswered, and is sent
 // again once a second (with an event each), not at every tick.
 TEST(AgentSim, AnUnansweredFenceIsRepeatedOnceASecondNotAtEveryTick) {

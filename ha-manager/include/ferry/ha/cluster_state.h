@@ -97,7 +97,7 @@ struct Action {
     kStartStandby,    // hold a standby here accepting generation from `host` (the owner)
     kPromote,         // promote the local standby to generation
     kReplicate,       // replicate the local primary to host
-    kStopReplication, // stop replicating (its standby's host left)
+    kStopReplication, // stop replicating (its standby's host left, or is being evacuated)
     kSwitchStandby,   // make-before-break: leave the old standby its replica (output held),
                       // replicate to the new one, waiting on `host`; the first acknowledgement
                       // there releases the output
@@ -113,6 +113,9 @@ struct Action {
   std::string host;
   uint64_t generation = 0;
   std::string why;
+  // kStopReplication: the standby keeps its replica and the output stays held (released
+  // only at a new generation, OwnerReleasesHeldOutput), rather than being told to end.
+  bool keep_standby = false;
 };
 const char* ActionName(Action::Kind k);
 
