@@ -86,7 +86,7 @@ void Agent::Execute(const Action& a) {
     }
     case Action::kStopReplication:
       Worker(a.vm, [this, a] {
-        Status st = executor_.StopReplication(a.vm, a.keep_standby);
+        Status st = executor_.StopReplication(a.vm, /*keep_standby=*/true);
         if (!st.ok()) {
           std::lock_guard lock(mu_);
           Event("error", a.vm, "replicate_stop: " + st.message());

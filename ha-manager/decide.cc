@@ -270,20 +270,17 @@ Verdict OwnerKeepsOrRedirectsReplication(const Ctx& x) {
   auto candidates = BackupCandidates(x);
   const std::string* move_to = x.state.move(x.v.name);
   const std::string& cur = x.mine->standby_host;
-  if (!x.state.live(cur)) {
-    // Its host left the view, cut off or dead: it cannot be told to end, and if it is cut off
-    // its replica lives on and would take over were this host lost later (its partition
-    // healing without this one). So the output stays held, and OwnerReleasesHeldOutput lets it
-    // go only at a new generation, which that replica cannot take over. Found by AgentSim
-    // (AStandbyCutOffWhenItsReplicationStoppedNeverTakesOverWithWritesItMissed): released at
-    // the old generation, the output outran the replica, which was later promoted without
-    // the writes acknowledged since. Corosync's view change comes before the replication's
-    // own timeout (io_timeout_ms), so this, not a failed replication, is the usual path.
-    Verdict v = Do(Action::kStopReplication, x, cur, x.G, "standby host left");
-    v.action->keep_standby = true;
-    return v;
+  // Its host left the view (cut off, or dead) or is being evacuated: replication stops, the
+  // standby keeping its replica and the output held (kStopReplication), and
+  // OwnerReleasesHeldOutput lets the output go only at a new generation, which that replica
+  // cannot take over. A cut-off standby never hears that it should end, and its replica lived
+  // on: released at the old generation, the output outran it, and it took over once its
+  // partition healed without the owner (AgentSim.AStandbyCutOffWhenItsReplication...; the
+  // sweep's seed 440: a standby partitioned, then the owner's VMM killed). Corosync drops the
+  // host before the replication's own timeout (io_timeout_ms), so this was the usual path.
+  if (!x.state.live(cur) || x.state.evacuating(cur)) {
+    return Do(Action::kStopReplication, x, cur, x.G, x.state.live(cur) ? "standby host evacuated" : "standby host left");
   }
-  if (x.state.evacuating(cur)) return Do(Action::kStopReplication, x, cur, x.G, "standby host evacuated");
   const bool to_move_target = move_to && !candidates.empty() && candidates.front() == *move_to;
   const bool preferred_back = !candidates.empty() && candidates.front() != cur &&
                               (candidates.front() == x.v.primary || candidates.front() == x.v.backup || to_move_target) &&

@@ -97,7 +97,9 @@ struct Action {
     kStartStandby,    // hold a standby here accepting generation from `host` (the owner)
     kPromote,         // promote the local standby to generation
     kReplicate,       // replicate the local primary to host
-    kStopReplication, // stop replicating (its standby's host left, or is being evacuated)
+    kStopReplication, // stop replicating (its standby's host left, or is being evacuated): the
+                      // standby keeps its replica and the output stays held, released only at
+                      // a new generation (a cut-off standby never hears that it should end)
     kSwitchStandby,   // make-before-break: leave the old standby its replica (output held),
                       // replicate to the new one, waiting on `host`; the first acknowledgement
                       // there releases the output
@@ -113,9 +115,6 @@ struct Action {
   std::string host;
   uint64_t generation = 0;
   std::string why;
-  // kStopReplication: the standby keeps its replica and the output stays held (released
-  // only at a new generation, OwnerReleasesHeldOutput), rather than being told to end.
-  bool keep_standby = false;
 };
 const char* ActionName(Action::Kind k);
 
