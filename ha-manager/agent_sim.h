@@ -38,6 +38,7 @@ struct FakeVmm {
   uint64_t seq = 0;        // primary: the guest's state (one write per step it runs); standby: its checkpoint's
   int sync_left = 0;       // primary: steps of initial sync still to go
   int unacked_steps = 0;   // primary: steps its standby has been silent (unreachable or hung)
+  int unfed_steps = 0;     // standby: steps its primary has been silent
   uint64_t lease_until = 0;  // the watchdog lease (0: none); past it, a primary fences itself
   bool ever_fenced = false;
   // Stopped (SIGSTOP, a deadlock): it neither runs, ships, acknowledges nor answers, and its
@@ -144,11 +145,17 @@ struct World {
         acked[vm] = std::max(acked[vm], p.seq);
       }
     }
+    // A standby its primary has not fed (silent, unreachable, gone) gives up on it after
+    // io_timeout_steps, as the real one does after io_timeout_ms.
     for (auto& [h, m] : vmms) {
       for (auto& [vm, sb] : m) {
-        if (sb.role == Role::kStandby && !sb.hung &&
-            (sb.standby_state == StandbyState::kReplicating || sb.standby_state == StandbyState::kSyncing) && !fed.count({h, vm})) {
+        if (sb.role != Role::kStandby || sb.hung) continue;
+        const bool active = sb.standby_state == StandbyState::kReplicating || sb.standby_state == StandbyState::kSyncing;
+        if (!active || fed.count({h, vm})) {
+          sb.unfed_steps = 0;
+        } else if (++sb.unfed_steps >= io_timeout_steps) {
           sb.standby_state = StandbyState::kPrimaryLost;
+          sb.unfed_steps = 0;
         }
       }
     }
