@@ -603,6 +603,11 @@ class Sim {
     for (auto& [h, p] : part_) p = 0;
     Views();
   }
+  // One host's partition healed (a host whose Corosync is lost stays out until it rejoins).
+  void Unpartition(const std::string& h) {
+    if (part_[h] == 1) part_[h] = 0;
+    Views();
+  }
 
   // Where kv's primary serves (unfenced, its output flowing), protected by `standby` (any
   // standby if empty).
