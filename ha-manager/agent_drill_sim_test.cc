@@ -189,13 +189,14 @@ OpenFault Open(Sim& sim, const std::string& fault, const std::string& owner, con
     return {what, [&sim, at] {
               if (FakeVmm* v = sim.world.Find(at, "kv")) v->hung = false;  // or one started since: never hung
             }};
-  } else if (fault == "evacuate") {
+  } else if (fault == "evacuate" && sim.has_agent(third)) {
     (void)sim.agent(third).Handle({{"op", "evacuate"}, {"host", owner}});
     return {what, [&sim, owner, third] {
               if (sim.has_agent(third)) (void)sim.agent(third).Handle({{"op", "evacuate"}, {"host", owner}, {"on", false}});
             }};
   } else if (fault == "move") {
-    (void)sim.agent(standby).Handle({{"op", "move"}, {"vm", "kv"}, {"to", third}});
+    const std::string& asker = sim.has_agent(standby) ? standby : third;
+    if (sim.has_agent(asker)) (void)sim.agent(asker).Handle({{"op", "move"}, {"vm", "kv"}, {"to", third}});
   }
   return {what};
 }
@@ -381,7 +382,11 @@ std::string OverlappingDrills(uint32_t seed, int drills, uint64_t lease_ms, cons
     if (f2 == "cut-replication") {
       b = Open(sim, f2, primary_now, primary_now.empty() ? "" : sim.world.Find(primary_now, "kv")->standby_host, "");
     } else if (sim.has_agent(at)) {
-      b = Open(sim, f2, at, standby_now == at ? "" : standby_now, "");
+      std::string other;  // an evacuation's asker, a move's target
+      for (const auto& h : kHosts) {
+        if (h != at && sim.has_agent(h)) other = h;
+      }
+      b = Open(sim, f2, at, standby_now == at ? "" : standby_now, other);
     } else {
       b.what = f2 + " (no agent on " + at;
     }
@@ -464,7 +469,7 @@ TEST(AgentSimDrills, HungVmmsAreKilledAndTheVmEndsProtected) {
 
 // Two faults at once: any drill's fault, and while it is held a second one that takes
 // nothing away for good (an agent stopped, a host cut off or its Corosync cut or restarted, a
-// VMM stopped, a replication path cut) wherever it lands. It has found nothing the
+// VMM stopped, a replication path cut, or an operator's evacuation or move) wherever it lands. It has found nothing the
 // single-fault sweeps had not; it is here so that combinations stay covered.
 TEST(AgentSimDrills, OverlappingFaultsNeverLoseAWriteAndEndProtected) {
   std::vector<std::string> first = kAllFaults;
@@ -472,8 +477,8 @@ TEST(AgentSimDrills, OverlappingFaultsNeverLoseAWriteAndEndProtected) {
   for (const auto& f : kMoreFaults) {
     if (f != "kill-host-mid-move" && std::find(first.begin(), first.end(), f) == first.end()) first.push_back(f);
   }
-  const std::vector<std::string> second = {"stop-agent", "cut-corosync", "partition-host", "restart-corosync", "stop-vm",
-                                           "cut-replication"};
+  const std::vector<std::string> second = {"stop-agent", "cut-corosync",    "partition-host", "restart-corosync",
+                                           "stop-vm",    "cut-replication", "evacuate",       "move"};
   for (uint32_t seed = 600; seed < 600 + 30 * SeedScale() && !HasFatalFailure(); ++seed) {
     const std::string log = OverlappingDrills(seed, 8, seed % 2 ? 2000 : 0, first, second, /*slow_workers=*/seed % 3 == 0);
     EXPECT_TRUE(log.empty()) << log;
