@@ -15,6 +15,7 @@
 #include <cstring>
 #include <stdexcept>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "ferry/base/unique_fd.h"
@@ -156,6 +157,81 @@ TEST(ApiServer, RefusesAPathThatIsNotASocketOrIsInUse) {
   auto second = ApiServer::Start(SocketPath("twice"), Echo);
   ASSERT_FALSE(second.ok());
   EXPECT_EQ(second.status().code(), ErrorCode::kBusy);
+}
+
+// What a broken or hostile VMM answers, read by a poller (Send, then Receive): garbage, a
+// response without "ok", a doubled response, progress lines before the answer, an error, an
+// answer that never ends, the peer closing. Each bad answer is an error. One bad line keeps
+// the connection (the stream is still one line per answer, and a VMM that answers is not
+// hung); a second answer, an endless one or a closed peer close it, so a late or extra answer
+// can never be read as the next question's, and the next Send connects afresh.
+TEST(ApiConnection, ReceiveTakesGarbageAsAnErrorAndNeverAsTheNextAnswer) {
+  const std::string path = SocketPath("garbage");
+  UniqueFd listener(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0));
+  sockaddr_un addr{};
+  addr.sun_family = AF_UNIX;
+  std::memcpy(addr.sun_path, path.c_str(), path.size());
+  ASSERT_EQ(::bind(listener.get(), reinterpret_cast<sockaddr*>(&addr), sizeof addr), 0);
+  ASSERT_EQ(::listen(listener.get(), 8), 0);
+  struct Case {
+    std::string reply;              // written once the request is in ("": closes at once)
+    std::optional<ErrorCode> code;  // nullopt: an answer
+    bool closes;                    // the client drops the connection
+  };
+  const std::vector<Case> cases = {
+      {"not json\n", ErrorCode::kCorrupt, false},
+      {"{\"state\":\"running\"}\n", ErrorCode::kCorrupt, false},
+      {"{\"ok\":\"yes\"}\n", ErrorCode::kCorrupt, false},
+      {"{\"ok\":true}\n{\"ok\":true}\n", ErrorCode::kCorrupt, true},
+      {"{\"progress\":1}\n{\"progress\":2}\n{\"ok\":true,\"x\":7}\n", std::nullopt, false},
+      {"{\"ok\":false,\"code\":\"busy\",\"error\":\"later\"}\n", ErrorCode::kBusy, false},
+      {std::string(9u << 20, 'x'), ErrorCode::kCorrupt, true},
+      {"", ErrorCode::kIo, true},
+  };
+  std::thread vmm([&] {
+    for (const auto& c : cases) {
+      UniqueFd conn(::accept4(listener.get(), nullptr, nullptr, SOCK_CLOEXEC));
+      if (!conn.valid()) return;
+      char buf[4096];
+      std::string in;
+      while (in.find('\n') == std::string::npos) {
+        const ssize_t n = ::read(conn.get(), buf, sizeof buf);
+        if (n <= 0) return;
+        in.append(buf, static_cast<size_t>(n));
+      }
+      for (size_t done = 0; done < c.reply.size();) {
+        const ssize_t n = ::send(conn.get(), c.reply.data() + done, c.reply.size() - done, MSG_NOSIGNAL);
+        if (n <= 0) break;  // the client gave up reading (the oversized answer)
+        done += static_cast<size_t>(n);
+      }
+      // Closed only once the client has: a close right after the reply would turn a bad
+      // answer into "closed the connection" when the client reads both at once.
+      if (!c.reply.empty()) (void)::read(conn.get(), buf, sizeof buf);
+    }
+  });
+  ApiConnection conn(path);
+  for (size_t k = 0; k < cases.size(); ++k) {
+    ASSERT_TRUE(conn.Send({{"op", "status"}}).ok()) << k;
+    std::optional<Result<json>> got;
+    const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(5);
+    while (!got && std::chrono::steady_clock::now() < deadline) {
+      pollfd p{conn.fd(), POLLIN, 0};
+      ::poll(&p, 1, 100);
+      got = conn.Receive();
+    }
+    ASSERT_TRUE(got.has_value()) << "case " << k << ": no verdict";
+    if (cases[k].code) {
+      EXPECT_EQ(got->status().code(), *cases[k].code) << "case " << k << ": " << got->status().message();
+    } else {
+      ASSERT_TRUE(got->ok()) << "case " << k << ": " << got->status().message();
+      EXPECT_EQ((**got)["x"], 7);
+    }
+    EXPECT_EQ(conn.connected(), !cases[k].closes) << "case " << k;
+    EXPECT_EQ(conn.connects(), k + 1);
+    conn.Close();  // the server serves one question per connection
+  }
+  vmm.join();
+  ::unlink(path.c_str());
 }
 
 }  // namespace
