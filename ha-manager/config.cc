@@ -55,6 +55,7 @@ Result<ClusterConfig> ClusterConfig::Parse(const json& j) {
   FERRY_RETURN_IF_ERROR(Read(j, "promote_delay_ms", &c.promote_delay_ms, false, "config"));
   FERRY_RETURN_IF_ERROR(Read(j, "lease_ms", &c.lease_ms, false, "config"));
   FERRY_RETURN_IF_ERROR(Read(j, "hung_vmm_ms", &c.hung_vmm_ms, false, "config"));
+  FERRY_RETURN_IF_ERROR(Read(j, "vm_log_max_mb", &c.vm_log_max_mb, false, "config"));
   FERRY_RETURN_IF_ERROR(Read(j, "tls_cert", &c.tls_cert, false, "config"));
   FERRY_RETURN_IF_ERROR(Read(j, "tls_key", &c.tls_key, false, "config"));
   FERRY_RETURN_IF_ERROR(Read(j, "tls_ca", &c.tls_ca, false, "config"));
@@ -71,6 +72,9 @@ Result<ClusterConfig> ClusterConfig::Parse(const json& j) {
   }
   if (c.hung_vmm_ms != 0 && (c.hung_vmm_ms < 3000 || c.hung_vmm_ms > 3600000)) {
     return InvalidArgument("config: \"hung_vmm_ms\" must be 0 (never) or 3000..3600000");
+  }
+  if (c.vm_log_max_mb < 2 || c.vm_log_max_mb > 1048576) {
+    return InvalidArgument("config: \"vm_log_max_mb\" must be 2..1048576");
   }
   FERRY_RETURN_IF_ERROR(Read(j, "client_netns", &c.client_netns, false, "config"));
   if (!j.contains("hosts") || !j["hosts"].is_array() || j["hosts"].empty()) {

@@ -359,6 +359,12 @@ TEST(Config, RejectsBadInput) {
   auto never = ClusterConfig::Parse(nlohmann::json::parse(R"({"hung_vmm_ms": 0, "hosts": [{"name":"a","nodeid":1,"address":"x","dir":"/t"}]})"));
   ASSERT_TRUE(never.ok()) << never.status().message();
   EXPECT_EQ(never->hung_vmm_ms, 0u);
+  for (const char* cap : {"0", "1", "-1", "\"64M\"", "1e12", "null"}) {
+    auto h = ClusterConfig::Parse(nlohmann::json::parse(std::string(R"({"vm_log_max_mb": )") + cap +
+                                                        R"(, "hosts": [{"name":"a","nodeid":1,"address":"x","dir":"/t"}]})"));
+    EXPECT_FALSE(h.ok()) << "vm_log_max_mb " << cap;
+  }
+  EXPECT_EQ(never->vm_log_max_mb, 64u) << "the default";
 }
 
 }  // namespace

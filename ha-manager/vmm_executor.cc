@@ -9,12 +9,14 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstdlib>
 #include <fstream>
 #include <tuple>
 #include <vector>
 
 #include "ferry/base/clock.h"
+#include "ferry/base/unique_fd.h"
 #include "ferry/ha/subprocess.h"
 #include "ferry/migrate/auth.h"
 #include "ferry/vmhost/lifecycle.h"
@@ -419,7 +421,32 @@ std::vector<Instance> VmmExecutor::Probe(bool renew_leases) {
     out.push_back(std::move(i));
   }
   sampler_.EndRound();
+  for (const auto& entry : list) CapLog(entry.first);
   return out;
+}
+
+// Past vm_log_max_mb, a VMM's log keeps its last kLogTailKept bytes as VM.log.1 and starts
+// again: the VMM appends (O_APPEND, Spawn), so it writes on at the new end. What it writes
+// between the copy and the truncation (microseconds) is lost. Agent thread (Probe).
+void VmmExecutor::CapLog(const std::string& vm) {
+  const std::string log = self_.dir + "/" + vm + ".log";
+  struct stat st {};
+  if (::stat(log.c_str(), &st) != 0 || static_cast<uint64_t>(st.st_size) <= (config_.vm_log_max_mb << 20)) return;
+  UniqueFd fd(::open(log.c_str(), O_RDWR | O_APPEND | O_CLOEXEC));
+  if (!fd.valid()) return;
+  const off_t size = ::lseek(fd.get(), 0, SEEK_END);
+  const off_t keep = std::min<off_t>(size, static_cast<off_t>(kLogTailKept));
+  std::string tail(static_cast<size_t>(keep), '\0');
+  const ssize_t got = keep > 0 ? ::pread(fd.get(), tail.data(), tail.size(), size - keep) : 0;
+  if (got > 0) {
+    UniqueFd old(::open((log + ".1").c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644));
+    if (old.valid()) (void)!::write(old.get(), tail.data(), static_cast<size_t>(got));
+  }
+  if (::ftruncate(fd.get(), 0) != 0) return;
+  const std::string line = "ferry ha agent: this log passed " + std::to_string(config_.vm_log_max_mb) + " MiB (" +
+                           std::to_string(size) + " bytes); its last " + std::to_string(got > 0 ? got : 0) +
+                           " bytes are in " + vm + ".log.1\n";
+  (void)!::write(fd.get(), line.data(), line.size());
 }
 
 json VmmExecutor::Stats() { return sampler_.Stats(); }

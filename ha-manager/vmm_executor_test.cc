@@ -118,7 +118,9 @@ struct SleeperHosts {
     if (c.ok()) config = *c;
   }
   ~SleeperHosts() {
-    for (const char* f : {"/fake-ferry", "/kv.log", "/kv.sock", "/hung.log", "/hung.sock"}) ::unlink((dir + f).c_str());
+    for (const char* f : {"/fake-ferry", "/kv.log", "/kv.log.1", "/kv.sock", "/hung.log", "/hung.sock", "/chatty-ferry"}) {
+      ::unlink((dir + f).c_str());
+    }
     ::rmdir(dir.c_str());
   }
 };
@@ -610,6 +612,45 @@ TEST(VmmExecutor, CommandsToAVmmThatDoesNotAnswerItsProbesWaitOnlyAProbesWait) {
   for (const char* op : {"\"fence\"", "\"unfence\"", "\"set_generation\""}) {
     EXPECT_NE(heard.find(op), std::string::npos) << op << " never reached the VMM's socket: " << heard;
   }
+}
+
+// A VMM that prints without end (a guest flooding its console; here a script standing in for
+// the VMM, 10-20 MB/s): its log stays under vm_log_max_mb, with its last MiB kept as VM.log.1.
+// Before, the log grew until the host's disk was full.
+TEST(VmmExecutor, AVmmThatPrintsWithoutEndKeepsItsLogUnderTheCap) {
+  SleeperHosts t("log-cap");
+  ASSERT_TRUE(t.config.has_value());
+  ClusterConfig config = *t.config;
+  config.vm_log_max_mb = 2;
+  const std::string chatty = t.dir + "/chatty-ferry";
+  std::ofstream(chatty) << "#!/bin/sh\nline=$(head -c 4000 /dev/zero | tr '\\0' x)\n"
+                           "while :; do for i in 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16; do "
+                           "echo \"$line\"; echo \"$line\"; echo \"$line\"; echo \"$line\"; done; sleep 0.01; done\n";
+  ASSERT_EQ(::chmod(chatty.c_str(), 0755), 0);
+  VmmExecutor exec(config, *config.Host("a"), chatty);
+  ASSERT_TRUE(exec.StartPrimary(*config.Vm("kv"), 1).ok());
+  const std::string log = t.dir + "/kv.log";
+  uint64_t largest = 0;
+  bool capped = false;
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(4);
+  while (std::chrono::steady_clock::now() < deadline) {
+    exec.Probe();
+    struct stat st {};
+    if (::stat(log.c_str(), &st) == 0) largest = std::max<uint64_t>(largest, static_cast<uint64_t>(st.st_size));
+    capped = capped || ::access((log + ".1").c_str(), F_OK) == 0;
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+  EXPECT_TRUE(capped) << "the log never passed its cap (largest " << largest << " bytes)";
+  EXPECT_LE(largest, 3u << 20) << "right after a probe, the log is under its cap and what was written since";
+  struct stat old {};
+  ASSERT_EQ(::stat((log + ".1").c_str(), &old), 0);
+  EXPECT_GT(old.st_size, 0);
+  EXPECT_LE(static_cast<uint64_t>(old.st_size), VmmExecutor::kLogTailKept);
+  std::ifstream in(log);
+  std::string first;
+  std::getline(in, first);
+  EXPECT_NE(first.find("passed 2 MiB"), std::string::npos) << first.substr(0, 200);
+  EXPECT_EQ(KillAndReap(exec, "kv").size(), 1u);
 }
 
 }  // namespace

@@ -88,6 +88,10 @@ struct ClusterConfig {
   // over (or is re-protected) as after a crash. A hung primary serves nobody and holds up
   // nothing else; left alone it stayed the VM's owner forever. 0: never (ride it out).
   uint64_t hung_vmm_ms = 10000;
+  // Each VMM's log (HOSTDIR/VM.log: its stdout and stderr, the guest's console among them)
+  // is kept under this many MiB: past it, its last 1 MiB is kept as VM.log.1 and VM.log
+  // starts again. A guest that prints without end had filled the host's disk.
+  uint64_t vm_log_max_mb = 64;
   std::string client_netns;     // test clusters: where drills run the load client
   PlacementPolicy policy;
   std::vector<HostConfig> hosts;

@@ -40,6 +40,7 @@ class VmmExecutor : public Executor {
   static constexpr uint64_t kProbeWaitMs = 100;      // a Probe() waits this long at most
   static constexpr uint64_t kProbeTimeoutMs = 1000;  // an unanswered question is given up then
   static constexpr int kCommandWaitMs = 3000;         // fence, unfence, release, answered
+  static constexpr uint64_t kLogTailKept = 1u << 20;  // VM.log.1: the last MiB of a capped log
 
   // `exe` is the ferry binary the children run (/proc/self/exe in the agent).
   VmmExecutor(const ClusterConfig& config, const HostConfig& self, std::string exe = "/proc/self/exe");
@@ -87,6 +88,7 @@ class VmmExecutor : public Executor {
   };
   std::string Sock(const std::string& vm) const;
   int CommandWaitMs(const std::string& vm) const;
+  void CapLog(const std::string& vm);  // config vm_log_max_mb
   Status Spawn(const VmSpec& v, Role role, uint64_t generation, std::vector<std::string> args);
   Instance Parse(const std::string& vm, const Child& child, const nlohmann::json& status);
   Instance NotAnswering(const std::string& vm, const Child& child);
