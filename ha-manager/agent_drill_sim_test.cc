@@ -189,14 +189,20 @@ OpenFault Open(Sim& sim, const std::string& fault, const std::string& owner, con
     return {what, [&sim, at] {
               if (FakeVmm* v = sim.world.Find(at, "kv")) v->hung = false;  // or one started since: never hung
             }};
-  } else if (fault == "evacuate" && sim.has_agent(third)) {
+  } else if (fault == "evacuate" && sim.answers(third)) {
     (void)sim.agent(third).Handle({{"op", "evacuate"}, {"host", owner}});
-    return {what, [&sim, owner, third] {
-              if (sim.has_agent(third)) (void)sim.agent(third).Handle({{"op", "evacuate"}, {"host", owner}, {"on", false}});
+    return {what, [&sim, owner] {
+              // Lifted through the first agent that takes it, as an operator would go on to the
+              // next host when one refuses (a partition without quorum refuses).
+              for (const auto& h : kHosts) {
+                if (sim.answers(h) && sim.agent(h).Handle({{"op", "evacuate"}, {"host", owner}, {"on", false}}).value("ok", false)) {
+                  break;
+                }
+              }
             }};
   } else if (fault == "move") {
-    const std::string& asker = sim.has_agent(standby) ? standby : third;
-    if (sim.has_agent(asker)) (void)sim.agent(asker).Handle({{"op", "move"}, {"vm", "kv"}, {"to", third}});
+    const std::string& asker = sim.answers(standby) ? standby : third;
+    if (sim.answers(asker)) (void)sim.agent(asker).Handle({{"op", "move"}, {"vm", "kv"}, {"to", third}});
   }
   return {what};
 }
@@ -386,9 +392,9 @@ std::string OverlappingDrills(uint32_t seed, int drills, uint64_t lease_ms, cons
     if (f2 == "cut-replication") {
       b = Open(sim, f2, primary_now, primary_now.empty() ? "" : sim.world.Find(primary_now, "kv")->standby_host, "");
     } else if (sim.has_agent(at)) {
-      std::string other;  // an evacuation's asker, a move's target
+      std::string other;  // an evacuation's asker, a move's target (a stopped agent answers nothing)
       for (const auto& h : kHosts) {
-        if (h != at && sim.has_agent(h)) other = h;
+        if (h != at && sim.answers(h)) other = h;
       }
       b = Open(sim, f2, at, standby_now == at ? "" : standby_now, other);
     } else {

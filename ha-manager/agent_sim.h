@@ -437,6 +437,8 @@ class Sim {
   }
   Agent& agent(const std::string& h) { return *agents_.at(h); }
   bool has_agent(const std::string& h) const { return agents_.count(h) > 0 && !world.dead.count(h); }
+  // An agent that answers its API now (a stopped one answers nothing, as a SIGSTOPped one).
+  bool answers(const std::string& h) const { return has_agent(h) && !stopped_.count(h); }
   int reports_sent(const std::string& h) { return bus_.reports[h]; }
 
   std::set<std::string> Members(const std::string& h) const {
