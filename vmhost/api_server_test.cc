@@ -188,7 +188,19 @@ TEST(ApiConnection, ReceiveTakesGarbageAsAnErrorAndNeverAsTheNextAnswer) {
       {std::string(9u << 20, 'x'), ErrorCode::kCorrupt, true},
       {"", ErrorCode::kIo, true},
   };
-  std::thread vmm([&] {
+  // The fake VMM's thread, ended and joined, and the socket removed, on every path (a failed
+  // assertion included: the client's connection, declared after, closes first).
+  struct Vmm {
+    std::thread thread;
+    int listener;
+    std::string path;
+    ~Vmm() {
+      ::shutdown(listener, SHUT_RDWR);  // ends a waiting accept
+      if (thread.joinable()) thread.join();
+      ::unlink(path.c_str());
+    }
+  } vmm{{}, listener.get(), path};
+  vmm.thread = std::thread([&] {
     for (const auto& c : cases) {
       UniqueFd conn(::accept4(listener.get(), nullptr, nullptr, SOCK_CLOEXEC));
       if (!conn.valid()) return;
@@ -230,8 +242,6 @@ TEST(ApiConnection, ReceiveTakesGarbageAsAnErrorAndNeverAsTheNextAnswer) {
     EXPECT_EQ(conn.connects(), k + 1);
     conn.Close();  // the server serves one question per connection
   }
-  vmm.join();
-  ::unlink(path.c_str());
 }
 
 }  // namespace
