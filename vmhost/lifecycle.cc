@@ -110,8 +110,16 @@ const TransitionRow* Find(Phase from, Event event) {
 
 }  // namespace
 
-const char* PhaseName(Phase p) { return kPhaseNames[static_cast<size_t>(p)]; }
-const char* EventName(Event e) { return kEventNames[static_cast<size_t>(e)]; }
+// A value outside the enum (never made here) names itself "unknown" rather than read past
+// the table; GCC 12 also warned (-Warray-bounds) on RefusalReason's last line without it.
+const char* PhaseName(Phase p) {
+  const auto i = static_cast<size_t>(p);
+  return i < kPhaseNames.size() ? kPhaseNames[i] : "unknown";
+}
+const char* EventName(Event e) {
+  const auto i = static_cast<size_t>(e);
+  return i < kEventNames.size() ? kEventNames[i] : "unknown";
+}
 
 std::optional<Phase> ParsePhase(std::string_view name) {
   for (size_t i = 0; i < kPhaseNames.size(); ++i) {
