@@ -37,12 +37,38 @@ size_t CountEntries(const char* dir) {
   return n;
 }
 
-UniqueFd Connect(const std::string& path) {
+sockaddr_un Address(const std::string& path) {
   sockaddr_un addr{};
   addr.sun_family = AF_UNIX;
-  std::memcpy(addr.sun_path, path.c_str(), path.size());
+  std::memcpy(addr.sun_path, path.c_str(), std::min(path.size(), sizeof addr.sun_path - 1));
+  return addr;
+}
+
+UniqueFd Connect(const std::string& path) {
+  const sockaddr_un addr = Address(path);
   UniqueFd fd(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0));
-  EXPECT_EQ(::connect(fd.get(), reinterpret_cast<sockaddr*>(&addr), sizeof addr), 0);
+  EXPECT_EQ(::connect(fd.get(), reinterpret_cast<const sockaddr*>(&addr), sizeof addr), 0);
+  return fd;
+}
+
+// Receive() polled as a poller does, for up to 5 s: the verdict, or nullopt if none came.
+std::optional<Result<json>> ReceiveWithin5s(ApiConnection& conn) {
+  std::optional<Result<json>> got;
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(5);
+  while (!got && std::chrono::steady_clock::now() < deadline) {
+    pollfd p{conn.fd(), POLLIN, 0};
+    ::poll(&p, 1, 100);
+    got = conn.Receive();
+  }
+  return got;
+}
+
+// A socket of the test's own listening at `path` (a VMM that accepts as the test says).
+UniqueFd Listen(const std::string& path, int backlog) {
+  const sockaddr_un addr = Address(path);
+  UniqueFd fd(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0));
+  EXPECT_EQ(::bind(fd.get(), reinterpret_cast<const sockaddr*>(&addr), sizeof addr), 0) << path;
+  EXPECT_EQ(::listen(fd.get(), backlog), 0);
   return fd;
 }
 
@@ -167,12 +193,7 @@ TEST(ApiServer, RefusesAPathThatIsNotASocketOrIsInUse) {
 // can never be read as the next question's, and the next Send connects afresh.
 TEST(ApiConnection, ReceiveTakesGarbageAsAnErrorAndNeverAsTheNextAnswer) {
   const std::string path = SocketPath("garbage");
-  UniqueFd listener(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0));
-  sockaddr_un addr{};
-  addr.sun_family = AF_UNIX;
-  std::memcpy(addr.sun_path, path.c_str(), path.size());
-  ASSERT_EQ(::bind(listener.get(), reinterpret_cast<sockaddr*>(&addr), sizeof addr), 0);
-  ASSERT_EQ(::listen(listener.get(), 8), 0);
+  UniqueFd listener = Listen(path, 8);
   struct Case {
     std::string reply;              // written once the request is in ("": closes at once)
     std::optional<ErrorCode> code;  // nullopt: an answer
@@ -224,13 +245,7 @@ TEST(ApiConnection, ReceiveTakesGarbageAsAnErrorAndNeverAsTheNextAnswer) {
   ApiConnection conn(path);
   for (size_t k = 0; k < cases.size(); ++k) {
     ASSERT_TRUE(conn.Send({{"op", "status"}}).ok()) << k;
-    std::optional<Result<json>> got;
-    const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(5);
-    while (!got && std::chrono::steady_clock::now() < deadline) {
-      pollfd p{conn.fd(), POLLIN, 0};
-      ::poll(&p, 1, 100);
-      got = conn.Receive();
-    }
+    std::optional<Result<json>> got = ReceiveWithin5s(conn);
     ASSERT_TRUE(got.has_value()) << "case " << k << ": no verdict";
     if (cases[k].code) {
       EXPECT_EQ(got->status().code(), *cases[k].code) << "case " << k << ": " << got->status().message();
@@ -292,16 +307,12 @@ namespace {
 // call fails at once as a timeout. A blocking connect waited there without any deadline.
 TEST(ApiConnection, AVmmWhoseBacklogIsFullIsATimeoutNotAHang) {
   const std::string path = SocketPath("full");
-  UniqueFd listener(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0));
-  sockaddr_un addr{};
-  addr.sun_family = AF_UNIX;
-  std::memcpy(addr.sun_path, path.c_str(), path.size());
-  ASSERT_EQ(::bind(listener.get(), reinterpret_cast<sockaddr*>(&addr), sizeof addr), 0);
-  ASSERT_EQ(::listen(listener.get(), 0), 0);
+  UniqueFd listener = Listen(path, 0);
+  const sockaddr_un addr = Address(path);
   std::vector<UniqueFd> queued;
   for (int i = 0; i < 16; ++i) {
     UniqueFd fd(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0));
-    if (::connect(fd.get(), reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0) break;
+    if (::connect(fd.get(), reinterpret_cast<const sockaddr*>(&addr), sizeof addr) != 0) break;
     queued.push_back(std::move(fd));
   }
   ASSERT_LT(queued.size(), 16u) << "the backlog never filled";
@@ -326,13 +337,7 @@ TEST(ApiConnection, SendThenReceiveReadsTheWholeAnswer) {
   ApiConnection conn(path);
   for (int i = 0; i < 3; ++i) {
     ASSERT_TRUE(conn.Send({{"op", "status"}, {"i", i}, {"pad", std::string(i == 1 ? 100000 : 1, 'p')}}).ok());
-    std::optional<Result<json>> got;
-    const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(5);
-    while (!got && std::chrono::steady_clock::now() < deadline) {
-      pollfd p{conn.fd(), POLLIN, 0};
-      ::poll(&p, 1, 100);
-      got = conn.Receive();
-    }
+    std::optional<Result<json>> got = ReceiveWithin5s(conn);
     ASSERT_TRUE(got.has_value());
     ASSERT_TRUE(got->ok()) << got->status().message();
     EXPECT_EQ((**got)["echo"]["i"], i);
