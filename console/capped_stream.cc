@@ -25,6 +25,8 @@ int MsUntil(Deadline deadline) {
   return static_cast<int>(std::clamp<int64_t>(left.count(), 0, INT32_MAX));
 }
 
+int IoWaitMs(Deadline deadline) { return std::min(kIoTimeoutMs, MsUntil(deadline)); }
+
 void SocketName(int fd, bool peer, std::string& ip, int& port) {
   sockaddr_storage a{};
   socklen_t len = sizeof a;
@@ -55,7 +57,7 @@ ssize_t PlainWire::Recv(char* buf, size_t size, int timeout_ms) {
 bool PlainWire::SendAll(const char* p, size_t size, Deadline deadline) {
   size_t done = 0;
   while (done < size) {
-    if (!WaitFor(fd_, POLLOUT, std::min(kIoTimeoutMs, MsUntil(deadline)))) return false;
+    if (!WaitFor(fd_, POLLOUT, IoWaitMs(deadline))) return false;
     // Never blocking inside send(): a blocking socket's send waits for room for all it was
     // given (for its SO_SNDTIMEO, or for good), past the deadline the poll keeps.
     ssize_t n = ::send(fd_, p + done, size - done, MSG_NOSIGNAL | MSG_DONTWAIT);
@@ -66,14 +68,14 @@ bool PlainWire::SendAll(const char* p, size_t size, Deadline deadline) {
   return true;
 }
 
-int CappedStream::ReadWaitMs() const { return std::min(kIoTimeoutMs, MsUntil(deadline_)); }
+int CappedStream::ReadWaitMs() const { return IoWaitMs(deadline_); }
 
 bool CappedStream::is_readable() const {
   return pos_ < len_ || wire_.HasBuffered() || WaitFor(wire_.fd(), POLLIN, ReadWaitMs());
 }
 
 int CappedStream::WriteWaitMs() const {
-  return write_deadline_ ? std::min(kIoTimeoutMs, MsUntil(*write_deadline_)) : kIoTimeoutMs;
+  return write_deadline_ ? IoWaitMs(*write_deadline_) : kIoTimeoutMs;
 }
 
 bool CappedStream::is_writable() const { return WaitFor(wire_.fd(), POLLOUT, WriteWaitMs()); }

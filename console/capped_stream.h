@@ -24,6 +24,8 @@ inline constexpr int kIoTimeoutMs = 5000;  // one read or write at most, as cpp-
 bool WaitFor(int fd, short events, int timeout_ms);
 // Milliseconds left until `deadline` (0 once it has passed).
 int MsUntil(Deadline deadline);
+// One wait for the peer: kIoTimeoutMs at most, and never past `deadline`.
+int IoWaitMs(Deadline deadline);
 // "ip:port" of the socket's peer (peer) or its own end; empty when unknown.
 void SocketName(int fd, bool peer, std::string& ip, int& port);
 std::string PeerName(int fd);

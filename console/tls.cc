@@ -66,7 +66,7 @@ class TlsWire final : public Wire {
         done += static_cast<size_t>(n);
         continue;
       }
-      if (!Wait(SSL_get_error(ssl_, n), std::min(kIoTimeoutMs, MsUntil(deadline)))) return false;
+      if (!Wait(SSL_get_error(ssl_, n), IoWaitMs(deadline))) return false;
     }
     return true;
   }

@@ -32,10 +32,11 @@ VmmExecutor::VmmExecutor(const ClusterConfig& config, const HostConfig& self, st
 VmmExecutor::~VmmExecutor() { KillAll(); }
 
 std::string VmmExecutor::Sock(const std::string& vm) const { return self_.dir + "/" + vm + ".sock"; }
+std::string VmmExecutor::LogPath(const std::string& vm) const { return self_.dir + "/" + vm + ".log"; }
 
 Status VmmExecutor::Spawn(const VmSpec& v, Role role, uint64_t generation, std::vector<std::string> args) {
   // Everything the child needs is made before fork(): after it, only async-signal-safe calls.
-  const std::string log = self_.dir + "/" + v.name + ".log";
+  const std::string log = LogPath(v.name);
   args.insert(args.begin(), "ferry");
   ::unlink(Sock(v.name).c_str());
   const bool leased = config_.lease_ms > 0;
@@ -429,7 +430,7 @@ std::vector<Instance> VmmExecutor::Probe(bool renew_leases) {
 // again: the VMM appends (O_APPEND, Spawn), so it writes on at the new end. What it writes
 // between the copy and the truncation (microseconds) is lost. Agent thread (Probe).
 void VmmExecutor::CapLog(const std::string& vm) {
-  const std::string log = self_.dir + "/" + vm + ".log";
+  const std::string log = LogPath(vm);
   struct stat st {};
   if (::stat(log.c_str(), &st) != 0 || static_cast<uint64_t>(st.st_size) <= (config_.vm_log_max_mb << 20)) return;
   UniqueFd fd(::open(log.c_str(), O_RDWR | O_APPEND | O_CLOEXEC));

@@ -87,6 +87,7 @@ class VmmExecutor : public Executor {
     uint64_t answered_ms = 0;
   };
   std::string Sock(const std::string& vm) const;
+  std::string LogPath(const std::string& vm) const;  // its stdout and stderr (CapLog)
   int CommandWaitMs(const std::string& vm) const;
   void CapLog(const std::string& vm);  // config vm_log_max_mb
   Status Spawn(const VmSpec& v, Role role, uint64_t generation, std::vector<std::string> args);
