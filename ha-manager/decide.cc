@@ -500,7 +500,7 @@ std::vector<Action> Decide(const ClusterConfig& config, const std::string& self,
     const Claim* c = state.claim(v.name);
     Ctx x{config, state, self, v, c, c ? c->generation : 0, mine, state.pending_claim.count(v.name) > 0};
     auto a = DecideVm(x);
-    const bool unanswered = mine && (mine->silent_ms || (!mine->phase && !mine->standby_state));
+    const bool unanswered = mine && (mine->silent_ms || !mine->Answered());
     if (a && unanswered && AsksTheVmm(a->kind)) continue;
     if (a) out.push_back(std::move(*a));
   }

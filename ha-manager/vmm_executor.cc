@@ -345,7 +345,7 @@ void VmmExecutor::Answered(const std::string& vm, Child& c, const Result<json>& 
   } catch (const json::exception&) {
   }
   Instance i = Parse(vm, c, r.value());
-  if (!i.phase && !i.standby_state) {  // no usable answer
+  if (!i.Answered()) {  // no usable answer
     c.answering = false;
     return;
   }

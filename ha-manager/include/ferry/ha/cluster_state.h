@@ -59,6 +59,9 @@ struct Instance {
   bool standby() const { return role == Role::kStandby; }
   // A primary whose guest runs (running or replicating, not fenced or paused).
   bool Runs() const { return primary() && phase && vmhost::GuestRuns(*phase); }
+  // Whether this comes from an answer of its VMM's (a phase or a standby state), not from
+  // what it last said or was started as (Instance::NotAnswering).
+  bool Answered() const { return phase.has_value() || standby_state.has_value(); }
   // A primary whose replication is under way (connecting, syncing or protected).
   bool Replicating() const { return primary() && replication && replication::ReplicationActive(*replication); }
   bool ReplicationIs(replication::ReplicationState s) const { return primary() && replication == s; }
