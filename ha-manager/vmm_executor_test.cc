@@ -28,6 +28,7 @@
 #include <vector>
 
 #include "ferry/base/unique_fd.h"
+#include "ferry/vmhost/api_client.h"
 #include "ferry/vmhost/api_server.h"
 
 namespace ferry::ha {
@@ -451,12 +452,12 @@ void AdoptsAVmmThatAnswersNothing(const std::string& name, bool backlog_full) {
   std::memcpy(addr.sun_path, sock.c_str(), sock.size());
   const pid_t child = fork();
   ASSERT_GE(child, 0);
-  if (child == 0) {  // listens on the VM's socket and never accepts, as a stopped VMM
+  if (child == 0) {  // listens on the VM's socket and never accepts, as a stopped VMM (started as the agent starts one)
     const int fd = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
     if (fd < 0 || ::bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0 || ::listen(fd, 2) != 0) _exit(1);
     ::dup2(fd, 3);  // the one descriptor of it the shell keeps (fd may be 3 already)
     ::fcntl(3, F_SETFD, 0);
-    execl("/bin/sh", "sh", script.c_str(), "standby", "--min-generation", "7", static_cast<char*>(nullptr));
+    execl("/bin/sh", "sh", script.c_str(), "standby", "--min-generation", "7", "--api", sock.c_str(), static_cast<char*>(nullptr));
     _exit(127);
   }
   // The test's own child, ended and reaped on every path (a failed assertion included).
@@ -491,7 +492,7 @@ void AdoptsAVmmThatAnswersNothing(const std::string& name, bool backlog_full) {
   }
   {
     VmmExecutor exec(config, *config.Host("a"), "/nonexistent");
-    EXPECT_EQ(exec.Adopt(), std::vector<std::string>{"kv"});
+    EXPECT_EQ(exec.Adopt(), std::vector<std::string>{"kv"}) << "its listener: " << vmhost::ListenerPid(sock).status().message();
     EXPECT_EQ(exec.pid("kv"), child);
     Instance i = ProbeUntil(exec, [](const Instance& i) { return i.silent_ms >= 1500; });
     EXPECT_TRUE(i.standby()) << "its command line says standby";

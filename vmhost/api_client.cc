@@ -8,12 +8,15 @@
 
 #include <algorithm>
 #include <cerrno>
+#include <chrono>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <iterator>
 #include <set>
 #include <sstream>
 #include <string>
+#include <thread>
 
 #include "ferry/base/clock.h"
 #include "ferry/base/unique_fd.h"
@@ -134,6 +137,12 @@ Result<nlohmann::json> ApiConnection::Call(const nlohmann::json& request, int ti
 
 namespace {
 
+// A /proc entry's pid, or 0 if the name is not a number.
+pid_t PidOf(const std::string& name) {
+  if (name.empty() || name.size() > 9 || !std::all_of(name.begin(), name.end(), [](char c) { return c >= '0' && c <= '9'; })) return 0;
+  return static_cast<pid_t>(std::stol(name));
+}
+
 // The inode of the listening unix socket bound at `path`, in this network namespace
 // (/proc/net/unix: Num RefCount Protocol Flags Type St Inode Path; a listener's flags are
 // __SO_ACCEPTCON's); 0 if none.
@@ -152,24 +161,70 @@ uint64_t ListeningInode(const std::string& path) {
   return 0;
 }
 
-// The one process holding socket `inode` open (/proc/PID/fd); an error if none or several.
-Result<pid_t> HolderOf(uint64_t inode, const std::string& path) {
+// The processes holding socket `inode` open (/proc/PID/fd).
+std::set<pid_t> HoldersOf(uint64_t inode) {
   const std::string want = "socket:[" + std::to_string(inode) + "]";
   std::set<pid_t> holders;
   std::error_code ec;
   for (const auto& proc : std::filesystem::directory_iterator("/proc", ec)) {
-    const std::string name = proc.path().filename();
-    if (name.empty() || !std::all_of(name.begin(), name.end(), [](char c) { return c >= '0' && c <= '9'; })) continue;
+    const pid_t pid = PidOf(proc.path().filename());
+    if (pid <= 0) continue;
     std::error_code fd_ec;  // a process that ended meanwhile, or one not ours to read
     for (const auto& fd : std::filesystem::directory_iterator(proc.path() / "fd", fd_ec)) {
       std::error_code link_ec;
-      if (std::filesystem::read_symlink(fd.path(), link_ec).string() == want) holders.insert(std::stoi(name));
+      if (std::filesystem::read_symlink(fd.path(), link_ec).string() == want) holders.insert(pid);
     }
   }
-  if (holders.size() != 1) {
-    return Status(ErrorCode::kNotFound, std::to_string(holders.size()) + " processes hold the socket listening on " + path);
+  return holders;
+}
+
+// The processes (this one aside) started to serve `path` as a VMM does: `run` or `standby`,
+// then `--api PATH`, on their command line (/proc/PID/cmdline, which anyone may read).
+std::set<pid_t> ServersByCommandLine(const std::string& path) {
+  std::set<pid_t> servers;
+  std::error_code ec;
+  for (const auto& proc : std::filesystem::directory_iterator("/proc", ec)) {
+    const pid_t pid = PidOf(proc.path().filename());
+    if (pid <= 0 || pid == ::getpid()) continue;
+    std::ifstream in(proc.path() / "cmdline", std::ios::binary);
+    bool serving = false;
+    std::string previous;
+    for (std::string arg; std::getline(in, arg, '\0'); previous = arg) {
+      if (arg == "run" || arg == "standby") serving = true;
+      if (serving && previous == "--api" && arg == path) servers.insert(pid);
+    }
   }
-  return *holders.begin();
+  return servers;
+}
+
+// The listener of a socket whose backlog is full, by its inode: the one process holding it.
+// A child the listener forks holds it too until its exec closes it, so several holders are
+// looked at again twice, 20 ms apart, and only those holding it throughout count; a command
+// line serving `path` decides between any left. Without the inode or its holders (a /proc
+// that shows neither), the command line alone.
+Result<pid_t> FullListenerPid(const std::string& path) {
+  const uint64_t inode = ListeningInode(path);
+  std::set<pid_t> holders = inode ? HoldersOf(inode) : std::set<pid_t>{};
+  for (int look = 1; holders.size() > 1 && look < 3; ++look) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    std::set<pid_t> still;
+    std::ranges::set_intersection(holders, HoldersOf(inode), std::inserter(still, still.end()));
+    holders = std::move(still);
+  }
+  if (holders.size() == 1) return *holders.begin();
+  const std::set<pid_t> servers = ServersByCommandLine(path);
+  std::set<pid_t> candidates;
+  if (holders.empty()) {
+    candidates = servers;
+  } else {
+    std::ranges::set_intersection(holders, servers, std::inserter(candidates, candidates.end()));
+  }
+  if (candidates.size() == 1) return *candidates.begin();
+  const std::string found = !inode ? "/proc/net/unix lists no socket listening on " + path
+                            : holders.empty() ? "no process's /proc/PID/fd shows its socket:[" + std::to_string(inode) + "]"
+                                              : std::to_string(holders.size()) + " processes hold the socket listening on " + path;
+  return Status(ErrorCode::kNotFound, found + ", and " + std::to_string(servers.size()) +
+                                          " processes were started with --api " + path + " (one was needed)");
 }
 
 }  // namespace
@@ -177,11 +232,9 @@ Result<pid_t> HolderOf(uint64_t inode, const std::string& path) {
 Result<pid_t> ListenerPid(const std::string& socket_path) {
   auto connected = Connect(socket_path);
   if (!connected.ok() && connected.status().code() == ErrorCode::kTimeout) {
-    // Its backlog is full (it has accepted nothing for a while): no connection to ask its peer
-    // credentials on, so the listening socket is found by its inode among the processes' files.
-    const uint64_t inode = ListeningInode(socket_path);
-    if (!inode) return Status(ErrorCode::kNotFound, "no socket listens on " + socket_path);
-    return HolderOf(inode, socket_path);
+    // Its backlog is full (it has accepted nothing for a while): no connection to ask its
+    // peer credentials on.
+    return FullListenerPid(socket_path);
   }
   FERRY_ASSIGN_OR_RETURN(UniqueFd fd, std::move(connected));
   ucred cred{};

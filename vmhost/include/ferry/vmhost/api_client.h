@@ -28,7 +28,8 @@ Result<nlohmann::json> CallApi(const std::string& socket_path, const nlohmann::j
 // The pid of the process listening on socket_path (its peer credentials, read from a
 // connection it need not accept): a VMM that takes connections but answers nothing. One whose
 // backlog is full takes no connection: it is found by its socket's inode (/proc/net/unix,
-// /proc/PID/fd), if one process alone holds it.
+// /proc/PID/fd), if one process alone holds it, or else by a command line serving
+// socket_path as a VMM's does (`run` or `standby`, then `--api socket_path`), if one alone.
 Result<pid_t> ListenerPid(const std::string& socket_path);
 
 // One persistent connection to a VMM's API. Call() connects on first use and after any
