@@ -1,9 +1,10 @@
 // The console over HTTPS (ConsoleOptions::tls_cert, tls_key) on real loopback sockets, with a
 // self-signed certificate made here and an OpenSSL client that trusts only it: the page and
 // the API are served, the tokens guard /api/ as over HTTP, the request caps hold over TLS, a
-// plaintext request or a silent client is closed without holding up the next client, TLS
-// older than 1.2 is refused, and Start() refuses a certificate and key that do not belong
-// together. No agent runs (as in server_test.cc). Every socket wait is bounded by 5 s.
+// plaintext request or a silent client is closed without holding up the next client, an
+// answer read too slowly is cut off at its write time, TLS older than 1.2 is refused, and
+// Start() refuses a certificate and key that do not belong together. No agent runs (as in
+// server_test.cc). Every socket wait is bounded by 5 s.
 #include <arpa/inet.h>
 #include <netinet/in.h>
 #include <openssl/err.h>
@@ -16,16 +17,21 @@
 #include <sys/time.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <chrono>
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
+#include <future>
+#include <memory>
 #include <string>
+#include <thread>
 
 #include <gtest/gtest.h>
 
 #include "ferry/base/unique_fd.h"
 #include "ferry/console/server.h"
+#include "tls.h"
 
 namespace ferry::console {
 namespace {
@@ -373,6 +379,54 @@ TEST(ConsoleTls, WithoutACertificateItServesPlainHttp) {
   ASSERT_TRUE(MakeSelfSigned(cert, key));
   // A TLS client gets no answer from a plain HTTP console.
   EXPECT_EQ(HttpsExchange((*c)->port(), cert, Get("/", "127.0.0.1:" + std::to_string((*c)->port()))).status, 0);
+}
+
+// The answer's write time holds over TLS as over plain HTTP (CappedStream's test): a client
+// that completes the handshake, then takes 64 raw bytes every 100 ms, is cut off once the
+// answer's write time is up, not when it has read everything. On a socket pair with small
+// buffers: over loopback TCP the kernel takes the whole answer at once.
+TEST(ConsoleTls, AnAnswerReadSlowerThanItsWriteTimeIsCutOff) {
+  TempDir dir;
+  const std::string cert = dir.path() + "/cert.pem", key = dir.path() + "/key.pem";
+  ASSERT_TRUE(MakeSelfSigned(cert, key));
+  auto tls = TlsServer::Create(cert, key);
+  ASSERT_TRUE(tls.ok()) << tls.status().message();
+  int sv[2];
+  ASSERT_EQ(::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv), 0);
+  UniqueFd server(sv[0]), client(sv[1]);
+  const int small = 4096;
+  ::setsockopt(server.get(), SOL_SOCKET, SO_SNDBUF, &small, sizeof small);
+  ::setsockopt(client.get(), SOL_SOCKET, SO_RCVBUF, &small, sizeof small);
+  timeval tv{5, 0};  // the client's handshake waits 5 s at most
+  ::setsockopt(client.get(), SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+  std::atomic<bool> stop{false};
+  std::thread reader([&] {
+    std::unique_ptr<SSL_CTX, decltype(&SSL_CTX_free)> ctx(SSL_CTX_new(TLS_client_method()), SSL_CTX_free);
+    std::unique_ptr<SSL, decltype(&SSL_free)> ssl(ctx ? SSL_new(ctx.get()) : nullptr, SSL_free);
+    if (!ssl || SSL_set_fd(ssl.get(), client.get()) != 1 || SSL_connect(ssl.get()) != 1) return;
+    char buf[64];
+    while (!stop) {
+      (void)::recv(client.get(), buf, sizeof buf, MSG_DONTWAIT);
+      std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    }
+  });
+  auto wire = (*tls)->Handshake(server.get(), std::chrono::steady_clock::now() + std::chrono::seconds(5));
+  if (!wire.ok()) {
+    stop = true;
+    reader.join();
+    FAIL() << wire.status().message();
+  }
+  CappedStream stream(**wire, 1024, std::chrono::steady_clock::now() + std::chrono::seconds(10), std::chrono::milliseconds(500));
+  const std::string answer(256 * 1024, 'x');
+  const auto t0 = std::chrono::steady_clock::now();
+  auto wrote = std::async(std::launch::async, [&] { return stream.write(answer.data(), answer.size()); });
+  const bool ended = wrote.wait_for(std::chrono::seconds(5)) == std::future_status::ready;
+  stop = true;
+  reader.join();
+  if (!ended) ::shutdown(client.get(), SHUT_RDWR);  // ends the write, so the test does too
+  EXPECT_TRUE(ended) << "the answer was still being written to a slow reader after 5 s";
+  EXPECT_EQ(wrote.get(), -1);
+  EXPECT_LT(std::chrono::steady_clock::now() - t0, std::chrono::seconds(6));
 }
 
 }  // namespace
