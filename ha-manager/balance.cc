@@ -55,7 +55,7 @@ class Planner {
       const json host = s.is_object() && s.contains("host") ? s["host"] : json::object();
       HostLoad h;
       h.cpus = hc.cpus > 0 ? hc.cpus : NumberField(host, "cpus");
-      h.mem_total = hc.mem_bytes > 0 ? hc.mem_bytes : static_cast<uint64_t>(NumberField(host, "mem_total_bytes"));
+      h.mem_total = hc.mem_bytes > 0 ? hc.mem_bytes : CountField(host, "mem_total_bytes");
       hosts_[hc.name] = h;
     }
     for (const auto& v : config_.vms) {

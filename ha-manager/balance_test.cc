@@ -1,4 +1,5 @@
 #include "ferry/ha/balance.h"
+#include "ferry/ha/json_fields.h"
 
 #include <gtest/gtest.h>
 
@@ -124,6 +125,18 @@ TEST(Balance, BadPoliciesAreRefused) {
 std::vector<Action> ForV1(std::vector<Action> acts) {
   std::erase_if(acts, [](const Action& a) { return a.vm != "v1"; });
   return acts;
+}
+
+// Figures another process sent, read as counts and sizes (a peer's mem_total_bytes, a VMM's
+// epochs): only a number from 0 below 2^64 counts; a cast of the rest was undefined behaviour.
+TEST(JsonFields, ACountIsANumberFromZeroBelow2To64OrTheDefault) {
+  const json j = json::parse(R"({"n": 7, "big": 18446744073709551615, "frac": 7.9, "neg": -1, "huge": 1e300,
+                                 "text": "5", "null": null, "edge": 18446744073709551616.0})");
+  EXPECT_EQ(CountField(j, "n"), 7u);
+  EXPECT_EQ(CountField(j, "big"), UINT64_MAX);
+  EXPECT_EQ(CountField(j, "frac"), 7u);
+  for (const char* bad : {"neg", "huge", "text", "null", "edge", "missing"}) EXPECT_EQ(CountField(j, bad, 3), 3u) << bad;
+  EXPECT_EQ(CountField(json::array(), "n", 3), 3u);
 }
 
 TEST(Move, TheOwnerReprotectsToTheTargetThenHandsOver) {

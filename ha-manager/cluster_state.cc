@@ -7,6 +7,20 @@ namespace ferry::ha {
 
 using nlohmann::json;
 
+namespace {
+
+// An unsigned integer field of another agent's message (a generation, a count), 0 if absent.
+// Anything else throws json::type_error, as value() does for a string where a number belongs,
+// so the message or entry is ignored: value<uint64_t>() would read -1 as 2^64-1 (a claim no
+// later generation could ever beat) and convert a fraction, or a float out of range (with
+// undefined behaviour).
+uint64_t Unsigned(const json& j, const char* key) {
+  auto it = j.find(key);
+  return it == j.end() ? 0 : it->get_ref<const json::number_unsigned_t&>();
+}
+
+}  // namespace
+
 const char* RoleName(Role r) { return r == Role::kPrimary ? "primary" : "standby"; }
 
 std::optional<Role> ParseRole(std::string_view name) {
@@ -67,15 +81,15 @@ std::optional<Instance> Instance::FromJson(const json& j) {
     } else {
       i.standby_state = replication::ParseStandbyState(state);
     }
-    i.generation = j.value("generation", uint64_t{0});
+    i.generation = Unsigned(j, "generation");
     i.fenced = j.value("fenced", false);
     i.replication = replication::ParseReplicationState(j.value("replication", ""));
     i.standby_host = j.value("standby_host", "");
     i.output_held = j.value("output_held", false);
-    i.committed = j.value("committed", uint64_t{0});
-    i.epochs = j.value("epochs", uint64_t{0});
-    i.tx_frames = j.value("tx_frames", uint64_t{0});
-    i.silent_ms = j.value("silent_ms", uint64_t{0});
+    i.committed = Unsigned(j, "committed");
+    i.epochs = Unsigned(j, "epochs");
+    i.tx_frames = Unsigned(j, "tx_frames");
+    i.silent_ms = Unsigned(j, "silent_ms");
     return i;
   } catch (const json::exception&) {
     return std::nullopt;
@@ -174,7 +188,7 @@ const json& ClusterState::stats(const std::string& host) const {
 bool ClusterState::OnMessage(const std::string& host, const std::string& payload, uint64_t received_ms) {
   if (members_.count(host)) heard_ms_[host] = std::max(heard_ms_[host], received_ms ? received_ms : now_ms);
   json j = json::parse(payload, nullptr, false);
-  if (!j.is_object() || host.empty()) return false;
+  if (!j.is_object() || !config_.Host(host)) return false;  // only a host of the cluster speaks for itself
   // A member's message with a field of the wrong type is ignored, never an exception.
   try {
     return Apply(host, j);
@@ -186,27 +200,28 @@ bool ClusterState::OnMessage(const std::string& host, const std::string& payload
 bool ClusterState::Apply(const std::string& host, const json& j) {
   std::string type = j.value("t", "");
   if (type == "report") {
+    // Read whole before anything is applied: a field of the wrong type anywhere in it (an
+    // agent of another version) leaves the state as it was, not half a report applied.
     std::vector<Instance> list;
     for (const auto& i : j.value("instances", json::array())) {
       auto parsed = Instance::FromJson(i);
-      if (!parsed) return false;  // a malformed report changes nothing
+      if (!parsed) return false;
       list.push_back(std::move(*parsed));
-    }
-    for (const auto& i : list) {
-      if (i.primary() && config_.Vm(i.vm)) Accept(i.vm, Claim{i.generation, host, "report"});
     }
     // Claims the sender holds: each was agreed by a majority that it was part of. They keep
     // their reason (an owner restarted between its claim and acting on it carries on: promotes
     // after a failover, releases after an unprotected claim), except that a "start" claim
     // learned so says "report": a VM is booted afresh only on a claim seen agreed.
+    std::vector<std::pair<std::string, Claim>> claims;
     for (const auto& c : j.value("claims", json::array())) {
       if (!c.is_object()) continue;
       const std::string vm = c.value("vm", ""), owner = c.value("host", "");
-      const uint64_t generation = c.value("generation", uint64_t{0});
+      const uint64_t generation = Unsigned(c, "generation");
       std::string why = c.value("why", "report");
       if (why == "start" || why.empty() || why.size() > 32) why = "report";
-      if (config_.Vm(vm) && config_.Host(owner) && generation > 0) Accept(vm, Claim{generation, owner, why});
+      if (config_.Vm(vm) && config_.Host(owner) && generation > 0) claims.emplace_back(vm, Claim{generation, owner, why});
     }
+    std::vector<std::pair<std::string, Evacuation>> evacuations;
     for (const auto& e : j.value("evacuations", json::array())) {
       // A version that is not an unsigned integer (a negative one would read as a huge one,
       // a flag nothing could ever lift) or a flag that is not a boolean: the entry is ignored.
@@ -216,8 +231,13 @@ bool ClusterState::Apply(const std::string& host, const json& j) {
       }
       const std::string h = e.value("host", "");
       const uint64_t seq = e["seq"].get<uint64_t>();
-      if (config_.Host(h) && seq > 0) MergeEvacuation(h, e["on"].get<bool>(), seq);
+      if (config_.Host(h) && seq > 0) evacuations.emplace_back(h, Evacuation{e["on"].get<bool>(), seq});
     }
+    for (const auto& i : list) {
+      if (i.primary() && config_.Vm(i.vm)) Accept(i.vm, Claim{i.generation, host, "report"});
+    }
+    for (const auto& [vm, c] : claims) Accept(vm, c);
+    for (const auto& [h, e] : evacuations) MergeEvacuation(h, e.on, e.seq);
     reports_[host] = std::move(list);
     if (j.contains("stats") && j["stats"].is_object()) stats_[host] = j["stats"];
     fresh_.insert(host);
@@ -226,7 +246,7 @@ bool ClusterState::Apply(const std::string& host, const json& j) {
   if (type == "claim") {
     std::string vm = j.value("vm", "");
     if (!config_.Vm(vm)) return false;
-    Claim c{j.value("generation", uint64_t{0}), j.value("host", ""), j.value("why", "")};
+    Claim c{Unsigned(j, "generation"), j.value("host", ""), j.value("why", "")};
     if (c.generation == 0 || !config_.Host(c.host)) return false;
     auto p = pending_claim.find(vm);
     if (p != pending_claim.end() && p->second <= c.generation) pending_claim.erase(p);
@@ -235,8 +255,12 @@ bool ClusterState::Apply(const std::string& host, const json& j) {
   }
   if (type == "protect") {
     std::string vm = j.value("vm", "");
-    if (!config_.Vm(vm)) return false;
-    protects_[vm] = {j.value("host", ""), j.value("generation", uint64_t{0})};
+    const std::string to = j.value("host", "");
+    const uint64_t generation = Unsigned(j, "generation");
+    // A request naming no host of the cluster, or no generation, would stand in for the last
+    // real one (a waiting standby it does not name is ended): ignored.
+    if (!config_.Vm(vm) || !config_.Host(to) || generation == 0) return false;
+    protects_[vm] = {to, generation};
     return true;
   }
   if (type == "move") {

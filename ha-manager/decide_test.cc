@@ -342,6 +342,61 @@ TEST(ClusterState, EvacuationFlagsConvergeThroughTheReports) {
   EXPECT_TRUE(fresh.evacuating("c"));
 }
 
+// A member's message with a field of the wrong type or a name the cluster does not have (an
+// agent of another version, a bug) changes nothing: not half of it, and throws nothing.
+// Before, a report's instances and claims were applied up to the first bad field (an owner
+// and generation taken from a message then refused), and a protect request naming no host of
+// the cluster replaced the real one, so that a waiting standby it did not name was ended.
+TEST(ClusterState, AMalformedMessageChangesNothingOfIt) {
+  auto c = Config();
+  // A state that has heard a claim, a protect request and every member's report; what of it
+  // a message could change, as text.
+  auto heard = [&c](ClusterState& s) {
+    s.OnView({"a", "b", "c"}, true);
+    ASSERT_TRUE(s.OnMessage("a", ClusterState::ClaimMessage("kv", Claim{1, "a", "start"})));
+    ASSERT_TRUE(s.OnMessage("a", ClusterState::ProtectMessage("kv", "b", 1)));
+    Hear(s, {{"a", {Primary(1)}}, {"b", {Standby(1, 3)}}, {"c", {}}});
+  };
+  auto seen = [](const ClusterState& s) {
+    auto p = s.protect("kv");
+    return s.ToJson().dump() + (p ? p->first + "/" + std::to_string(p->second) : "none") + "/" +
+           std::to_string(s.evacuation_seq("b"));
+  };
+  ClusterState untouched(c, "a");
+  heard(untouched);
+  const std::string before = seen(untouched);
+  const std::string b7 = R"({"vm":"kv","role":"primary","state":"running","generation":7})";
+  for (const std::string& bad : std::vector<std::string>{
+           // a valid instance, then a mistyped claim, a claim's reason or an evacuation's host
+           R"({"t":"report","instances":[)" + b7 + R"(],"claims":[{"vm":"kv","generation":"x","host":"b"}]})",
+           R"({"t":"report","instances":[)" + b7 + R"(],"claims":[{"vm":"kv","generation":8,"host":"b","why":7}]})",
+           R"({"t":"report","instances":[],"claims":[{"vm":"kv","generation":8,"host":"b"}],)"
+           R"("evacuations":[{"host":5,"seq":3,"on":true}]})",
+           R"({"t":"report","instances":[],"evacuations":[{"host":"b","seq":3,"on":true}],"claims":[{"vm":[]}]})",
+           // a protect request naming no host of the cluster, or no generation
+           R"({"t":"protect","vm":"kv","host":"zz","generation":1})",
+           R"({"t":"protect","vm":"kv","generation":1})",
+           R"({"t":"protect","vm":"kv","host":"c","generation":0})",
+           R"({"t":"protect","vm":"kv","host":"c","generation":-1})",
+           R"({"t":"claim","vm":"kv","generation":"9","host":"b"})",
+           R"({"t":"evacuate","host":"b","on":"yes"})",
+           R"({"t":"move","vm":"kv","to":"c","on":"no"})",
+           R"({"t":"report","instances":{"vm":"kv"}})",
+           // a negative or fractional generation (read as 2^64-1, or rounded, before)
+           R"({"t":"claim","vm":"kv","generation":-1,"host":"b"})",
+           R"({"t":"claim","vm":"kv","generation":7.5,"host":"b"})",
+           R"({"t":"claim","vm":"kv","generation":1e300,"host":"b"})",
+           R"({"t":"report","instances":[{"vm":"kv","role":"primary","state":"running","generation":-1}]})",
+           R"({"t":"report","instances":[],"claims":[{"vm":"kv","generation":-2,"host":"b"}]})",
+           R"({"t":"report","instances":[{"vm":"kv","role":"standby","generation":1,"committed":-5}]})",
+       }) {
+    ClusterState s(c, "a");
+    heard(s);
+    EXPECT_FALSE(s.OnMessage("b", bad)) << bad;
+    EXPECT_EQ(seen(s), before) << "changed by " << bad;
+  }
+}
+
 TEST(Config, RejectsBadInput) {
   EXPECT_FALSE(ClusterConfig::Parse(nlohmann::json::parse(R"({"hosts": []})")).ok());
   auto dup = ClusterConfig::Parse(nlohmann::json::parse(R"({"hosts": [

@@ -43,7 +43,6 @@ uint64_t MemTotal() {
   return 0;
 }
 
-uint64_t U64(const json& j, const char* key) { return j.is_object() ? j.value(key, uint64_t{0}) : 0; }
 
 }  // namespace
 
@@ -57,13 +56,13 @@ void LoadSampler::Observe(const std::string& name, pid_t pid, const json& status
   Vm& vm = vms_[name];
   vm.seen = true;
   vm.primary = status.value("state", "") != "standby";
-  vm.mem_bytes = status.value("mem_bytes", uint64_t{0});
+  vm.mem_bytes = CountField(status, "mem_bytes");
   const json& dev = status.contains("devices") ? status["devices"] : json::object();
   const json& disk = dev.contains("disk") ? dev["disk"] : json();
   const json& nic = dev.contains("nic") ? dev["nic"] : json();
   const json& rep = status.contains("replication") ? status["replication"] : json();
-  Sample s{now_ms, CpuTicks(pid), U64(disk, "bytes_read") + U64(disk, "bytes_written"),
-           U64(nic, "rx_bytes") + U64(nic, "tx_bytes"), U64(rep, "wire_bytes")};
+  Sample s{now_ms, CpuTicks(pid), CountField(disk, "bytes_read") + CountField(disk, "bytes_written"),
+           CountField(nic, "rx_bytes") + CountField(nic, "tx_bytes"), CountField(rep, "wire_bytes")};
   const double dt = (now_ms - vm.last.t_ms) / 1000.0;
   if (vm.last.t_ms == 0 || s.cpu_ticks < vm.last.cpu_ticks) {
     vm.last = s;  // first sight, or a new process under the same name
@@ -83,7 +82,7 @@ void LoadSampler::Observe(const std::string& name, pid_t pid, const json& status
     for (const auto& e : rep["recent"]) {
       pages += NumberField(e, "pages");
       ms += NumberField(e, "interval_ms");
-      recent.push_back({{"epoch", U64(e, "epoch")}, {"pause_ms", NumberField(e, "pause_ms")}, {"lag_ms", NumberField(e, "lag_ms")}});
+      recent.push_back({{"epoch", CountField(e, "epoch")}, {"pause_ms", NumberField(e, "pause_ms")}, {"lag_ms", NumberField(e, "lag_ms")}});
     }
   }
   json sync = nullptr;
@@ -98,7 +97,7 @@ void LoadSampler::Observe(const std::string& name, pid_t pid, const json& status
                 {"interval_ms", NumberField(rep, "interval_ms")},
                 {"replication", rstate},
                 {"wire_bytes", s.wire_bytes},
-                {"epochs", U64(rep, "epochs")},
+                {"epochs", CountField(rep, "epochs")},
                 {"sync", sync},
                 {"recent", recent}};
 }

@@ -80,7 +80,7 @@ void AgentMetrics::Update(bool quorate, size_t members, const json& stats, const
     G(moving_, vm).Set(is_moving ? 1 : 0);
     Last& last = last_[vm];
     // A new replication (after a failover or a re-protection) counts again from 0.
-    const uint64_t epochs = static_cast<uint64_t>(NumberField(v, "epochs")), wire = static_cast<uint64_t>(NumberField(v, "wire_bytes"));
+    const uint64_t epochs = CountField(v, "epochs"), wire = CountField(v, "wire_bytes");
     const uint64_t d_epochs = epochs >= last.epochs ? epochs - last.epochs : epochs;
     const uint64_t d_wire = wire >= last.wire ? wire - last.wire : wire;
     last.epochs = epochs;
@@ -92,10 +92,10 @@ void AgentMetrics::Update(bool quorate, size_t members, const json& stats, const
     if (epochs < last.epoch_seen) last.epoch_seen = 0;  // replication restarted: epochs count from 1
     if (v.contains("recent") && v["recent"].is_array()) {
       for (const auto& e : v["recent"]) {
-        const uint64_t n = e.value("epoch", uint64_t{0});
+        const uint64_t n = CountField(e, "epoch");
         if (n <= last.epoch_seen) continue;
-        pause_->Add({}, kPause).Observe(e.value("pause_ms", 0.0) / 1000);
-        lag_hist_->Add({}, kLag).Observe(e.value("lag_ms", 0.0) / 1000);
+        pause_->Add({}, kPause).Observe(NumberField(e, "pause_ms") / 1000);
+        lag_hist_->Add({}, kLag).Observe(NumberField(e, "lag_ms") / 1000);
         last.epoch_seen = n;
       }
     }
