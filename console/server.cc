@@ -20,6 +20,7 @@
 #include "ferry/base/log.h"
 #include "ferry/base/unique_fd.h"
 #include "ferry/console/view.h"
+#include "ferry/ha/json_fields.h"
 #include "tls.h"
 
 namespace ferry::console {
@@ -27,6 +28,15 @@ namespace ferry::console {
 using nlohmann::json;
 
 namespace {
+
+// Whether an agent's status answer says its partition is quorate; false for an answer of any
+// other shape (an agent of another version, a broken one), never an exception.
+bool Quorate(const json& status) {
+  const auto cluster = status.is_object() ? status.find("cluster") : status.end();
+  if (cluster == status.end() || !cluster->is_object()) return false;
+  const auto quorate = cluster->find("quorate");
+  return quorate != cluster->end() && quorate->is_boolean() && quorate->get<bool>();
+}
 
 // cpp-httplib's Server, one request per connection through a CappedStream, over the socket
 // as it is or (with a TlsServer) over a TLS session on it. Its own loop keeps a connection
@@ -269,10 +279,9 @@ struct Console::Impl {
     std::vector<json> events;
     for (const auto& h : config.hosts) {
       auto r = agent(h, {{"op", "status"}});
-      if (!r.ok()) continue;
-      for (const auto& e : (*r)["events"]) events.push_back(e);
-      bool quorate = (*r)["cluster"].value("quorate", false);
-      if (view_from.is_null() || (quorate && !view_from["cluster"].value("quorate", false))) view_from = *r;
+      if (!r.ok() || !r->is_object()) continue;
+      if (auto ev = r->find("events"); ev != r->end() && ev->is_array()) events.insert(events.end(), ev->begin(), ev->end());
+      if (view_from.is_null() || (Quorate(*r) && !Quorate(view_from))) view_from = *r;
     }
     std::lock_guard lock(mu);
     json v = BuildView(config, view_from, events, drills);
@@ -286,14 +295,14 @@ struct Console::Impl {
     std::string errors;
     for (const auto& h : config.hosts) {
       auto s = agent(h, {{"op", "status"}});
-      if (!s.ok() || !(*s)["cluster"].value("quorate", false)) continue;
+      if (!s.ok() || !Quorate(*s)) continue;
       return agent(h, request);
     }
     return NotFound("no HA agent with quorum answered");
   }
 
   json StartDrill(const json& req) {
-    const std::string fault = req.value("fault", ""), target = req.value("target", "");
+    const std::string fault = ha::StringField(req, "fault"), target = ha::StringField(req, "target");
     if (fault != "kill-vm" && fault != "kill-host" && fault != "partition-host") {
       return {{"ok", false}, {"error", "fault must be kill-vm, kill-host or partition-host"}};
     }
@@ -401,22 +410,28 @@ Result<std::unique_ptr<Console>> Console::Start(const ha::ClusterConfig& config,
       json body = json::parse(req.body, nullptr, false);
       if (!body.is_object()) return Reply(res, {{"ok", false}, {"error", "the request body must be a JSON object"}}, 400);
       json out = fn(body);
-      Reply(res, out, out.value("ok", false) ? 200 : 409);
+      const bool ok = out.contains("ok") && out["ok"].is_boolean() && out["ok"].get<bool>();
+      const bool bad_request = out.contains("code") && out["code"] == "invalid_argument";
+      Reply(res, out, ok ? 200 : bad_request ? 400 : 409);
     };
+  };
+  // The agent's request: `op` and the body's own `keys` as they came. The agent checks their
+  // types and says why not; read here with defaults (value()), a mistyped one threw (a 500
+  // without a reason).
+  auto ask = [](const char* op, const json& body, std::initializer_list<const char*> keys) {
+    json request = {{"op", op}};
+    for (const char* k : keys) {
+      if (body.contains(k)) request[k] = body[k];
+    }
+    return request;
   };
   auto forward = [s](const json& request) {
     auto r = s->Act(request);
     return r.ok() ? *r : json{{"ok", false}, {"error", r.status().message()}};
   };
-  http.Post("/api/move", action([forward](const json& b) {
-    return forward({{"op", "move"}, {"vm", b.value("vm", "")}, {"to", b.value("to", "")}});
-  }));
-  http.Post("/api/evacuate", action([forward](const json& b) {
-    return forward({{"op", "evacuate"}, {"host", b.value("host", "")}, {"on", b.value("on", true)}});
-  }));
-  http.Post("/api/balance", action([forward](const json& b) {
-    return forward({{"op", "balance"}, {"dry_run", b.value("dry_run", true)}});
-  }));
+  http.Post("/api/move", action([forward, ask](const json& b) { return forward(ask("move", b, {"vm", "to"})); }));
+  http.Post("/api/evacuate", action([forward, ask](const json& b) { return forward(ask("evacuate", b, {"host", "on"})); }));
+  http.Post("/api/balance", action([forward, ask](const json& b) { return forward(ask("balance", b, {"dry_run"})); }));
   http.Post("/api/drill", action([s](const json& b) { return s->StartDrill(b); }));
 
   if (s->o.port == 0) {

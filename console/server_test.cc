@@ -13,6 +13,7 @@
 #include <algorithm>
 #include <fstream>
 #include <future>
+#include <mutex>
 #include <string>
 #include <vector>
 
@@ -36,12 +37,13 @@ ha::ClusterConfig Config() {
   return *c;
 }
 
-// The console on an ephemeral loopback port, with agents and drills that never answer.
+// The console on an ephemeral loopback port, with drills that never run and agents that never
+// answer (or `agent`).
 struct TestConsole {
   ha::ClusterConfig config = Config();
   std::unique_ptr<Console> console;
 
-  explicit TestConsole(std::vector<std::string> server_names = {}) {
+  explicit TestConsole(std::vector<std::string> server_names = {}, AgentCall agent = nullptr) {
     ConsoleOptions o;
     o.address = "127.0.0.1";
     o.port = 0;
@@ -50,7 +52,7 @@ struct TestConsole {
     o.server_names = std::move(server_names);
     o.web_dir = FERRY_CONSOLE_WEB_DIR;
     o.chart_js = FERRY_CONSOLE_CHART_JS;
-    auto agent = [](const ha::HostConfig&, const json&) -> Result<json> { return NotFound("no agent in this test"); };
+    if (!agent) agent = [](const ha::HostConfig&, const json&) -> Result<json> { return NotFound("no agent in this test"); };
     auto drill = [](const std::string&, const std::string&) -> Result<json> { return Internal("no drills in this test"); };
     auto c = Console::Start(config, o, agent, drill);
     EXPECT_TRUE(c.ok()) << c.status().message();
@@ -215,6 +217,53 @@ TEST(ConsoleServer, TheReadTokenCannotAct) {
   Answer a = Exchange(c.port(), Post("/api/drill", c.host(), kToken, body.size()) + body);
   ExpectError(a, 409);
   EXPECT_EQ(a.Json()["error"], "no vm named kv");
+}
+
+// An action's fields reach the agent as they came, whatever their type, and its refusal of
+// a bad one is a 400; a drill's mistyped fields are refused. Before, the console read them
+// with defaults that threw on another type: a 500 without a reason, and nothing sent.
+TEST(ConsoleServer, AnActionsMistypedFieldsReachTheAgentOrAreRefusedWithAReason) {
+  std::mutex mu;
+  std::vector<json> asked;
+  TestConsole c({}, [&](const ha::HostConfig&, const json& request) -> Result<json> {
+    if (request.value("op", "") == "status") return json{{"ok", true}, {"cluster", {{"quorate", true}}}};
+    std::lock_guard lock(mu);
+    asked.push_back(request);
+    return json{{"ok", false}, {"error", "as the agent refuses it"}, {"code", "invalid_argument"}};
+  });
+  ASSERT_TRUE(c.console);
+  auto post = [&](const char* path, const json& body) {
+    const std::string text = body.dump();
+    return Exchange(c.port(), Post(path, c.host(), kToken, text.size()) + text);
+  };
+  ExpectError(post("/api/evacuate", {{"host", "a"}, {"on", "false"}}), 400);
+  ExpectError(post("/api/move", {{"vm", 5}, {"to", json::array()}}), 400);
+  ExpectError(post("/api/balance", {{"dry_run", "no"}}), 400);
+  ExpectError(post("/api/drill", {{"fault", 7}, {"target", nullptr}}), 409);
+  std::lock_guard lock(mu);
+  ASSERT_EQ(asked.size(), 3u);
+  EXPECT_EQ(asked[0], json({{"op", "evacuate"}, {"host", "a"}, {"on", "false"}}));
+  EXPECT_EQ(asked[1], json({{"op", "move"}, {"vm", 5}, {"to", json::array()}}));
+  EXPECT_EQ(asked[2], json({{"op", "balance"}, {"dry_run", "no"}}));
+}
+
+// An agent's status answer of another shape (another version, a broken agent) still makes a
+// view, and no action is sent to an agent that does not say it is quorate. Before, an answer
+// that was not an object, or whose "quorate" was not a boolean, threw: a 500 without a reason.
+TEST(ConsoleServer, AnAgentsAnswerOfAnyShapeStillMakesAView) {
+  for (const json& status : {json::array({1, 2}), json{{"ok", true}, {"cluster", {{"quorate", "yes"}}}, {"events", 5}},
+                             json{{"ok", true}, {"cluster", {{"hosts", 3}, {"vms", {{"name", 1}}}, {"members", "a"}}}},
+                             json{{"ok", true}, {"cluster", nullptr}, {"events", {1, "x", {{"t_ms", "soon"}}}}}}) {
+    TestConsole c({}, [&](const ha::HostConfig&, const json&) -> Result<json> { return status; });
+    ASSERT_TRUE(c.console);
+    Answer view = Exchange(c.port(), Get("/api/cluster", c.host(), kToken));
+    EXPECT_EQ(view.status, 200) << status.dump() << ": " << view.body;
+    EXPECT_EQ(view.Json().value("quorate", true), false) << view.body;
+    const std::string body = R"({"vm":"kv","to":"a"})";
+    Answer a = Exchange(c.port(), Post("/api/move", c.host(), kToken, body.size()) + body);
+    ExpectError(a, 409);
+    EXPECT_EQ(a.Json().value("error", ""), "no HA agent with quorum answered") << status.dump();
+  }
 }
 
 TEST(ConsoleServer, AHostItDoesNotServeIsRefused) {

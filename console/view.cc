@@ -13,7 +13,19 @@ using ha::StringField;
 
 namespace {
 
+// An agent's answer read field by field whatever its shape (an agent of another version, a
+// broken one): a missing field or one of another type reads as null, false or empty. A const
+// json's operator[] on a missing key is undefined behaviour, and value() throws on a type it
+// did not expect (a 500 without a reason).
 json Field(const json& j, const char* key) { return j.is_object() && j.contains(key) ? j[key] : json(nullptr); }
+bool Flag(const json& j, const char* key) {
+  const json f = Field(j, key);
+  return f.is_boolean() && f.get<bool>();
+}
+json Array(const json& j, const char* key) {
+  json f = Field(j, key);
+  return f.is_array() ? f : json::array();
+}
 
 }  // namespace
 
@@ -59,22 +71,22 @@ json History(const std::vector<json>& events, const std::vector<json>& drills) {
     const std::string kind = StringField(e, "kind"), host = StringField(e, "host");
     if (kind == "member-left") left_ms[host] = NumberField(e, "t_ms");
     if (kind == "handed-over" || kind == "handover-failed") {
-      out.push_back({{"t_ms", e["t_ms"]}, {"kind", "migration"}, {"vm", StringField(e, "vm")},
+      out.push_back({{"t_ms", Field(e, "t_ms")}, {"kind", "migration"}, {"vm", StringField(e, "vm")},
                      {"from", kind == "handed-over" ? StringField(e, "from") : host}, {"to", StringField(e, "to")},
                      {"downtime_ms", Field(e, "downtime_ms")}, {"client_gap_ms", nullptr},
                      {"ok", kind == "handed-over"}, {"detail", StringField(e, "detail")}});
     } else if (kind == "promoted") {
       auto l = left_ms.find(host);
       json downtime = l == left_ms.end() ? json(nullptr) : json(NumberField(e, "t_ms") - l->second);
-      out.push_back({{"t_ms", e["t_ms"]}, {"kind", "failover"}, {"vm", StringField(e, "vm")}, {"from", nullptr},
+      out.push_back({{"t_ms", Field(e, "t_ms")}, {"kind", "failover"}, {"vm", StringField(e, "vm")}, {"from", nullptr},
                      {"to", host}, {"downtime_ms", downtime}, {"client_gap_ms", nullptr}, {"ok", true},
                      {"detail", "running on " + host + " " + (downtime.is_null() ? "" : std::to_string(int(downtime.get<double>())) + " ms ") +
                                     "after its old host left this view (plus detection); " + StringField(e, "detail")}});
     }
   }
   for (const auto& d : drills) {
-    const json& card = d["scorecard"];
-    out.push_back({{"t_ms", d["t_ms"]}, {"kind", "drill"}, {"vm", StringField(card, "vm")}, {"from", Field(card, "from")},
+    const json card = Field(d, "scorecard");
+    out.push_back({{"t_ms", Field(d, "t_ms")}, {"kind", "drill"}, {"vm", StringField(card, "vm")}, {"from", Field(card, "from")},
                    {"to", Field(card, "to")}, {"downtime_ms", Field(card, "rto_ms")}, {"client_gap_ms", Field(card, "rto_ms")},
                    {"ok", card.is_object()}, {"detail", StringField(d, "fault") + " " + StringField(d, "target")}});
   }
@@ -85,21 +97,19 @@ json History(const std::vector<json>& events, const std::vector<json>& drills) {
 json BuildView(const ha::ClusterConfig& config, const json& status, const std::vector<json>& events,
                const std::vector<json>& drills) {
   const json cluster = Field(status, "cluster");
-  const bool quorate = cluster.is_object() && cluster.value("quorate", false);
+  const bool quorate = Flag(cluster, "quorate");
   std::map<std::string, json> host_stats;
   json hosts = json::array();
   for (const auto& hc : config.hosts) {
     json h = json::object();
-    if (cluster.is_object()) {
-      for (const auto& x : cluster["hosts"]) {
-        if (StringField(x, "name") == hc.name) h = x;
-      }
+    for (const auto& x : Array(cluster, "hosts")) {
+      if (StringField(x, "name") == hc.name) h = x;
     }
-    const bool member = h.value("member", false);
+    const bool member = Flag(h, "member");
     const json stats = Field(h, "stats");
     host_stats[hc.name] = stats;
     const json load = Field(stats, "host");
-    std::string health = !member ? "down" : h.value("evacuating", false) ? "evacuating" : !quorate ? "no-quorum" : "ok";
+    std::string health = !member ? "down" : Flag(h, "evacuating") ? "evacuating" : !quorate ? "no-quorum" : "ok";
     hosts.push_back({{"name", hc.name}, {"member", member}, {"health", health}, {"address", hc.address},
                      {"cpus", Field(load, "cpus")}, {"cpu_pct", Field(load, "cpu_pct")},
                      {"mem_total_bytes", Field(load, "mem_total_bytes")}, {"mem_used_bytes", Field(load, "mem_used_bytes")},
@@ -108,14 +118,12 @@ json BuildView(const ha::ClusterConfig& config, const json& status, const std::v
   json vms = json::array();
   for (const auto& spec : config.vms) {
     json v = json::object();
-    if (cluster.is_object()) {
-      for (const auto& x : cluster["vms"]) {
-        if (StringField(x, "name") == spec.name) v = x;
-      }
+    for (const auto& x : Array(cluster, "vms")) {
+      if (StringField(x, "name") == spec.name) v = x;
     }
     const std::string owner = StringField(v, "owner");
     const json& hs = owner.empty() ? json() : host_stats[owner];
-    const json s = hs.is_object() && hs.contains("vms") && hs["vms"].contains(spec.name) ? hs["vms"][spec.name] : json();
+    const json s = Field(Field(hs, "vms"), spec.name.c_str());
     const std::string state = StringField(v, "state");
     const std::string standby = StringField(v, "standby_host");
     json protection = nullptr;
@@ -124,13 +132,13 @@ json BuildView(const ha::ClusterConfig& config, const json& status, const std::v
     }
     const std::string moving_to = StringField(v, "moving_to");
     vms.push_back({{"name", spec.name}, {"host", state.empty() ? "" : owner}, {"state", state.empty() ? "not running" : state},
-                   {"generation", v.value("generation", 0)}, {"vcpus", spec.vcpus}, {"mem_bytes", spec.mem_bytes},
+                   {"generation", ha::CountField(v, "generation")}, {"vcpus", spec.vcpus}, {"mem_bytes", spec.mem_bytes},
                    {"cpu_pct", Field(s, "cpu_pct")}, {"dirty_pages_per_s", Field(s, "dirty_pages_per_s")},
                    {"disk_bytes_per_s", Field(s, "disk_bytes_per_s")}, {"net_bytes_per_s", Field(s, "net_bytes_per_s")},
                    {"protection", protection},
                    {"move", moving_to.empty() ? json(nullptr) : MoveProgress(moving_to, s, standby)}});
   }
-  json members = cluster.is_object() ? cluster["members"] : json::array();
+  json members = Array(cluster, "members");
   return {{"cluster", config.name}, {"seen_from", Field(status, "host")}, {"quorate", quorate},
           {"members", members}, {"hosts", hosts}, {"vms", vms}, {"history", History(events, drills)}};
 }

@@ -3,6 +3,8 @@
 // sent as moves unless dry_run), and the leader's periodic balancing.
 #include <unistd.h>
 
+#include <optional>
+
 #include "ferry/base/clock.h"
 #include "ferry/ha/agent.h"
 #include "ferry/ha/balance.h"
@@ -21,10 +23,15 @@ std::string Str(const json& req, const char* key) {
   auto it = req.find(key);
   return it != req.end() && it->is_string() ? it->get<std::string>() : "";
 }
-bool Flag(const json& req, const char* key, bool dflt) {
+// A boolean field: `dflt` when absent, nullopt when it is there but not a boolean. Such a
+// request is refused: "on": "false" read as the default (true) evacuated a host.
+std::optional<bool> Flag(const json& req, const char* key, bool dflt) {
   auto it = req.find(key);
-  return it != req.end() && it->is_boolean() ? it->get<bool>() : dflt;
+  if (it == req.end()) return dflt;
+  if (!it->is_boolean()) return std::nullopt;
+  return it->get<bool>();
 }
+json NotAFlag(const char* key) { return Error(std::string("\"") + key + "\" must be true or false"); }
 
 }  // namespace
 
@@ -69,8 +76,10 @@ json Agent::Handle(const json& req) {
   if (op == "evacuate") {
     const std::string h = Str(req, "host");
     if (!config_.Host(h)) return Error("no host named \"" + h + "\" in the cluster config");
+    const std::optional<bool> on = Flag(req, "on", true);
+    if (!on) return NotAFlag("on");
     if (!state_->quorate()) return Refused("this agent's partition has no quorum");
-    Send(ClusterState::EvacuateMessage(h, Flag(req, "on", true), state_->evacuation_seq(h) + 1));
+    Send(ClusterState::EvacuateMessage(h, *on, state_->evacuation_seq(h) + 1));
     return {{"ok", true}};
   }
   if (op == "move") return HandleMove(req);
@@ -81,8 +90,10 @@ json Agent::Handle(const json& req) {
 json Agent::HandleMove(const json& req) {
   const std::string vm = Str(req, "vm"), to = Str(req, "to");
   if (!config_.Vm(vm)) return Error("no vm named \"" + vm + "\" in the cluster config");
+  const std::optional<bool> on = Flag(req, "on", true);
+  if (!on) return NotAFlag("on");
   if (!state_->quorate()) return Refused("this agent's partition has no quorum");
-  if (!Flag(req, "on", true)) {
+  if (!*on) {
     Send(ClusterState::MoveMessage(vm, to, false));
     return {{"ok", true}};
   }
@@ -98,16 +109,17 @@ json Agent::HandleMove(const json& req) {
 }
 
 json Agent::HandleBalance(const json& req) {
+  const std::optional<bool> dry_run = Flag(req, "dry_run", true);
+  if (!dry_run) return NotAFlag("dry_run");
   if (!state_->quorate()) return Refused("this agent's partition has no quorum");
   if (!state_->complete()) return Refused("not every host has reported since the last view change; try again");
   BalancePlan plan = PlanBalance(config_, *state_, now_ms_);
-  const bool dry_run = Flag(req, "dry_run", true);
-  if (!dry_run) {
+  if (!*dry_run) {
     for (const auto& m : plan.moves) SendMove(m.vm, m.from, m.to, m.why);
   }
   json out = plan.ToJson();
   out["ok"] = true;
-  out["dry_run"] = dry_run;
+  out["dry_run"] = *dry_run;
   out["moving"] = state_->moves();
   return out;
 }

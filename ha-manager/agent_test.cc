@@ -352,13 +352,22 @@ TEST(AgentSim, MalformedGroupMessagesAndApiRequestsChangeNothing) {
                           R"({"t":"report","instances":[],"evacuations":{"host":"a"}})"}) {
     sim.agent("b").OnMessage("c", bad);
   }
+  // A flag of the wrong type is refused, not read as its default: "on": "false" evacuated a
+  // host, and a move's "on": 0 started the move it meant to cancel.
   for (const json& req : {json{{"op", 3}}, json{{"op", "move"}, {"vm", 1}, {"to", nullptr}},
-                          json{{"op", "evacuate"}, {"host", json::array()}}, json::array(), json("status")}) {
+                          json{{"op", "evacuate"}, {"host", json::array()}}, json::array(), json("status"),
+                          json{{"op", "evacuate"}, {"host", "a"}, {"on", "false"}},
+                          json{{"op", "evacuate"}, {"host", "b"}, {"on", nullptr}},
+                          json{{"op", "move"}, {"vm", "kv"}, {"to", "c"}, {"on", 0}},
+                          json{{"op", "balance"}, {"dry_run", "no"}}}) {
     json r = sim.agent("a").Handle(req);
     EXPECT_FALSE(r.value("ok", true)) << req.dump();
+    EXPECT_EQ(r.value("code", ""), "invalid_argument") << req.dump() << " -> " << r.dump();
   }
   sim.Run(20);
   EXPECT_TRUE(sim.ProtectedOn("a", "b"));
+  for (const std::string h : {"a", "b", "c"}) EXPECT_FALSE(sim.agent("a").state().evacuating(h)) << h;
+  EXPECT_EQ(sim.agent("a").state().move("kv"), nullptr);
 }
 
 }  // namespace
