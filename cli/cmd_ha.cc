@@ -10,12 +10,18 @@
 #include "commands.h"
 #include "ferry/base/clock.h"
 #include "ferry/ha/corosync_conf.h"
+#include "ferry/ha/json_fields.h"
 #include "ha_agent.h"
 #include "cli_util.h"
 
 namespace ferry::cli {
 namespace {
 
+using ha::ArrayField;
+using ha::BoolField;
+using ha::CountField;
+using ha::Field;
+using ha::StringField;
 using nlohmann::json;
 
 struct HaFlags {
@@ -49,26 +55,30 @@ int DoAgent(const HaFlags& f) {
   return RunHaAgent(*c, f.config, f.wait_corosync_s);
 }
 
+// An agent's status answer as text. Read field by field whatever its shape (an agent of
+// another version): a missing or mistyped field prints as its default.
 void PrintStatus(const json& r) {
-  const json& cl = r["cluster"];
-  std::printf("cluster seen from %s: %s, members", r.value("host", "").c_str(), cl.value("quorate", false) ? "quorate" : "NO QUORUM");
-  for (const auto& m : cl["members"]) std::printf(" %s", m.get<std::string>().c_str());
+  const json cl = Field(r, "cluster");
+  std::printf("cluster seen from %s: %s, members", StringField(r, "host").c_str(),
+              BoolField(cl, "quorate") ? "quorate" : "NO QUORUM");
+  for (const auto& m : ArrayField(cl, "members")) std::printf(" %s", m.is_string() ? m.get<std::string>().c_str() : "?");
   std::printf("\n");
-  for (const auto& h : cl["hosts"]) {
-    std::printf("  host %-8s %-7s%s", h.value("name", "").c_str(), h.value("member", false) ? "up" : "DOWN",
-                h.value("evacuating", false) ? " evacuating" : "");
-    for (const auto& i : h["instances"]) {
-      const uint64_t silent = i.value("silent_ms", uint64_t{0});
-      std::printf("  %s:%s(g%llu%s%s)", i.value("vm", "").c_str(), i.value("role", "").c_str(),
-                  static_cast<unsigned long long>(i.value("generation", uint64_t{0})), i.value("fenced", false) ? ",fenced" : "",
+  for (const auto& h : ArrayField(cl, "hosts")) {
+    std::printf("  host %-8s %-7s%s", StringField(h, "name").c_str(), BoolField(h, "member") ? "up" : "DOWN",
+                BoolField(h, "evacuating") ? " evacuating" : "");
+    for (const auto& i : ArrayField(h, "instances")) {
+      const uint64_t silent = CountField(i, "silent_ms");
+      std::printf("  %s:%s(g%llu%s%s)", StringField(i, "vm").c_str(), StringField(i, "role").c_str(),
+                  static_cast<unsigned long long>(CountField(i, "generation")), BoolField(i, "fenced") ? ",fenced" : "",
                   silent ? (",SILENT " + std::to_string(silent / 1000) + "s").c_str() : "");
     }
     std::printf("\n");
   }
-  for (const auto& v : cl["vms"]) {
-    std::printf("  vm %-8s on %-8s generation %llu  %s  replication %s -> %s\n", v.value("name", "").c_str(),
-                v.value("owner", "-").c_str(), static_cast<unsigned long long>(v.value("generation", uint64_t{0})),
-                v.value("state", "?").c_str(), v.value("replication", "none").c_str(), v.value("standby_host", "-").c_str());
+  for (const auto& v : ArrayField(cl, "vms")) {
+    std::printf("  vm %-8s on %-8s generation %llu  %s  replication %s -> %s\n", StringField(v, "name").c_str(),
+                StringField(v, "owner", "-").c_str(), static_cast<unsigned long long>(CountField(v, "generation")),
+                StringField(v, "state", "?").c_str(), StringField(v, "replication", "none").c_str(),
+                StringField(v, "standby_host", "-").c_str());
   }
 }
 
@@ -87,16 +97,20 @@ int DoStatus(const HaFlags& f) {
 
 // Evacuated: nothing left on the host, and every VM running elsewhere.
 bool Evacuated(const json& status, const std::string& host, std::string* why) {
-  const json& cl = status["cluster"];
-  for (const auto& h : cl["hosts"]) {
-    if (h.value("name", "") == host && !h["instances"].empty()) {
-      *why = std::to_string(h["instances"].size()) + " instance(s) still on " + host;
+  const json cl = Field(status, "cluster");
+  if (!cl.is_object()) {
+    *why = "the agent's answer has no cluster view";
+    return false;
+  }
+  for (const auto& h : ArrayField(cl, "hosts")) {
+    if (StringField(h, "name") == host && !ArrayField(h, "instances").empty()) {
+      *why = std::to_string(ArrayField(h, "instances").size()) + " instance(s) still on " + host;
       return false;
     }
   }
-  for (const auto& v : cl["vms"]) {
-    if (v.value("owner", "") == host || v.value("state", "") != "running") {
-      *why = "vm " + v.value("name", "") + " is not running elsewhere yet";
+  for (const auto& v : ArrayField(cl, "vms")) {
+    if (StringField(v, "owner") == host || StringField(v, "state") != "running") {
+      *why = "vm " + StringField(v, "name") + " is not running elsewhere yet";
       return false;
     }
   }
@@ -126,11 +140,11 @@ int DoEvacuate(const HaFlags& f) {
     if (Evacuated(last, f.target, &why)) {
       double ms = (MonotonicNs() - t0) / 1e6;
       json handovers = json::array();
-      for (const auto& e : last["events"]) {
-        if (e.value("kind", "") == "handed-over") handovers.push_back(e);
+      for (const auto& e : ArrayField(last, "events")) {
+        if (StringField(e, "kind") == "handed-over") handovers.push_back(e);
       }
       if (f.json_out) {
-        std::printf("%s\n", json{{"ok", true}, {"host", f.target}, {"ms", ms}, {"vms", last["cluster"]["vms"]}}.dump().c_str());
+        std::printf("%s\n", json{{"ok", true}, {"host", f.target}, {"ms", ms}, {"vms", ArrayField(Field(last, "cluster"), "vms")}}.dump().c_str());
       } else {
         std::printf("%s is empty after %.0f ms:\n", f.target.c_str(), ms);
         PrintStatus(last);
@@ -150,14 +164,17 @@ int DoBalance(const HaFlags& f) {
     std::printf("%s\n", r->dump().c_str());
     return kExitOk;
   }
-  const json& moves = (*r)["moves"];
+  const json moves = ArrayField(*r, "moves");
   if (moves.empty()) std::printf("nothing to move: the placement policy holds\n");
   for (const auto& m : moves) {
-    std::printf("%s %s: %s -> %s (%s)\n", f.dry_run ? "would move" : "moving", m.value("vm", "").c_str(),
-                m.value("from", "").c_str(), m.value("to", "").c_str(), m.value("why", "").c_str());
+    std::printf("%s %s: %s -> %s (%s)\n", f.dry_run ? "would move" : "moving", StringField(m, "vm").c_str(),
+                StringField(m, "from").c_str(), StringField(m, "to").c_str(), StringField(m, "why").c_str());
   }
-  for (const auto& n : (*r)["notes"]) std::printf("note: %s\n", n.get<std::string>().c_str());
-  for (const auto& [vm, to] : (*r)["moving"].items()) std::printf("in flight: %s -> %s\n", vm.c_str(), to.get<std::string>().c_str());
+  for (const auto& n : ArrayField(*r, "notes")) std::printf("note: %s\n", n.is_string() ? n.get<std::string>().c_str() : "?");
+  const json moving = Field(*r, "moving");
+  if (moving.is_object()) {
+    for (const auto& [vm, to] : moving.items()) std::printf("in flight: %s -> %s\n", vm.c_str(), to.is_string() ? to.get<std::string>().c_str() : "?");
+  }
   return kExitOk;
 }
 
@@ -176,20 +193,22 @@ int DoMove(const HaFlags& f) {
     usleep(100 * 1000);
     auto s = AskAgent(*c, f.host, {{"op", "status"}});
     if (!s.ok()) continue;
-    for (const auto& v : (*s)["cluster"]["vms"]) {
-      if (v.value("name", "") != f.vm || v.value("owner", "") != f.to || v.value("state", "") != "running") continue;
+    for (const auto& v : ArrayField(Field(*s, "cluster"), "vms")) {
+      if (StringField(v, "name") != f.vm || StringField(v, "owner") != f.to || StringField(v, "state") != "running") continue;
       double downtime = -1;
-      for (const auto& e : (*s)["events"]) {
-        if (e.value("kind", "") == "handed-over" && e.value("vm", "") == f.vm && e.value("to", "") == f.to) downtime = e.value("downtime_ms", -1.0);
+      for (const auto& e : ArrayField(*s, "events")) {
+        if (StringField(e, "kind") == "handed-over" && StringField(e, "vm") == f.vm && StringField(e, "to") == f.to) {
+          downtime = ha::NumberField(e, "downtime_ms", -1.0);
+        }
       }
       const double ms = (MonotonicNs() - t0) / 1e6;
-      json out = {{"ok", true}, {"vm", f.vm}, {"to", f.to}, {"ms", ms}, {"generation", v.value("generation", 0)}};
+      json out = {{"ok", true}, {"vm", f.vm}, {"to", f.to}, {"ms", ms}, {"generation", CountField(v, "generation")}};
       if (downtime >= 0) out["downtime_ms"] = downtime;
       if (f.json_out) {
         std::printf("%s\n", out.dump().c_str());
       } else {
         std::printf("%s runs on %s after %.0f ms (generation %llu)\n", f.vm.c_str(), f.to.c_str(), ms,
-                    static_cast<unsigned long long>(v.value("generation", uint64_t{0})));
+                    static_cast<unsigned long long>(CountField(v, "generation")));
       }
       return kExitOk;
     }

@@ -1,5 +1,6 @@
 // ferry: one binary, subcommands (DESIGN.md "CLI and API").
 #include <cstdio>
+#include <exception>
 
 #include "commands.h"
 #include "ferry/base/log.h"
@@ -27,5 +28,14 @@ int main(int argc, char** argv) {
     return code == 0 ? 0 : ferry::cli::kExitUsage;
   }
   if (verbose) ferry::SetLogLevel(ferry::LogLevel::kInfo);
-  return selected ? selected() : ferry::cli::kExitUsage;
+  // An exception no command caught (an answer of a shape nothing expected, no memory) is an
+  // error with its reason and exit code 1, not std::terminate's abort and core dump.
+  try {
+    return selected ? selected() : ferry::cli::kExitUsage;
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "ferry: internal error: %s\n", e.what());
+  } catch (...) {
+    std::fprintf(stderr, "ferry: internal error\n");
+  }
+  return ferry::cli::kExitError;
 }

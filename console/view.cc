@@ -8,26 +8,11 @@
 namespace ferry::console {
 
 using nlohmann::json;
+using ha::ArrayField;
+using ha::BoolField;
+using ha::Field;
 using ha::NumberField;
 using ha::StringField;
-
-namespace {
-
-// An agent's answer read field by field whatever its shape (an agent of another version, a
-// broken one): a missing field or one of another type reads as null, false or empty. A const
-// json's operator[] on a missing key is undefined behaviour, and value() throws on a type it
-// did not expect (a 500 without a reason).
-json Field(const json& j, const char* key) { return j.is_object() && j.contains(key) ? j[key] : json(nullptr); }
-bool Flag(const json& j, const char* key) {
-  const json f = Field(j, key);
-  return f.is_boolean() && f.get<bool>();
-}
-json Array(const json& j, const char* key) {
-  json f = Field(j, key);
-  return f.is_array() ? f : json::array();
-}
-
-}  // namespace
 
 json MoveProgress(const std::string& to, const json& s, const std::string& standby_host) {
   json m = {{"to", to}, {"phase", "queued"}, {"bytes_left", nullptr}, {"total_bytes", nullptr},
@@ -97,19 +82,19 @@ json History(const std::vector<json>& events, const std::vector<json>& drills) {
 json BuildView(const ha::ClusterConfig& config, const json& status, const std::vector<json>& events,
                const std::vector<json>& drills) {
   const json cluster = Field(status, "cluster");
-  const bool quorate = Flag(cluster, "quorate");
+  const bool quorate = BoolField(cluster, "quorate");
   std::map<std::string, json> host_stats;
   json hosts = json::array();
   for (const auto& hc : config.hosts) {
     json h = json::object();
-    for (const auto& x : Array(cluster, "hosts")) {
+    for (const auto& x : ArrayField(cluster, "hosts")) {
       if (StringField(x, "name") == hc.name) h = x;
     }
-    const bool member = Flag(h, "member");
+    const bool member = BoolField(h, "member");
     const json stats = Field(h, "stats");
     host_stats[hc.name] = stats;
     const json load = Field(stats, "host");
-    std::string health = !member ? "down" : Flag(h, "evacuating") ? "evacuating" : !quorate ? "no-quorum" : "ok";
+    std::string health = !member ? "down" : BoolField(h, "evacuating") ? "evacuating" : !quorate ? "no-quorum" : "ok";
     hosts.push_back({{"name", hc.name}, {"member", member}, {"health", health}, {"address", hc.address},
                      {"cpus", Field(load, "cpus")}, {"cpu_pct", Field(load, "cpu_pct")},
                      {"mem_total_bytes", Field(load, "mem_total_bytes")}, {"mem_used_bytes", Field(load, "mem_used_bytes")},
@@ -118,7 +103,7 @@ json BuildView(const ha::ClusterConfig& config, const json& status, const std::v
   json vms = json::array();
   for (const auto& spec : config.vms) {
     json v = json::object();
-    for (const auto& x : Array(cluster, "vms")) {
+    for (const auto& x : ArrayField(cluster, "vms")) {
       if (StringField(x, "name") == spec.name) v = x;
     }
     const std::string owner = StringField(v, "owner");
@@ -138,7 +123,7 @@ json BuildView(const ha::ClusterConfig& config, const json& status, const std::v
                    {"protection", protection},
                    {"move", moving_to.empty() ? json(nullptr) : MoveProgress(moving_to, s, standby)}});
   }
-  json members = Array(cluster, "members");
+  json members = ArrayField(cluster, "members");
   return {{"cluster", config.name}, {"seen_from", Field(status, "host")}, {"quorate", quorate},
           {"members", members}, {"hosts", hosts}, {"vms", vms}, {"history", History(events, drills)}};
 }

@@ -1,7 +1,9 @@
-// Reading figures out of JSON another process sent (an agent's report "stats", a VMM's status
-// answer): a missing object or field, a null or a value of the wrong type reads as the
-// default rather than throwing. The balancer, the agents' metrics and load sampler, and the
-// console all read those figures this way.
+// Reading JSON another process sent (an agent's report "stats" or status answer, a VMM's
+// status answer): a missing object or field, a null or a value of the wrong type reads as the
+// default rather than throwing. The balancer, the agents' metrics and load sampler, the
+// console and the CLI's status printing all read such answers this way. (A const json's
+// operator[] on a missing key is undefined behaviour; value() throws on a type it did not
+// expect.)
 #pragma once
 
 #include <cstdint>
@@ -30,10 +32,29 @@ inline uint64_t CountField(const nlohmann::json& j, const char* key, uint64_t df
   return v >= 0 && v < 18446744073709551616.0 ? static_cast<uint64_t>(v) : dflt;
 }
 
-inline std::string StringField(const nlohmann::json& j, const char* key) {
-  if (!j.is_object()) return "";
+inline std::string StringField(const nlohmann::json& j, const char* key, const std::string& dflt = "") {
+  if (!j.is_object()) return dflt;
   auto it = j.find(key);
-  return it != j.end() && it->is_string() ? it->get<std::string>() : "";
+  return it != j.end() && it->is_string() ? it->get<std::string>() : dflt;
+}
+
+inline bool BoolField(const nlohmann::json& j, const char* key, bool dflt = false) {
+  if (!j.is_object()) return dflt;
+  auto it = j.find(key);
+  return it != j.end() && it->is_boolean() ? it->get<bool>() : dflt;
+}
+
+// The field as it is (any type), or null.
+inline nlohmann::json Field(const nlohmann::json& j, const char* key) {
+  if (!j.is_object()) return nullptr;
+  auto it = j.find(key);
+  return it != j.end() ? *it : nlohmann::json(nullptr);
+}
+
+// An array field, or an empty array.
+inline nlohmann::json ArrayField(const nlohmann::json& j, const char* key) {
+  nlohmann::json f = Field(j, key);
+  return f.is_array() ? f : nlohmann::json::array();
 }
 
 }  // namespace ferry::ha
