@@ -27,7 +27,10 @@ struct ControlFlags {
 
 // Performs the request and prints its result: JSON with --json, else through `human`.
 // Returns the exit code; the response is left in *response for callers that judge it.
-int Call(const ControlFlags& f, const json& request, const std::function<void(const json&)>& human,
+// The printers take the VMM's answer by value: a field it lacks (a VMM of another version)
+// reads as null and its get<>() throws, which main() reports as an error with exit code 1,
+// where a const json's operator[] on a missing key is undefined behaviour.
+int Call(const ControlFlags& f, const json& request, const std::function<void(json)>& human,
          json* response = nullptr) {
   auto r = CallApi(f.api, request, f.timeout_ms + 5000);
   if (!r.ok()) {
@@ -45,7 +48,7 @@ int Call(const ControlFlags& f, const json& request, const std::function<void(co
   return kExitOk;
 }
 
-void PrintReplicationStatus(const json& rep) {
+void PrintReplicationStatus(json rep) {
   if (rep.value("role", "") == "standby") {
     std::printf("standby:  %s, primary %s, checkpoint %llu (%.0f ms ago), %llu discarded%s%s\n",
                 rep.value("state", "").c_str(), rep.value("primary", "").c_str(),
@@ -61,7 +64,7 @@ void PrintReplicationStatus(const json& rep) {
               rep.value("error", "").c_str());
 }
 
-void PrintStatus(const json& r) {
+void PrintStatus(json r) {
   std::printf("state:    %s\n", r["state"].get<std::string>().c_str());
   if (r.contains("replication") && r["replication"].is_object()) PrintReplicationStatus(r["replication"]);
   if (!r.contains("guest")) return;  // a standby: no VM runs here yet
@@ -90,7 +93,7 @@ void AddControlCommands(CLI::App& app, CommandFn* selected) {
   });
   AddClient(app, "pause", "Pause every vCPU of a VM", f, true)->callback([=] {
     *selected = [f] {
-      return Call(*f, {{"op", "pause"}}, [](const json& r) {
+      return Call(*f, {{"op", "pause"}}, [](json r) {
         std::printf("paused in %.1f us\n", r["latency_us"].get<double>());
       });
     };
@@ -111,7 +114,7 @@ void AddControlCommands(CLI::App& app, CommandFn* selected) {
   snap->callback([=] {
     *selected = [f] {
       json req = {{"op", "snapshot"}, {"file", f->file}, {"stop", f->stop}, {"fsync", !f->no_fsync}};
-      return Call(*f, req, [](const json& r) {
+      return Call(*f, req, [](json r) {
         std::printf("snapshot %s: %llu MiB RAM, %llu bytes written in %.1f ms (%.2f GiB/s), VM paused %.1f ms\n",
                     r["file"].get<std::string>().c_str(),
                     static_cast<unsigned long long>(r["ram_bytes"].get<uint64_t>() >> 20),
@@ -127,7 +130,7 @@ void AddControlCommands(CLI::App& app, CommandFn* selected) {
   verify->callback([=] {
     *selected = [f] {
       json response;
-      int code = Call(*f, {{"op", "verify"}, {"timeout_ms", f->timeout_ms}}, [](const json& r) {
+      int code = Call(*f, {{"op", "verify"}, {"timeout_ms", f->timeout_ms}}, [](json r) {
         std::printf("verify %s: %s\n", r["passed"].get<bool>() ? "passed" : "FAILED",
                     r["report"]["text"].get<std::string>().c_str());
       }, &response);
@@ -143,7 +146,7 @@ void AddControlCommands(CLI::App& app, CommandFn* selected) {
     *selected = [f] {
       f->timeout_ms = static_cast<int>(f->seconds * 1000) + 30000;
       json req = {{"op", "dirty_rate"}, {"seconds", f->seconds}, {"interval_ms", f->interval_ms}};
-      return Call(*f, req, [](const json& r) {
+      return Call(*f, req, [](json r) {
         std::printf("dirty rate (%s, %.1f s, %u harvests): %.0f pages/s = %.1f MB/s; harvest %.3f ms median\n",
                     r["source"].get<std::string>().c_str(), r["seconds"].get<double>(), r["harvests"].get<unsigned>(),
                     r["pages_per_s"].get<double>(), r["mb_per_s"].get<double>(), r["harvest_ms_median"].get<double>());
@@ -160,7 +163,7 @@ void AddControlCommands(CLI::App& app, CommandFn* selected) {
   throttle->add_option("--vcpu", f->vcpu, "Only this vCPU (default: all)")->check(CLI::Range(-1, 255));
   throttle->callback([=] {
     *selected = [f] {
-      return Call(*f, {{"op", "throttle"}, {"percent", f->percent}, {"vcpu", f->vcpu}}, [](const json& r) {
+      return Call(*f, {{"op", "throttle"}, {"percent", f->percent}, {"vcpu", f->vcpu}}, [](json r) {
         std::printf("throttle: %s\n", r["throttle_percent"].dump().c_str());
       });
     };

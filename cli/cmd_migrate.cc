@@ -124,7 +124,7 @@ int DoMigrate(const MigrateFlags& f) {
   if (f.json_out) {
     std::printf("%s\n", r->dump().c_str());
   } else {
-    const json& s = *r;
+    json s = *r;  // by value: a missing field reads as null (see Call in cmd_control.cc)
     std::printf("migrated to %s: downtime %.1f ms (guest saw %.1f ms), total %.0f ms, %u rounds, %.1f MB on the wire, "
                 "throttle max %u%%%s\n",
                 s["destination"].get<std::string>().c_str(), s["downtime_ms"].get<double>(),

@@ -66,7 +66,7 @@ int DoStandby(const StandbyFlags& f) {
   return ExitCodeFor(vmhost::RunStandby(std::move(standby).value(), f.api, f.lease_ms));
 }
 
-void PrintReplication(const json& r) {
+void PrintReplication(json r) {  // by value: see Call in cmd_control.cc
   std::printf("replicating to %s: protected at checkpoint %llu after a %.0f ms initial sync; epochs of %.0f ms, "
               "pause p50 %.2f ms, lag p50 %.1f ms\n",
               r.value("standby", "").c_str(), static_cast<unsigned long long>(r.value("epochs", uint64_t{0})),
