@@ -1,5 +1,7 @@
 #include "drill_watch.h"
 
+#include "ferry/ha/json_fields.h"
+
 namespace ferry::ha {
 
 Result<json> AgentCall(const HostConfig& h, const json& req) { return vmhost::CallApi(h.dir + "/agent.sock", req, 3000); }
@@ -10,15 +12,15 @@ Result<json> AnyAgent(const ClusterConfig& c, const std::string& avoid) {
     for (const auto& h : c.hosts) {
       if ((pass == 0) == (h.name == avoid)) continue;
       auto r = AgentCall(h, {{"op", "status"}});
-      if (r.ok() && r->value("/cluster/quorate"_json_pointer, false)) return r;
+      if (r.ok() && BoolField(Field(*r, "cluster"), "quorate")) return r;
     }
   }
   return NotFound("no quorate HA agent answered");
 }
 
 json VmEntry(const json& status, const std::string& vm) {
-  for (const auto& v : status["cluster"]["vms"]) {
-    if (v.value("name", "") == vm) return v;
+  for (const auto& v : ArrayField(Field(status, "cluster"), "vms")) {
+    if (StringField(v, "name") == vm) return v;
   }
   return json::object();
 }
@@ -26,7 +28,7 @@ json VmEntry(const json& status, const std::string& vm) {
 // The first event on `status`'s host at or after t_ms matching kind (and vm, if given).
 uint64_t EventTime(const json& status, uint64_t t_ms, const std::vector<std::string>& kinds, const std::string& vm,
                    std::string* detail) {
-  for (const auto& e : status["events"]) {
+  for (const auto& e : ArrayField(status, "events")) {
     const uint64_t t = e.value("t_ms", uint64_t{0});
     if (t < t_ms) continue;
     if (!vm.empty() && e.value("vm", "") != vm && !e.value("vm", "").empty()) continue;

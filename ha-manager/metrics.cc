@@ -63,13 +63,15 @@ Counter& AgentMetrics::C(Family<Counter>* f, const std::string& vm) { return f->
 void AgentMetrics::Update(bool quorate, size_t members, const json& stats, const std::map<std::string, bool>& moving) {
   quorate_->Add({}).Set(quorate ? 1 : 0);
   members_->Add({}).Set(static_cast<double>(members));
-  const json& host = stats["host"];
+  const json host = Field(stats, "host");
   host_cpu_->Add({}).Set(NumberField(host, "cpu_pct"));
   host_mem_->Add({}).Set(NumberField(host, "mem_used_bytes"));
   host_bw_->Add({}).Set(NumberField(host, "migration_bytes_per_s"));
   static const Histogram::BucketBoundaries kPause = {0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25};
   static const Histogram::BucketBoundaries kLag = {0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1};
-  for (const auto& [vm, v] : stats["vms"].items()) {
+  json vms = Field(stats, "vms");
+  if (!vms.is_object()) vms = json::object();
+  for (const auto& [vm, v] : vms.items()) {
     G(vm_cpu_, vm).Set(NumberField(v, "cpu_pct"));
     G(vm_dirty_, vm).Set(NumberField(v, "dirty_pages_per_s"));
     G(vm_disk_, vm).Set(NumberField(v, "disk_bytes_per_s"));
