@@ -2,6 +2,10 @@
 
 #include <gtest/gtest.h>
 
+#include <atomic>
+#include <thread>
+#include <vector>
+
 namespace ferry {
 namespace {
 
@@ -25,6 +29,33 @@ TEST(LogLimiter, ABurstThenAFewASecondEachSayingHowManyWereDropped) {
   EXPECT_TRUE(limiter.Allow(1000000, &dropped));
   EXPECT_TRUE(limiter.Allow(1000000, &dropped));
   EXPECT_FALSE(limiter.Allow(1000000, &dropped)) << "no more than the burst, however long the quiet";
+}
+
+// From several threads at once (every device queue's thread shares one limiter): every call
+// is either logged or counted, once, in the next logged line's dropped count.
+TEST(LogLimiter, FromManyThreadsEveryCallIsLoggedOrCountedOnce) {
+  LogLimiter limiter(100, 5);
+  constexpr int kThreads = 4, kCalls = 20000;
+  std::atomic<uint64_t> clock_ms{1000}, logged{0}, reported{0};
+  std::vector<std::thread> threads;
+  for (int t = 0; t < kThreads; ++t) {
+    threads.emplace_back([&] {
+      for (int k = 0; k < kCalls; ++k) {
+        uint64_t dropped = 0;
+        const uint64_t now = k % 50 == 0 ? ++clock_ms : clock_ms.load();
+        if (limiter.Allow(now, &dropped)) {
+          ++logged;
+          reported += dropped;
+        }
+      }
+    });
+  }
+  for (auto& t : threads) t.join();
+  uint64_t rest = 0;
+  ASSERT_TRUE(limiter.Allow(clock_ms + 100000, &rest));
+  EXPECT_EQ(logged + reported + rest, uint64_t{kThreads} * kCalls);
+  EXPECT_GT(logged.load(), 5u);
+  EXPECT_LT(logged.load(), uint64_t{kThreads} * kCalls / 10);
 }
 
 }  // namespace
