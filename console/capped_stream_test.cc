@@ -5,7 +5,6 @@
 
 #include <sys/socket.h>
 
-#include <atomic>
 #include <chrono>
 #include <future>
 #include <string>
@@ -14,6 +13,7 @@
 #include <gtest/gtest.h>
 
 #include "ferry/base/unique_fd.h"
+#include "slow_reader_test_util.h"
 
 namespace ferry::console {
 namespace {
@@ -26,30 +26,11 @@ TEST(CappedStream, AnAnswerReadSlowerThanItsWriteTimeIsCutOff) {
   int sv[2];
   ASSERT_EQ(::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv), 0);
   UniqueFd server(sv[0]), client(sv[1]);
-  const int small = 4096;
-  ::setsockopt(server.get(), SOL_SOCKET, SO_SNDBUF, &small, sizeof small);
-  ::setsockopt(client.get(), SOL_SOCKET, SO_RCVBUF, &small, sizeof small);
-  std::atomic<bool> stop{false};
-  std::thread reader([&] {
-    char buf[64];
-    while (!stop) {
-      (void)::recv(client.get(), buf, sizeof buf, MSG_DONTWAIT);
-      std::this_thread::sleep_for(std::chrono::milliseconds(100));
-    }
-  });
+  ShrinkBuffers(server.get(), client.get());
   PlainWire wire(server.get());
   CappedStream stream(wire, 1024, std::chrono::steady_clock::now() + std::chrono::seconds(10),
                       std::chrono::milliseconds(500));
-  const std::string answer(256 * 1024, 'x');
-  const auto t0 = std::chrono::steady_clock::now();
-  auto wrote = std::async(std::launch::async, [&] { return stream.write(answer.data(), answer.size()); });
-  const bool ended = wrote.wait_for(std::chrono::seconds(5)) == std::future_status::ready;
-  stop = true;
-  reader.join();
-  if (!ended) ::shutdown(client.get(), SHUT_RDWR);  // ends the write, so the test does too
-  EXPECT_TRUE(ended) << "the answer was still being written to a slow reader after 5 s";
-  EXPECT_EQ(wrote.get(), -1);
-  EXPECT_LT(std::chrono::steady_clock::now() - t0, std::chrono::seconds(6));
+  ExpectASlowReaderCutOff(stream, client.get());
 }
 
 // An answer its reader takes at once is written whole, however long the request took.

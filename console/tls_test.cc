@@ -17,12 +17,10 @@
 #include <sys/time.h>
 #include <unistd.h>
 
-#include <atomic>
 #include <chrono>
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
-#include <future>
 #include <memory>
 #include <string>
 #include <thread>
@@ -31,6 +29,7 @@
 
 #include "ferry/base/unique_fd.h"
 #include "ferry/console/server.h"
+#include "slow_reader_test_util.h"
 #include "tls.h"
 
 namespace ferry::console {
@@ -394,39 +393,19 @@ TEST(ConsoleTls, AnAnswerReadSlowerThanItsWriteTimeIsCutOff) {
   int sv[2];
   ASSERT_EQ(::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv), 0);
   UniqueFd server(sv[0]), client(sv[1]);
-  const int small = 4096;
-  ::setsockopt(server.get(), SOL_SOCKET, SO_SNDBUF, &small, sizeof small);
-  ::setsockopt(client.get(), SOL_SOCKET, SO_RCVBUF, &small, sizeof small);
+  ShrinkBuffers(server.get(), client.get());
   timeval tv{5, 0};  // the client's handshake waits 5 s at most
   ::setsockopt(client.get(), SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
-  std::atomic<bool> stop{false};
-  std::thread reader([&] {
+  std::thread hello([&] {  // the client's side of the handshake; then it reads raw bytes
     std::unique_ptr<SSL_CTX, decltype(&SSL_CTX_free)> ctx(SSL_CTX_new(TLS_client_method()), SSL_CTX_free);
     std::unique_ptr<SSL, decltype(&SSL_free)> ssl(ctx ? SSL_new(ctx.get()) : nullptr, SSL_free);
-    if (!ssl || SSL_set_fd(ssl.get(), client.get()) != 1 || SSL_connect(ssl.get()) != 1) return;
-    char buf[64];
-    while (!stop) {
-      (void)::recv(client.get(), buf, sizeof buf, MSG_DONTWAIT);
-      std::this_thread::sleep_for(std::chrono::milliseconds(100));
-    }
+    if (ssl && SSL_set_fd(ssl.get(), client.get()) == 1) (void)SSL_connect(ssl.get());
   });
   auto wire = (*tls)->Handshake(server.get(), std::chrono::steady_clock::now() + std::chrono::seconds(5));
-  if (!wire.ok()) {
-    stop = true;
-    reader.join();
-    FAIL() << wire.status().message();
-  }
+  hello.join();
+  ASSERT_TRUE(wire.ok()) << wire.status().message();
   CappedStream stream(**wire, 1024, std::chrono::steady_clock::now() + std::chrono::seconds(10), std::chrono::milliseconds(500));
-  const std::string answer(256 * 1024, 'x');
-  const auto t0 = std::chrono::steady_clock::now();
-  auto wrote = std::async(std::launch::async, [&] { return stream.write(answer.data(), answer.size()); });
-  const bool ended = wrote.wait_for(std::chrono::seconds(5)) == std::future_status::ready;
-  stop = true;
-  reader.join();
-  if (!ended) ::shutdown(client.get(), SHUT_RDWR);  // ends the write, so the test does too
-  EXPECT_TRUE(ended) << "the answer was still being written to a slow reader after 5 s";
-  EXPECT_EQ(wrote.get(), -1);
-  EXPECT_LT(std::chrono::steady_clock::now() - t0, std::chrono::seconds(6));
+  ExpectASlowReaderCutOff(stream, client.get());
 }
 
 }  // namespace
