@@ -118,7 +118,10 @@ TEST(CliAnswers, AVmmsAnswerOfAnyShapeIsAnExitCodeNeverACrash) {
   const std::vector<std::string> answers = {R"({"ok":true})", R"({"ok":true,"state":5,"report":"x","replication":[1]})",
                                             R"({"ok":true,"latency_us":"fast","passed":"yes","epoch":-1})"};
   const std::vector<std::vector<std::string>> commands = {
-      {"status", "--api", sock}, {"pause", "--api", sock}, {"verify", "--api", sock}, {"promote", "--api", sock}};
+      {"status", "--api", sock}, {"pause", "--api", sock}, {"verify", "--api", sock}, {"promote", "--api", sock},
+      // the address goes to the fake VMM only (127.x, as every test address)
+      {"migrate", "--api", sock, "--to", "127.0.0.1:9", "--insecure"},
+      {"replicate", "--api", sock, "--to", "127.0.0.1:9", "--insecure"}};
   int n = 0;
   for (const std::string& answer : answers) {
     FakeAgent vmm(sock, answer);
