@@ -9,8 +9,10 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <cerrno>
 #include <fstream>
 #include <sstream>
+#include <string>
 
 #include "ferry/ha/subprocess.h"
 #include "ferry/vmhost/api_client.h"
@@ -116,6 +118,9 @@ Status StartCorosync(const HostConfig& h) {
   std::vector<char*> argv;
   for (const auto& a : h.corosync_start) argv.push_back(const_cast<char*>(a.c_str()));
   argv.push_back(nullptr);
+  // What a command that cannot run leaves in its log, built before the fork (the child only
+  // writes it, and the error number).
+  const std::string cannot_run = "ferry: cannot run " + h.corosync_start[0] + " (errno ";
   // Twice forked: the command's process is nobody's child here, so none is left unreaped.
   const pid_t child = ::fork();
   if (child < 0) return ErrnoError("fork");
@@ -130,6 +135,12 @@ Status StartCorosync(const HostConfig& h) {
     }
     if (null >= 0) ::dup2(null, 0);
     ::execvp(argv[0], argv.data());
+    char digits[16];
+    int n = 0;
+    for (int e = errno; n == 0 || e > 0; e /= 10) digits[n++] = static_cast<char>('0' + e % 10);
+    (void)!::write(2, cannot_run.data(), cannot_run.size());
+    while (n > 0) (void)!::write(2, &digits[--n], 1);
+    (void)!::write(2, ")\n", 2);
     ::_exit(127);
   }
   int status = 0;

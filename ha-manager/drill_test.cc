@@ -11,6 +11,8 @@
 
 #include <filesystem>
 #include <fstream>
+#include <iterator>
+#include <string>
 
 #include "drill_faults.h"
 #include "ferry/base/unique_fd.h"
@@ -127,18 +129,30 @@ TEST(DrillFaults, TheCorosyncStartCommandRunsDetachedWithItsOutputInTheHostsDir)
   h.dir = tmpl;
   h.corosync_start = {"sh", "-c", "echo started in session $(ps -o sid= -p $$)"};
   ASSERT_TRUE(StartCorosync(h).ok());
-  std::string got;
-  // Up to 10 s: under a loaded machine (a build beside it) sh and ps took over 2 s to start.
-  for (int i = 0; i < 500 && got.find("started") == std::string::npos; ++i) {
-    ::usleep(20000);
-    std::ifstream in(h.dir + "/corosync-start.log");
-    std::getline(in, got);
-  }
+  // The log once it holds `want`, waiting up to 10 s: under a loaded machine (a build beside
+  // it) sh and ps took over 2 s to start.
+  auto log_with = [&](const std::string& want) {
+    std::string got;
+    for (int i = 0; i < 500 && got.find(want) == std::string::npos; ++i) {
+      ::usleep(20000);
+      std::ifstream in(h.dir + "/corosync-start.log");
+      got.assign(std::istreambuf_iterator<char>(in), {});
+    }
+    return got;
+  };
+  const std::string got = log_with("started");
   EXPECT_NE(got.find("started in session"), std::string::npos) << got;
   EXPECT_EQ(got.find("session " + std::to_string(::getsid(0))), std::string::npos) << "not detached: " << got;
+  // Detached, a command that cannot run is no error here, so it says so in its log. Waited
+  // for before the directory goes: its process wrote the log while remove_all ran, and CI
+  // failed with "cannot remove: Directory not empty". It wrote nothing before.
   h.corosync_start = {"/nonexistent/corosync"};
-  EXPECT_TRUE(StartCorosync(h).ok()) << "detached: a command that cannot run says so in its log";
-  std::filesystem::remove_all(tmpl);
+  EXPECT_TRUE(StartCorosync(h).ok());
+  const std::string failed = log_with("cannot run /nonexistent/corosync (errno 2)");
+  EXPECT_NE(failed.find("cannot run /nonexistent/corosync (errno 2)"), std::string::npos) << failed;
+  std::error_code ec;
+  std::filesystem::remove_all(tmpl, ec);
+  EXPECT_FALSE(ec) << ec.message();
 }
 
 TEST(Drill, TheConfigTakesACorosyncStartCommandAndRefusesAMalformedOne) {
