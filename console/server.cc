@@ -31,12 +31,7 @@ namespace {
 
 // Whether an agent's status answer says its partition is quorate; false for an answer of any
 // other shape (an agent of another version, a broken one), never an exception.
-bool Quorate(const json& status) {
-  const auto cluster = status.is_object() ? status.find("cluster") : status.end();
-  if (cluster == status.end() || !cluster->is_object()) return false;
-  const auto quorate = cluster->find("quorate");
-  return quorate != cluster->end() && quorate->is_boolean() && quorate->get<bool>();
-}
+bool Quorate(const json& status) { return ha::BoolField(ha::Field(status, "cluster"), "quorate"); }
 
 // cpp-httplib's Server, one request per connection through a CappedStream, over the socket
 // as it is or (with a TlsServer) over a TLS session on it. Its own loop keeps a connection
@@ -280,7 +275,7 @@ struct Console::Impl {
     for (const auto& h : config.hosts) {
       auto r = agent(h, {{"op", "status"}});
       if (!r.ok() || !r->is_object()) continue;
-      if (auto ev = r->find("events"); ev != r->end() && ev->is_array()) events.insert(events.end(), ev->begin(), ev->end());
+      for (const auto& e : ha::ArrayField(*r, "events")) events.push_back(e);
       if (view_from.is_null() || (Quorate(*r) && !Quorate(view_from))) view_from = *r;
     }
     std::lock_guard lock(mu);
@@ -410,9 +405,8 @@ Result<std::unique_ptr<Console>> Console::Start(const ha::ClusterConfig& config,
       json body = json::parse(req.body, nullptr, false);
       if (!body.is_object()) return Reply(res, {{"ok", false}, {"error", "the request body must be a JSON object"}}, 400);
       json out = fn(body);
-      const bool ok = out.contains("ok") && out["ok"].is_boolean() && out["ok"].get<bool>();
-      const bool bad_request = out.contains("code") && out["code"] == "invalid_argument";
-      Reply(res, out, ok ? 200 : bad_request ? 400 : 409);
+      const bool bad_request = ha::StringField(out, "code") == "invalid_argument";
+      Reply(res, out, ha::BoolField(out, "ok") ? 200 : bad_request ? 400 : 409);
     };
   };
   // The agent's request: `op` and the body's own `keys` as they came. The agent checks their

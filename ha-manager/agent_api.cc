@@ -8,6 +8,7 @@
 #include "ferry/base/clock.h"
 #include "ferry/ha/agent.h"
 #include "ferry/ha/balance.h"
+#include "ferry/ha/json_fields.h"
 
 namespace ferry::ha {
 
@@ -18,11 +19,6 @@ namespace {
 json Error(const std::string& message) { return {{"ok", false}, {"error", message}, {"code", "invalid_argument"}}; }
 json Refused(const std::string& message) { return {{"ok", false}, {"error", message}, {"code", "refused"}}; }
 
-// A string field, or "" when absent or not a string (never an exception).
-std::string Str(const json& req, const char* key) {
-  auto it = req.find(key);
-  return it != req.end() && it->is_string() ? it->get<std::string>() : "";
-}
 // A boolean field: `dflt` when absent, nullopt when it is there but not a boolean. Such a
 // request is refused: "on": "false" read as the default (true) evacuated a host.
 std::optional<bool> Flag(const json& req, const char* key, bool dflt) {
@@ -71,10 +67,10 @@ json Agent::StatusJson() const {
 json Agent::Handle(const json& req) {
   std::lock_guard lock(mu_);
   if (!req.is_object()) return Error("the request is not a JSON object");
-  const std::string op = Str(req, "op");
+  const std::string op = StringField(req, "op");
   if (op == "status") return StatusJson();
   if (op == "evacuate") {
-    const std::string h = Str(req, "host");
+    const std::string h = StringField(req, "host");
     if (!config_.Host(h)) return Error("no host named \"" + h + "\" in the cluster config");
     const std::optional<bool> on = Flag(req, "on", true);
     if (!on) return NotAFlag("on");
@@ -88,7 +84,7 @@ json Agent::Handle(const json& req) {
 }
 
 json Agent::HandleMove(const json& req) {
-  const std::string vm = Str(req, "vm"), to = Str(req, "to");
+  const std::string vm = StringField(req, "vm"), to = StringField(req, "to");
   if (!config_.Vm(vm)) return Error("no vm named \"" + vm + "\" in the cluster config");
   const std::optional<bool> on = Flag(req, "on", true);
   if (!on) return NotAFlag("on");

@@ -52,7 +52,7 @@ class Planner {
     for (const auto& hc : config_.hosts) {
       if (!state_.live(hc.name) || state_.evacuating(hc.name)) continue;
       const json& s = state_.stats(hc.name);
-      const json host = s.is_object() && s.contains("host") ? s["host"] : json::object();
+      const json host = Field(s, "host");
       HostLoad h;
       h.cpus = hc.cpus > 0 ? hc.cpus : NumberField(host, "cpus");
       h.mem_total = hc.mem_bytes > 0 ? hc.mem_bytes : CountField(host, "mem_total_bytes");
@@ -64,7 +64,7 @@ class Planner {
       const Instance* i = state_.instance(c->host, v.name);
       if (!i || !i->primary()) continue;
       const json& s = state_.stats(c->host);
-      json vm = s.is_object() && s.contains("vms") && s["vms"].contains(v.name) ? s["vms"][v.name] : json::object();
+      const json vm = Field(Field(s, "vms"), v.name.c_str());
       cpu_[v.name] = NumberField(vm, "cpu_pct");
       mem_[v.name] = v.mem_bytes;
       where_[v.name] = c->host;

@@ -43,7 +43,6 @@ uint64_t MemTotal() {
   return 0;
 }
 
-
 }  // namespace
 
 LoadSampler::LoadSampler(const HostConfig& host) {
@@ -57,10 +56,8 @@ void LoadSampler::Observe(const std::string& name, pid_t pid, const json& status
   vm.seen = true;
   vm.primary = status.value("state", "") != "standby";
   vm.mem_bytes = CountField(status, "mem_bytes");
-  const json& dev = status.contains("devices") ? status["devices"] : json::object();
-  const json& disk = dev.contains("disk") ? dev["disk"] : json();
-  const json& nic = dev.contains("nic") ? dev["nic"] : json();
-  const json& rep = status.contains("replication") ? status["replication"] : json();
+  const json dev = Field(status, "devices"), disk = Field(dev, "disk"), nic = Field(dev, "nic");
+  const json rep = Field(status, "replication");
   Sample s{now_ms, CpuTicks(pid), CountField(disk, "bytes_read") + CountField(disk, "bytes_written"),
            CountField(nic, "rx_bytes") + CountField(nic, "tx_bytes"), CountField(rep, "wire_bytes")};
   const double dt = (now_ms - vm.last.t_ms) / 1000.0;

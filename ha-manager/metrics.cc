@@ -92,14 +92,12 @@ void AgentMetrics::Update(bool quorate, size_t members, const json& stats, const
     Counter& mig = C(mig_bytes_, vm);
     if (is_moving) mig.Increment(static_cast<double>(d_wire));
     if (epochs < last.epoch_seen) last.epoch_seen = 0;  // replication restarted: epochs count from 1
-    if (v.contains("recent") && v["recent"].is_array()) {
-      for (const auto& e : v["recent"]) {
-        const uint64_t n = CountField(e, "epoch");
-        if (n <= last.epoch_seen) continue;
-        pause_->Add({}, kPause).Observe(NumberField(e, "pause_ms") / 1000);
-        lag_hist_->Add({}, kLag).Observe(NumberField(e, "lag_ms") / 1000);
-        last.epoch_seen = n;
-      }
+    for (const auto& e : ArrayField(v, "recent")) {
+      const uint64_t n = CountField(e, "epoch");
+      if (n <= last.epoch_seen) continue;
+      pause_->Add({}, kPause).Observe(NumberField(e, "pause_ms") / 1000);
+      lag_hist_->Add({}, kLag).Observe(NumberField(e, "lag_ms") / 1000);
+      last.epoch_seen = n;
     }
   }
 }
